@@ -1,0 +1,292 @@
+"""Gateway configuration: one YAML file, validated once at start, overridable by ``GATEWAY_*``.
+
+Secrets never live in the file: a provider names the environment variable that holds its key
+(``api_key_env``). With no file at all the embedded default runs: SQLite under ``./var``, the local
+Redis and the provider simulator on 127.0.0.1:9100 as both an OpenAI and an Anthropic provider.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+Lane = Literal["interactive", "standard", "batch"]
+LANES: tuple[Lane, ...] = ("interactive", "standard", "batch")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Timeouts(_Strict):
+    """Per-deployment HTTP timeouts in seconds; ``total`` bounds a whole attempt."""
+
+    connect: float = Field(5.0, gt=0)
+    read: float = Field(120.0, gt=0)
+    total: float = Field(300.0, gt=0)
+
+
+class ProviderConfig(_Strict):
+    """Where an account lives and how to authenticate; the wire format is picked by ``kind``."""
+
+    kind: Literal["openai", "anthropic"]
+    base_url: str
+    api_key_env: str | None = None
+    api_version: str = "2023-06-01"
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    def api_key(self) -> str:
+        """The secret, read from the environment only when a worker needs it."""
+        if not self.api_key_env:
+            return "sk-gateway-no-key"
+        return os.environ.get(self.api_key_env, "")
+
+
+class Limits(_Strict):
+    """The provider account's own meter for one model: RPM and TPM, or ITPM+OTPM (Anthropic)."""
+
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0)
+    itpm: int | None = Field(None, gt=0)
+    otpm: int | None = Field(None, gt=0)
+
+
+class Price(_Strict):
+    """USD per million tokens; overrides genai-prices for a deployment (self-hosted, negotiated)."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(None, ge=0)
+
+
+class DeploymentConfig(_Strict):
+    """One provider account x model: the unit that has limits, a breaker and a price."""
+
+    name: str
+    provider: str
+    model: str
+    limits: Limits = Field(default_factory=Limits)
+    headroom: float = Field(0.95, gt=0, le=1)
+    default_max_tokens: int = Field(1024, gt=0)
+    max_context_tokens: int = Field(128_000, gt=0)
+    price: Price | None = None
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+
+class LaneConfig(_Strict):
+    """A priority lane: interactive has a reserved share, the others a ceiling."""
+
+    reserve: float = Field(0.0, ge=0, le=1)
+    ceiling: float = Field(1.0, gt=0, le=1)
+    deadline_s: float = Field(600.0, gt=0)
+    max_queue_per_tenant: int = Field(100_000, gt=0)
+
+
+def _default_lanes() -> dict[str, LaneConfig]:
+    return {
+        "interactive": LaneConfig(reserve=0.3, deadline_s=60),
+        "standard": LaneConfig(deadline_s=900),
+        "batch": LaneConfig(ceiling=0.7, deadline_s=86_400),
+    }
+
+
+class FeatureConfig(_Strict):
+    lane: Lane | None = None
+    hard_tpm: int | None = Field(None, gt=0)
+
+
+class TenantConfig(_Strict):
+    weight: float = Field(1.0, gt=0)
+    soft_tpm: int | None = Field(None, gt=0)
+    hard_tpm: int | None = Field(None, gt=0)
+    features: dict[str, FeatureConfig] = Field(default_factory=dict)
+
+
+class ApiConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    max_sync_wait_s: float = Field(600.0, gt=0)
+    page_size_max: int = Field(500, gt=0)
+
+
+class WorkerConfig(_Strict):
+    pool: Literal["threads", "gevent", "prefork", "solo"] = "threads"
+    concurrency: int = Field(64, gt=0)
+
+
+class SimConfig(_Strict):
+    """The provider simulator that `gateway up` starts when the providers point at it."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9100
+    rpm: int = 600
+    tpm: int = 200_000
+
+
+def _default_providers() -> dict[str, ProviderConfig]:
+    return {
+        "sim-openai": ProviderConfig(kind="openai", base_url="http://127.0.0.1:9100/v1"),
+        "sim-anthropic": ProviderConfig(kind="anthropic", base_url="http://127.0.0.1:9100"),
+    }
+
+
+def _default_deployments() -> list[DeploymentConfig]:
+    return [
+        DeploymentConfig(
+            name="gpt-4o-mini@sim", provider="sim-openai", model="gpt-4o-mini",
+            limits=Limits(rpm=600, tpm=200_000),
+        ),
+        DeploymentConfig(
+            name="claude-haiku@sim", provider="sim-anthropic", model="claude-haiku-4-5",
+            limits=Limits(rpm=600, itpm=200_000, otpm=40_000),
+        ),
+    ]
+
+
+def _default_models() -> dict[str, list[str]]:
+    return {
+        "gpt-4o-mini": ["gpt-4o-mini@sim", "claude-haiku@sim"],
+        "claude-haiku-4-5": ["claude-haiku@sim", "gpt-4o-mini@sim"],
+        "fast": ["gpt-4o-mini@sim", "claude-haiku@sim"],
+    }
+
+
+def _default_tenants() -> dict[str, TenantConfig]:
+    return {"acme": TenantConfig(weight=1), "globex": TenantConfig(weight=1)}
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Field order is the order a reader meets them in the YAML file."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "sqlite:///./var/gateway.db"
+    providers: dict[str, ProviderConfig] = Field(default_factory=_default_providers)
+    deployments: list[DeploymentConfig] = Field(default_factory=_default_deployments)
+    models: dict[str, list[str]] = Field(default_factory=_default_models)
+    lanes: dict[Lane, LaneConfig] = Field(default_factory=_default_lanes)  # type: ignore[arg-type]
+    tenants: dict[str, TenantConfig] = Field(default_factory=_default_tenants)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    sim: SimConfig = Field(default_factory=SimConfig)
+    key_prefix: str = "gw"
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file (init kwargs come from the YAML file).
+        return (env_settings, init_settings)
+
+    @field_validator("lanes", mode="before")
+    @classmethod
+    def _all_lanes(cls, lanes: Any) -> Any:
+        """A lane named in the file overrides only the fields it sets; unnamed lanes keep defaults."""
+        if not isinstance(lanes, dict):
+            return lanes
+        merged = {name: cfg.model_dump() for name, cfg in _default_lanes().items()}
+        for name, cfg in lanes.items():
+            override = cfg.model_dump(exclude_unset=True) if isinstance(cfg, BaseModel) else cfg
+            merged[name] = {**merged.get(name, {}), **(override or {})} if isinstance(override, dict) else override
+        return merged
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Settings:
+        names = [d.name for d in self.deployments]
+        if len(set(names)) != len(names):
+            raise ValueError(f"deployments: duplicate names in {names}")
+        for d in self.deployments:
+            if d.provider not in self.providers:
+                raise ValueError(
+                    f"deployments[{d.name}].provider: unknown provider {d.provider!r}; "
+                    f"known: {sorted(self.providers)}"
+                )
+        for model, chain in self.models.items():
+            if not chain:
+                raise ValueError(f"models.{model}: needs at least one deployment")
+            for name in chain:
+                if name not in names:
+                    raise ValueError(f"models.{model}: unknown deployment {name!r}; known: {names}")
+        return self
+
+    def deployment(self, name: str) -> DeploymentConfig:
+        for d in self.deployments:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def lane_for(self, tenant: str, feature: str | None, requested: Lane | None) -> Lane:
+        """A feature pinned to a lane in config wins over what the caller asked for."""
+        tenant_cfg = self.tenants.get(tenant)
+        if tenant_cfg and feature and feature in tenant_cfg.features:
+            pinned = tenant_cfg.features[feature].lane
+            if pinned:
+                return pinned
+        return requested or "standard"
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a 1-based line number."""
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        if node is None:
+            return None
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def _explain(exc: ValidationError, path: Path | None, root: yaml.Node | None) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(root, loc) if root is not None else None
+        at = f" ({path}:{line})" if line else (f" ({path})" if path else "")
+        lines.append(f"  {where}{at}: {err['msg']}")
+    return "invalid gateway configuration:\n" + "\n".join(lines)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and validate the config file (``GATEWAY_CONFIG`` when no path is given)."""
+    path = path or os.environ.get("GATEWAY_CONFIG") or None
+    file_path = Path(path) if path else None
+    data: dict[str, Any] = {}
+    root = None
+    if file_path:
+        if not file_path.exists():
+            raise ConfigError(f"config file {file_path} does not exist (set GATEWAY_CONFIG or --config)")
+        text = file_path.read_text()
+        try:
+            root = yaml.compose(text)
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file_path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file_path}: the top level must be a mapping of settings")
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, file_path, root)) from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, loaded once."""
+    return load_settings()

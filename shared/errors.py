@@ -1,0 +1,85 @@
+"""The gateway's exception tree; the api maps it to HTTP in one place (``api/errors.py``).
+
+    GatewayError                 status  OpenAI error type
+    ├── ConfigError                 500  (start-up only: bad config file)
+    ├── InvalidRequest              400  invalid_request_error
+    │   └── UnknownModel            404  invalid_request_error (code model_not_found)
+    ├── AuthError                   401  authentication_error
+    ├── NotFound                    404  invalid_request_error
+    ├── Conflict                    409  invalid_request_error
+    ├── PayloadTooLarge             413  invalid_request_error
+    ├── Overloaded                  429  rate_limit_error (carries retry_after)
+    └── ProviderError               502  upstream failure after the gateway gave up
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "api_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+        if code:
+            self.code = code
+
+
+class ConfigError(GatewayError):
+    code = "config_error"
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class UnknownModel(InvalidRequest):
+    status = 404
+    code = "model_not_found"
+
+
+class AuthError(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class Conflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class Overloaded(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+        self.headers.setdefault("retry-after", str(max(1, round(retry_after))))
+
+
+class ProviderError(GatewayError):
+    status = 502
+    type = "upstream_error"
+    code = "provider_error"

@@ -1,0 +1,77 @@
+"""The config file: the example in the repo loads, mistakes name the field and the line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.config import Settings, load_settings
+from shared.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_example_config_in_the_repo_is_valid() -> None:
+    s = load_settings(ROOT / "gateway.example.yaml")
+    assert s.models["fast"] == ["gpt-4o-mini@openai-main", "claude-haiku@anthropic"]
+    assert s.deployment("claude-haiku@anthropic").limits.otpm == 80000
+    assert s.tenants["acme"].features["summarizer"].lane == "batch"
+    assert s.lane_for("acme", "summarizer", "interactive") == "batch"
+
+
+def test_the_compose_config_is_valid() -> None:
+    assert load_settings(ROOT / "ops" / "compose" / "gateway.compose.yaml").api.host == "0.0.0.0"
+
+
+def test_no_file_runs_the_embedded_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("GATEWAY_CONFIG", "GATEWAY_DATABASE_URL", "GATEWAY_REDIS_URL", "GATEWAY_KEY_PREFIX"):
+        monkeypatch.delenv(var, raising=False)
+    s = load_settings(None)
+    assert s.database_url.startswith("sqlite:///./var/")
+    assert {p.base_url for p in s.providers.values()} == {"http://127.0.0.1:9100/v1", "http://127.0.0.1:9100"}
+    assert set(s.tenants) == {"acme", "globex"}
+    assert s.lanes["batch"].ceiling == 0.7 and s.lanes["interactive"].reserve == 0.3
+
+
+def test_a_partial_lane_keeps_the_other_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("lanes:\n  batch: {ceiling: 0.5}\n")
+    s = load_settings(path)
+    assert s.lanes["batch"].ceiling == 0.5 and s.lanes["batch"].deadline_s == 86400
+
+
+def test_errors_name_the_field_and_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("redis_url: redis://x\ndeployments:\n  - name: a\n    provider: sim-openai\n"
+                    "    model: m\n    limits: {rpm: -1}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert "deployments.0.limits.rpm" in str(err.value) and f"{path}:6" in str(err.value)
+
+
+def test_unknown_references_and_fields_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("models: {fast: [nowhere]}\n")
+    with pytest.raises(ConfigError, match="unknown deployment 'nowhere'"):
+        load_settings(path)
+    path.write_text("tenants: {acme: {wieght: 2}}\n")
+    with pytest.raises(ConfigError, match="tenants.acme.wieght"):
+        load_settings(path)
+
+
+def test_environment_overrides_the_file_and_holds_the_secrets(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("api: {port: 8000}\n")
+    monkeypatch.setenv("GATEWAY_API__PORT", "8123")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    s = load_settings(path)
+    assert s.api.port == 8123
+    example = load_settings(ROOT / "gateway.example.yaml")
+    assert example.providers["openai-main"].api_key() == "sk-secret"
+    assert "sk-secret" not in (ROOT / "gateway.example.yaml").read_text()
+
+
+def test_settings_type_is_importable_for_tooling() -> None:
+    assert Settings.model_json_schema()["title"] == "Settings"
