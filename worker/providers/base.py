@@ -1,0 +1,129 @@
+"""One attempt at one deployment: what goes in (an OpenAI chat request), what comes out, what can fail.
+
+An adapter sends over the process's pooled client (``http.shared_client``) and always hands back the
+OpenAI ``chat.completion`` form, whatever the provider speaks. ``call`` raises:
+
+- ``shared.errors.InvalidRequest`` when the request cannot be said in the provider's format
+  (nothing was sent; the caller must change the request),
+- ``ProviderCallError`` for anything that went wrong once sending started.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httpx
+import orjson
+
+from shared.config import DeploymentConfig, ProviderConfig
+from worker.providers import errors, http
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens the provider billed; ``input_tokens`` includes the ``cached_input_tokens``."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @classmethod
+    def from_openai(cls, usage: dict[str, Any] | None) -> Usage:
+        usage = usage or {}
+        details = usage.get("prompt_tokens_details") or {}
+        return cls(
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
+            cached_input_tokens=int(details.get("cached_tokens") or 0),
+        )
+
+
+@dataclass(slots=True)
+class ProviderResult:
+    """A successful attempt; ``body`` is an OpenAI ``chat.completion`` dict, already translated."""
+
+    body: dict[str, Any]
+    status: int
+    headers: dict[str, str]
+    usage: Usage
+    latency_ms: float
+    deployment: str
+
+
+class ProviderAdapter:
+    """Sends one chat request to one deployment; subclasses supply the wire format."""
+
+    kind: ClassVar[str]
+
+    def __init__(
+        self, deployment: DeploymentConfig, provider: ProviderConfig, client: httpx.Client | None = None
+    ) -> None:
+        self.deployment = deployment
+        self.provider = provider
+        self._client = client
+        self.url = ""
+        self.params: dict[str, str] | None = None
+        self.headers: dict[str, str] = {}
+
+    @property
+    def client(self) -> httpx.Client:
+        return self._client or http.shared_client()
+
+    def call(self, request: dict[str, Any]) -> ProviderResult:
+        """Send ``request`` (OpenAI chat format) as ``deployment.model``; one attempt, no retries."""
+        content = orjson.dumps(self.encode(request))
+        started = time.perf_counter()
+        raw = self._send(content)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        if raw.status >= 300:
+            raise errors.from_response(raw.status, raw.headers, raw.content, self.deployment.name)
+        body = self._decode(raw)
+        return ProviderResult(
+            body=body, status=raw.status, headers=raw.headers, usage=Usage.from_openai(body.get("usage")),
+            latency_ms=latency_ms, deployment=self.deployment.name,
+        )
+
+    def _send(self, content: bytes) -> http.RawResponse:
+        try:
+            return http.post(
+                self.client, self.url, content=content, headers=self.headers, params=self.params,
+                timeouts=self.deployment.timeouts,
+            )
+        except httpx.HTTPError as exc:
+            raise errors.from_transport(exc, self.deployment.name) from exc
+
+    def _decode(self, raw: http.RawResponse) -> dict[str, Any]:
+        try:
+            payload = orjson.loads(raw.content)
+        except orjson.JSONDecodeError as exc:
+            raise self._malformed(raw, f"body is not JSON ({exc})") from exc
+        problem = self.problem_with(payload) if isinstance(payload, dict) else "body is not a JSON object"
+        if problem:
+            raise self._malformed(raw, problem)
+        try:
+            return self.to_openai(payload)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise self._malformed(raw, f"cannot translate the body ({exc})") from exc
+
+    def _malformed(self, raw: http.RawResponse, why: str) -> errors.ProviderCallError:
+        return errors.malformed(self.deployment.name, why, raw.status, raw.headers, raw.content)
+
+    # Wire format hooks ------------------------------------------------------------------------------
+
+    def encode(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The provider's request body for an OpenAI chat request."""
+        raise NotImplementedError
+
+    def problem_with(self, payload: dict[str, Any]) -> str | None:
+        """Why a 2xx body cannot be used, or None when it can."""
+        raise NotImplementedError
+
+    def to_openai(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The OpenAI ``chat.completion`` for a usable provider body."""
+        raise NotImplementedError
