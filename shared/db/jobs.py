@@ -1,0 +1,286 @@
+"""The job repository: every status change of a job is one conditional UPDATE.
+
+A transition only applies when the row is still in an expected status (``WHERE status IN ...``),
+so a cancel cannot race an admission, a redelivered task cannot start or finish a job twice, and
+the first terminal outcome wins. Functions take the caller's Session and never commit: the
+caller's ``session_scope()`` does, so one request's writes land together or not at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, case, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.db.ids import is_job_id
+from shared.db.models import LANES, STATUSES, TERMINAL_STATUSES, Attempt, Job, Tenant, utcnow
+from shared.errors import Conflict, InvalidRequest, NotFound
+
+__all__ = [
+    "LANES", "OPEN_STATUSES", "STATUSES", "TERMINAL_STATUSES", "MAX_PAGE_SIZE",
+    "create_job", "get_job", "get_job_any", "list_jobs", "cancel_job", "mark_admitted", "return_to_queue",
+    "start_attempt", "finish_attempt", "list_attempts", "complete_job", "expire_job", "overdue_jobs",
+    "job_view",
+]
+
+OPEN_STATUSES = ("queued", "admitted", "running")
+WAITING_STATUSES = ("queued", "admitted")
+MAX_PAGE_SIZE = 1000
+
+
+def _transition(
+    session: Session, job_id: str, allowed_from: Iterable[str], *, tenant_id: str | None = None, **values: Any
+) -> bool:
+    """Apply ``values`` only if the job is in one of ``allowed_from``; True when it did."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(tuple(allowed_from)))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if tenant_id is not None:
+        stmt = stmt.where(Job.tenant_id == tenant_id)
+    return cast(CursorResult[Any], session.execute(stmt)).rowcount == 1
+
+
+def _by_idempotency_key(session: Session, tenant_id: str, key: str) -> Job | None:
+    query = select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)
+    return session.scalars(query.execution_options(populate_existing=True)).first()
+
+
+def _repeat_of(job: Job, request: dict[str, Any]) -> tuple[Job, bool]:
+    if job.request != request:
+        raise Conflict(
+            f"idempotency_key {job.idempotency_key!r} was already used for job {job.id} with a different "
+            "request; send the same request to get that job back, or use a new key",
+            param="idempotency_key",
+        )
+    return job, False
+
+
+def _check_choice(value: str, allowed: Iterable[str], param: str) -> None:
+    if value not in allowed:
+        raise InvalidRequest(f"unknown {param} {value!r}; use one of {', '.join(allowed)}", param=param)
+
+
+def create_job(
+    session: Session, *, tenant_id: str, feature: str, lane: str, task: str | None, model: str,
+    request: dict[str, Any], deadline: datetime, idempotency_key: str | None,
+    estimate_tokens: int | None = None,
+) -> tuple[Job, bool]:
+    """Persist a new queued job, or return the tenant's job with the same idempotency key.
+
+    Two concurrent inserts with one key: the unique constraint lets one win; the loser's
+    SAVEPOINT rolls back and it returns the winner's row (``created`` False).
+    """
+    _check_choice(lane, LANES, "priority")
+    key = idempotency_key
+    if key is not None and (existing := _by_idempotency_key(session, tenant_id, key)):
+        return _repeat_of(existing, request)
+    job = Job(
+        tenant_id=tenant_id, feature=feature, lane=lane, task=task, model=model, status="queued",
+        request=request, deadline=deadline, idempotency_key=idempotency_key, estimate_tokens=estimate_tokens,
+    )
+    try:
+        with session.begin_nested():
+            session.add(job)
+    except IntegrityError:
+        if key is not None and (winner := _by_idempotency_key(session, tenant_id, key)):
+            return _repeat_of(winner, request)
+        if session.get(Tenant, tenant_id) is None:
+            raise NotFound(f"tenant {tenant_id!r} does not exist") from None
+        raise
+    return job, True
+
+
+def get_job_any(session: Session, job_id: str) -> Job | None:
+    """Any tenant's job (for the worker and scheduler, never for a caller-facing read)."""
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """The tenant's job; another tenant's job is NotFound too, with the same message."""
+    job = get_job_any(session, job_id)
+    if job is None or job.tenant_id != tenant_id:
+        raise NotFound(f"job {job_id!r} not found; check the id returned by POST /v1/jobs", param="job_id")
+    return job
+
+
+def _encode_cursor(job_id: str) -> str:
+    return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        job_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        job_id = ""
+    if not is_job_id(job_id):
+        raise InvalidRequest("invalid cursor: pass the previous page's next_cursor unchanged", param="cursor")
+    return job_id
+
+
+def list_jobs(
+    session: Session, tenant_id: str, *, status: str | None = None, feature: str | None = None,
+    limit: int = 50, cursor: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """One page of the tenant's jobs, newest first, and the cursor of the next page (None at the end)."""
+    if status is not None:
+        _check_choice(status, STATUSES, "status")
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}", param="limit")
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if feature is not None:
+        query = query.where(Job.feature == feature)
+    if cursor is not None:
+        query = query.where(Job.id < _decode_cursor(cursor))
+    jobs = list(session.scalars(query.order_by(Job.id.desc()).limit(limit + 1)))
+    if len(jobs) > limit:
+        return jobs[:limit], _encode_cursor(jobs[limit - 1].id)
+    return jobs, None
+
+
+def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """Cancel a job that has not been sent yet (status queued); Conflict names the status otherwise."""
+    cancelled = _transition(
+        session, job_id, ("queued",), tenant_id=tenant_id, status="cancelled", finished_at=utcnow(),
+        error={"type": "cancelled", "message": "cancelled by the caller before it was sent"},
+    )
+    job = get_job(session, tenant_id, job_id)
+    if not cancelled:
+        raise Conflict(f"job {job_id} is {job.status}; only a queued job can be cancelled", param="job_id")
+    return job
+
+
+def mark_admitted(session: Session, job_id: str, deployment: str, queued_ms: int) -> bool:
+    """queued -> admitted; False when the job was cancelled, expired or finished meanwhile."""
+    return _transition(
+        session, job_id, ("queued",), status="admitted", deployment=deployment, queued_ms=queued_ms,
+        admitted_at=utcnow(),
+    )
+
+
+def return_to_queue(session: Session, job_id: str) -> bool:
+    """admitted|running -> queued, for a retry that must be admitted again (a new reservation)."""
+    return _transition(session, job_id, ("admitted", "running"), status="queued")
+
+
+def start_attempt(session: Session, job_id: str, number: int, deployment: str) -> Attempt | None:
+    """Record attempt ``number`` and mark the job running; None for a redelivery or a finished job."""
+    started = _transition(
+        session, job_id, OPEN_STATUSES, status="running", deployment=deployment,
+        attempts=case((Job.attempts < number, number), else_=Job.attempts),
+    )
+    if not started:
+        return None
+    attempt = Attempt(job_id=job_id, number=number, deployment=deployment, status="running")
+    try:
+        with session.begin_nested():
+            session.add(attempt)
+    except IntegrityError:
+        return None
+    return attempt
+
+
+def finish_attempt(
+    session: Session, attempt_id: int, *, status: str, http_status: int | None = None,
+    error: str | None = None, latency_ms: int, tokens_in: int = 0, tokens_out: int = 0,
+    cost_usd: float = 0.0,
+) -> bool:
+    """Record an attempt's outcome once; a second report for the same attempt changes nothing."""
+    stmt = (
+        update(Attempt)
+        .where(Attempt.id == attempt_id, Attempt.status == "running")
+        .values(
+            status=status, http_status=http_status, error=error, latency_ms=latency_ms, tokens_in=tokens_in,
+            tokens_out=tokens_out, cost_usd=cost_usd, finished_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return cast(CursorResult[Any], session.execute(stmt)).rowcount == 1
+
+
+def list_attempts(session: Session, job_id: str) -> list[Attempt]:
+    query = select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.number)
+    return list(session.scalars(query.execution_options(populate_existing=True)))
+
+
+def complete_job(
+    session: Session, job_id: str, *, status: str, result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None, model_used: str | None = None, deployment: str | None = None,
+    tokens_in: int = 0, tokens_out: int = 0, cost_usd: float = 0.0, cache_status: str = "miss",
+) -> bool:
+    """Give the job its terminal outcome unless it already has one; True when this call set it."""
+    if status not in TERMINAL_STATUSES:
+        raise ValueError(f"complete_job needs a terminal status, not {status!r}")
+    values: dict[str, Any] = dict(
+        status=status, result=result, error=error, model_used=model_used, tokens_in=tokens_in,
+        tokens_out=tokens_out, cost_usd=cost_usd, cache_status=cache_status, finished_at=utcnow(),
+        attempts=select(func.count()).where(Attempt.job_id == job_id).scalar_subquery(),
+    )
+    if deployment is not None:
+        values["deployment"] = deployment
+    return _transition(session, job_id, OPEN_STATUSES, **values)
+
+
+def expire_job(session: Session, job_id: str, reason: str) -> bool:
+    """Shed a job still waiting (queued or admitted) when its deadline passed."""
+    return _transition(
+        session, job_id, WAITING_STATUSES, status="expired", finished_at=utcnow(),
+        error={"type": "deadline_exceeded", "message": reason},
+    )
+
+
+def overdue_jobs(session: Session, now: datetime | None = None, limit: int = 100) -> list[str]:
+    """Ids of waiting jobs whose deadline has passed, oldest deadline first."""
+    query = (
+        select(Job.id)
+        .where(Job.status.in_(WAITING_STATUSES), Job.deadline < (now or utcnow()))
+        .order_by(Job.deadline)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def _unix(moment: datetime | None) -> int | None:
+    return int(moment.timestamp()) if moment else None
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """The public JSON of a job, as the native jobs API returns it."""
+    return {
+        "id": job.id,
+        "object": "gateway.job",
+        "status": job.status,
+        "tenant": job.tenant_id,
+        "feature": job.feature,
+        "priority": job.lane,
+        "task": job.task,
+        "model": job.model,
+        "model_used": job.model_used,
+        "deployment": job.deployment,
+        "idempotency_key": job.idempotency_key,
+        "created_at": _unix(job.created_at),
+        "admitted_at": _unix(job.admitted_at),
+        "finished_at": _unix(job.finished_at),
+        "deadline": _unix(job.deadline),
+        "queued_ms": job.queued_ms,
+        "usage": {
+            "prompt_tokens": job.tokens_in,
+            "completion_tokens": job.tokens_out,
+            "total_tokens": job.tokens_in + job.tokens_out,
+        },
+        "cost_usd": float(job.cost_usd or 0.0),
+        "cache_status": job.cache_status,
+        "attempts": job.attempts,
+        "result": job.result,
+        "error": job.error,
+    }

@@ -1,0 +1,171 @@
+"""The durable truth of the gateway: tenants, hashed API keys, jobs and their attempts.
+
+Typed SQLAlchemy 2 models that run unchanged on SQLite (embedded default) and PostgreSQL
+(production). Every datetime is timezone-aware UTC on the way in and out, whatever the backend.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from shared.db.ids import new_job_id
+
+LANES = ("interactive", "standard", "batch")
+STATUSES = ("queued", "admitted", "running", "succeeded", "failed", "cancelled", "expired")
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "expired"})
+ATTEMPT_STATUSES = ("running", "succeeded", "failed", "timeout", "rate_limited")
+
+# Explicit constraint names: SQLite batch migrations and PostgreSQL both need stable names.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always aware UTC: SQLite forgets the zone, PostgreSQL answers in its own."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the store only accepts timezone-aware values")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONDoc = JSON().with_variant(JSONB(), "postgresql")
+Money = Numeric(18, 8, asdecimal=False)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONDoc}
+
+
+class Tenant(Base):
+    """A customer of the gateway; the API key decides it, never a request field."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant")
+
+
+class ApiKey(Base):
+    """A tenant's API key, stored only as its SHA-256 hash; the plaintext is shown once at creation.
+
+    SHA-256 (not bcrypt/argon2) is right here because keys are 256-bit random tokens, not
+    passwords: brute force over that space is hopeless with any hash, while a slow hash would add
+    milliseconds to every request. A plain digest also lets authentication be one indexed lookup.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="default")
+    prefix: Mapped[str] = mapped_column(String(12))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+    tenant: Mapped[Tenant] = relationship(back_populates="keys")
+
+
+class Job(Base):
+    """One request's life from acceptance to a terminal status; the SQL row outlives Redis."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key"),
+        Index(None, "tenant_id", "id"),  # tenant listing, newest first
+        Index(None, "tenant_id", "status", "id"),  # tenant listing filtered by status
+        Index(None, "status", "deadline"),  # shedding queued jobs past their deadline
+        CheckConstraint(f"status IN {STATUSES!r}", name="status"),
+        CheckConstraint(f"lane IN {LANES!r}", name="lane"),
+    )
+
+    id: Mapped[str] = mapped_column(String(30), primary_key=True, default=new_job_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    feature: Mapped[str] = mapped_column(String(100), default="default")
+    lane: Mapped[str] = mapped_column(String(20), default="standard")
+    task: Mapped[str | None] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    request: Mapped[dict[str, Any]]
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[dict[str, Any] | None]
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    deadline: Mapped[datetime]
+    estimate_tokens: Mapped[int | None]
+    deployment: Mapped[str | None] = mapped_column(String(200))
+    model_used: Mapped[str | None] = mapped_column(String(200))
+    tokens_in: Mapped[int] = mapped_column(default=0)
+    tokens_out: Mapped[int] = mapped_column(default=0)
+    cost_usd: Mapped[float] = mapped_column(Money, default=0.0)
+    cache_status: Mapped[str] = mapped_column(String(20), default="miss")
+    queued_ms: Mapped[int | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    admitted_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Attempt(Base):
+    """One call of a job to one deployment; (job_id, number) is unique so a redelivery cannot bill twice."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("job_id", "number"),)  # also serves lookups by job_id
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    number: Mapped[int]
+    deployment: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    http_status: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[int | None]
+    tokens_in: Mapped[int] = mapped_column(default=0)
+    tokens_out: Mapped[int] = mapped_column(default=0)
+    cost_usd: Mapped[float] = mapped_column(Money, default=0.0)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

@@ -1,0 +1,125 @@
+"""Engines and short transactions for SQLite (embedded default) and PostgreSQL (production).
+
+SQLite needs care to behave like a server database under threads: WAL so readers never block the
+writer, a busy timeout so writers queue instead of failing, foreign keys switched on, and
+SQLAlchemy (not the sqlite3 module) emitting BEGIN so SAVEPOINTs work. A writing transaction
+starts with BEGIN IMMEDIATE: a deferred one that reads before it writes fails at once with
+"database is locked" when another writer committed in between, which no busy timeout can fix.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.config import get_settings
+
+_SQLITE_BEGIN = "gateway_sqlite_begin"
+
+
+def normalize_url(url: str) -> str:
+    """Map plain ``postgresql://`` (and ``postgres://``) URLs to the psycopg 3 driver."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain):]
+    return url
+
+
+def _prepare_sqlite_file(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000", "foreign_keys=ON"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(conn.get_execution_options().get(_SQLITE_BEGIN, "BEGIN IMMEDIATE"))
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url`` (SQLite file or PostgreSQL), tuned for short concurrent transactions."""
+    url = normalize_url(url)
+    if make_url(url).get_backend_name() == "sqlite":
+        _prepare_sqlite_file(url)
+        kwargs.setdefault("connect_args", {"check_same_thread": False})
+        engine = create_engine(url, **kwargs)
+        _tune_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The process-wide engine for ``url`` (default: the configured ``database_url``), made once."""
+    url = url or get_settings().database_url
+    with _engines_lock:
+        if url not in _engines:
+            _engines[url] = make_engine(url)
+        return _engines[url]
+
+
+def _forget_pools_after_fork() -> None:
+    """A forked child (prefork worker, uvicorn --workers) must not reuse its parent's connections."""
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_pools_after_fork)
+
+
+@lru_cache(maxsize=8)
+def _sessionmakers(engine: Engine) -> tuple[sessionmaker[Session], sessionmaker[Session]]:
+    if engine.dialect.name == "postgresql":
+        reader = engine.execution_options(postgresql_readonly=True)
+    else:
+        reader = engine.execution_options(**{_SQLITE_BEGIN: "BEGIN"})
+    return (
+        sessionmaker(bind=engine, expire_on_commit=False),
+        sessionmaker(bind=reader, expire_on_commit=False),
+    )
+
+
+def get_sessionmaker(engine: Engine | None = None, *, readonly: bool = False) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit (callers turn them into JSON after)."""
+    writer, reader = _sessionmakers(engine or get_engine())
+    return reader if readonly else writer
+
+
+@contextmanager
+def session_scope(engine: Engine | None = None, *, readonly: bool = False) -> Iterator[Session]:
+    """One short transaction: commit on success, roll back on any exception.
+
+    ``readonly=True`` is for pure reads (lookups, listings): on SQLite it does not take the write
+    lock, on PostgreSQL the transaction is READ ONLY.
+    """
+    session = get_sessionmaker(engine, readonly=readonly)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,136 @@
+"""Tenants and their API keys: creation, listing, revocation and authentication.
+
+Only a key's SHA-256 digest is stored (see ``ApiKey``); authentication hashes the presented key and
+looks the digest up through a unique index, so no comparison ever runs over the secret itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.db.models import ApiKey, Tenant, utcnow
+from shared.errors import AuthError, Conflict, InvalidRequest, NotFound
+
+KEY_PREFIX = "gw-"
+DISPLAY_PREFIX_LEN = 12
+TENANT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def _check_tenant_id(tenant_id: str) -> None:
+    if not TENANT_ID_PATTERN.fullmatch(tenant_id):
+        raise InvalidRequest(
+            f"invalid tenant id {tenant_id!r}: use 1-63 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit",
+            param="tenant",
+        )
+
+
+def create_tenant(session: Session, tenant_id: str, name: str | None = None) -> Tenant:
+    """A new tenant; Conflict if the id is taken."""
+    _check_tenant_id(tenant_id)
+    tenant = Tenant(id=tenant_id, name=name or tenant_id, disabled=False)
+    try:
+        with session.begin_nested():
+            session.add(tenant)
+    except IntegrityError:
+        raise Conflict(f"tenant {tenant_id!r} already exists", param="tenant") from None
+    return tenant
+
+
+def get_tenant(session: Session, tenant_id: str) -> Tenant:
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound(f"tenant {tenant_id!r} does not exist; create it with `gateway tenants create`")
+    return tenant
+
+
+def ensure_tenant(session: Session, tenant_id: str, name: str | None = None) -> Tenant:
+    """The tenant, created if missing (for config-declared and demo tenants); safe to call twice."""
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is not None:
+        return tenant
+    try:
+        return create_tenant(session, tenant_id, name)
+    except Conflict:  # created concurrently by another process
+        return get_tenant(session, tenant_id)
+
+
+def list_tenants(session: Session) -> list[Tenant]:
+    return list(session.scalars(select(Tenant).order_by(Tenant.id)))
+
+
+def set_tenant_disabled(session: Session, tenant_id: str, disabled: bool = True) -> Tenant:
+    """Disabling a tenant makes every one of its keys fail authentication at once."""
+    tenant = get_tenant(session, tenant_id)
+    tenant.disabled = disabled
+    session.flush()
+    return tenant
+
+
+def create_key(session: Session, tenant_id: str, name: str = "default") -> tuple[ApiKey, str]:
+    """A new key for the tenant and its plaintext, which is never stored and cannot be shown again."""
+    get_tenant(session, tenant_id)
+    plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(
+        tenant_id=tenant_id, name=name, prefix=plaintext[:DISPLAY_PREFIX_LEN], key_hash=hash_key(plaintext)
+    )
+    session.add(key)
+    session.flush()
+    return key, plaintext
+
+
+def list_keys(session: Session, tenant_id: str | None = None) -> list[ApiKey]:
+    query = select(ApiKey).order_by(ApiKey.tenant_id, ApiKey.id)
+    if tenant_id is not None:
+        query = query.where(ApiKey.tenant_id == tenant_id)
+    return list(session.scalars(query))
+
+
+def _find_key(session: Session, key_id_or_prefix: str) -> ApiKey:
+    if key_id_or_prefix.isdigit():
+        key = session.get(ApiKey, int(key_id_or_prefix))
+        matches = [key] if key else []
+    else:
+        matches = list(session.scalars(select(ApiKey).where(ApiKey.prefix == key_id_or_prefix)))
+    if not matches:
+        raise NotFound(f"no API key with id or prefix {key_id_or_prefix!r}; see `gateway keys list`")
+    if len(matches) > 1:
+        ids = ", ".join(str(k.id) for k in matches)
+        raise Conflict(f"prefix {key_id_or_prefix!r} matches keys {ids}; revoke by id instead")
+    return matches[0]
+
+
+def revoke_key(session: Session, key_id_or_prefix: str) -> ApiKey:
+    """Revoke by numeric id or by the displayed prefix; revoking twice keeps the first time."""
+    key = _find_key(session, key_id_or_prefix)
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        session.flush()
+    return key
+
+
+def authenticate(session: Session, plaintext_key: str) -> str:
+    """The tenant id that owns ``plaintext_key``; AuthError says why not."""
+    row = session.execute(
+        select(ApiKey.revoked_at, Tenant.id, Tenant.disabled)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        .where(ApiKey.key_hash == hash_key(plaintext_key))
+    ).first()
+    if row is None:
+        raise AuthError("invalid API key: send a key created with `gateway keys create` as 'Bearer <key>'")
+    revoked_at, tenant_id, disabled = row
+    if revoked_at is not None:
+        raise AuthError("API key revoked: ask the gateway operator for a new key")
+    if disabled:
+        raise AuthError(f"tenant disabled: tenant {tenant_id!r} may not make calls; ask the gateway operator")
+    return tenant_id
