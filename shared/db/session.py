@@ -10,7 +10,9 @@ starts with BEGIN IMMEDIATE: a deferred one that reads before it writes fails at
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -51,7 +53,34 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(conn.get_execution_options().get(_SQLITE_BEGIN, "BEGIN IMMEDIATE"))
+        begin = conn.get_execution_options().get(_SQLITE_BEGIN, "BEGIN IMMEDIATE")
+        if begin == "BEGIN":
+            conn.exec_driver_sql(begin)
+        else:
+            _begin_immediate(conn.connection.dbapi_connection)
+
+
+def _begin_immediate(dbapi_connection: Any, wait_s: float = 10.0) -> None:
+    """Take SQLite's write lock, polling every 0.2 ms while another process holds it.
+
+    SQLite's own busy handler sleeps 1, 2, 5 ... up to 100 ms between tries, so a process that
+    loses one race tends to lose the next ones too and waits tens of ms for a lock held for one.
+    """
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=0")
+    deadline = time.monotonic() + wait_s
+    try:
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.0002)
+    finally:
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -114,7 +143,11 @@ def session_scope(engine: Engine | None = None, *, readonly: bool = False) -> It
     ``readonly=True`` is for pure reads (lookups, listings): on SQLite it does not take the write
     lock, on PostgreSQL the transaction is READ ONLY.
     """
-    session = get_sessionmaker(engine, readonly=readonly)()
+    maker = get_sessionmaker(engine, readonly=readonly)
+    serialize = not readonly and _is_sqlite(maker)
+    if serialize:
+        _SQLITE_WRITE_LOCK.acquire()
+    session = maker()
     try:
         yield session
         session.commit()
@@ -123,3 +156,15 @@ def session_scope(engine: Engine | None = None, *, readonly: bool = False) -> It
         raise
     finally:
         session.close()
+        if serialize:
+            _SQLITE_WRITE_LOCK.release()
+
+
+# SQLite has one writer at a time. Threads of one process queue on this lock (a fair wait) rather
+# than in SQLite's busy handler, whose sleeps grow to 100 ms and turn contention into convoys.
+_SQLITE_WRITE_LOCK = threading.Lock()
+
+
+def _is_sqlite(maker: sessionmaker[Session]) -> bool:
+    bind = maker.kw.get("bind")
+    return bind is not None and bind.dialect.name == "sqlite"

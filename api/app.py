@@ -1,0 +1,35 @@
+"""The FastAPI application: routes, error dialects, body limit, and the shared completion waiter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.limits import BodySizeLimit
+from api.routes import chat, health, jobs, messages
+from api.service import Gateway
+from api.waiter import CompletionWaiter
+from shared.config import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gateway = Gateway(settings)
+        waiter = CompletionWaiter(settings.redis_url, gateway.keys.reply_channel)
+        await waiter.start()
+        app.state.gateway, app.state.waiter = gateway, waiter
+        yield
+        await waiter.stop()
+
+    app = FastAPI(title="AI gateway", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    for module in (chat, messages, jobs, health):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    return app

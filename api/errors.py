@@ -1,0 +1,86 @@
+"""One place that turns errors into HTTP answers, in the caller's dialect.
+
+Callers of ``/v1/messages`` (the Anthropic SDK) get Anthropic's error body; everyone else gets
+OpenAI's. Validation errors name the field and say what to change. Nothing a caller sends may
+produce a 500: unexpected exceptions are logged with a reference and answered as 500 api_error.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.errors import GatewayError
+
+log = logging.getLogger("gateway.api")
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 502: "api_error",
+    503: "overloaded_error", 504: "api_error",
+}
+
+
+def error_response(request: Request, status: int, message: str, *, type_: str, code: str | None = None,
+                   param: str | None = None, headers: dict[str, str] | None = None) -> ORJSONResponse:
+    body: dict[str, Any]
+    if request.url.path.startswith("/v1/messages"):
+        body = {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"),
+                                           "message": message}}
+    else:
+        body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return ORJSONResponse(body, status_code=status, headers=headers)
+
+
+def _describe(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+    parts = []
+    for err in errors[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        where = ".".join(loc) or "body"
+        if err.get("type") == "json_invalid":
+            return "The request body is not valid JSON: " + err.get("ctx", {}).get("error", "parse error"), None
+        parts.append(f"{where}: {err.get('msg')}")
+    first = errors[0].get("loc", ()) if errors else ()
+    param = ".".join(str(p) for p in first if p != "body") or None
+    return "Invalid request: " + "; ".join(parts), param
+
+
+async def _on_gateway_error(request: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, GatewayError)
+    if exc.status >= 500:
+        log.warning("%s: %s", type(exc).__name__, exc.message)
+    return error_response(request, exc.status, exc.message, type_=exc.type, code=exc.code,
+                          param=exc.param, headers=exc.headers or None)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    message, param = _describe(list(exc.errors()))
+    return error_response(request, 400, message, type_="invalid_request_error", param=param)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    type_ = "invalid_request_error" if exc.status_code < 500 else "api_error"
+    return error_response(request, exc.status_code, str(exc.detail), type_=type_,
+                          headers=getattr(exc, "headers", None))
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+    ref = uuid.uuid4().hex[:12]
+    log.exception("unexpected error (ref %s) on %s %s", ref, request.method, request.url.path)
+    return error_response(request, 500, f"Internal error (reference {ref}); the gateway's logs have details.",
+                          type_="api_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(GatewayError, _on_gateway_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)

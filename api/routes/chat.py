@@ -1,0 +1,46 @@
+"""OpenAI-compatible ``POST /v1/chat/completions`` and ``GET /v1/models``: the synchronous fast lane."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from fastapi.responses import ORJSONResponse, StreamingResponse
+
+from api.delivery import gateway_headers, openai_sse, raise_unless_succeeded
+from api.deps import ApiKey, GatewayDep, WaiterDep
+from api.routes.common import submit_and_wait, tags_from
+from shared.schemas import ChatRequest
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(
+    body: ChatRequest, api_key: ApiKey, gw: GatewayDep, waiter: WaiterDep,
+    x_gateway_feature: Annotated[str | None, Header()] = None,
+    x_gateway_priority: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> object:
+    tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
+                     idempotency_key=idempotency_key, metadata=body.metadata, default_priority="interactive")
+    submitted, view = await submit_and_wait(gw, waiter, api_key, body, tags,
+                                            gw.settings.api.max_sync_wait_s)
+    result = raise_unless_succeeded(view, submitted.view["id"])
+    assert view is not None
+    headers = gateway_headers(view)
+    if body.stream:
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        return StreamingResponse(openai_sse(result, include_usage), media_type="text/event-stream",
+                                 headers=headers)
+    return ORJSONResponse(result, headers=headers)
+
+
+@router.get("/v1/models")
+async def list_models(api_key: ApiKey, gw: GatewayDep) -> dict[str, object]:
+    from starlette.concurrency import run_in_threadpool
+
+    await run_in_threadpool(gw.tenant_for, api_key)
+    names = list(gw.settings.models) + [d.name for d in gw.settings.deployments]
+    return {"object": "list",
+            "data": [{"id": n, "object": "model", "created": 0, "owned_by": "gateway"} for n in names]}

@@ -1,0 +1,48 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import ORJSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import GatewayDep
+from shared.db.session import session_scope
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(gw: GatewayDep) -> ORJSONResponse:
+    checks = await run_in_threadpool(_checks, gw)
+    ok = all(v == "ok" for v in checks.values())
+    return ORJSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
+                          status_code=200 if ok else 503)
+
+
+def _checks(gw: object) -> dict[str, str]:
+    checks = {}
+    try:
+        gw.redis.ping()  # type: ignore[attr-defined]
+        checks["redis"] = "ok"
+    except Exception as exc:  # any failure means not ready; say which
+        checks["redis"] = f"error: {exc}"
+    try:
+        with session_scope(readonly=True) as db:
+            db.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {exc}"
+    return checks
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,60 @@
+"""Anthropic-compatible ``POST /v1/messages``: translated to the canonical chat format and back."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header
+from fastapi.responses import ORJSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from api.delivery import anthropic_sse, gateway_headers, raise_unless_succeeded
+from api.deps import ApiKey, GatewayDep, WaiterDep
+from api.routes.common import submit_and_wait, tags_from
+from shared.errors import InvalidRequest
+from shared.schemas import ChatRequest
+from shared.translate import anthropic_to_openai_request, openai_to_anthropic_response
+
+router = APIRouter()
+
+
+class MessagesRequest(BaseModel):
+    """The fields Anthropic requires; the rest passes through the translation."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    stream: bool = False
+    metadata: dict[str, Any] | None = None
+
+
+@router.post("/v1/messages")
+async def messages(
+    body: MessagesRequest, api_key: ApiKey, gw: GatewayDep, waiter: WaiterDep,
+    x_gateway_feature: Annotated[str | None, Header()] = None,
+    x_gateway_priority: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> object:
+    chat = _to_chat(body)
+    tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
+                     idempotency_key=idempotency_key, metadata=None, default_priority="interactive")
+    submitted, view = await submit_and_wait(gw, waiter, api_key, chat, tags, gw.settings.api.max_sync_wait_s)
+    result = raise_unless_succeeded(view, submitted.view["id"])
+    assert view is not None
+    message = openai_to_anthropic_response(result, body.model)
+    headers = gateway_headers(view)
+    if body.stream:
+        return StreamingResponse(anthropic_sse(message), media_type="text/event-stream", headers=headers)
+    return ORJSONResponse(message, headers=headers)
+
+
+def _to_chat(body: MessagesRequest) -> ChatRequest:
+    raw = body.model_dump(exclude={"stream"}, exclude_none=True)
+    try:
+        return ChatRequest.model_validate(anthropic_to_openai_request(raw))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        raise InvalidRequest(f"Invalid request: {where}: {err['msg']}", param=where) from exc

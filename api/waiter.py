@@ -1,0 +1,104 @@
+"""Sync waits: one Redis subscription per api process wakes every waiting request.
+
+Each api process listens on its own channel; a job submitted by a waiting caller carries that
+channel as ``reply_to`` and the worker publishes the finished job there. A completion that arrives
+before its waiter registered (a fast provider) is kept briefly, so no wake-up is ever missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from shared.redis_conn import async_redis
+
+log = logging.getLogger("gateway.api.waiter")
+
+EARLY_KEEP_S = 120.0
+
+
+class CompletionWaiter:
+    def __init__(self, redis_url: str, channel_for: Any) -> None:
+        self.instance = uuid.uuid4().hex[:12]
+        self.channel = channel_for(self.instance)
+        self._url = redis_url
+        self._futures: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._early: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen_forever(), name="completion-waiter")
+        await asyncio.wait_for(self._ready.wait(), timeout=10)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def wait(self, job_id: str, timeout: float) -> dict[str, Any] | None:
+        """The finished job's view, or None if it did not finish within ``timeout`` seconds."""
+        early = self._early.pop(job_id, None)
+        if early:
+            return early[1]
+        fut = self._futures.get(job_id)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._futures[job_id] = fut
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            return None
+        finally:
+            if fut.done() or fut.cancelled() or self._futures.get(job_id) is not fut:
+                self._futures.pop(job_id, None)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._futures)
+
+    def _deliver(self, view: dict[str, Any]) -> None:
+        job_id = view.get("id")
+        if not isinstance(job_id, str):
+            return
+        fut = self._futures.pop(job_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(view)
+            return
+        now = time.monotonic()
+        self._early[job_id] = (now, view)
+        if len(self._early) > 1000:
+            self._early = {k: v for k, v in self._early.items() if now - v[0] < EARLY_KEEP_S}
+
+    async def _listen_forever(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection loss: resubscribe with backoff
+                self._ready.clear()
+                log.warning("completion subscription lost (%s); reconnecting in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _listen(self) -> None:
+        client: aioredis.Redis = async_redis(self._url)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.channel)
+            self._ready.set()
+            while True:
+                msg = await pubsub.get_message(timeout=30.0)
+                if msg and msg.get("type") == "message":
+                    self._deliver(orjson.loads(msg["data"]))
+        finally:
+            await pubsub.aclose()
+            await client.aclose()

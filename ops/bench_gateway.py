@@ -1,0 +1,238 @@
+"""What the gateway adds to a call, and how many jobs per second flow through the whole path.
+
+    .venv/bin/python ops/bench_gateway.py [--rate 100] [--seconds 20] [--jobs 3000]
+
+Starts its own simulator (zero latency), worker, scheduler and api on free ports with a private
+Redis prefix and a temp SQLite file, then measures, in one run:
+
+1. Added latency on the fast lane: pairs of calls (direct to the simulator, then the same request
+   through the gateway) at a fixed open-loop rate; prints median and p99 of the per-pair difference.
+2. Throughput: N async jobs submitted at once (batch lane), time until the last one succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PAYLOAD = {"model": "gpt-4o-mini", "max_tokens": 16,
+           "messages": [{"role": "user", "content": "How far is the moon?"}]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Stack:
+    """Simulator + worker + scheduler + api as child processes with a private environment."""
+
+    def __init__(self, workers: int, concurrency: int, database_url: str | None = None) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+        self.sim_port, self.api_port = free_port(), free_port()
+        config = self.tmp / "gateway.yaml"
+        config.write_text((ROOT / "tests" / "gateway.test.yaml").read_text()
+                          .replace("${SIM_PORT}", str(self.sim_port)))
+        self.env = {**os.environ, "GATEWAY_CONFIG": str(config),
+                    "GATEWAY_KEY_PREFIX": f"gwb{uuid.uuid4().hex[:6]}",
+                    "GATEWAY_DATABASE_URL": database_url or f"sqlite:///{self.tmp / 'gateway.db'}",
+                    "GATEWAY_LOG_LEVEL": "WARNING", "SIM_OPENAI_KEY": "sk-sim", "SIM_ANTHROPIC_KEY": "sk-sim"}
+        self.workers, self.concurrency = workers, concurrency
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self, *args: str) -> None:
+        name = args[1] if args[0] == "ops.cli" else args[0]
+        log = open(self.tmp / f"{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        self.procs.append(subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=self.env,
+                                           stdout=log, stderr=subprocess.STDOUT))
+
+    def start(self) -> str:
+        subprocess.run([sys.executable, "-m", "ops.cli", "migrate"], cwd=ROOT, env=self.env, check=True,
+                       capture_output=True)
+        key = subprocess.run(
+            [sys.executable, "-c", "from shared.db.session import session_scope;"
+             "from shared.db.tenants import ensure_tenant, create_key\n"
+             "with session_scope() as db:\n ensure_tenant(db, 'acme'); print(create_key(db, 'acme')[1])"],
+            cwd=ROOT, env=self.env, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        self._spawn("ops.sim", "--port", str(self.sim_port), "--rpm", "100000000", "--tpm", "100000000000")
+        for _ in range(self.workers):
+            self._spawn("ops.cli", "worker", "--concurrency", str(self.concurrency))
+        self._spawn("ops.cli", "scheduler")
+        self._spawn("ops.cli", "api", "--port", str(self.api_port))
+        for url in (f"{self.sim_url}/healthz", f"{self.api_url}/readyz"):
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(url, timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{url} did not come up; logs in {self.tmp}")
+                time.sleep(0.2)
+        time.sleep(2)  # let the worker finish connecting to its queues
+        return key
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.sim_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def added_latency(stack: Stack, key: str, rate: float, seconds: float) -> dict[str, float]:
+    """Open-loop pairs at ``rate``/s: direct call then gateway call; differences in ms."""
+    limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
+    direct = httpx.AsyncClient(base_url=f"{stack.sim_url}/v1", limits=limits, timeout=30,
+                               headers={"Authorization": "Bearer sim"})
+    gateway = httpx.AsyncClient(base_url=f"{stack.api_url}/v1", limits=limits, timeout=30,
+                                headers={"Authorization": f"Bearer {key}"})
+    diffs: list[float] = []
+    direct_ms: list[float] = []
+    gateway_ms: list[float] = []
+    errors = 0
+
+    async def pair(i: int) -> None:
+        nonlocal errors
+        body = {**PAYLOAD, "messages": [{"role": "user", "content": f"question {i}"}]}
+        t0 = time.perf_counter()
+        r1 = await direct.post("/chat/completions", json=body)
+        t1 = time.perf_counter()
+        r2 = await gateway.post("/chat/completions", json=body)
+        t2 = time.perf_counter()
+        if r1.status_code != 200 or r2.status_code != 200:
+            errors += 1
+            return
+        direct_ms.append((t1 - t0) * 1000)
+        gateway_ms.append((t2 - t1) * 1000)
+        diffs.append(((t2 - t1) - (t1 - t0)) * 1000)
+
+    for i in range(50):  # warm-up: connections, caches
+        await pair(i)
+    diffs.clear(), direct_ms.clear(), gateway_ms.clear()
+    tasks = []
+    start = time.perf_counter()
+    n = int(rate * seconds)
+    for i in range(n):
+        await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+        tasks.append(asyncio.create_task(pair(i)))
+    await asyncio.gather(*tasks)
+    await direct.aclose(), await gateway.aclose()
+    return {"pairs": len(diffs), "errors": errors, "direct_p50": statistics.median(direct_ms),
+            "gateway_p50": statistics.median(gateway_ms), "added_p50": statistics.median(diffs),
+            "added_p90": pct(diffs, 0.90), "added_p99": pct(diffs, 0.99)}
+
+
+async def throughput(stack: Stack, key: str, jobs: int, concurrency: int = 64) -> dict[str, float]:
+    client = httpx.AsyncClient(base_url=stack.api_url, timeout=60, headers={"Authorization": f"Bearer {key}"},
+                               limits=httpx.Limits(max_connections=concurrency))
+    feature = f"bench-{uuid.uuid4().hex[:6]}"
+    sem = asyncio.Semaphore(concurrency)
+    ids: list[str] = []
+
+    async def submit(i: int) -> None:
+        async with sem:
+            body = {**PAYLOAD, "feature": feature, "priority": "batch",
+                    "messages": [{"role": "user", "content": f"job {i}"}]}
+            r = await client.post("/v1/jobs", json=body)
+            r.raise_for_status()
+            ids.append(r.json()["id"])
+
+    start = time.perf_counter()
+    await asyncio.gather(*[submit(i) for i in range(jobs)])
+    submitted = time.perf_counter() - start
+    while True:
+        done = await _count(client, feature)
+        if done >= jobs or time.perf_counter() - start > 600:
+            break
+        await asyncio.sleep(0.5)
+    elapsed = time.perf_counter() - start
+    await client.aclose()
+    return {"jobs": jobs, "done": done, "submit_rate": jobs / submitted, "jobs_per_s": done / elapsed,
+            "elapsed_s": elapsed}
+
+
+async def _count(client: httpx.AsyncClient, feature: str) -> int:
+    """Finished jobs of the run, counted by paging the listing (what a user of the API would do)."""
+    total, cursor = 0, None
+    while True:
+        params = {"feature": feature, "status": "succeeded", "limit": 500, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/v1/jobs", params=params)).json()
+        total += len(page["data"])
+        if not page["has_more"]:
+            return total
+        cursor = page["next_cursor"]
+
+
+def _create_pg_database(url: str) -> None:
+    """A fresh PostgreSQL database for the run (dropped first if it exists)."""
+    import psycopg
+
+    base, _, name = url.rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=100.0, help="request pairs per second")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--workers", type=int, default=1, help="Celery worker processes")
+    parser.add_argument("--concurrency", type=int, default=64, help="threads per worker")
+    parser.add_argument("--database-url", help="result store (default: a temp SQLite file); "
+                        "e.g. postgresql://postgres@127.0.0.1:5432/gw_bench (created if missing)")
+    args = parser.parse_args()
+    if args.database_url:
+        _create_pg_database(args.database_url)
+    stack = Stack(args.workers, args.concurrency, args.database_url)
+    try:
+        key = stack.start()
+        lat = asyncio.run(added_latency(stack, key, args.rate, args.seconds))
+        thr = asyncio.run(throughput(stack, key, args.jobs))
+    finally:
+        stack.stop()
+    print(f"command: {' '.join(sys.argv)}")
+    print(f"result store: {'PostgreSQL' if args.database_url else 'SQLite (temp file)'}")
+    print(f"added latency, fast lane, {args.rate:.0f} pairs/s for {args.seconds:.0f}s "
+          f"({lat['pairs']:.0f} pairs, {lat['errors']:.0f} errors):")
+    print(f"  direct p50 {lat['direct_p50']:.2f} ms | gateway p50 {lat['gateway_p50']:.2f} ms")
+    print(f"  added p50 {lat['added_p50']:.2f} ms | p90 {lat['added_p90']:.2f} ms | p99 {lat['added_p99']:.2f} ms"
+          f"   (targets: p50 <= 5 ms, p99 <= 20 ms)")
+    print(f"throughput, {thr['jobs']:.0f} async batch jobs, {args.workers} worker x {args.concurrency} threads:")
+    print(f"  {thr['done']:.0f} succeeded in {thr['elapsed_s']:.1f}s = {thr['jobs_per_s']:.0f} jobs/s end to end "
+          f"(submit rate {thr['submit_rate']:.0f}/s; target >= 300 jobs/s)")
+
+
+if __name__ == "__main__":
+    main()

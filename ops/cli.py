@@ -1,0 +1,195 @@
+"""The ``gateway`` command: run each process, or all of them at once with ``gateway up``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+
+from ops.cli_admin import keys_app, migrate, tenants_app
+from ops.sim.cli import sim
+from shared.config import LANES, get_settings
+from shared.redis_conn import redis_answers
+
+app = typer.Typer(help="The AI gateway: one place every LLM call goes through.", no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants", help="Create and list tenants.")
+app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
+app.command("migrate", help="Create or upgrade the result store's tables.")(migrate)
+app.command("sim", help="Run the provider simulator (OpenAI and Anthropic APIs with real rate limits).")(sim)
+
+console = Console()
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (or GATEWAY_CONFIG)")]
+DEMO_TENANTS = ("acme", "globex")
+
+
+def _use_config(config: Path | None) -> None:
+    if config:
+        os.environ["GATEWAY_CONFIG"] = str(config)
+        get_settings.cache_clear()
+    logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider call is too much
+
+
+@app.command()
+def api(config: ConfigOpt = None, host: str | None = None, port: int | None = None,
+        workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    _use_config(config)
+    s = get_settings()
+    uvicorn.run("api.app:create_app", factory=True, host=host or s.api.host, port=port or s.api.port,
+                workers=workers, access_log=False, log_level="warning")
+
+
+@app.command()
+def scheduler(config: ConfigOpt = None) -> None:
+    """Run the scheduler (one leader admits; extra instances wait as standbys)."""
+    from scheduler.main import run_scheduler
+
+    _use_config(config)
+    run_scheduler()
+
+
+@app.command()
+def worker(config: ConfigOpt = None,
+           concurrency: Annotated[int | None, typer.Option("--concurrency", "-c")] = None,
+           pool: str | None = None) -> None:
+    """Run a Celery worker on every lane's execution queue."""
+    _use_config(config)
+    from shared.keys import Keys
+    from worker.celery_app import celery_app
+
+    s = get_settings()
+    queues = ",".join(Keys(s.key_prefix).exec_queue(lane) for lane in LANES)
+    celery_app.worker_main(["worker", "-P", pool or s.worker.pool, "-c", str(concurrency or s.worker.concurrency),
+                            "-Q", queues, "-E", f"--loglevel={os.environ.get('GATEWAY_LOG_LEVEL', 'WARNING')}",
+                            "--without-gossip", "--without-mingle"])
+
+
+@app.command()
+def up(config: ConfigOpt = None) -> None:
+    """Run everything (Redis if needed, simulator, api, scheduler, worker); Ctrl-C stops all."""
+    _use_config(config)
+    s = get_settings()
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        children += _ensure_redis(s.redis_url)
+        migrate()
+        keys = _demo_keys()
+        base = [sys.executable, "-m", "ops.cli"]
+        if s.sim.enabled:
+            children.append(subprocess.Popen(base + ["sim", "--host", s.sim.host, "--port", str(s.sim.port),
+                                                     "--rpm", str(s.sim.rpm), "--tpm", str(s.sim.tpm)]))
+        children.append(subprocess.Popen(base + ["api"]))
+        children.append(subprocess.Popen(base + ["scheduler"]))
+        children.append(subprocess.Popen(base + ["worker"]))
+        _wait_healthy(f"http://{s.api.host}:{s.api.port}/healthz", children)
+        _print_welcome(s.api.host, s.api.port, keys)
+        while all(c.poll() is None for c in children):
+            time.sleep(0.5)
+        console.print("[red]a gateway process exited; stopping the others[/red]")
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    finally:
+        _stop(children)
+
+
+def _ensure_redis(url: str) -> list[subprocess.Popen[bytes]]:
+    if redis_answers(url):
+        return []
+    server = shutil.which("redis-server")
+    if not server:
+        console.print(f"[red]No Redis answers at {url} and redis-server is not installed.[/red]\n"
+                      "Install it (Debian/Ubuntu: 'sudo apt-get install redis-server', macOS: "
+                      "'brew install redis') or point GATEWAY_REDIS_URL at a running Redis.")
+        raise typer.Exit(1)
+    port = httpx.URL(url.replace("redis://", "http://")).port or 6379
+    console.print(f"starting redis-server on port {port} (no persistence)")
+    proc = subprocess.Popen([server, "--port", str(port), "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not redis_answers(url):
+        if time.monotonic() > deadline:
+            raise typer.Exit(1)
+        time.sleep(0.1)
+    return [proc]
+
+
+def _demo_keys() -> dict[str, str]:
+    """Demo tenants and one key each, kept in ./var/demo-keys.json so restarts print the same keys."""
+    from shared.db.session import session_scope
+    from shared.db.tenants import authenticate, create_key, ensure_tenant
+
+    path = Path("var/demo-keys.json")
+    saved: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    keys = {}
+    with session_scope() as db:
+        for tenant in DEMO_TENANTS:
+            ensure_tenant(db, tenant)
+            key = saved.get(tenant)
+            try:
+                if key and authenticate(db, key) == tenant:
+                    keys[tenant] = key
+                    continue
+            except Exception:  # revoked or from another database: make a new one
+                pass
+            keys[tenant] = create_key(db, tenant, name="demo")[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(keys, indent=2))
+    path.chmod(0o600)
+    return keys
+
+
+def _wait_healthy(url: str, children: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(c.poll() is not None for c in children):
+            raise typer.Exit(1)
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise typer.Exit(1)
+
+
+def _print_welcome(host: str, port: int, keys: dict[str, str]) -> None:
+    key = keys[DEMO_TENANTS[0]]
+    console.print(f"\n[bold green]gateway up[/bold green] on http://{host}:{port}")
+    for tenant, k in keys.items():
+        console.print(f"  tenant [bold]{tenant}[/bold] API key: {k}")
+    console.print("\nTry it:\n"
+                  f"  curl -s http://{host}:{port}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+                  "-H 'Content-Type: application/json' "
+                  "-d '{\"model\": \"gpt-4o-mini\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'\n"
+                  "Ctrl-C stops everything.")
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in reversed(children):
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for child in reversed(children):
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+if __name__ == "__main__":
+    app()

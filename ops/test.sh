@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite (lint + pytest against real Redis, PostgreSQL, Celery, HTTP).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source ops/bootstrap.sh
+start_redis
+start_postgres
+
+.venv/bin/ruff check .
+set +e
+.venv/bin/pytest "$@"
+code=$?
+set -e
+if [ "$code" = 5 ]; then
+  echo "pytest collected no tests: that is a failure here" >&2
+  exit 1
+fi
+exit "$code"

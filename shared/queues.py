@@ -1,0 +1,85 @@
+"""The job envelope and the waiting queues (one Redis list per lane x tenant).
+
+The envelope is what travels through Redis and Celery: everything a worker needs to send one
+attempt, so the hot path never reads the SQL store. The SQL row stays the durable truth.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import Any
+
+import orjson
+import redis
+
+from shared.keys import Keys
+
+_POP_LUA = resources.files("shared.lua").joinpath("pop_waiting.lua").read_text()
+
+
+@dataclass
+class Envelope:
+    id: str
+    tenant: str
+    feature: str
+    lane: str
+    model: str
+    chain: list[str]
+    request: dict[str, Any]
+    deadline: float
+    enqueued_at: float = field(default_factory=time.time)
+    attempt: int = 1
+    estimate: int = 0
+    deployment: str | None = None
+    reply_to: str | None = None
+
+    def dumps(self) -> str:
+        return orjson.dumps(asdict(self)).decode()
+
+    @classmethod
+    def loads(cls, raw: str | bytes) -> Envelope:
+        return cls(**orjson.loads(raw))
+
+    def expired(self, now: float | None = None) -> bool:
+        return (now or time.time()) >= self.deadline
+
+
+class WaitingQueues:
+    """Push and pop envelopes; every push wakes the scheduler."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.r = client
+        self.keys = keys
+        self._pop = client.register_script(_POP_LUA)
+
+    def push(self, env: Envelope, *, front: bool = False) -> None:
+        k = self.keys
+        with self.r.pipeline(transaction=True) as pipe:
+            queue = k.waiting(env.lane, env.tenant)
+            (pipe.lpush if front else pipe.rpush)(queue, env.dumps())
+            pipe.sadd(k.active_tenants(env.lane), env.tenant)
+            pipe.incr(k.waiting_count(env.lane))
+            pipe.lpush(k.wake, "1")
+            pipe.ltrim(k.wake, 0, 0)
+            pipe.execute()
+
+    def pop(self, lane: str, tenant: str, count: int = 1) -> list[Envelope]:
+        k = self.keys
+        raw = self._pop(keys=[k.waiting(lane, tenant), k.active_tenants(lane), k.waiting_count(lane)],
+                        args=[tenant, count])
+        return [Envelope.loads(item) for item in raw]
+
+    def active_tenants(self, lane: str) -> list[str]:
+        return sorted(self.r.smembers(self.keys.active_tenants(lane)))
+
+    def waiting_in_lane(self, lane: str) -> int:
+        return int(self.r.get(self.keys.waiting_count(lane)) or 0)
+
+    def depth(self, lane: str, tenant: str) -> int:
+        return int(self.r.llen(self.keys.waiting(lane, tenant)))
+
+    def wait_for_wake(self, timeout: float) -> bool:
+        """Block until something is pushed (or ``timeout`` seconds pass)."""
+        return self.r.blpop([self.keys.wake], timeout=timeout) is not None

@@ -1,0 +1,53 @@
+"""The Celery application: Redis broker, one execution queue per lane, late acks, task events on.
+
+``acks_late`` + ``task_reject_on_worker_lost``: a worker killed mid-call leaves its message
+unacknowledged, so the broker redelivers it; the attempt record's unique (job, number) key keeps
+that redelivery from being billed twice. Results go to the SQL store, not to a Celery backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from celery import Celery
+from kombu import Queue
+
+from shared.config import LANES, Settings, get_settings
+from shared.keys import Keys
+from shared.queues import Envelope
+
+EXECUTE_TASK = "gateway.execute"
+
+
+def make_celery(settings: Settings) -> Celery:
+    keys = Keys(settings.key_prefix)
+    app = Celery("gateway", broker=settings.redis_url, include=["worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        worker_prefetch_multiplier=4,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": 3600,
+            "queue_order_strategy": "priority",  # interactive first, then standard, then batch
+            "global_keyprefix": f"{settings.key_prefix}:celery:",  # no clash with other apps/tests
+        },
+        task_queues=[Queue(keys.exec_queue(lane)) for lane in LANES],
+        task_default_queue=keys.exec_queue("standard"),
+    )
+    return app
+
+
+celery_app = make_celery(get_settings())
+
+
+def send_attempt(env: Envelope) -> None:
+    """Hand one admitted attempt to the workers of its lane."""
+    queue = Keys(get_settings().key_prefix).exec_queue(env.lane)
+    celery_app.send_task(EXECUTE_TASK, args=[asdict(env)], queue=queue)
