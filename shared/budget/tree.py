@@ -1,0 +1,270 @@
+"""The budget tree: which buckets a job's path touches, with what capacity, refill, floor and cost.
+
+    deployment  RPM (cost 1) and TPM (input + output), or ITPM (input) + OTPM (output), each at
+                limit x headroom; other lanes than interactive see a floor there: the interactive
+                reserve, which they can never take
+    lane        a lane with ceiling < 1 gets its own bucket per deployment token axis, at ceiling x
+                the deployment's capacity and refill
+    tenant      hard_tpm: a bucket never exceeded; soft_tpm: a borrowable bucket (may go into debt,
+                down to one burst, when the scheduler lends idle capacity)
+    feature     hard_tpm: a bucket never exceeded
+
+Tenant and feature buckets are global across deployments: a tenant's limit is a contract on what the
+tenant consumes, not on one provider account. Per deployment, a fallback would hand the tenant a
+fresh quota and the limit would multiply with the number of deployments (the per-instance counting
+flaw, in another guise). Their burst is one minute of the limit.
+
+Burst: providers enforce per-minute limits over shorter windows too. ``burst_s`` says how many
+seconds of the per-minute limit may be spent at once (capacity = limit x headroom x burst_s / 60,
+refill = limit x headroom / 60 per second); it is read from ``DeploymentConfig.burst_s`` when that
+field exists, else ``BURST_S``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from shared.budget.buckets import Bucket
+from shared.budget.estimate import Estimate
+from shared.config import DeploymentConfig, Settings
+from shared.keys import Keys
+
+BURST_S = 60.0  # seconds of a per-minute deployment limit a provider lets through at once
+TENANT_BURST_S = 60.0  # tenant and feature limits allow one minute's worth at once
+INTERACTIVE = "interactive"
+TOKEN_AXES = ("tpm", "itpm", "otpm")
+RESERVATION_MARGIN_S = 60.0  # a reservation outlives its attempt's total timeout by this much
+
+# Header axis (shared by worker/providers/ratelimits.py) -> deployment bucket axis.
+HEADER_AXES = {"requests": "rpm", "tokens": "tpm", "input_tokens": "itpm", "output_tokens": "otpm"}
+
+
+@dataclass(frozen=True)
+class Meter:
+    """One axis of one deployment as the gateway mirrors it (headroom applied)."""
+
+    axis: str
+    key: str
+    limit: int
+    capacity: float
+    rate: float
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The biggest job a path can ever admit, per kind of cost (``inf`` where nothing limits it)."""
+
+    total_tokens: float
+    input_tokens: float
+    output_tokens: float
+    requests: float
+
+    def admits(self, estimate: Estimate) -> bool:
+        return (self.requests >= 1 and estimate.total <= self.total_tokens
+                and estimate.input_tokens <= self.input_tokens
+                and estimate.output_tokens <= self.output_tokens)
+
+
+def _axis_cost(axis: str, estimate: Estimate) -> float:
+    return {"rpm": 1, "tpm": estimate.total, "itpm": estimate.input_tokens,
+            "otpm": estimate.output_tokens}[axis]
+
+
+class BudgetTree:
+    """Maps (deployment, lane, tenant, feature, estimate) to the buckets to reserve, from settings."""
+
+    def __init__(self, settings: Settings, keys: Keys) -> None:
+        self.settings = settings
+        self.keys = keys
+
+    # -- deployment level -------------------------------------------------------------------------
+
+    def burst_s(self, dep: DeploymentConfig) -> float:
+        return float(getattr(dep, "burst_s", None) or BURST_S)
+
+    def meters(self, deployment: str) -> list[Meter]:
+        """The deployment's axes that have a limit, as mirrored buckets."""
+        dep = self.settings.deployment(deployment)
+        burst = self.burst_s(dep)
+        out = []
+        for axis in ("rpm", *TOKEN_AXES):
+            limit = getattr(dep.limits, axis)
+            if limit:
+                rate = limit * dep.headroom / 60.0
+                key = self.keys.budget_bucket("dep", deployment, axis)
+                out.append(Meter(axis, key, limit, capacity=rate * burst, rate=rate))
+        return out
+
+    def deployment_bucket_keys(self, deployment: str) -> dict[str, str]:
+        """Axis (rpm/tpm/itpm/otpm) -> bucket key, for header sync and the admin endpoint."""
+        return {m.axis: m.key for m in self.meters(deployment)}
+
+    def _reserve_share(self, lane: str) -> float:
+        if lane == INTERACTIVE:
+            return 0.0
+        return self.settings.lanes[INTERACTIVE].reserve  # type: ignore[index]
+
+    def _deployment_path(self, deployment: str, lane: str, estimate: Estimate) -> list[Bucket]:
+        share = self._reserve_share(lane)
+        ceiling = self.settings.lanes[lane].ceiling  # type: ignore[index]
+        out = []
+        for m in self.meters(deployment):
+            cost = _axis_cost(m.axis, estimate)
+            out.append(Bucket(m.key, m.capacity, m.rate, cost, floor=share * m.capacity))
+            if ceiling < 1 and m.axis in TOKEN_AXES:
+                key = self.keys.budget_bucket("lane", lane, deployment, m.axis)
+                out.append(Bucket(key, ceiling * m.capacity, ceiling * m.rate, cost))
+        return out
+
+    # -- tenant level -----------------------------------------------------------------------------
+
+    def _per_minute(self, key: str, tpm: int, cost: float, *, borrowable: bool = False) -> Bucket:
+        rate = tpm / 60.0
+        return Bucket(key, rate * TENANT_BURST_S, rate, cost, borrowable=borrowable)
+
+    def _tenant_path(self, tenant: str, feature: str | None, estimate: Estimate) -> list[Bucket]:
+        cfg = self.settings.tenants.get(tenant)
+        if cfg is None:
+            return []
+        k, cost, out = self.keys, estimate.total, []
+        if cfg.hard_tpm:
+            out.append(self._per_minute(k.budget_bucket("tenant", tenant, "hard"), cfg.hard_tpm, cost))
+        if cfg.soft_tpm:
+            out.append(self._per_minute(k.budget_bucket("tenant", tenant, "soft"), cfg.soft_tpm, cost,
+                                        borrowable=True))
+        feature_cfg = cfg.features.get(feature) if feature else None
+        if feature_cfg and feature_cfg.hard_tpm:
+            key = k.budget_bucket("feature", tenant, feature or "", "hard")
+            out.append(self._per_minute(key, feature_cfg.hard_tpm, cost))
+        return out
+
+    # -- the whole path ---------------------------------------------------------------------------
+
+    def buckets_for(self, *, deployment: str, lane: str, tenant: str, feature: str | None,
+                    estimate: Estimate) -> list[Bucket]:
+        """Every bucket a job on this path must fit, with this estimate as its cost."""
+        path = self._deployment_path(deployment, lane, estimate)
+        return path + self._tenant_path(tenant, feature, estimate)
+
+    def settle_costs(self, *, deployment: str, lane: str, tenant: str, feature: str | None,
+                     reserved: Estimate, used: Estimate) -> dict[str, float]:
+        """What to pass to ``BudgetStore.settle``: what each meter really charged for the attempt.
+
+        An OpenAI-style TPM meter charges prompt + max_tokens at request time and never refunds the
+        unused output, so its buckets keep the reserved output; every other meter (Anthropic ITPM and
+        OTPM, tenant and feature limits) is charged the tokens actually used. RPM keeps its 1.
+        """
+        kind = self.provider_kind(deployment)
+        metered = Estimate(used.input_tokens, reserved.output_tokens) if kind == "openai" else used
+        costs = {b.key: b.cost for b in self._deployment_path(deployment, lane, metered)}
+        costs.update({b.key: b.cost for b in self._tenant_path(tenant, feature, used)})
+        return costs
+
+    def provider_kind(self, deployment: str) -> str:
+        dep = self.settings.deployment(deployment)
+        return self.settings.providers[dep.provider].kind
+
+    def reservation_ttl(self, deployment: str) -> float:
+        """How long a reservation lives unreported: the attempt's total timeout plus a margin."""
+        return self.settings.deployment(deployment).timeouts.total + RESERVATION_MARGIN_S
+
+    def header_targets(self, deployment: str,
+                       state: Mapping[str, float]) -> list[tuple[str, float, float, float]]:
+        """``BudgetStore.pull_down_many`` targets from a provider's rate-limit headers.
+
+        ``state`` is ``worker.providers.ratelimits.rate_limit_state`` output. The provider's
+        ``remaining`` includes the headroom slice we never use, so our remaining is the provider's
+        minus (provider capacity - our capacity).
+        """
+        dep = self.settings.deployment(deployment)
+        meters = {m.axis: m for m in self.meters(deployment)}
+        out = []
+        for header_axis, axis in HEADER_AXES.items():
+            remaining, meter = state.get(f"{header_axis}_remaining"), meters.get(axis)
+            if remaining is None or meter is None:
+                continue
+            provider_limit = state.get(f"{header_axis}_limit") or meter.limit
+            slice_kept = provider_limit * self.burst_s(dep) / 60.0 - meter.capacity
+            out.append((meter.key, remaining - slice_kept, meter.capacity, meter.rate))
+        return out
+
+    def all_buckets(self) -> list[Bucket]:
+        """Every bucket the configuration defines (cost 0), for the admin endpoint and metrics."""
+        seen: dict[str, Bucket] = {}
+        none = Estimate(0, 0)
+        for dep in self.settings.deployments:
+            for lane in self.settings.lanes:
+                for b in self._deployment_path(dep.name, lane, none):
+                    seen.setdefault(b.key, b)
+        for tenant, cfg in self.settings.tenants.items():
+            for feature in [None, *cfg.features]:
+                for b in self._tenant_path(tenant, feature, none):
+                    seen.setdefault(b.key, b)
+        return list(seen.values())
+
+    # -- limits a job can never pass --------------------------------------------------------------
+
+    def largest_fit(self, *, deployment: str, lane: str, tenant: str | None = None,
+                    feature: str | None = None) -> Fit:
+        """The biggest job this path can ever admit: min over its buckets of capacity - floor.
+
+        Soft (borrowable) buckets do not count: a job above them can still run on borrowed capacity.
+        """
+        limits = {"total": math.inf, "input": math.inf, "output": math.inf, "requests": math.inf}
+        for kind, bucket in self._classified(deployment, lane, tenant, feature):
+            limits[kind] = min(limits[kind], bucket.capacity - bucket.floor)
+        return Fit(total_tokens=limits["total"], input_tokens=limits["input"],
+                   output_tokens=limits["output"], requests=limits["requests"])
+
+    def _classified(self, deployment: str, lane: str, tenant: str | None,
+                    feature: str | None) -> Iterator[tuple[str, Bucket]]:
+        """Each hard bucket on the path with the kind of cost it carries, found by probing the path
+        with 2 input tokens, then 3 output tokens (RPM costs 1 either way)."""
+        def path(e: Estimate) -> list[Bucket]:
+            tenant_path = self._tenant_path(tenant, feature, e) if tenant else []
+            return self._deployment_path(deployment, lane, e) + tenant_path
+
+        kinds = {(2, 3): "total", (2, 0): "input", (0, 3): "output", (1, 1): "requests"}
+        for a, b in zip(path(Estimate(2, 0)), path(Estimate(0, 3)), strict=True):
+            if not a.borrowable:
+                yield kinds[(int(a.cost), int(b.cost))], a
+
+    def too_large(self, *, deployment: str, lane: str, tenant: str, feature: str | None,
+                  estimate: Estimate) -> str | None:
+        """Why this job can never be admitted on this path, with the numbers; None when it can."""
+        for b in self.buckets_for(deployment=deployment, lane=lane, tenant=tenant, feature=feature,
+                                  estimate=estimate):
+            if not b.borrowable and b.never_fits():
+                unit = "requests" if b.key.endswith(":rpm") else "tokens"
+                return (f"this request needs {b.cost:.0f} {unit} of {self.describe(b.key, lane)}, "
+                        f"but at most {math.floor(b.capacity - b.floor)} can ever be admitted there; "
+                        f"lower max_tokens or shorten the prompt")
+        return None
+
+    def describe(self, key: str, lane: str) -> str:
+        """A bucket key in words, with the numbers it is made of."""
+        parts = key.removeprefix(self.keys.budget_bucket("")).split(":")
+        if parts[0] == "dep":
+            return self._describe_deployment(parts[1], parts[2], lane)
+        if parts[0] == "lane":
+            ceiling = self.settings.lanes[parts[1]].ceiling  # type: ignore[index]
+            return f"the {parts[1]} lane's {ceiling:.0%} ceiling of deployment {parts[2]} {parts[3].upper()}"
+        if parts[0] == "tenant":
+            cfg = self.settings.tenants[parts[1]]
+            tpm = cfg.hard_tpm if parts[2] == "hard" else cfg.soft_tpm
+            return f"tenant {parts[1]}'s {parts[2]} limit ({tpm} TPM)"
+        if parts[0] == "feature":
+            cap = self.settings.tenants[parts[1]].features[parts[2]].hard_tpm
+            return f"feature {parts[2]} of tenant {parts[1]} (limit {cap} TPM)"
+        return key
+
+    def _describe_deployment(self, deployment: str, axis: str, lane: str) -> str:
+        dep = self.settings.deployment(deployment)
+        text = (f"deployment {deployment} {axis.upper()} (limit {getattr(dep.limits, axis)}/min x headroom "
+                f"{dep.headroom:g}, {self.burst_s(dep):g} s burst")
+        share = self._reserve_share(lane)
+        if share:
+            text += f", less the {share:.0%} the {lane} lane leaves to interactive"
+        return text + ")"

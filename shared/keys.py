@@ -1,0 +1,69 @@
+"""Every Redis key and Celery queue name the gateway uses, in one place.
+
+All keys share one hash tag (``{prefix}``) so that on Redis Cluster they live in one slot and a Lua
+script may touch any of them together (budgets, queues, leases).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "gw"
+
+    @property
+    def tag(self) -> str:
+        return "{" + self.prefix + "}"
+
+    def waiting(self, lane: str, tenant: str) -> str:
+        """A list of job envelopes waiting for admission (one per lane x tenant)."""
+        return f"{self.tag}:wait:{lane}:{tenant}"
+
+    def active_tenants(self, lane: str) -> str:
+        """A set of tenants that have something waiting in ``lane``."""
+        return f"{self.tag}:active:{lane}"
+
+    def waiting_count(self, lane: str) -> str:
+        """How many jobs wait in ``lane`` over all tenants (kept with the queues, one INCR each)."""
+        return f"{self.tag}:waiting:{lane}"
+
+    @property
+    def wake(self) -> str:
+        """A list the scheduler blocks on; arrivals and refunds push a token."""
+        return f"{self.tag}:wake"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.tag}:scheduler:leader"
+
+    def reply_channel(self, instance: str) -> str:
+        """Pub/sub channel of one api process: workers announce finished jobs there."""
+        return f"{self.tag}:done:{instance}"
+
+    def exec_queue(self, lane: str) -> str:
+        """The Celery execution queue of a lane."""
+        return f"{self.prefix}.exec.{lane}"
+
+    def budget_bucket(self, *parts: str) -> str:
+        """A token bucket of the budget tree (hash: level, ts, cap, rate), e.g. ``dep:<name>:tpm``."""
+        return f"{self.tag}:budget:" + ":".join(parts)
+
+    @property
+    def budget_reservations(self) -> str:
+        """A hash: reservation id -> JSON of what it charged to which bucket and when it expires."""
+        return f"{self.tag}:budget:resv"
+
+    @property
+    def budget_expiries(self) -> str:
+        """A sorted set of reservation ids scored by expiry (epoch seconds of the Redis clock)."""
+        return f"{self.tag}:budget:resv:exp"
+
+    def input_calibration(self, model: str) -> str:
+        """EWMA of reported / estimated prompt tokens for one model (hash: value, n)."""
+        return f"{self.tag}:calib:in:{model}"
+
+    def output_estimate(self, tenant: str, feature: str, model: str) -> str:
+        """EWMA of output tokens for one tenant x feature x model (hash: value, n)."""
+        return f"{self.tag}:calib:out:{tenant}:{feature}:{model}"
