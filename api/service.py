@@ -15,8 +15,8 @@ from typing import Any
 
 import redis
 
-from shared import tokens
-from shared.config import Lane, Settings
+from shared.admission import Admitter
+from shared.config import Settings
 from shared.db import jobs
 from shared.db.session import session_scope
 from shared.db.tenants import authenticate
@@ -51,44 +51,49 @@ class Gateway:
         self.keys = Keys(settings.key_prefix)
         self.redis = sync_redis(settings.redis_url)
         self.queues = WaitingQueues(self.redis, self.keys)
+        self.admitter = Admitter(settings, self.redis, self.keys)
 
     def tenant_for(self, api_key: str) -> str:
         with session_scope(readonly=True) as db:
             return authenticate(db, api_key)
 
     def submit(self, api_key: str, chat: ChatRequest, tags: JobTags, reply_to: str | None) -> Submitted:
+        """Validate against the budgets, persist, then admit inline (fast lane) or queue."""
         tenant = self.tenant_for(api_key)
-        chain = chain_for(self.settings, chat.model)
         lane = self.settings.lane_for(tenant, tags.feature, tags.priority)
-        first = self.settings.deployment(chain[0])
-        request = chat.provider_payload()
-        estimate = tokens.count_message_tokens(request["messages"]) + (chat.output_cap()
-                                                                      or first.default_max_tokens)
+        env = Envelope(
+            id="", tenant=tenant, feature=tags.feature, lane=lane, model=chat.model,
+            chain=chain_for(self.settings, chat.model), request=chat.provider_payload(),
+            deadline=tags.deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
+        )
+        self.admitter.prepare(env)  # a job that can never fit is refused here, never queued
         fast = lane == "interactive" and self.queues.waiting_in_lane("interactive") == 0
-        with session_scope() as db:
-            job, created = jobs.create_job(
-                db, tenant_id=tenant, feature=tags.feature, lane=lane, task=tags.task, model=chat.model,
-                request=request, deadline=tags.deadline_at(self.settings.lanes[lane].deadline_s),
-                idempotency_key=tags.idempotency_key, estimate_tokens=estimate,
-            )
-            if not created:
-                return Submitted(jobs.job_view(job), created=False)
-            if fast:
-                job.status, job.admitted_at, job.deployment, job.queued_ms = (
-                    "admitted", datetime.now(UTC), chain[0], 0)
-            db.flush()
-            env = self._envelope(job, tenant, lane, chain, request, estimate, reply_to)
-            view = jobs.job_view(job)
+        if not fast:
+            self.admitter.check_queue(env, self.queues)  # 429 with Retry-After when it can't make it
+        reserved = False
+        try:
+            with session_scope() as db:
+                job, created = jobs.create_job(
+                    db, tenant_id=tenant, feature=tags.feature, lane=lane, task=tags.task, model=chat.model,
+                    request=env.request, deadline=datetime.fromtimestamp(env.deadline, UTC),
+                    idempotency_key=tags.idempotency_key, estimate_tokens=env.estimate,
+                )
+                if not created:
+                    return Submitted(jobs.job_view(job), created=False)
+                env.id = job.id
+                fast = reserved = fast and self.admitter.try_admit(env).ok
+                if fast:
+                    job.status, job.admitted_at, job.deployment, job.queued_ms = (
+                        "admitted", datetime.now(UTC), env.deployment, 0)
+                db.flush()
+                view = jobs.job_view(job)
+        except BaseException:
+            if reserved:
+                self.admitter.store.release(self.admitter.reservation_id(env))
+            raise
+        env.enqueued_at = time.time()
         self._hand_off(env, fast)
         return Submitted(view, created=True)
-
-    def _envelope(self, job: Any, tenant: str, lane: Lane, chain: list[str], request: dict[str, Any],
-                  estimate: int, reply_to: str | None) -> Envelope:
-        return Envelope(
-            id=job.id, tenant=tenant, feature=job.feature, lane=lane, model=job.model, chain=chain,
-            request=request, deadline=job.deadline.timestamp(), enqueued_at=time.time(),
-            estimate=estimate, deployment=job.deployment, reply_to=reply_to,
-        )
 
     def _hand_off(self, env: Envelope, fast: bool) -> None:
         try:

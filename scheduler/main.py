@@ -1,8 +1,10 @@
-"""The scheduler process: moves jobs from waiting queues to the Celery execution queues.
+"""The scheduler process: admits waiting jobs when their estimate fits the budget tree.
 
-It holds the leader lease, sleeps on the wake list (arrivals push to it) instead of polling, and
-admits in batches: one SQL transaction marks a batch admitted (a job cancelled meanwhile is skipped
-by the conditional update), then each admitted envelope is sent to its lane's execution queue.
+It holds the leader lease and sleeps on the wake list (arrivals and refunds push to it) or until the
+first blocked bucket will have refilled, never on a fixed poll. Each round picks fairly
+(``scheduler.policy``), reserves in Redis, then one SQL transaction marks the batch admitted (a job
+cancelled meanwhile is skipped by the conditional update and its reservation released), and each
+admitted envelope goes to its lane's execution queue.
 """
 
 from __future__ import annotations
@@ -12,30 +14,39 @@ import threading
 import time
 import uuid
 
+from sqlalchemy import update
+
 from scheduler.lease import LeaderLease
-from scheduler.policy import RoundRobin
+from scheduler.policy import FairQueuing, Round
+from shared.admission import Admitter
 from shared.config import Settings, get_settings
 from shared.db import jobs
+from shared.db.models import Job, utcnow
 from shared.db.session import session_scope
 from shared.keys import Keys
 from shared.queues import Envelope, WaitingQueues
 from shared.redis_conn import sync_redis
+from shared.signals import announce
 from worker.celery_app import send_attempt
 
 log = logging.getLogger("gateway.scheduler")
 
 BATCH = 256
+IDLE_WAKE_S = 1.0
+SWEEP_EVERY_S = 2.0
 
 
 class Scheduler:
     def __init__(self, settings: Settings | None = None, instance: str | None = None) -> None:
         self.settings = settings or get_settings()
         self.keys = Keys(self.settings.key_prefix)
-        client = sync_redis(self.settings.redis_url)
-        self.queues = WaitingQueues(client, self.keys)
+        self.redis = sync_redis(self.settings.redis_url)
+        self.queues = WaitingQueues(self.redis, self.keys)
         self.instance = instance or f"scheduler-{uuid.uuid4().hex[:8]}"
-        self.lease = LeaderLease(client, self.keys.leader, self.instance)
-        self.policy = RoundRobin()
+        self.lease = LeaderLease(self.redis, self.keys.leader, self.instance)
+        self.admitter = Admitter(self.settings, self.redis, self.keys)
+        self.policy = FairQueuing(self.settings, self.admitter, self.queues)
+        self._last_sweep = 0.0
 
     def run(self, stop: threading.Event) -> None:
         log.info("scheduler %s started", self.instance)
@@ -50,34 +61,56 @@ class Scheduler:
             if not leading:
                 log.info("scheduler %s is the leader", self.instance)
                 leading = True
-            if self.step() == 0:
-                self.queues.wait_for_wake(timeout=1.0)
+            result = self.step()
+            if not result.admitted and not result.expired:
+                self.queues.wait_for_wake(timeout=min(result.wake_in, IDLE_WAKE_S))
         self.lease.release()
 
-    def step(self) -> int:
-        """Admit one batch; returns how many jobs left the waiting queues."""
+    def step(self) -> Round:
+        """Run one admission round: reserve, record, send. Returns what it did."""
         if not self.lease.still_valid():
-            return 0
-        picked = self.policy.pick(self.queues, BATCH)
-        if picked:
-            for env in self.admit(picked):
-                send_attempt(env)
-        return len(picked)
+            return Round()
+        self._sweep()
+        result = self.policy.run_round(BATCH, time.time())
+        for env in self.record(result):
+            send_attempt(env)
+        return result
 
-    def admit(self, picked: list[Envelope]) -> list[Envelope]:
-        """Mark the batch admitted (or expired) in SQL; returns those to send."""
+    def record(self, result: Round) -> list[Envelope]:
+        """Mark admissions and expiries in SQL in one transaction; returns the envelopes to send."""
         now = time.time()
-        to_send = []
+        to_send, expired_views = [], []
         with session_scope() as db:
-            for env in picked:
-                if env.expired(now):
-                    jobs.expire_job(db, env.id, "deadline passed while waiting for admission")
-                    continue
-                env.deployment = env.deployment or env.chain[0]
-                queued_ms = int((now - env.enqueued_at) * 1000)
-                if jobs.mark_admitted(db, env.id, env.deployment, queued_ms):
+            for env, reason in result.expired:
+                if jobs.expire_job(db, env.id, reason):
+                    job = jobs.get_job_any(db, env.id)
+                    expired_views.append((env, jobs.job_view(job) if job else None))
+            for env in result.admitted:
+                if jobs.mark_admitted(db, env.id, env.deployment or env.chain[0],
+                                      int((now - env.enqueued_at) * 1000)):
                     to_send.append(env)
+                else:  # cancelled or expired meanwhile: give its reservation back at once
+                    self.admitter.store.release(self.admitter.reservation_id(env))
+        for env, view in expired_views:
+            if view:
+                announce(self.redis, env.reply_to, view)
         return to_send
+
+    def _sweep(self) -> None:
+        """Now and then: drop unreported reservations, expire jobs overdue deep in their queues."""
+        now = time.monotonic()
+        if now - self._last_sweep < SWEEP_EVERY_S:
+            return
+        self._last_sweep = now
+        self.admitter.store.expire()
+        with session_scope() as db:
+            db.execute(
+                update(Job)
+                .where(Job.status == "queued", Job.deadline < utcnow())
+                .values(status="expired", finished_at=utcnow(),
+                        error={"type": "deadline_exceeded", "message": "deadline passed while waiting for admission"})
+                .execution_options(synchronize_session=False)
+            )
 
 
 def run_scheduler(settings: Settings | None = None) -> None:

@@ -76,6 +76,7 @@ class DeploymentConfig(_Strict):
     limits: Limits = Field(default_factory=Limits)
     headroom: float = Field(0.95, gt=0, le=1)
     default_max_tokens: int = Field(1024, gt=0)
+    burst_s: float = Field(60.0, gt=0, le=60, description="seconds of the per-minute limit allowed at once")
     max_context_tokens: int = Field(128_000, gt=0)
     price: Price | None = None
     timeouts: Timeouts = Field(default_factory=Timeouts)
@@ -121,6 +122,12 @@ class ApiConfig(_Strict):
 class WorkerConfig(_Strict):
     pool: Literal["threads", "gevent", "prefork", "solo"] = "threads"
     concurrency: int = Field(64, gt=0)
+
+
+class AdmissionConfig(_Strict):
+    """Budget-aware admission; ``enabled: false`` sends every job at once (for comparison runs only)."""
+
+    enabled: bool = True
 
 
 class SimConfig(_Strict):
@@ -179,6 +186,7 @@ class Settings(BaseSettings):
     tenants: dict[str, TenantConfig] = Field(default_factory=_default_tenants)
     api: ApiConfig = Field(default_factory=ApiConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
     key_prefix: str = "gw"
 

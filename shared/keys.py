@@ -29,6 +29,10 @@ class Keys:
         """How many jobs wait in ``lane`` over all tenants (kept with the queues, one INCR each)."""
         return f"{self.tag}:waiting:{lane}"
 
+    def waiting_tokens(self, lane: str) -> str:
+        """Estimated tokens of everything waiting in ``lane`` (for the expected-wait check)."""
+        return f"{self.tag}:waiting_tokens:{lane}"
+
     @property
     def wake(self) -> str:
         """A list the scheduler blocks on; arrivals and refunds push a token."""

@@ -34,6 +34,8 @@ class Envelope:
     estimate: int = 0
     deployment: str | None = None
     reply_to: str | None = None
+    est_input: int = 0
+    est_output: int = 0
 
     def dumps(self) -> str:
         return orjson.dumps(asdict(self)).decode()
@@ -61,15 +63,27 @@ class WaitingQueues:
             (pipe.lpush if front else pipe.rpush)(queue, env.dumps())
             pipe.sadd(k.active_tenants(env.lane), env.tenant)
             pipe.incr(k.waiting_count(env.lane))
+            pipe.incrby(k.waiting_tokens(env.lane), env.estimate)
             pipe.lpush(k.wake, "1")
             pipe.ltrim(k.wake, 0, 0)
             pipe.execute()
 
     def pop(self, lane: str, tenant: str, count: int = 1) -> list[Envelope]:
         k = self.keys
-        raw = self._pop(keys=[k.waiting(lane, tenant), k.active_tenants(lane), k.waiting_count(lane)],
-                        args=[tenant, count])
+        raw = self._pop(keys=[k.waiting(lane, tenant), k.active_tenants(lane), k.waiting_count(lane),
+                              k.waiting_tokens(lane)], args=[tenant, count])
         return [Envelope.loads(item) for item in raw]
+
+    def heads(self, lane: str, tenants: list[str]) -> dict[str, Envelope]:
+        """The oldest waiting envelope of each tenant, without removing it (one round trip)."""
+        with self.r.pipeline(transaction=False) as pipe:
+            for tenant in tenants:
+                pipe.lindex(self.keys.waiting(lane, tenant), 0)
+            raw = pipe.execute()
+        return {t: Envelope.loads(item) for t, item in zip(tenants, raw, strict=True) if item}
+
+    def waiting_tokens(self, lane: str) -> int:
+        return int(self.r.get(self.keys.waiting_tokens(lane)) or 0)
 
     def active_tenants(self, lane: str) -> list[str]:
         return sorted(self.r.smembers(self.keys.active_tenants(lane)))

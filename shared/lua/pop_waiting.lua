@@ -3,6 +3,7 @@
 -- KEYS[1]  {gw}:wait:<lane>:<tenant>   list of envelopes (JSON), oldest first
 -- KEYS[2]  {gw}:active:<lane>          set of tenants with something waiting in the lane
 -- KEYS[3]  {gw}:waiting:<lane>         integer: envelopes waiting in the lane, all tenants
+-- KEYS[4]  {gw}:waiting_tokens:<lane>  integer: estimated tokens of those envelopes
 -- ARGV[1]  tenant
 -- ARGV[2]  N, how many to pop at most
 --
@@ -19,5 +20,12 @@ end
 local left = redis.call('DECRBY', KEYS[3], #popped)
 if left < 0 then
   redis.call('SET', KEYS[3], 0)
+end
+local tokens = 0
+for _, raw in ipairs(popped) do
+  tokens = tokens + (tonumber(cjson.decode(raw)['estimate']) or 0)
+end
+if redis.call('DECRBY', KEYS[4], tokens) < 0 then
+  redis.call('SET', KEYS[4], 0)
 end
 return popped

@@ -1,0 +1,154 @@
+"""Admission: a job may be sent only when its pre-flight estimate fits every budget on its path.
+
+Used inline by the api (an interactive job with nobody ahead of it) and by the scheduler (everything
+else). Both go through the same Lua reservation, so any number of api processes and the scheduler
+admitting at once can never over-admit. The reservation id is ``job:attempt``, so re-trying the
+same admission (a scheduler failover) never charges twice.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import redis
+
+from shared.budget import Admission, Bucket, BudgetStore, BudgetTree, Calibrator, Estimate, estimate
+from shared.config import Settings
+from shared.errors import InvalidRequest, Overloaded
+from shared.keys import Keys
+from shared.queues import Envelope, WaitingQueues
+
+
+@dataclass
+class Decision:
+    ok: bool
+    deployment: str
+    estimate: Estimate
+    admission: Admission
+    buckets: list[Bucket]
+
+    @property
+    def blocked_by(self) -> str | None:
+        return None if self.ok else self.admission.blocked_by
+
+    @property
+    def blocked_on_soft_limit(self) -> bool:
+        """Blocked only by a tenant's soft limit: it may borrow when nobody else is waiting."""
+        return any(b.key == self.blocked_by and b.borrowable for b in self.buckets)
+
+    def blocked_on_own_limit(self, tenant: str) -> bool:
+        """Blocked by a bucket only this tenant uses: that blocks nobody else."""
+        key = self.blocked_by or ""
+        return f":budget:tenant:{tenant}:" in key or f":budget:feature:{tenant}:" in key
+
+
+class Admitter:
+    def __init__(self, settings: Settings, client: redis.Redis, keys: Keys) -> None:
+        self.settings = settings
+        self.store = BudgetStore(client, keys)
+        self.tree = BudgetTree(settings, keys)
+        self.calibrator = Calibrator(client, keys)
+
+    # -- estimates ---------------------------------------------------------------------------------
+
+    def estimate(self, env: Envelope, deployment: str) -> Estimate:
+        dep = self.settings.deployment(deployment)
+        kind = self.tree.provider_kind(deployment)
+        learned = self.calibrator.learned_output(env.tenant, env.feature, dep.model) if kind != "openai" else None
+        return estimate(env.request, dep, kind, learned_output=learned,
+                        calibration=self.calibrator.ratio(dep.model))
+
+    def prepare(self, env: Envelope) -> Estimate:
+        """Fill the envelope's estimate for its preferred deployment; reject what can never fit."""
+        deployment = self.candidates(env)[0]
+        est = self.estimate(env, deployment)
+        env.est_input, env.est_output, env.estimate = est.input_tokens, est.output_tokens, est.total
+        reason = self.tree.too_large(deployment=deployment, lane=env.lane, tenant=env.tenant,
+                                     feature=env.feature, estimate=est)
+        if reason:
+            raise InvalidRequest(f"This job can never be admitted: {reason}.", param="max_tokens",
+                                 code="job_too_large")
+        return est
+
+    # -- reservations ------------------------------------------------------------------------------
+
+    def candidates(self, env: Envelope) -> list[str]:
+        """Deployments this attempt may use, in order (the seam breakers and fallback plug into)."""
+        return [env.deployment] if env.deployment else env.chain[:1]
+
+    def buckets(self, env: Envelope, deployment: str, est: Estimate) -> list[Bucket]:
+        return self.tree.buckets_for(deployment=deployment, lane=env.lane, tenant=env.tenant,
+                                     feature=env.feature, estimate=est)
+
+    def try_admit(self, env: Envelope, *, allow_borrow: bool = False) -> Decision:
+        """Reserve the estimate on the first candidate whose whole path fits."""
+        if not self.settings.admission.enabled:
+            return self._unchecked(env)
+        first: Decision | None = None
+        for deployment in self.candidates(env):
+            est = self.estimate(env, deployment)
+            buckets = self.buckets(env, deployment, est)
+            admission = self.store.try_reserve(self.reservation_id(env), buckets,
+                                               ttl_s=self.tree.reservation_ttl(deployment),
+                                               allow_borrow=allow_borrow)
+            decision = Decision(admission.ok, deployment, est, admission, buckets)
+            if decision.ok:
+                env.deployment = deployment
+                env.est_input, env.est_output, env.estimate = est.input_tokens, est.output_tokens, est.total
+                return decision
+            first = first or decision
+        assert first is not None
+        return first
+
+    def _unchecked(self, env: Envelope) -> Decision:
+        deployment = self.candidates(env)[0]
+        est = self.estimate(env, deployment)
+        env.deployment = deployment
+        env.est_input, env.est_output, env.estimate = est.input_tokens, est.output_tokens, est.total
+        return Decision(True, deployment, est, Admission(True, None, 0.0), [])
+
+    @staticmethod
+    def reservation_id(env: Envelope) -> str:
+        return f"{env.id}:{env.attempt}"
+
+    # -- shedding ----------------------------------------------------------------------------------
+
+    def check_queue(self, env: Envelope, queues: WaitingQueues) -> None:
+        """Refuse (429) a job that would overflow its queue or could not start before its deadline."""
+        if not self.settings.admission.enabled:
+            return
+        lane_cfg = self.settings.lanes[env.lane]  # type: ignore[index]
+        rate = self.token_rate(env)
+        depth = queues.depth(env.lane, env.tenant)
+        ahead = sum(queues.waiting_tokens(lane) for lane in self._lanes_at_or_above(env.lane))
+        retry_after = max(1.0, ahead / rate) if rate else 60.0
+        if depth >= lane_cfg.max_queue_per_tenant:
+            raise Overloaded(
+                f"Tenant {env.tenant!r} already has {depth} jobs waiting in the {env.lane} lane (the limit is "
+                f"{lane_cfg.max_queue_per_tenant}); retry after {retry_after:.0f}s or submit fewer at once.",
+                retry_after=retry_after, code="queue_full")
+        expected_wait = (ahead + env.estimate) / rate if rate else 0.0
+        left = env.deadline - time.time()
+        if expected_wait > left:
+            raise Overloaded(
+                f"The {env.lane} lane holds about {ahead} tokens of work ahead of this job; at "
+                f"{rate * 60:.0f} tokens/min it would start in ~{expected_wait:.0f}s, after its deadline "
+                f"({left:.0f}s from now). Retry after {retry_after:.0f}s or give it a later deadline.",
+                retry_after=retry_after, code="deadline_unreachable")
+
+    def token_rate(self, env: Envelope) -> float:
+        """Tokens per second the lane can get from the job's preferred deployment (input meter)."""
+        deployment = self.candidates(env)[0]
+        meters = [m for m in self.tree.meters(deployment) if m.axis in ("tpm", "itpm")]
+        if not meters:
+            return math.inf
+        share = self.settings.lanes[env.lane].ceiling  # type: ignore[index]
+        if env.lane != "interactive":
+            share = min(share, 1 - self.settings.lanes["interactive"].reserve)
+        return meters[0].rate * share
+
+    def _lanes_at_or_above(self, lane: str) -> list[str]:
+        order = ["interactive", "standard", "batch"]
+        return order[: order.index(lane) + 1]
