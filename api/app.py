@@ -9,7 +9,8 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
-from api.routes import chat, health, jobs, messages
+from api.metrics import install_collector
+from api.routes import admin, chat, health, jobs, messages
 from api.service import Gateway
 from api.waiter import CompletionWaiter
 from shared.config import Settings, get_settings
@@ -24,12 +25,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         waiter = CompletionWaiter(settings.redis_url, gateway.keys.reply_channel)
         await waiter.start()
         app.state.gateway, app.state.waiter = gateway, waiter
+        install_collector(gateway)
         yield
         await waiter.stop()
 
     app = FastAPI(title="AI gateway", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    for module in (chat, messages, jobs, health):
+    for module in (chat, messages, jobs, admin, health):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
     return app

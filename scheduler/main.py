@@ -10,6 +10,8 @@ admitted envelope goes to its lane's execution queue.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -42,7 +44,7 @@ class Scheduler:
         self.keys = Keys(self.settings.key_prefix)
         self.redis = sync_redis(self.settings.redis_url)
         self.queues = WaitingQueues(self.redis, self.keys)
-        self.instance = instance or f"scheduler-{uuid.uuid4().hex[:8]}"
+        self.instance = instance or f"scheduler-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         self.lease = LeaderLease(self.redis, self.keys.leader, self.instance)
         self.admitter = Admitter(self.settings, self.redis, self.keys)
         self.policy = FairQueuing(self.settings, self.admitter, self.queues)

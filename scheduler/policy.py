@@ -47,18 +47,26 @@ class FairQueuing:
         self.queues = queues
         self.vtime: dict[str, float] = defaultdict(float)
         self.finish: dict[tuple[str, str], float] = {}
+        self._tags: dict[tuple[str, str], tuple[float, float]] = {}
 
     def weight(self, tenant: str) -> float:
         cfg = self.settings.tenants.get(tenant)
         return cfg.weight if cfg else 1.0
 
     def tag(self, lane: str, env: Envelope) -> float:
-        start = max(self.vtime[lane], self.finish.get((lane, env.tenant), 0.0))
-        return start + max(env.estimate, 1) / self.weight(env.tenant)
+        """The finish tag, fixed when the job becomes its tenant's head (start-time fair queuing)."""
+        key = (lane, env.id)
+        if key not in self._tags:
+            if len(self._tags) > 100_000:  # heads of cancelled jobs never charged: forget old ones
+                self._tags.clear()
+            start = max(self.vtime[lane], self.finish.get((lane, env.tenant), 0.0))
+            self._tags[key] = (start, start + max(env.estimate, 1) / self.weight(env.tenant))
+        return self._tags[key][1]
 
     def charge(self, lane: str, env: Envelope) -> None:
-        start = max(self.vtime[lane], self.finish.get((lane, env.tenant), 0.0))
-        self.finish[(lane, env.tenant)] = start + max(env.estimate, 1) / self.weight(env.tenant)
+        self.tag(lane, env)
+        start, finish = self._tags.pop((lane, env.id))
+        self.finish[(lane, env.tenant)] = finish
         self.vtime[lane] = start
 
     def run_round(self, limit: int, now: float) -> Round:

@@ -117,6 +117,11 @@ class ApiConfig(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     max_sync_wait_s: float = Field(600.0, gt=0)
     page_size_max: int = Field(500, gt=0)
+    admin_key_env: str = "GATEWAY_ADMIN_KEY"
+
+    def admin_key(self) -> str | None:
+        """The operators' key for /v1/admin/* (from the environment; admin routes are off without it)."""
+        return os.environ.get(self.admin_key_env) or None
 
 
 class WorkerConfig(_Strict):

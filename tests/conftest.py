@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ os.environ.update({
     "GATEWAY_DATABASE_URL": f"sqlite:///{_TMP / 'gateway.db'}",
     "SIM_OPENAI_KEY": "sk-sim-openai",
     "SIM_ANTHROPIC_KEY": "sk-ant-sim",
+    "GATEWAY_ADMIN_KEY": "gw-admin-tests",
 })
 
 
@@ -110,6 +112,7 @@ class Stack:
     sim_url: str
     keys: dict[str, str]
     tmp: Path
+    procs: dict[str, subprocess.Popen[bytes]]
 
     def client(self, tenant: str = "acme", **kw: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.keys[tenant]}"},
@@ -139,17 +142,18 @@ def stack(sim_url: str) -> Iterator[Stack]:
         for tenant in ("acme", "globex"):
             ensure_tenant(db, tenant)
             keys[tenant] = create_key(db, tenant, name="tests")[1]
-    procs = [
-        spawn("ops.cli", "worker", "--concurrency", "16", log="worker"),
-        spawn("ops.cli", "scheduler", log="scheduler"),
-        spawn("ops.cli", "api", "--port", str(API_PORT), log="api"),
-    ]
+    procs = {
+        "worker": spawn("ops.cli", "worker", "--concurrency", "16", log="worker"),
+        "scheduler": spawn("ops.cli", "scheduler", log="scheduler"),
+        "api": spawn("ops.cli", "api", "--port", str(API_PORT), log="api"),
+    }
     url = f"http://127.0.0.1:{API_PORT}"
+    stack = Stack(url=url, sim_url=sim_url, keys=keys, tmp=_TMP, procs=procs)
     try:
-        wait_http(f"{url}/healthz", procs[2])
-        yield Stack(url=url, sim_url=sim_url, keys=keys, tmp=_TMP)
+        wait_http(f"{url}/healthz", procs["api"])
+        yield stack
     finally:
-        for proc in procs:
+        for proc in stack.procs.values():
             stop(proc)
         _flush_prefix()
 
@@ -162,3 +166,21 @@ def wait_for_status(client: httpx.Client, job_id: str, statuses: set[str], timeo
             return view  # type: ignore[no-any-return]
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not reach {statuses} within {timeout}s: {view}")
+
+
+@contextmanager
+def hold_leader_lease() -> Iterator[None]:
+    """Take the scheduler's leader lease under another name: the real scheduler stands by."""
+    import redis
+
+    from shared.keys import Keys
+
+    r = redis.Redis.from_url(REDIS_URL)
+    key = Keys(PREFIX).leader
+    r.delete(key)
+    r.set(key, "tests-hold-the-lease", px=120_000)
+    time.sleep(0.05)  # a round that had already started finishes; the next one sees the lease is gone
+    try:
+        yield
+    finally:
+        r.delete(key)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 
 from shared.admission import Admitter
 from shared.budget import Estimate, prompt_tokens
@@ -26,9 +25,15 @@ log = logging.getLogger("gateway.worker")
 NOT_PROCESSED = frozenset({"rate_limit", "overloaded", "connection", "auth", "bad_request", "not_found"})
 
 
-@lru_cache(maxsize=4)
+_ADMITTERS: dict[int, Admitter] = {}
+
+
 def _admitter(settings: Settings) -> Admitter:
-    return Admitter(settings, sync_redis(settings.redis_url), Keys(settings.key_prefix))
+    """One per process and settings object (settings are loaded once per process)."""
+    adm = _ADMITTERS.get(id(settings))
+    if adm is None:
+        adm = _ADMITTERS[id(settings)] = Admitter(settings, sync_redis(settings.redis_url), Keys(settings.key_prefix))
+    return adm
 
 
 def reconcile(env: Envelope, deployment: str, settings: Settings, *, result: ProviderResult | None = None,

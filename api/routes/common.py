@@ -9,9 +9,10 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from api.metrics import SHED, SUBMITTED, SYNC_WAIT
 from api.service import Gateway, Submitted
 from api.waiter import CompletionWaiter
-from shared.errors import InvalidRequest
+from shared.errors import InvalidRequest, Overloaded
 from shared.schemas import ChatRequest, JobTags
 
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
@@ -42,16 +43,32 @@ async def submit_and_wait(gw: Gateway, waiter: CompletionWaiter, api_key: str, c
                           tags: JobTags, wait_s: float | None) -> tuple[Submitted, dict[str, Any] | None]:
     """Submit; when ``wait_s`` is given, wait for the job to finish. Returns the final view or None."""
     reply_to = waiter.channel if wait_s else None
-    submitted = await run_in_threadpool(gw.submit, api_key, chat, tags, reply_to)
+    started = time.monotonic()
+    try:
+        submitted = await run_in_threadpool(gw.submit, api_key, chat, tags, reply_to)
+    except Overloaded as exc:
+        SHED.labels(reason=exc.code or "overloaded").inc()
+        raise
+    view = submitted.view
+    SUBMITTED.labels(lane=view.get("priority", ""), admitted_inline=str(view.get("status") == "admitted")).inc()
+    try:
+        return submitted, await _wait(gw, waiter, submitted, wait_s)
+    finally:
+        if wait_s:
+            SYNC_WAIT.observe(time.monotonic() - started)
+
+
+async def _wait(gw: Gateway, waiter: CompletionWaiter, submitted: Submitted,
+                wait_s: float | None) -> dict[str, Any] | None:
     view = submitted.view
     if not wait_s or view.get("status") in TERMINAL:
-        return submitted, view if view.get("status") in TERMINAL else None
+        return view if view.get("status") in TERMINAL else None
     if not submitted.created:  # a repeat: its completion is announced to the first caller
-        return submitted, await _poll_store(gw, view["id"], wait_s)
+        return await _poll_store(gw, view["id"], wait_s)
     done = await waiter.wait(view["id"], wait_s)
     if done is None:  # missed or slow: the store has the last word
         done = await _poll_store(gw, view["id"], 0)
-    return submitted, done
+    return done
 
 
 async def _poll_store(gw: Gateway, job_id: str, wait_s: float, every_s: float = 0.25) -> dict[str, Any] | None:

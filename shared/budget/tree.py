@@ -185,8 +185,10 @@ class BudgetTree:
             remaining, meter = state.get(f"{header_axis}_remaining"), meters.get(axis)
             if remaining is None or meter is None:
                 continue
-            provider_limit = state.get(f"{header_axis}_limit") or meter.limit
-            slice_kept = provider_limit * self.burst_s(dep) / 60.0 - meter.capacity
+            provider_limit = min(state.get(f"{header_axis}_limit") or meter.limit, meter.limit)
+            # The headroom slice only exists when the provider's limit is the one we configured; when
+            # the provider says its limit is lower (plan changed, shared account), take its word.
+            slice_kept = max(0.0, provider_limit * self.burst_s(dep) / 60.0 - meter.capacity)
             out.append((meter.key, remaining - slice_kept, meter.capacity, meter.rate))
         return out
 

@@ -11,7 +11,7 @@ import redis
 from shared.db.session import session_scope
 from shared.db.tenants import create_key, list_keys, revoke_key
 from shared.keys import Keys
-from tests.conftest import PREFIX, REDIS_URL, Stack, wait_for_status
+from tests.conftest import PREFIX, REDIS_URL, Stack, hold_leader_lease, wait_for_status
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Summarise this."}], "max_tokens": 16}
 
@@ -64,17 +64,8 @@ def test_idempotency_key_returns_the_same_job(stack: Stack, where: str) -> None:
 @pytest.fixture
 def paused_scheduler() -> Iterator[None]:
     """Hold the leader lease under another name: the real scheduler stands by, nothing is admitted."""
-    r = redis.Redis.from_url(REDIS_URL)
-    key = Keys(PREFIX).leader
-    deadline_ok = False
-    for _ in range(100):  # take over as soon as the running leader's lease lapses
-        if r.set(key, "test-holds-the-lease", px=60_000, nx=True):
-            deadline_ok = True
-            break
-        r.delete(key)
-    assert deadline_ok
-    yield
-    r.delete(key)
+    with hold_leader_lease():
+        yield
 
 
 def test_cancel_a_queued_job_and_it_is_never_sent(stack: Stack, paused_scheduler: None) -> None:

@@ -1,0 +1,59 @@
+"""Operators' view: live budget levels, reservations and queue depth per lane x tenant.
+
+Guarded by the admin key from the environment (``GATEWAY_ADMIN_KEY`` by default), never a tenant key:
+these numbers span every tenant.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ApiKey, GatewayDep
+from api.service import Gateway
+from shared.config import LANES
+from shared.errors import AuthError
+
+router = APIRouter()
+
+
+class AdminDisabled(AuthError):
+    status = 403
+    type = "permission_error"
+    code = "admin_disabled"
+
+
+def _require_admin(gw: Gateway, api_key: str) -> None:
+    expected = gw.settings.api.admin_key()
+    if expected is None:
+        raise AdminDisabled(f"Admin routes are off: set {gw.settings.api.admin_key_env} in the api's environment.")
+    if not hmac.compare_digest(api_key.encode(), expected.encode()):
+        raise AuthError("This route needs the admin key, not a tenant key.")
+
+
+@router.get("/v1/admin/budgets")
+async def budgets(api_key: ApiKey, gw: GatewayDep) -> dict[str, Any]:
+    _require_admin(gw, api_key)
+    return await run_in_threadpool(budget_snapshot, gw)
+
+
+def budget_snapshot(gw: Gateway) -> dict[str, Any]:
+    store, tree = gw.admitter.store, gw.admitter.tree
+    buckets = tree.all_buckets()
+    levels = store.levels(buckets)
+    reserved = store.reserved_totals()
+    return {
+        "buckets": [
+            {"key": b.key, "level": round(levels.get(b.key, b.capacity), 1), "capacity": b.capacity,
+             "rate_per_s": b.rate, "borrowable": b.borrowable,
+             "reservations": reserved.get(b.key, (0, 0.0))[0], "reserved": reserved.get(b.key, (0, 0.0))[1]}
+            for b in buckets
+        ],
+        "queues": {lane: {"waiting": gw.queues.waiting_in_lane(lane), "tokens": gw.queues.waiting_tokens(lane),
+                          "tenants": {t: gw.queues.depth(lane, t) for t in gw.queues.active_tenants(lane)}}
+                   for lane in LANES},
+        "scheduler": {"leader": gw.redis.get(gw.keys.leader)},
+    }
