@@ -8,6 +8,9 @@ Redis prefix and a temp SQLite file, then measures, in one run:
 1. Added latency on the fast lane: pairs of calls (direct to the simulator, then the same request
    through the gateway) at a fixed open-loop rate; prints median and p99 of the per-pair difference.
 2. Throughput: N async jobs submitted at once (batch lane), time until the last one succeeded.
+
+Both phases also print the CPU time each process (children included) spent per request or job,
+read from /proc before and after: where the cores go, whatever the wall-clock numbers say.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = {"model": "gpt-4o-mini", "max_tokens": 16,
@@ -42,6 +47,15 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def bench_config(sim_port: int) -> str:
+    """The test suite's config without its small queue caps: the run submits thousands at once."""
+    config = yaml.safe_load((ROOT / "tests" / "gateway.test.yaml").read_text()
+                            .replace("${SIM_PORT}", str(sim_port)))
+    for lane in config.get("lanes", {}).values():
+        lane.pop("max_queue_per_tenant", None)
+    return yaml.safe_dump(config)
+
+
 class Stack:
     """Simulator + worker + scheduler + api as child processes with a private environment."""
 
@@ -49,20 +63,30 @@ class Stack:
         self.tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
         self.sim_port, self.api_port = free_port(), free_port()
         config = self.tmp / "gateway.yaml"
-        config.write_text((ROOT / "tests" / "gateway.test.yaml").read_text()
-                          .replace("${SIM_PORT}", str(self.sim_port)))
+        config.write_text(bench_config(self.sim_port))
+        self.database_url = database_url or f"sqlite:///{self.tmp / 'gateway.db'}"
         self.env = {**os.environ, "GATEWAY_CONFIG": str(config),
                     "GATEWAY_KEY_PREFIX": f"gwb{uuid.uuid4().hex[:6]}",
-                    "GATEWAY_DATABASE_URL": database_url or f"sqlite:///{self.tmp / 'gateway.db'}",
+                    "GATEWAY_DATABASE_URL": self.database_url,
                     "GATEWAY_LOG_LEVEL": "WARNING", "SIM_OPENAI_KEY": "sk-sim", "SIM_ANTHROPIC_KEY": "sk-sim"}
         self.workers, self.concurrency = workers, concurrency
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.names: list[str] = []
 
     def _spawn(self, *args: str) -> None:
         name = args[1] if args[0] == "ops.cli" else args[0]
         log = open(self.tmp / f"{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
         self.procs.append(subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=self.env,
                                            stdout=log, stderr=subprocess.STDOUT))
+        self.names.append(name)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far by each role, its child processes included."""
+        tree = _process_tree()
+        used: dict[str, float] = {}
+        for name, proc in zip(self.names, self.procs, strict=True):
+            used[name] = used.get(name, 0.0) + sum(_cpu_of(pid) for pid in _descendants(proc.pid, tree))
+        return used
 
     def start(self) -> str:
         subprocess.run([sys.executable, "-m", "ops.cli", "migrate"], cwd=ROOT, env=self.env, check=True,
@@ -109,7 +133,44 @@ class Stack:
                 proc.kill()
 
 
-async def added_latency(stack: Stack, key: str, rate: float, seconds: float) -> dict[str, float]:
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name (which may contain spaces); empty once it exited."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def _cpu_of(pid: int) -> float:
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / _TICKS if fields else 0.0  # utime + stime
+
+
+def _process_tree() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))):
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def _descendants(pid: int, tree: dict[int, list[int]]) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        found.append(current := todo.pop())
+        todo.extend(tree.get(current, []))
+    return found
+
+
+def cpu_ms_per_job(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
+    return {name: (after[name] - before.get(name, 0.0)) * 1000 / max(jobs, 1) for name in after}
+
+
+async def added_latency(stack: Stack, key: str, rate: float, seconds: float) -> dict[str, Any]:
     """Open-loop pairs at ``rate``/s: direct call then gateway call; differences in ms."""
     limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
     direct = httpx.AsyncClient(base_url=f"{stack.sim_url}/v1", limits=limits, timeout=30,
@@ -140,19 +201,21 @@ async def added_latency(stack: Stack, key: str, rate: float, seconds: float) -> 
         await pair(i)
     diffs.clear(), direct_ms.clear(), gateway_ms.clear()
     tasks = []
+    cpu_before = stack.cpu_seconds()
     start = time.perf_counter()
     n = int(rate * seconds)
     for i in range(n):
         await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
         tasks.append(asyncio.create_task(pair(i)))
     await asyncio.gather(*tasks)
+    cpu = cpu_ms_per_job(cpu_before, stack.cpu_seconds(), n)
     await direct.aclose(), await gateway.aclose()
-    return {"pairs": len(diffs), "errors": errors, "direct_p50": statistics.median(direct_ms),
+    return {"cpu_ms": cpu, "pairs": len(diffs), "errors": errors, "direct_p50": statistics.median(direct_ms),
             "gateway_p50": statistics.median(gateway_ms), "added_p50": statistics.median(diffs),
             "added_p90": pct(diffs, 0.90), "added_p99": pct(diffs, 0.99)}
 
 
-async def throughput(stack: Stack, key: str, jobs: int, concurrency: int = 64) -> dict[str, float]:
+async def throughput(stack: Stack, key: str, jobs: int, concurrency: int = 64) -> dict[str, Any]:
     client = httpx.AsyncClient(base_url=stack.api_url, timeout=60, headers={"Authorization": f"Bearer {key}"},
                                limits=httpx.Limits(max_connections=concurrency))
     feature = f"bench-{uuid.uuid4().hex[:6]}"
@@ -163,22 +226,43 @@ async def throughput(stack: Stack, key: str, jobs: int, concurrency: int = 64) -
         async with sem:
             body = {**PAYLOAD, "feature": feature, "priority": "batch",
                     "messages": [{"role": "user", "content": f"job {i}"}]}
-            r = await client.post("/v1/jobs", json=body)
+            for retry in range(3):  # a keep-alive connection the server just closed: send again
+                try:
+                    r = await client.post("/v1/jobs", json=body)
+                    break
+                except httpx.TransportError:
+                    if retry == 2:
+                        raise
             r.raise_for_status()
             ids.append(r.json()["id"])
 
+    cpu_before = stack.cpu_seconds()
     start = time.perf_counter()
     await asyncio.gather(*[submit(i) for i in range(jobs)])
     submitted = time.perf_counter() - start
     while True:
-        done = await _count(client, feature)
+        done = _count_in_store(stack.database_url, feature)
         if done >= jobs or time.perf_counter() - start > 600:
             break
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - start
+    cpu = cpu_ms_per_job(cpu_before, stack.cpu_seconds(), done)
+    done = await _count(client, feature)  # the same answer through the API, as a user would see it
     await client.aclose()
     return {"jobs": jobs, "done": done, "submit_rate": jobs / submitted, "jobs_per_s": done / elapsed,
-            "elapsed_s": elapsed}
+            "elapsed_s": elapsed, "cpu_ms": cpu}
+
+
+def _count_in_store(database_url: str, feature: str) -> int:
+    """Finished jobs of the run, read straight from the store so polling costs the api no CPU."""
+    from sqlalchemy import func, select
+
+    from shared.db.models import Job
+    from shared.db.session import get_engine, session_scope
+
+    query = select(func.count()).where(Job.feature == feature, Job.status == "succeeded")
+    with session_scope(get_engine(database_url), readonly=True) as db:
+        return int(db.scalar(query) or 0)
 
 
 async def _count(client: httpx.AsyncClient, feature: str) -> int:
@@ -203,11 +287,34 @@ def _create_pg_database(url: str) -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def _cpu_line(cpu: dict[str, float], unit: str) -> str:
+    parts = " | ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
+    return f"  CPU ms per {unit}: {parts} | total {sum(cpu.values()):.2f}"
+
+
+def _report(args: argparse.Namespace, lat: dict[str, Any] | None, thr: dict[str, Any] | None) -> None:
+    print(f"command: {' '.join(sys.argv)}")
+    print(f"result store: {'PostgreSQL' if args.database_url else 'SQLite (temp file)'}")
+    if lat is not None:
+        print(f"added latency, fast lane, {args.rate:.0f} pairs/s for {args.seconds:.0f}s "
+              f"({lat['pairs']:.0f} pairs, {lat['errors']:.0f} errors):")
+        print(f"  direct p50 {lat['direct_p50']:.2f} ms | gateway p50 {lat['gateway_p50']:.2f} ms")
+        print(f"  added p50 {lat['added_p50']:.2f} ms | p90 {lat['added_p90']:.2f} ms | "
+              f"p99 {lat['added_p99']:.2f} ms   (targets: p50 <= 5 ms, p99 <= 20 ms)")
+        print(_cpu_line(lat["cpu_ms"], "pair (the direct call is the simulator's share)"))
+    if thr is not None:
+        print(f"throughput, {thr['jobs']:.0f} async batch jobs, {args.workers} worker x {args.concurrency} "
+              "threads:")
+        print(f"  {thr['done']:.0f} succeeded in {thr['elapsed_s']:.1f}s = {thr['jobs_per_s']:.0f} jobs/s end to "
+              f"end (submit rate {thr['submit_rate']:.0f}/s; target >= 300 jobs/s)")
+        print(_cpu_line(thr["cpu_ms"], "job"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=100.0, help="request pairs per second")
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--seconds", type=float, default=20.0, help="latency phase length (0 skips it)")
+    parser.add_argument("--jobs", type=int, default=3000, help="throughput phase jobs (0 skips it)")
     parser.add_argument("--workers", type=int, default=1, help="Celery worker processes")
     parser.add_argument("--concurrency", type=int, default=64, help="threads per worker")
     parser.add_argument("--database-url", help="result store (default: a temp SQLite file); "
@@ -216,22 +323,16 @@ def main() -> None:
     if args.database_url:
         _create_pg_database(args.database_url)
     stack = Stack(args.workers, args.concurrency, args.database_url)
+    lat = thr = None
     try:
         key = stack.start()
-        lat = asyncio.run(added_latency(stack, key, args.rate, args.seconds))
-        thr = asyncio.run(throughput(stack, key, args.jobs))
+        if args.seconds > 0:
+            lat = asyncio.run(added_latency(stack, key, args.rate, args.seconds))
+        if args.jobs > 0:
+            thr = asyncio.run(throughput(stack, key, args.jobs))
     finally:
         stack.stop()
-    print(f"command: {' '.join(sys.argv)}")
-    print(f"result store: {'PostgreSQL' if args.database_url else 'SQLite (temp file)'}")
-    print(f"added latency, fast lane, {args.rate:.0f} pairs/s for {args.seconds:.0f}s "
-          f"({lat['pairs']:.0f} pairs, {lat['errors']:.0f} errors):")
-    print(f"  direct p50 {lat['direct_p50']:.2f} ms | gateway p50 {lat['gateway_p50']:.2f} ms")
-    print(f"  added p50 {lat['added_p50']:.2f} ms | p90 {lat['added_p90']:.2f} ms | p99 {lat['added_p99']:.2f} ms"
-          f"   (targets: p50 <= 5 ms, p99 <= 20 ms)")
-    print(f"throughput, {thr['jobs']:.0f} async batch jobs, {args.workers} worker x {args.concurrency} threads:")
-    print(f"  {thr['done']:.0f} succeeded in {thr['elapsed_s']:.1f}s = {thr['jobs_per_s']:.0f} jobs/s end to end "
-          f"(submit rate {thr['submit_rate']:.0f}/s; target >= 300 jobs/s)")
+    _report(args, lat, thr)
 
 
 if __name__ == "__main__":

@@ -4,34 +4,65 @@ A transition only applies when the row is still in an expected status (``WHERE s
 so a cancel cannot race an admission, a redelivered task cannot start or finish a job twice, and
 the first terminal outcome wins. Functions take the caller's Session and never commit: the
 caller's ``session_scope()`` does, so one request's writes land together or not at all.
+The two hot paths, a new job (api) and a finished attempt (worker), run prebuilt Core statements
+with RETURNING: one round trip each, no ORM unit of work, no SAVEPOINT, no read-back.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, case, func, select, update
+from sqlalchemy import CursorResult, Row, Table, bindparam, case, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
-from shared.db.ids import is_job_id
+from shared.db.ids import is_job_id, new_job_id
 from shared.db.models import LANES, STATUSES, TERMINAL_STATUSES, Attempt, Job, Tenant, utcnow
 from shared.errors import Conflict, InvalidRequest, NotFound
 
 __all__ = [
     "LANES", "OPEN_STATUSES", "STATUSES", "TERMINAL_STATUSES", "MAX_PAGE_SIZE",
     "create_job", "get_job", "get_job_any", "list_jobs", "cancel_job", "mark_admitted", "return_to_queue",
-    "start_attempt", "finish_attempt", "list_attempts", "complete_job", "expire_job", "overdue_jobs",
+    "start_attempt", "finish_attempt", "record_attempt", "list_attempts", "complete_job", "expire_job", "overdue_jobs",
     "job_view",
 ]
 
 OPEN_STATUSES = ("queued", "admitted", "running")
 WAITING_STATUSES = ("queued", "admitted")
 MAX_PAGE_SIZE = 1000
+
+
+_JOBS, _ATTEMPTS, _TENANTS = (cast(Table, model.__table__) for model in (Job, Attempt, Tenant))
+_INSERTS: dict[str, Callable[[Table], Any]] = {"sqlite": sqlite_insert, "postgresql": pg_insert}
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _param(name: str, column: Any) -> Any:
+    """A bind parameter typed like ``column``; never named like a column (Core would SET it)."""
+    return bindparam(name, type_=column.type)
+
+
+@lru_cache(maxsize=4)
+def _create_statement(dialect: str) -> Any:
+    """The new job's row, copied from the tenant's row so a missing tenant inserts nothing.
+
+    ``result`` and ``error`` are left out: they stay SQL NULL until the job ends.
+    """
+    names = tuple(c.name for c in _JOBS.c if c.name not in ("tenant_id", "result", "error"))
+    source = select(_TENANTS.c.id, *(_param(f"n_{name}", _JOBS.c[name]) for name in names)).where(
+        _TENANTS.c.id == bindparam("n_tenant_id"))
+    return (_INSERTS[dialect](_JOBS).from_select(("tenant_id", *names), source)
+            .on_conflict_do_nothing().returning(_JOBS.c.id))
 
 
 def _transition(
@@ -72,30 +103,37 @@ def _check_choice(value: str, allowed: Iterable[str], param: str) -> None:
 def create_job(
     session: Session, *, tenant_id: str, feature: str, lane: str, task: str | None, model: str,
     request: dict[str, Any], deadline: datetime, idempotency_key: str | None,
-    estimate_tokens: int | None = None,
+    estimate_tokens: int | None = None, job_id: str | None = None, admitted_deployment: str | None = None,
 ) -> tuple[Job, bool]:
     """Persist a new queued job, or return the tenant's job with the same idempotency key.
 
-    Two concurrent inserts with one key: the unique constraint lets one win; the loser's
-    SAVEPOINT rolls back and it returns the winner's row (``created`` False).
+    One INSERT ... SELECT FROM tenants ... ON CONFLICT DO NOTHING: it writes no row, and raises
+    nothing, when the tenant is gone or a concurrent request took the key first; then the winner's
+    row comes back (``created`` False). The returned Job is attached to the session as if loaded,
+    so a caller may still change it and flush. ``admitted_deployment`` (fast lane, admitted before
+    the insert under a ``job_id`` chosen up front) writes the job as admitted there at once.
     """
     _check_choice(lane, LANES, "priority")
     key = idempotency_key
     if key is not None and (existing := _by_idempotency_key(session, tenant_id, key)):
         return _repeat_of(existing, request)
-    job = Job(
-        tenant_id=tenant_id, feature=feature, lane=lane, task=task, model=model, status="queued",
-        request=request, deadline=deadline, idempotency_key=idempotency_key, estimate_tokens=estimate_tokens,
+    now = utcnow()
+    admitted = admitted_deployment is not None
+    values: dict[str, Any] = dict(
+        id=job_id or new_job_id(), tenant_id=tenant_id, feature=feature, lane=lane, task=task, model=model,
+        status="admitted" if admitted else "queued", request=request, deadline=deadline, idempotency_key=key,
+        estimate_tokens=estimate_tokens, deployment=admitted_deployment, model_used=None, tokens_in=0,
+        tokens_out=0, cost_usd=0.0, cache_status="miss", queued_ms=0 if admitted else None, attempts=0,
+        created_at=now, admitted_at=now if admitted else None, finished_at=None, updated_at=now,
     )
-    try:
-        with session.begin_nested():
-            session.add(job)
-    except IntegrityError:
+    inserted = session.execute(_create_statement(_dialect(session)), {f"n_{k}": v for k, v in values.items()})
+    if inserted.first() is None:
         if key is not None and (winner := _by_idempotency_key(session, tenant_id, key)):
             return _repeat_of(winner, request)
-        if session.get(Tenant, tenant_id) is None:
-            raise NotFound(f"tenant {tenant_id!r} does not exist") from None
-        raise
+        raise NotFound(f"tenant {tenant_id!r} does not exist")
+    job = Job(**values, result=None, error=None)
+    make_transient_to_detached(job)  # persistent as if just loaded: no SELECT, later changes flush
+    session.add(job)
     return job, True
 
 
@@ -231,6 +269,92 @@ def complete_job(
     return _transition(session, job_id, OPEN_STATUSES, **values)
 
 
+# Everything job_view reads, so a RETURNING row can be shown without another SELECT.
+_VIEW_COLUMNS = tuple(_JOBS.c[name] for name in (
+    "id", "status", "tenant_id", "feature", "lane", "task", "model", "model_used", "deployment",
+    "idempotency_key", "created_at", "admitted_at", "finished_at", "deadline", "queued_ms", "tokens_in",
+    "tokens_out", "cost_usd", "cache_status", "attempts", "result", "error",
+))
+
+
+@lru_cache(maxsize=4)
+def _record_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
+    """The attempt insert and the job updates, built once: no statement building per attempt.
+
+    The insert copies the job's id from its row only while the job is open, and skips an attempt
+    number already recorded: zero rows means a redelivery or a finished job, nothing is written.
+    """
+    insert = _INSERTS[dialect]
+    columns = ("number", "deployment", "status", "http_status", "error", "latency_ms", "tokens_in",
+               "tokens_out", "cost_usd", "started_at", "finished_at")
+    is_open = (_JOBS.c.id == bindparam("jid"), _JOBS.c.status.in_(OPEN_STATUSES))
+    source = select(_JOBS.c.id, *(_param(f"a_{name}", _ATTEMPTS.c[name]) for name in columns)).where(*is_open)
+    add_attempt = (insert(_ATTEMPTS).from_select(("job_id", *columns), source)
+                   .on_conflict_do_nothing(index_elements=["job_id", "number"]).returning(_ATTEMPTS.c.id))
+    number = _param("a_number", _ATTEMPTS.c.number)
+    goes_on = update(_JOBS).where(*is_open).values(  # back to queued: it will be admitted again
+        status="queued", deployment=_param("a_deployment", _JOBS.c.deployment),
+        attempts=case((_JOBS.c.attempts < number, number), else_=_JOBS.c.attempts),
+    ).returning(*_VIEW_COLUMNS)
+    count = select(func.count()).where(_ATTEMPTS.c.job_id == _JOBS.c.id).scalar_subquery()
+    ends = update(_JOBS).where(*is_open).values(
+        deployment=func.coalesce(_param("j_deployment", _JOBS.c.deployment), _JOBS.c.deployment),
+        attempts=count, **{name: _param(f"j_{name}", _JOBS.c[name]) for name in _OUTCOME_FIELDS},
+    ).returning(*_VIEW_COLUMNS)
+    forget = delete(_ATTEMPTS).where(_ATTEMPTS.c.job_id == bindparam("jid"), _ATTEMPTS.c.number == number)
+    return add_attempt, goes_on, ends, forget
+
+
+def record_attempt(
+    session: Session, job_id: str, number: int, *, deployment: str, status: str, latency_ms: int,
+    http_status: int | None = None, error: str | None = None, tokens_in: int = 0, tokens_out: int = 0,
+    cost_usd: float = 0.0, job_outcome: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Record finished attempt ``number`` and its effect on the job in two statements; the job's view.
+
+    ``job_outcome`` holds the terminal ``status`` and other fields of ``complete_job``; without it
+    the job goes on (queued again, to be re-admitted as a retry). None, with nothing written, for a redelivered attempt
+    or a job no longer open: the unique (job, number) key and the status guard make it exactly once.
+    """
+    outcome = None if job_outcome is None else _terminal_values(job_outcome)
+    add_attempt, goes_on, ends, forget = _record_statements(_dialect(session))
+    now = utcnow()
+    attempt = {
+        "jid": job_id, "a_number": number, "a_deployment": deployment, "a_status": status,
+        "a_http_status": http_status, "a_error": error, "a_latency_ms": latency_ms, "a_tokens_in": tokens_in,
+        "a_tokens_out": tokens_out, "a_cost_usd": cost_usd, "a_finished_at": now,
+        "a_started_at": now - timedelta(milliseconds=latency_ms),
+    }
+    if session.execute(add_attempt, attempt).first() is None:
+        return None
+    if outcome is None:
+        row = session.execute(goes_on, attempt).first()
+    else:
+        row = session.execute(ends, {"jid": job_id, "j_finished_at": now, **outcome}).first()
+    if row is None:  # PostgreSQL only: another transaction finished the job in between
+        session.execute(forget, attempt)
+        return None
+    return job_view(row)
+
+
+_OUTCOME_FIELDS = ("status", "result", "error", "model_used", "tokens_in", "tokens_out", "cost_usd",
+                   "cache_status", "finished_at")
+_OUTCOME_DEFAULTS: dict[str, Any] = {
+    "result": None, "error": None, "model_used": None, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0,
+    "cache_status": "miss", "deployment": None,
+}
+
+
+def _terminal_values(job_outcome: dict[str, Any]) -> dict[str, Any]:
+    """``complete_job``'s keyword arguments as the bind parameters of the terminal update."""
+    if job_outcome.get("status") not in TERMINAL_STATUSES:
+        raise ValueError(f"a job outcome needs a terminal status, not {job_outcome.get('status')!r}")
+    unknown = set(job_outcome) - set(_OUTCOME_DEFAULTS) - {"status"}
+    if unknown:
+        raise TypeError(f"unknown job outcome fields: {', '.join(sorted(unknown))}")
+    return {f"j_{name}": value for name, value in {**_OUTCOME_DEFAULTS, **job_outcome}.items()}
+
+
 def expire_job(session: Session, job_id: str, reason: str) -> bool:
     """Shed a job still waiting (queued or admitted) when its deadline passed."""
     return _transition(
@@ -254,7 +378,7 @@ def _unix(moment: datetime | None) -> int | None:
     return int(moment.timestamp()) if moment else None
 
 
-def job_view(job: Job) -> dict[str, Any]:
+def job_view(job: Job | Row[Any]) -> dict[str, Any]:
     """The public JSON of a job, as the native jobs API returns it."""
     return {
         "id": job.id,

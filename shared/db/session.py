@@ -5,16 +5,18 @@ writer, a busy timeout so writers queue instead of failing, foreign keys switche
 SQLAlchemy (not the sqlite3 module) emitting BEGIN so SAVEPOINTs work. A writing transaction
 starts with BEGIN IMMEDIATE: a deferred one that reads before it writes fails at once with
 "database is locked" when another writer committed in between, which no busy timeout can fix.
+Before that, ``session_scope`` writers take turns on a lock file, so BEGIN IMMEDIATE never waits.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -63,8 +65,9 @@ def _tune_sqlite(engine: Engine) -> None:
 def _begin_immediate(dbapi_connection: Any, wait_s: float = 10.0) -> None:
     """Take SQLite's write lock, polling every 0.2 ms while another process holds it.
 
-    SQLite's own busy handler sleeps 1, 2, 5 ... up to 100 ms between tries, so a process that
-    loses one race tends to lose the next ones too and waits tens of ms for a lock held for one.
+    Writers in ``session_scope`` already took their turn (below), so this succeeds at once; the
+    polling serves writers outside it (migrations, scripts). SQLite's own busy handler sleeps
+    1, 2, 5 ... up to 100 ms between tries and would make them wait tens of ms for a short lock.
     """
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout=0")
@@ -144,27 +147,75 @@ def session_scope(engine: Engine | None = None, *, readonly: bool = False) -> It
     lock, on PostgreSQL the transaction is READ ONLY.
     """
     maker = get_sessionmaker(engine, readonly=readonly)
-    serialize = not readonly and _is_sqlite(maker)
-    if serialize:
-        _SQLITE_WRITE_LOCK.acquire()
-    session = maker()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-        if serialize:
-            _SQLITE_WRITE_LOCK.release()
+    turn = nullcontext() if readonly else _writer_turn(maker.kw["bind"])
+    with turn:
+        session = maker()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
 
 
-# SQLite has one writer at a time. Threads of one process queue on this lock (a fair wait) rather
-# than in SQLite's busy handler, whose sleeps grow to 100 ms and turn contention into convoys.
-_SQLITE_WRITE_LOCK = threading.Lock()
+class _WriterTurn:
+    """SQLite has one writer at a time: its writers take turns here instead of in its busy handler.
+
+    Threads of one process queue on a lock, processes on flock(2) of a file next to the database.
+    Both wait in the kernel, so a waiting writer burns no CPU and starts as soon as the previous one
+    is done; SQLite's busy handler sleeps 1, 2, 5 ... 100 ms and turns contention into convoys.
+    """
+
+    def __init__(self, lock_path: str | None) -> None:
+        self.lock_path = lock_path
+        self._reset()
+
+    def _reset(self) -> None:
+        """Also after fork: a flock belongs to the open file, which parent and child would share."""
+        self.threads = threading.Lock()
+        self.fd: int | None = None
+
+    def __enter__(self) -> None:
+        self.threads.acquire()
+        try:
+            if self.lock_path is not None:
+                if self.fd is None:
+                    self.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self.threads.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.fd is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self.threads.release()
 
 
-def _is_sqlite(maker: sessionmaker[Session]) -> bool:
-    bind = maker.kw.get("bind")
-    return bind is not None and bind.dialect.name == "sqlite"
+_writer_turns: dict[str, _WriterTurn] = {}
+
+
+def _writer_turn(bind: Any) -> AbstractContextManager[Any]:
+    """The turn to take before writing to ``bind``'s database; nothing to take on PostgreSQL."""
+    if bind.dialect.name != "sqlite":
+        return nullcontext()
+    database = bind.url.database or ""
+    turn = _writer_turns.get(database)
+    if turn is None:
+        on_disk = database not in ("", ":memory:") and not database.startswith("file:")
+        lock_path = f"{Path(database).expanduser().resolve()}-writer.lock" if on_disk else None
+        with _engines_lock:
+            turn = _writer_turns.setdefault(database, _WriterTurn(lock_path))
+    return turn
+
+
+def _reset_writer_turns_after_fork() -> None:
+    for turn in _writer_turns.values():
+        turn._reset()
+
+
+os.register_at_fork(after_in_child=_reset_writer_turns_after_fork)
