@@ -1,0 +1,192 @@
+"""The callers: the copilot (Poisson, waits for its answer) and the summarizers' overnight backlog.
+
+Two ways to send the same requests: ``DirectCaller`` is each feature calling the provider itself with
+the retry loop most code has (tenacity, exponential backoff with jitter, 5 attempts, Retry-After
+ignored); ``GatewayCaller`` goes through the gateway (sync chat completions for the copilot, async
+``POST /v1/jobs`` for the backlog, whose outcome is read from the result store afterwards).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from ops.storm.scenario import COPILOT, SUMMARIZER, Scenario
+from ops.storm.stack import direct_key
+
+ATTEMPTS = 5
+COPILOT_TIMEOUT_S = 60.0
+SUBMIT_CONCURRENCY = 16  # each summarizer's parallel POST /v1/jobs while it dumps its backlog
+
+
+@dataclass
+class Call:
+    """One request as its caller saw it (copilot), or one backlog job (summarizer)."""
+
+    feature: str
+    tenant: str
+    sent: float
+    charged: int
+    done: float | None = None
+    ok: bool = False
+    status: int = 0
+    attempts: int = 0
+    accepted: float | None = None  # when the provider accepted the attempt that succeeded
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    job_id: str | None = None  # the gateway's job, to read where its time went from the store
+    phases: dict[str, float] | None = None  # seconds in each step of the gateway path
+
+    @property
+    def latency_s(self) -> float | None:
+        return None if self.done is None else self.done - self.sent
+
+
+class Retryable(Exception):
+    """A 429 or 5xx from the provider: the naive client backs off and tries again."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _limits(n: int) -> httpx.Limits:
+    return httpx.Limits(max_connections=n, max_keepalive_connections=n)
+
+
+class DirectCaller:
+    """The world before the gateway: every feature holds the provider key and retries on its own."""
+
+    def __init__(self, scenario: Scenario, sim_url: str) -> None:
+        self.scenario = scenario
+        pool = scenario.direct_concurrency * (1 + scenario.rival_tenants) + 200
+        self.client = httpx.AsyncClient(base_url=f"{sim_url}/v1", timeout=COPILOT_TIMEOUT_S, limits=_limits(pool))
+        self.pending_batch = 0
+
+    async def copilot(self, call: Call, body: dict[str, Any]) -> None:
+        await self._call(call, body)
+
+    async def backlog(self, tenant: str, jobs: list[tuple[Call, dict[str, Any]]]) -> None:
+        """Send the whole backlog through the feature's own pool of connections, each job retried."""
+        self.pending_batch += len(jobs)
+        sem = asyncio.Semaphore(self.scenario.direct_concurrency)
+
+        async def one(call: Call, body: dict[str, Any]) -> None:
+            async with sem:
+                await self._call(call, body)
+                self.pending_batch -= 1
+
+        await asyncio.gather(*(one(c, b) for c, b in jobs))
+
+    async def _call(self, call: Call, body: dict[str, Any]) -> None:
+        headers = {"Authorization": f"Bearer {direct_key(call.tenant)}"}
+        retrying = AsyncRetrying(stop=stop_after_attempt(ATTEMPTS), wait=wait_random_exponential(multiplier=1, max=60),
+                                 retry=retry_if_exception_type((Retryable, httpx.TransportError)))
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    call.attempts += 1
+                    started = time.time()
+                    response = await self.client.post("/chat/completions", json=body, headers=headers)
+                    call.status = response.status_code
+                    if response.status_code == 429 or response.status_code >= 500:
+                        raise Retryable(response.status_code)
+        except RetryError:
+            call.done = time.time()
+            return
+        call.done, call.accepted = time.time(), started
+        call.ok = response.status_code == 200
+        usage = response.json().get("usage", {}) if call.ok else {}
+        call.tokens_in, call.tokens_out = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class GatewayCaller:
+    """The same features through the gateway: one API key per tenant, tags say feature and priority."""
+
+    def __init__(self, api_url: str, keys: dict[str, str]) -> None:
+        self.keys = keys
+        self.client = httpx.AsyncClient(base_url=api_url, timeout=COPILOT_TIMEOUT_S + 5, limits=_limits(400))
+        self.submitted: list[str] = []  # job ids of the backlog the gateway accepted
+        self.refused = 0  # backlog jobs the gateway shed at submit (429)
+
+    def _auth(self, tenant: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[tenant]}"}
+
+    async def copilot(self, call: Call, body: dict[str, Any]) -> None:
+        call.attempts = 1
+        try:
+            response = await self.client.post("/v1/chat/completions", json=body,
+                                              headers={**self._auth(call.tenant), "x-gateway-feature": COPILOT})
+        except httpx.HTTPError:
+            call.done = time.time()
+            return
+        call.done, call.status = time.time(), response.status_code
+        call.ok = response.status_code == 200
+        call.job_id = response.headers.get("x-gateway-job-id")
+        if call.ok:
+            usage = response.json().get("usage", {})
+            call.tokens_in, call.tokens_out = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+
+    async def backlog(self, tenant: str, jobs: list[tuple[Call, dict[str, Any]]]) -> None:
+        """Dump the backlog as async jobs; what happened to each is read from the store afterwards."""
+        sem = asyncio.Semaphore(SUBMIT_CONCURRENCY)
+
+        async def one(body: dict[str, Any]) -> None:
+            async with sem:
+                job = {**body, "feature": SUMMARIZER, "priority": "batch"}
+                response = await self.client.post("/v1/jobs", json=job, headers=self._auth(tenant))
+                if response.status_code in (200, 202):
+                    self.submitted.append(response.json()["id"])
+                else:
+                    self.refused += 1
+
+        await asyncio.gather(*(one(body) for _, body in jobs))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+Caller = DirectCaller | GatewayCaller
+
+
+async def copilot_traffic(scenario: Scenario, caller: Caller, calls: list[Call], stop: asyncio.Event) -> None:
+    """Poisson arrivals over all tenants until ``stop``; each call waits for its answer."""
+    rng = random.Random(scenario.seed)
+    tasks: set[asyncio.Task[None]] = set()
+    i = 0
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=rng.expovariate(scenario.copilot_rate))
+        if stop.is_set():
+            break
+        tenant = rng.choice(scenario.tenant_ids)
+        body = scenario.copilot_request(tenant, i)
+        call = Call(COPILOT, tenant, time.time(), scenario.charged(body))
+        calls.append(call)
+        task = asyncio.create_task(caller.copilot(call, body))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        i += 1
+    if tasks:
+        _, late = await asyncio.wait(tasks, timeout=COPILOT_TIMEOUT_S)
+        for task in late:
+            task.cancel()
+
+
+def backlog_jobs(scenario: Scenario, tenant: str, n: int, sent: float) -> list[tuple[Call, dict[str, Any]]]:
+    out = []
+    for i in range(n):
+        body = scenario.summary_request(tenant, i)
+        out.append((Call(SUMMARIZER, tenant, sent, scenario.charged(body)), body))
+    return out
