@@ -22,6 +22,7 @@ from shared.db.session import session_scope
 from shared.db.tenants import authenticate
 from shared.errors import GatewayError
 from shared.keys import Keys
+from shared.leases import AttemptLeases
 from shared.queues import Envelope, WaitingQueues
 from shared.redis_conn import sync_redis
 from shared.routing import chain_for
@@ -52,6 +53,7 @@ class Gateway:
         self.redis = sync_redis(settings.redis_url)
         self.queues = WaitingQueues(self.redis, self.keys)
         self.admitter = Admitter(settings, self.redis, self.keys)
+        self.leases = AttemptLeases(self.redis, self.keys)
 
     def tenant_for(self, api_key: str) -> str:
         with session_scope(readonly=True) as db:
@@ -83,6 +85,7 @@ class Gateway:
                 env.id = job.id
                 fast = reserved = fast and self.admitter.try_admit(env).ok
                 if fast:
+                    self.leases.grant([env], self.settings.admission.dispatch_lease_s)
                     job.status, job.admitted_at, job.deployment, job.queued_ms = (
                         "admitted", datetime.now(UTC), env.deployment, 0)
                 db.flush()

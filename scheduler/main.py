@@ -9,6 +9,7 @@ admitted envelope goes to its lane's execution queue.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -16,16 +17,20 @@ import threading
 import time
 import uuid
 
+import redis
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler.lease import LeaderLease
 from scheduler.policy import FairQueuing, Round
+from scheduler.reconciler import Reconciler
 from shared.admission import Admitter
 from shared.config import Settings, get_settings
 from shared.db import jobs
 from shared.db.models import Job, utcnow
 from shared.db.session import session_scope
 from shared.keys import Keys
+from shared.leases import AttemptLeases
 from shared.queues import Envelope, WaitingQueues
 from shared.redis_conn import sync_redis
 from shared.signals import announce
@@ -48,31 +53,45 @@ class Scheduler:
         self.lease = LeaderLease(self.redis, self.keys.leader, self.instance)
         self.admitter = Admitter(self.settings, self.redis, self.keys)
         self.policy = FairQueuing(self.settings, self.admitter, self.queues)
+        self.leases = AttemptLeases(self.redis, self.keys)
+        self.reconciler = Reconciler(self.settings, self.queues, self.leases,
+                                     every_s=self.settings.admission.reconcile_every_s)
         self._last_sweep = 0.0
 
     def run(self, stop: threading.Event) -> None:
         log.info("scheduler %s started", self.instance)
         leading = False
         while not stop.is_set():
-            if not self.lease.hold():
-                if leading:
-                    log.warning("scheduler %s lost the leader lease", self.instance)
+            try:
+                leading = self._lead_once(leading, stop)
+            except (redis.RedisError, SQLAlchemyError) as exc:  # Redis restarting, database busy: carry on
+                log.warning("scheduler round failed (%s); retrying in 1s", exc)
                 leading = False
                 stop.wait(1.0)
-                continue
-            if not leading:
-                log.info("scheduler %s is the leader", self.instance)
-                leading = True
-            result = self.step()
-            if not result.admitted and not result.expired:
-                self.queues.wait_for_wake(timeout=min(result.wake_in, IDLE_WAKE_S))
-        self.lease.release()
+        with contextlib.suppress(redis.RedisError):
+            self.lease.release()
+
+    def _lead_once(self, leading: bool, stop: threading.Event) -> bool:
+        if not self.lease.hold():
+            if leading:
+                log.warning("scheduler %s lost the leader lease", self.instance)
+            stop.wait(1.0)
+            return False
+        if not leading:
+            log.info("scheduler %s is the leader", self.instance)
+        result = self.step()
+        if not result.admitted and not result.expired:
+            wake_in = min(result.wake_in, self.queues.next_due_in(time.time()), IDLE_WAKE_S)
+            self.queues.wait_for_wake(timeout=max(wake_in, 0.001))
+        return True
 
     def step(self) -> Round:
         """Run one admission round: reserve, record, send. Returns what it did."""
         if not self.lease.still_valid():
             return Round()
         self._sweep()
+        self.reconciler.maybe_run()
+        self.queues.promote_due(time.time())
         result = self.policy.run_round(BATCH, time.time())
         for env in self.record(result):
             send_attempt(env)
@@ -82,6 +101,7 @@ class Scheduler:
         """Mark admissions and expiries in SQL in one transaction; returns the envelopes to send."""
         now = time.time()
         to_send, expired_views = [], []
+        self.leases.grant(result.admitted, self.settings.admission.dispatch_lease_s)
         with session_scope() as db:
             for env, reason in result.expired:
                 if jobs.expire_job(db, env.id, reason):

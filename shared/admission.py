@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import redis
 
+from shared.breaker import Breakers
 from shared.budget import Admission, Bucket, BudgetStore, BudgetTree, Calibrator, Estimate, estimate
 from shared.config import Settings
 from shared.errors import InvalidRequest, Overloaded
@@ -50,6 +51,7 @@ class Admitter:
         self.store = BudgetStore(client, keys)
         self.tree = BudgetTree(settings, keys)
         self.calibrator = Calibrator(client, keys)
+        self.breakers = Breakers.from_settings(client, keys, settings)
 
     # -- estimates ---------------------------------------------------------------------------------
 
@@ -75,32 +77,54 @@ class Admitter:
     # -- reservations ------------------------------------------------------------------------------
 
     def candidates(self, env: Envelope) -> list[str]:
-        """Deployments this attempt may use, in order (the seam breakers and fallback plug into)."""
-        return [env.deployment] if env.deployment else env.chain[:1]
+        """Deployments this attempt may use, in the chain's order (fallbacks after the first)."""
+        return [env.deployment] if env.deployment else list(env.chain)
 
     def buckets(self, env: Envelope, deployment: str, est: Estimate) -> list[Bucket]:
         return self.tree.buckets_for(deployment=deployment, lane=env.lane, tenant=env.tenant,
                                      feature=env.feature, estimate=est)
 
     def try_admit(self, env: Envelope, *, allow_borrow: bool = False) -> Decision:
-        """Reserve the estimate on the first candidate whose whole path fits."""
+        """Reserve the estimate on the first deployment of the chain that may take it now.
+
+        A deployment is skipped when its breaker is open, or when its budget could not fit the job
+        before the job's deadline; the fallback is then charged to its own budget. Waiting a little
+        for the preferred deployment beats paying a fallback, so a short wait is not a skip.
+        """
         if not self.settings.admission.enabled:
             return self._unchecked(env)
         first: Decision | None = None
         for deployment in self.candidates(env):
-            est = self.estimate(env, deployment)
-            buckets = self.buckets(env, deployment, est)
-            admission = self.store.try_reserve(self.reservation_id(env), buckets,
-                                               ttl_s=self.tree.reservation_ttl(deployment),
-                                               allow_borrow=allow_borrow)
-            decision = Decision(admission.ok, deployment, est, admission, buckets)
+            permit = self.breakers.allow(deployment)
+            if not permit.allowed:
+                continue
+            decision = self._reserve(env, deployment, allow_borrow)
             if decision.ok:
-                env.deployment = deployment
-                env.est_input, env.est_output, env.estimate = est.input_tokens, est.output_tokens, est.total
+                env.deployment, env.probe, env.ticket = deployment, permit.probe, permit.ticket
                 return decision
+            if permit.probe:
+                self.breakers.release(deployment, permit)
             first = first or decision
-        assert first is not None
+            if decision.admission.wait_s < env.deadline - time.time():
+                break  # it will fit here in time: wait for it rather than fall back
+        if first is None:  # every breaker on the chain is open
+            return Decision(False, env.chain[0], Estimate(env.est_input, env.est_output),
+                            Admission(False, None, self._breaker_wait(env)), [])
         return first
+
+    def _reserve(self, env: Envelope, deployment: str, allow_borrow: bool) -> Decision:
+        est = self.estimate(env, deployment)
+        buckets = self.buckets(env, deployment, est)
+        admission = self.store.try_reserve(self.reservation_id(env), buckets,
+                                           ttl_s=self.tree.reservation_ttl(deployment), allow_borrow=allow_borrow)
+        if admission.ok:
+            env.est_input, env.est_output, env.estimate = est.input_tokens, est.output_tokens, est.total
+        return Decision(admission.ok, deployment, est, admission, buckets)
+
+    def _breaker_wait(self, env: Envelope) -> float:
+        states = self.breakers.states(self.candidates(env))
+        waits = [float(s.get("retry_in_s", 1.0) or 1.0) for s in states.values()] or [1.0]
+        return max(0.1, min(waits))
 
     def _unchecked(self, env: Envelope) -> Decision:
         deployment = self.candidates(env)[0]

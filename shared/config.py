@@ -34,6 +34,27 @@ class Timeouts(_Strict):
     total: float = Field(300.0, gt=0)
 
 
+class BreakerConfig(_Strict):
+    """Per-deployment circuit breaker (shared in Redis by every process; see ``shared/breaker``).
+
+    Opens when, over the last ``window_s``, at least ``min_calls`` outcomes were seen and the share of
+    failures reaches ``failure_rate``, or after ``consecutive_429`` rate-limit failures in a row. A call
+    slower than ``slow_call_s`` counts as a failure. Open fails fast for ``open_s``, then half-open
+    admits ``half_open_probes`` probes; a probe that never reports frees its slot after
+    ``probe_timeout_s``.
+    """
+
+    enabled: bool = True
+    window_s: float = Field(default=30.0, gt=0, le=3600)
+    min_calls: int = Field(default=10, ge=1)
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    consecutive_429: int = Field(default=5, ge=1)
+    slow_call_s: float | None = Field(default=60.0, gt=0)
+    open_s: float = Field(default=15.0, gt=0)
+    half_open_probes: int = Field(default=3, ge=1)
+    probe_timeout_s: float = Field(default=60.0, gt=0)
+
+
 class ProviderConfig(_Strict):
     """Where an account lives and how to authenticate; the wire format is picked by ``kind``."""
 
@@ -80,6 +101,7 @@ class DeploymentConfig(_Strict):
     max_context_tokens: int = Field(128_000, gt=0)
     price: Price | None = None
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
 
 class LaneConfig(_Strict):
@@ -129,10 +151,25 @@ class WorkerConfig(_Strict):
     concurrency: int = Field(64, gt=0)
 
 
+class RetryConfig(_Strict):
+    """Retries as re-admission: attempt cap, full-jitter backoff, per-deployment retry budget."""
+
+    max_attempts: int = Field(3, ge=1, le=20)
+    backoff_base_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    budget_ratio: float = Field(0.1, ge=0, le=1)
+    budget_floor_per_min: int = Field(10, ge=0)
+
+
 class AdmissionConfig(_Strict):
     """Budget-aware admission; ``enabled: false`` sends every job at once (for comparison runs only)."""
 
     enabled: bool = True
+    dispatch_lease_s: float = Field(60.0, gt=0, description="how long an admitted job may wait for a worker "
+                                    "before the reconciler dispatches it again")
+    reconcile_every_s: float = Field(5.0, gt=0)
+    lease_margin_s: float = Field(30.0, gt=0, description="added to a deployment's total timeout for "
+                                  "the lease a worker holds while it calls")
 
 
 class SimConfig(_Strict):
@@ -192,6 +229,7 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
+    retries: RetryConfig = Field(default_factory=RetryConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
     key_prefix: str = "gw"
 

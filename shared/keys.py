@@ -33,6 +33,20 @@ class Keys:
         """Estimated tokens of everything waiting in ``lane`` (for the expected-wait check)."""
         return f"{self.tag}:waiting_tokens:{lane}"
 
+    def lease(self, job_id: str) -> str:
+        """The token of the job's current dispatch (see shared/leases.py), with a TTL."""
+        return f"{self.tag}:lease:{job_id}"
+
+    @property
+    def queued_ids(self) -> str:
+        """A set of the ids of jobs waiting in Redis (queues and delayed retries), for the reconciler."""
+        return f"{self.tag}:queued_ids"
+
+    @property
+    def delayed(self) -> str:
+        """Retries waiting out their backoff: a sorted set of envelopes scored by not-before."""
+        return f"{self.tag}:delayed"
+
     @property
     def wake(self) -> str:
         """A list the scheduler blocks on; arrivals and refunds push a token."""
@@ -71,3 +85,8 @@ class Keys:
     def output_estimate(self, tenant: str, feature: str, model: str) -> str:
         """EWMA of output tokens for one tenant x feature x model (hash: value, n)."""
         return f"{self.tag}:calib:out:{tenant}:{feature}:{model}"
+
+    def breaker(self, deployment: str, part: str = "state") -> str:
+        """Circuit breaker of one deployment: ``state`` (hash), ``window`` (hash of outcome buckets),
+        ``probes`` (sorted set of half-open probes in flight) or ``log`` (list of transitions)."""
+        return f"{self.tag}:breaker:{deployment}:{part}"

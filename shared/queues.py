@@ -17,6 +17,7 @@ import redis
 from shared.keys import Keys
 
 _POP_LUA = resources.files("shared.lua").joinpath("pop_waiting.lua").read_text()
+_PROMOTE_LUA = resources.files("shared.lua").joinpath("promote_delayed.lua").read_text()
 
 
 @dataclass
@@ -36,6 +37,10 @@ class Envelope:
     reply_to: str | None = None
     est_input: int = 0
     est_output: int = 0
+    not_before: float = 0.0
+    probe: bool = False
+    token: str = ""
+    ticket: str = ""
 
     def dumps(self) -> str:
         return orjson.dumps(asdict(self)).decode()
@@ -55,6 +60,7 @@ class WaitingQueues:
         self.r = client
         self.keys = keys
         self._pop = client.register_script(_POP_LUA)
+        self._promote = client.register_script(_PROMOTE_LUA)
 
     def push(self, env: Envelope, *, front: bool = False) -> None:
         k = self.keys
@@ -64,14 +70,30 @@ class WaitingQueues:
             pipe.sadd(k.active_tenants(env.lane), env.tenant)
             pipe.incr(k.waiting_count(env.lane))
             pipe.incrby(k.waiting_tokens(env.lane), env.estimate)
+            pipe.sadd(k.queued_ids, env.id)
             pipe.lpush(k.wake, "1")
             pipe.ltrim(k.wake, 0, 0)
             pipe.execute()
 
+    def delay(self, env: Envelope) -> None:
+        """Park a retry until ``env.not_before``; the scheduler promotes it to its queue's front."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.keys.delayed, {env.dumps(): env.not_before})
+            pipe.sadd(self.keys.queued_ids, env.id)
+            pipe.execute()
+
+    def promote_due(self, now: float, limit: int = 1000) -> int:
+        return int(self._promote(keys=[self.keys.delayed], args=[now, limit, self.keys.tag]))
+
+    def next_due_in(self, now: float) -> float:
+        """Seconds until the earliest parked retry is due (inf when none)."""
+        first = self.r.zrange(self.keys.delayed, 0, 0, withscores=True)
+        return max(0.0, first[0][1] - now) if first else float("inf")
+
     def pop(self, lane: str, tenant: str, count: int = 1) -> list[Envelope]:
         k = self.keys
         raw = self._pop(keys=[k.waiting(lane, tenant), k.active_tenants(lane), k.waiting_count(lane),
-                              k.waiting_tokens(lane)], args=[tenant, count])
+                              k.waiting_tokens(lane), k.queued_ids], args=[tenant, count])
         return [Envelope.loads(item) for item in raw]
 
     def heads(self, lane: str, tenants: list[str]) -> dict[str, Envelope]:
@@ -97,3 +119,10 @@ class WaitingQueues:
     def wait_for_wake(self, timeout: float) -> bool:
         """Block until something is pushed (or ``timeout`` seconds pass)."""
         return self.r.blpop([self.keys.wake], timeout=timeout) is not None
+
+    def missing(self, job_ids: list[str]) -> list[str]:
+        """Which of these jobs Redis does not hold in any queue (lost: re-queue them from SQL)."""
+        if not job_ids:
+            return []
+        held = self.r.smismember(self.keys.queued_ids, job_ids)
+        return [j for j, h in zip(job_ids, held, strict=True) if not h]

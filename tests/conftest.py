@@ -98,8 +98,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def sim_url() -> Iterator[str]:
-    proc = spawn("ops.sim", "--host", "127.0.0.1", "--port", str(SIM_PORT), "--rpm", "1000000",
-                 "--tpm", "1000000000", log="sim")
+    proc = spawn("ops.sim", "--host", "127.0.0.1", "--port", str(SIM_PORT),
+                 "--config", str(ROOT / "tests" / "sim.test.yaml"), log="sim")
     url = f"http://127.0.0.1:{SIM_PORT}"
     wait_http(f"{url}/healthz", proc)
     yield url

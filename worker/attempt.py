@@ -1,25 +1,35 @@
 """One attempt of one job against one deployment, and what its outcome does to the job.
 
-The seams later policies plug into are the two small functions at the bottom:
-``choose_deployment`` (routing around breakers) and ``after_failure`` (retry as re-admission);
-for now the first deployment of the chain serves and a provider failure fails the job.
+    claim the lease ─▶ call the provider ─▶ feed the breaker ─▶ decide: done, or retry later
+                    ─▶ record attempt + job (one transaction) ─▶ wake the waiter / park the retry
+                    ─▶ settle the budget (worker.reconcile)
+
+A worker never sleeps and retries on its own: a retry goes back to the scheduler with a not-before
+time and is admitted against the budget like any job, on whichever deployment of the chain may
+take it then (breakers route around a failing one).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from shared import pricing
+from shared.breaker import Breakers
 from shared.config import DeploymentConfig, Settings, get_settings
 from shared.db import jobs
 from shared.db.session import session_scope
-from shared.queues import Envelope
+from shared.keys import Keys
+from shared.leases import AttemptLeases
+from shared.queues import Envelope, WaitingQueues
 from shared.redis_conn import sync_redis
+from shared.retry import RetryDecision, RetryPolicy
 from shared.signals import announce
 from worker.providers import ProviderCallError, ProviderResult, adapter_for
+from worker.reconcile import reconcile
 
 log = logging.getLogger("gateway.worker")
 
@@ -39,14 +49,49 @@ class Outcome:
         return self.result is not None
 
 
+class Context:
+    """The per-process Redis-backed helpers an attempt needs, built once."""
+
+    def __init__(self, settings: Settings) -> None:
+        client, keys = sync_redis(settings.redis_url), Keys(settings.key_prefix)
+        self.settings = settings
+        self.redis = client
+        self.leases = AttemptLeases(client, keys)
+        self.breakers = Breakers.from_settings(client, keys, settings)
+        self.retries = RetryPolicy(client, keys, settings.retries)
+        self.queues = WaitingQueues(client, keys)
+
+
+_CONTEXTS: dict[int, Context] = {}
+
+
+def context(settings: Settings) -> Context:
+    ctx = _CONTEXTS.get(id(settings))
+    if ctx is None:
+        ctx = _CONTEXTS[id(settings)] = Context(settings)
+    return ctx
+
+
 def run_attempt(env: Envelope, settings: Settings | None = None) -> dict[str, Any] | None:
-    """Send the attempt, record it, finish the job and wake its waiter. Returns the job's view."""
+    """Send the attempt, record it, finish (or re-queue) the job. Returns the job's view."""
     settings = settings or get_settings()
-    deployment = settings.deployment(choose_deployment(env))
+    ctx = context(settings)
+    deployment = settings.deployment(env.deployment or env.chain[0])
+    if not ctx.leases.claim(env, deployment.timeouts.total + settings.admission.lease_margin_s):
+        log.warning("job %s was dispatched again after this message was sent; attempt %s dropped",
+                    env.id, env.attempt)
+        return None
+    ctx.retries.count_attempt(deployment.name)
     outcome = _call(deployment, settings, env.request)
-    view = _record(env, outcome)
-    if view is not None:
-        announce(sync_redis(settings.redis_url), env.reply_to, view)
+    _feed_breaker(ctx, env, outcome)
+    retry = None if outcome.ok else _decide_retry(ctx, env, outcome)
+    view = _record(env, outcome, retry)
+    if view is not None and retry is not None and retry.retry:
+        ctx.queues.delay(_next_attempt(env, retry))
+    elif view is not None:
+        announce(ctx.redis, env.reply_to, view)
+    ctx.leases.release(env)
+    reconcile(env, deployment.name, settings, result=outcome.result, error=outcome.error)
     return view
 
 
@@ -61,67 +106,77 @@ def _call(deployment: DeploymentConfig, settings: Settings, request: dict[str, A
     return Outcome(deployment, _ms_since(started), result=result, cost_usd=cost)
 
 
-def _record(env: Envelope, outcome: Outcome) -> dict[str, Any] | None:
+def _feed_breaker(ctx: Context, env: Envelope, outcome: Outcome) -> None:
+    """Every worker's outcomes drive the one shared breaker (it logs and counts its transitions)."""
+    ctx.breakers.record(
+        outcome.deployment.name, ok=outcome.ok, kind=outcome.error.kind if outcome.error else None,
+        latency_s=outcome.latency_ms / 1000, probe=env.probe, ticket=env.ticket,
+    )
+
+
+def _decide_retry(ctx: Context, env: Envelope, outcome: Outcome) -> RetryDecision:
+    err = outcome.error
+    assert err is not None
+    decision = ctx.retries.decide(deployment=outcome.deployment.name, attempt=env.attempt,
+                                  retryable=err.retryable, kind=err.kind, retry_after_s=err.retry_after_s)
+    if decision.retry and decision.not_before >= env.deadline:
+        return RetryDecision(False, f"a retry would start after the job's deadline ({decision.reason})")
+    return decision
+
+
+def _next_attempt(env: Envelope, retry: RetryDecision) -> Envelope:
+    """The retry's envelope: a new attempt number, parked until not-before, with the deployment that
+    just failed moved to the end of its chain, so a fallback (if any) is tried before it again."""
+    failed = env.deployment or env.chain[0]
+    chain = [d for d in env.chain if d != failed] + [failed]
+    return dataclasses.replace(env, attempt=env.attempt + 1, deployment=None, chain=chain,
+                               not_before=retry.not_before, probe=False, ticket="", token="",
+                               enqueued_at=time.time())
+
+
+def _record(env: Envelope, outcome: Outcome, retry: RetryDecision | None) -> dict[str, Any] | None:
     """Record the attempt and its effect on the job in one transaction (one write per attempt).
 
     The (job, attempt number) key is unique: when a redelivered message ran the same attempt again,
     the second record is refused here and nothing is billed or stored twice.
     """
     with session_scope() as db:
-        attempt = jobs.start_attempt(db, env.id, env.attempt, outcome.deployment.name)
-        if attempt is None:
-            log.warning("attempt %s of job %s was already recorded (redelivery); not recorded again",
-                        env.attempt, env.id)
-            return None
-        db.flush()
-        attempt_id = int(attempt.id)
-        if outcome.ok:
-            _record_success(db, env, attempt_id, outcome)
-        else:
-            _record_failure(db, env, attempt_id, outcome)
-        job = jobs.get_job_any(db, env.id)
-        return jobs.job_view(job) if job is not None else None
+        view = _record_success(db, env, outcome) if outcome.ok else _record_failure(db, env, outcome, retry)
+    if view is None:
+        log.warning("attempt %s of job %s was already recorded (redelivery) or the job had finished; "
+                    "not recorded again", env.attempt, env.id)
+    return view
 
 
-def _record_success(db: Any, env: Envelope, attempt_id: int, outcome: Outcome) -> None:
+def _record_success(db: Any, env: Envelope, outcome: Outcome) -> dict[str, Any] | None:
     result = outcome.result
     assert result is not None
     usage = result.usage
-    jobs.finish_attempt(
-        db, attempt_id, status="succeeded", http_status=result.status, latency_ms=outcome.latency_ms,
-        tokens_in=usage.input_tokens, tokens_out=usage.output_tokens, cost_usd=outcome.cost_usd,
-    )
-    jobs.complete_job(
-        db, env.id, status="succeeded", result=result.body, model_used=outcome.deployment.model,
-        deployment=outcome.deployment.name, tokens_in=usage.input_tokens,
-        tokens_out=usage.output_tokens, cost_usd=outcome.cost_usd,
+    tokens = {"tokens_in": usage.input_tokens, "tokens_out": usage.output_tokens, "cost_usd": outcome.cost_usd}
+    return jobs.record_attempt(
+        db, env.id, env.attempt, deployment=outcome.deployment.name, status="succeeded",
+        http_status=result.status, latency_ms=outcome.latency_ms, **tokens,
+        job_outcome={"status": "succeeded", "result": result.body, "model_used": outcome.deployment.model,
+                     "deployment": outcome.deployment.name, **tokens},
     )
 
 
-def _record_failure(db: Any, env: Envelope, attempt_id: int, outcome: Outcome) -> None:
+def _record_failure(db: Any, env: Envelope, outcome: Outcome, retry: RetryDecision | None) -> dict[str, Any] | None:
     err = outcome.error
     assert err is not None
-    jobs.finish_attempt(db, attempt_id, status="failed", http_status=err.upstream_status,
-                        error=f"{err.kind}: {err.message}", latency_ms=outcome.latency_ms)
-    if after_failure(env, err):
-        return
-    jobs.complete_job(
-        db, env.id, status="failed", deployment=outcome.deployment.name,
-        error={"type": err.kind, "message": err.message, "status": err.upstream_status,
-               "deployment": outcome.deployment.name},
+    goes_on = retry is not None and retry.retry
+    reason = f" ({retry.reason})" if retry is not None and not retry.retry else ""
+    job_outcome = None if goes_on else {
+        "status": "failed", "deployment": outcome.deployment.name,
+        "error": {"type": err.kind, "message": f"{err.message}{reason}", "status": err.upstream_status,
+                  "deployment": outcome.deployment.name, "attempts": env.attempt},
+    }
+    return jobs.record_attempt(
+        db, env.id, env.attempt, deployment=outcome.deployment.name, status="failed",
+        http_status=err.upstream_status, error=f"{err.kind}: {err.message}", latency_ms=outcome.latency_ms,
+        job_outcome=job_outcome,
     )
-
-
-def choose_deployment(env: Envelope) -> str:
-    """Which deployment serves this attempt: the scheduler's pick, else the chain's first."""
-    return env.deployment or env.chain[0]
-
-
-def after_failure(env: Envelope, err: ProviderCallError) -> bool:
-    """Whether the job goes on after a failed attempt (retry/fallback); today it fails."""
-    return False
 
 
 def _ms_since(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
-

@@ -1,4 +1,4 @@
-"""Operators' view: live budget levels, reservations and queue depth per lane x tenant.
+"""Operators' view: live budget levels, reservations, queue depth per lane x tenant, breakers.
 
 Guarded by the admin key from the environment (``GATEWAY_ADMIN_KEY`` by default), never a tenant key:
 these numbers span every tenant.
@@ -55,5 +55,6 @@ def budget_snapshot(gw: Gateway) -> dict[str, Any]:
         "queues": {lane: {"waiting": gw.queues.waiting_in_lane(lane), "tokens": gw.queues.waiting_tokens(lane),
                           "tenants": {t: gw.queues.depth(lane, t) for t in gw.queues.active_tenants(lane)}}
                    for lane in LANES},
+        "breakers": gw.admitter.breakers.states([d.name for d in gw.settings.deployments]),
         "scheduler": {"leader": gw.redis.get(gw.keys.leader)},
     }

@@ -6,6 +6,8 @@ import asyncio
 import time
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -16,6 +18,11 @@ from shared.errors import InvalidRequest, Overloaded
 from shared.schemas import ChatRequest, JobTags
 
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
+
+# Submitting takes a thread (SQL write, Redis). Interactive submits get threads of their own, so a
+# batch dump of thousands of jobs queues behind its own few threads, never in front of a live call.
+_INTERACTIVE = anyio.CapacityLimiter(32)
+_BULK = anyio.CapacityLimiter(8)
 
 
 def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str | None,
@@ -44,8 +51,9 @@ async def submit_and_wait(gw: Gateway, waiter: CompletionWaiter, api_key: str, c
     """Submit; when ``wait_s`` is given, wait for the job to finish. Returns the final view or None."""
     reply_to = waiter.channel if wait_s else None
     started = time.monotonic()
+    limiter = _INTERACTIVE if (tags.priority or "interactive") == "interactive" else _BULK
     try:
-        submitted = await run_in_threadpool(gw.submit, api_key, chat, tags, reply_to)
+        submitted = await anyio.to_thread.run_sync(gw.submit, api_key, chat, tags, reply_to, limiter=limiter)
     except Overloaded as exc:
         SHED.labels(reason=exc.code or "overloaded").inc()
         raise

@@ -4,6 +4,7 @@
 -- KEYS[2]  {gw}:active:<lane>          set of tenants with something waiting in the lane
 -- KEYS[3]  {gw}:waiting:<lane>         integer: envelopes waiting in the lane, all tenants
 -- KEYS[4]  {gw}:waiting_tokens:<lane>  integer: estimated tokens of those envelopes
+-- KEYS[5]  {gw}:queued_ids             set: ids of every job Redis holds as waiting
 -- ARGV[1]  tenant
 -- ARGV[2]  N, how many to pop at most
 --
@@ -23,7 +24,9 @@ if left < 0 then
 end
 local tokens = 0
 for _, raw in ipairs(popped) do
-  tokens = tokens + (tonumber(cjson.decode(raw)['estimate']) or 0)
+  local env = cjson.decode(raw)
+  tokens = tokens + (tonumber(env['estimate']) or 0)
+  redis.call('SREM', KEYS[5], env['id'])
 end
 if redis.call('DECRBY', KEYS[4], tokens) < 0 then
   redis.call('SET', KEYS[4], 0)

@@ -1,0 +1,68 @@
+"""Retries that shrink load: a failed attempt goes back to the scheduler, never into a sleep loop.
+
+A retry is decided once, where the attempt ended: only for failures that may succeed later (429,
+5xx, 529, timeouts, connection errors, malformed answers), never for 4xx or a provider's "don't
+retry"; within the job's attempt cap and the deployment's retry budget (retries at most ~10% of the
+minute's attempts, as in the SRE book and Envoy/gRPC retry throttling). It is then re-admitted
+against the budget like any job, no sooner than full-jitter exponential backoff (tenacity's
+``wait_random_exponential``) and the provider's own Retry-After.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib import resources
+from types import SimpleNamespace
+
+import redis
+from tenacity import wait_random_exponential
+
+from shared.config import RetryConfig
+from shared.keys import Keys
+
+_BUDGET_LUA = resources.files("shared.lua").joinpath("retry_budget.lua").read_text()
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    retry: bool
+    reason: str
+    not_before: float = 0.0
+
+
+class RetryPolicy:
+    def __init__(self, client: redis.Redis, keys: Keys, config: RetryConfig) -> None:
+        self.r = client
+        self.keys = keys
+        self.config = config
+        self._take = client.register_script(_BUDGET_LUA)
+        self._wait = wait_random_exponential(multiplier=config.backoff_base_s, max=config.backoff_max_s)
+
+    def count_attempt(self, deployment: str) -> None:
+        """Every attempt sent adds to the budget that retries are measured against."""
+        key = self._key(deployment, "req")
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 120)
+            pipe.execute()
+
+    def decide(self, *, deployment: str, attempt: int, retryable: bool, kind: str,
+               retry_after_s: float | None, now: float | None = None) -> RetryDecision:
+        if not retryable:
+            return RetryDecision(False, f"{kind} is not retryable")
+        if attempt >= self.config.max_attempts:
+            return RetryDecision(False, f"gave up after {attempt} attempts (the cap is {self.config.max_attempts})")
+        if not self._take(keys=[self._key(deployment, "req"), self._key(deployment, "ret")],
+                          args=[self.config.budget_ratio, self.config.budget_floor_per_min, 120]):
+            return RetryDecision(False, f"retry budget of {deployment} exhausted (retries are capped at "
+                                        f"{self.config.budget_ratio:.0%} of its recent attempts)")
+        delay = max(self.backoff(attempt), retry_after_s or 0.0)
+        return RetryDecision(True, f"{kind}: retry {attempt + 1} in {delay:.2f}s", (now or time.time()) + delay)
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2^attempt)]."""
+        return float(self._wait(SimpleNamespace(attempt_number=attempt)))  # type: ignore[arg-type]
+
+    def _key(self, deployment: str, what: str) -> str:
+        return f"{self.keys.tag}:retry:{deployment}:{what}:{int(time.time() // 60)}"
