@@ -37,6 +37,7 @@ __all__ = [
 OPEN_STATUSES = ("queued", "admitted", "running")
 WAITING_STATUSES = ("queued", "admitted")
 MAX_PAGE_SIZE = 1000
+IDEMPOTENCY_WINDOW = timedelta(hours=24)  # a repeated key within this window returns the original job
 
 
 _JOBS, _ATTEMPTS, _TENANTS = (cast(Table, model.__table__) for model in (Job, Attempt, Tenant))
@@ -95,6 +96,11 @@ def _repeat_of(job: Job, request: dict[str, Any]) -> tuple[Job, bool]:
     return job, False
 
 
+def _retire_key(session: Session, job_id: str) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(idempotency_key=None)
+                    .execution_options(synchronize_session=False))
+
+
 def _check_choice(value: str, allowed: Iterable[str], param: str) -> None:
     if value not in allowed:
         raise InvalidRequest(f"unknown {param} {value!r}; use one of {', '.join(allowed)}", param=param)
@@ -115,9 +121,11 @@ def create_job(
     """
     _check_choice(lane, LANES, "priority")
     key = idempotency_key
-    if key is not None and (existing := _by_idempotency_key(session, tenant_id, key)):
-        return _repeat_of(existing, request)
     now = utcnow()
+    if key is not None and (existing := _by_idempotency_key(session, tenant_id, key)):
+        if existing.created_at > now - IDEMPOTENCY_WINDOW:
+            return _repeat_of(existing, request)
+        _retire_key(session, existing.id)  # older than the window: the key is free again
     admitted = admitted_deployment is not None
     values: dict[str, Any] = dict(
         id=job_id or new_job_id(), tenant_id=tenant_id, feature=feature, lane=lane, task=task, model=model,

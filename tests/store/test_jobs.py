@@ -41,6 +41,24 @@ def test_repeat_with_idempotency_key_returns_the_same_job(scope: Scope) -> None:
     assert created_other and other_tenant.id != first.id
 
 
+def test_a_key_older_than_24_hours_starts_a_new_job(scope: Scope) -> None:
+    from sqlalchemy import update
+
+    from shared.db.models import Job
+
+    with scope() as s:
+        first, _ = new_job(s, idempotency_key="nightly")
+    with scope() as s:  # the first submission was a day and a minute ago
+        day_ago = datetime.now(UTC) - timedelta(hours=24, minutes=1)
+        s.execute(update(Job).where(Job.id == first.id).values(created_at=day_ago))
+    with scope() as s:
+        second, created = new_job(s, idempotency_key="nightly")
+    with scope() as s:
+        third, created_third = new_job(s, idempotency_key="nightly")
+    assert created and second.id != first.id
+    assert not created_third and third.id == second.id
+
+
 def test_same_key_with_a_different_request_conflicts(scope: Scope) -> None:
     with scope() as s:
         new_job(s, idempotency_key="order-1")
