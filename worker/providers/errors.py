@@ -19,6 +19,7 @@ import httpx
 import orjson
 
 from shared.errors import ProviderError
+from worker.providers.ratelimits import number
 
 Kind = Literal[
     "rate_limit", "overloaded", "server", "timeout", "connection",
@@ -142,13 +143,13 @@ def _header_retry(headers: dict[str, str], default: bool) -> bool:
 
 def retry_after_s(headers: dict[str, str], now: float | None = None) -> float | None:
     """Seconds the provider asks us to wait: ``retry-after-ms``, else ``retry-after`` (seconds or date)."""
-    millis = _as_float(headers.get("retry-after-ms"))
+    millis = number(headers.get("retry-after-ms"))
     if millis is not None:
         return max(millis / 1000.0, 0.0)
     value = headers.get("retry-after")
     if not value:
         return None
-    seconds = _as_float(value)
+    seconds = number(value)
     if seconds is not None:
         return max(seconds, 0.0)
     try:
@@ -156,15 +157,6 @@ def retry_after_s(headers: dict[str, str], now: float | None = None) -> float | 
     except (TypeError, ValueError):
         return None
     return max(when.timestamp() - (time.time() if now is None else now), 0.0)
-
-
-def _as_float(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
 
 
 def parse_body(content: bytes) -> dict[str, Any] | str:

@@ -35,7 +35,7 @@ def rate_limit_state(headers: dict[str, str], now: float | None = None) -> dict[
 
 def _read_openai(headers: dict[str, str], header_axis: str, axis: str, state: dict[str, float]) -> None:
     for field in ("limit", "remaining"):
-        _put(state, f"{axis}_{field}", _number(headers.get(f"x-ratelimit-{field}-{header_axis}")))
+        _put(state, f"{axis}_{field}", number(headers.get(f"x-ratelimit-{field}-{header_axis}")))
     _put(state, f"{axis}_reset_s", parse_duration(headers.get(f"x-ratelimit-reset-{header_axis}")))
 
 
@@ -44,7 +44,7 @@ def _read_anthropic(
 ) -> None:
     prefix = f"anthropic-ratelimit-{header_axis}"
     for field in ("limit", "remaining"):
-        _put(state, f"{axis}_{field}", _number(headers.get(f"{prefix}-{field}")))
+        _put(state, f"{axis}_{field}", number(headers.get(f"{prefix}-{field}")))
     _put(state, f"{axis}_reset_s", _seconds_until(headers.get(f"{prefix}-reset"), now))
 
 
@@ -53,7 +53,8 @@ def _put(state: dict[str, float], key: str, value: float | None) -> None:
         state[key] = value
 
 
-def _number(value: str | None) -> float | None:
+def number(value: str | None) -> float | None:
+    """A header value as a float; None when absent or not a number."""
     if value is None:
         return None
     try:
@@ -69,7 +70,7 @@ def parse_duration(value: str | None) -> float | None:
     text = value.strip()
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
-        return _number(text)
+        return number(text)
     return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 
