@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -89,6 +90,7 @@ def up(config: ConfigOpt = None) -> None:
         children += _ensure_redis(s.redis_url)
         migrate()
         keys = _demo_keys()
+        _ensure_admin_key(s.api.admin_key_env)
         base = [sys.executable, "-m", "ops.cli"]
         if s.sim.enabled:
             children.append(subprocess.Popen(base + ["sim", "--host", s.sim.host, "--port", str(s.sim.port),
@@ -153,6 +155,17 @@ def _demo_keys() -> dict[str, str]:
     return keys
 
 
+def _ensure_admin_key(env_var: str) -> None:
+    """Local runs get an operators' key for /v1/admin/*, kept in ./var so restarts print the same."""
+    if os.environ.get(env_var):
+        return
+    path = Path("var/admin-key")
+    if not path.exists():
+        path.write_text("gw-admin-" + secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    os.environ[env_var] = path.read_text().strip()  # the children inherit it
+
+
 def _wait_healthy(url: str, children: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -172,11 +185,13 @@ def _print_welcome(host: str, port: int, keys: dict[str, str]) -> None:
     console.print(f"\n[bold green]gateway up[/bold green] on http://{host}:{port}")
     for tenant, k in keys.items():
         console.print(f"  tenant [bold]{tenant}[/bold] API key: {k}")
-    console.print("\nTry it:\n"
-                  f"  curl -s http://{host}:{port}/v1/chat/completions -H 'Authorization: Bearer {key}' "
-                  "-H 'Content-Type: application/json' "
-                  "-d '{\"model\": \"gpt-4o-mini\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'\n"
-                  "Ctrl-C stops everything.")
+    console.print("\nTry it:")
+    print(f"  curl -s http://{host}:{port}/v1/chat/completions -H 'Authorization: Bearer {key}' "  # no wrapping
+          "-H 'Content-Type: application/json' "
+          "-d '{\"model\": \"gpt-4o-mini\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'")
+    console.print(f"Budgets, queues and breakers: curl -H 'Authorization: Bearer "
+                  f"{os.environ.get('GATEWAY_ADMIN_KEY', '$GATEWAY_ADMIN_KEY')}' "
+                  f"http://{host}:{port}/v1/admin/budgets\nCtrl-C stops everything.", soft_wrap=True)
 
 
 def _stop(children: list[subprocess.Popen[bytes]]) -> None:

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 from kombu.transport import redis as redis_transport
 
 from shared.config import LANES, Settings, get_settings
@@ -66,7 +66,7 @@ def make_celery(settings: Settings) -> Celery:
             "queue_order_strategy": "priority",  # interactive first, then standard, then batch
             "global_keyprefix": f"{settings.key_prefix}:celery:",  # no clash with other apps/tests
         },
-        task_queues=[Queue(keys.exec_queue(lane)) for lane in LANES],
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in map(keys.exec_queue, LANES)],
         task_default_queue=keys.exec_queue("standard"),
     )
     return app
