@@ -86,6 +86,7 @@ def up(config: ConfigOpt = None) -> None:
     _use_config(config)
     s = get_settings()
     children: list[subprocess.Popen[bytes]] = []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the children too, like Ctrl-C
     try:
         children += _ensure_redis(s.redis_url)
         migrate()
