@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu import Exchange, Queue
 from kombu.transport import redis as redis_transport
@@ -31,6 +32,11 @@ class _OneClientChannel(redis_transport.Channel):
     _shared_client: Any = None
 
     def _create_client(self, asynchronous: bool = False) -> Any:
+        if self.connection.client is None:
+            # The connection is closing (Redis went away): kombu may still try to restore unacked
+            # messages through it. Say "connection lost", which the worker recovers from, rather
+            # than fail on the missing client, which kills the worker.
+            raise redis.exceptions.ConnectionError("the broker connection is closed")
         if asynchronous:
             return super()._create_client(asynchronous=True)
         client = self._shared_client

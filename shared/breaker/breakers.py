@@ -6,7 +6,8 @@ the fleet behave like one careful client. Every decision (``allow``, ``record``)
 so it is atomic, and one round trip. The clock is the Redis server's ``TIME`` unless a caller
 passes ``now`` (tests), so the window and the open period are timed alike on every host.
 
-    closed ──(failure rate ≥ failure_rate over window_s with ≥ min_calls, or consecutive_429)──► open
+    closed ──(failure rate ≥ failure_rate over window_s with ≥ min_calls, min_calls failures in a row,
+              or consecutive_429)──► open
     open ──(open_s passed; noticed lazily by the next call)──► half_open
     half_open ──(half_open_probes probes succeeded)──► closed
     half_open ──(any probe failed)──► open

@@ -109,3 +109,11 @@ def test_failures_spread_within_the_window_add_up(breakers: Breakers) -> None:
 def test_failures_spread_over_more_than_the_window_do_not(breakers: Breakers) -> None:
     outcomes(breakers, 5, T0)
     assert outcomes(breakers, 5, T0 + 31).state == "closed"
+
+
+def test_a_sudden_outage_opens_it_without_waiting_for_the_rate(breakers: Breakers) -> None:
+    outcomes(breakers, 200, T0, ok=True)  # a busy window full of successes
+    assert outcomes(breakers, 9, T0 + 1).state == "closed"
+    last = outcomes(breakers, 1, T0 + 1)  # min_calls (10) failures in a row: down, whatever the rate
+    assert last.state == "open"
+    assert "10 failures in a row" in last.transitions[0].reason

@@ -38,15 +38,15 @@ local function config(a)
 end
 
 local function load(key)
-  local v = redis.call('HMGET', key, 's', 'opened_at', 'consec', 'ok', 'seq')
+  local v = redis.call('HMGET', key, 's', 'opened_at', 'consec', 'ok', 'seq', 'run')
   return {s = v[1] or 'closed', opened_at = tonumber(v[2]) or 0, consec = tonumber(v[3]) or 0,
-          ok = tonumber(v[4]) or 0, seq = tonumber(v[5]) or 0, dirty = false}
+          ok = tonumber(v[4]) or 0, seq = tonumber(v[5]) or 0, run = tonumber(v[6]) or 0, dirty = false}
 end
 
 local function save(key, st)
   if not st.dirty then return end
   redis.call('HSET', key, 's', st.s, 'opened_at', fmt(st.opened_at), 'consec', st.consec, 'ok', st.ok,
-             'seq', st.seq)
+             'seq', st.seq, 'run', st.run)
 end
 
 local function bucket_of(now, c)
@@ -77,6 +77,7 @@ local function transition(keys, st, to, at, reason, moves)
   st.s, st.dirty = to, true
   redis.call('DEL', keys[3])
   st.ok = 0
+  st.run = 0
   if to == 'open' then
     st.opened_at, st.consec = at, 0
   elseif to == 'closed' then

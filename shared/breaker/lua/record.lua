@@ -8,8 +8,8 @@
 -- ARGV[11]    probe: '' for an ordinary call, a ticket from allow, or '*' for "a probe, ticket unknown"
 -- ARGV[12]    failure kind, for the transition's reason
 --
--- Closed: ok/fail go into the window; opens on the failure rate (with min_calls) or on consecutive
--- rate limits. Half-open: a live probe's success counts toward closing, its failure re-opens at once.
+-- Closed: ok/fail go into the window; opens on the failure rate (with min_calls), on min_calls
+-- failures in a row, or on consecutive rate limits. Half-open: a live probe's success counts toward closing, its failure re-opens at once.
 -- A probe whose ticket is no longer live (another episode, or its lease ran out) counts as an ordinary
 -- call. Outcomes of ordinary calls while open or half-open are ignored: they were sent before the
 -- breaker opened and say nothing about recovery.
@@ -43,6 +43,7 @@ local function count_call()
   if verdict ~= 'ok' then redis.call('HINCRBY', KEYS[2], 'f:' .. idx, 1) end
   redis.call('PEXPIRE', KEYS[2], math.ceil(c.window * 2000))
   if verdict == 'rate_limit' then st.consec = st.consec + 1 else st.consec = 0 end
+  if verdict == 'ok' then st.run = 0 else st.run = st.run + 1 end
   st.dirty = true
   local calls, fails = window_totals(KEYS[2], now, c, true)
   if st.consec >= c.consec then
@@ -50,6 +51,10 @@ local function count_call()
   elseif calls >= c.min_calls and fails / calls >= c.rate then
     transition(KEYS, st, 'open', now, string.format('%d of %d calls failed in %gs (last: %s)', fails, calls,
                                                      c.window, kind), moves)
+  elseif st.run >= c.min_calls and fails >= c.min_calls then
+    -- A provider that just went down fails every call while the window still holds the successes
+    -- of a busy minute: min_calls failures in a row (within the window) open it without waiting.
+    transition(KEYS, st, 'open', now, st.run .. ' failures in a row (last: ' .. kind .. ')', moves)
   end
 end
 
