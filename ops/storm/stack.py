@@ -36,10 +36,11 @@ def direct_key(tenant: str) -> str:
 
 
 class StormStack(Stack):
-    """One mode's processes; ``gateway=False`` starts only the simulator."""
+    """One mode's processes; ``gateway=False`` starts only the simulator. ``workers`` Celery worker
+    processes share ``scenario.worker_concurrency`` threads (the chaos benchmark kills one of two)."""
 
-    def __init__(self, scenario: Scenario, *, gateway: bool, admission: bool = True) -> None:
-        super().__init__(workers=1, concurrency=scenario.worker_concurrency)
+    def __init__(self, scenario: Scenario, *, gateway: bool, admission: bool = True, workers: int = 1) -> None:
+        super().__init__(workers=workers, concurrency=max(1, scenario.worker_concurrency // workers))
         self.scenario = scenario
         self.gateway = gateway
         (self.tmp / "gateway.yaml").write_text(scenario.gateway_yaml(self.sim_port, admission))
@@ -58,7 +59,8 @@ class StormStack(Stack):
             out = subprocess.run([sys.executable, "-c", _CREATE_KEYS, *self.scenario.tenant_ids], cwd=ROOT,
                                  env=self.env, check=True, capture_output=True, text=True).stdout
             keys = json.loads(out.strip().splitlines()[-1])
-            self._spawn("ops.cli", "worker", "--concurrency", str(self.concurrency), "--pool", "threads")
+            for _ in range(self.workers):
+                self.spawn_worker()
             self._spawn("ops.cli", "scheduler")
             self._spawn("ops.cli", "api", "--port", str(self.api_port))
         self._wait_up(f"{self.sim_url}/healthz")
@@ -66,6 +68,10 @@ class StormStack(Stack):
             self._wait_up(f"{self.api_url}/readyz")
             time.sleep(2)  # let the worker finish connecting to its queues
         return keys
+
+    def spawn_worker(self) -> None:
+        """One more Celery worker process (threads pool) with this stack's environment."""
+        self._spawn("ops.cli", "worker", "--concurrency", str(self.concurrency), "--pool", "threads")
 
     def _wait_up(self, url: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
