@@ -11,6 +11,7 @@ import logging
 import uuid
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
@@ -72,6 +73,13 @@ async def _on_http_error(request: Request, exc: Exception) -> ORJSONResponse:
                           headers=getattr(exc, "headers", None))
 
 
+async def _on_redis_down(request: Request, exc: Exception) -> ORJSONResponse:
+    log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(request, 503, "The gateway's queue and budget store (Redis) is unavailable; nothing "
+                          "was accepted. Retry shortly.", type_="api_error", code="queue_unavailable",
+                          headers={"retry-after": "2"})
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> ORJSONResponse:
     ref = uuid.uuid4().hex[:12]
     log.exception("unexpected error (ref %s) on %s %s", ref, request.method, request.url.path)
@@ -83,4 +91,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, _on_gateway_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(redis.RedisError, _on_redis_down)
     app.add_exception_handler(Exception, _on_unexpected)

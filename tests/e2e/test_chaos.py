@@ -115,8 +115,10 @@ def test_redis_restarting_empty_loses_no_job(island: Island, sim_url: str) -> No
         redis_proc = island.procs.pop()
         redis_proc.kill()
         redis_proc.wait()
+        refused = c.post("/v1/jobs", json=SLOW)  # while Redis is down: a clear 503, nothing half-written
         island.procs.append(_redis_server(island.redis_port))  # same port, nothing in it
         done = [wait_for_status(c, job_id, {"succeeded", "failed", "expired"}, timeout=90) for job_id in ids]
     assert [j["status"] for j in done] == ["succeeded"] * len(ids)
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_unavailable"
     with Session(make_engine(island.db_url)) as db:
         assert _successful_attempts(db, ids) == {job_id: 1 for job_id in ids}
