@@ -32,7 +32,7 @@ class _OneClientChannel(redis_transport.Channel):
     _shared_client: Any = None
 
     def _create_client(self, asynchronous: bool = False) -> Any:
-        if self.connection.client is None:
+        if getattr(self.connection, "client", None) is None:
             # The connection is closing (Redis went away): kombu may still try to restore unacked
             # messages through it. Say "connection lost", which the worker recovers from, rather
             # than fail on the missing client, which kills the worker.
