@@ -3,6 +3,10 @@
 Runs in a worker thread (sync SQLAlchemy and Redis), one hop per request. The SQL row is written
 and committed before anything reaches Redis, so an accepted job always exists in the store; if
 Redis refuses the hand-off, the job is failed with the reason rather than left half-queued.
+
+Per submit: one Redis round trip reads the auth epoch and the queues together; a key seen lately
+is trusted from the in-process ``KeyCache`` when the epoch has not changed (no SQL read). A fast-lane
+job is reserved first, under an id chosen up front, and inserted already admitted (one statement).
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from typing import Any
 
 import redis
 
-from shared.admission import Admitter
-from shared.config import Settings
+from shared.admission import Admitter, QueueState
+from shared.config import Lane, Settings
 from shared.db import jobs
+from shared.db.ids import new_job_id
 from shared.db.session import session_scope
-from shared.db.tenants import authenticate
+from shared.db.tenants import KeyCache, auth_epoch_key, authenticate, hash_key
 from shared.errors import GatewayError
 from shared.keys import Keys
 from shared.leases import AttemptLeases
@@ -54,49 +59,90 @@ class Gateway:
         self.queues = WaitingQueues(self.redis, self.keys)
         self.admitter = Admitter(settings, self.redis, self.keys)
         self.leases = AttemptLeases(self.redis, self.keys)
+        self.key_cache = KeyCache()
+        self.auth_epoch_key = auth_epoch_key(self.keys)
+
+    # -- authentication ----------------------------------------------------------------------------
 
     def tenant_for(self, api_key: str) -> str:
+        try:
+            epoch: str | None = str(self.redis.get(self.auth_epoch_key) or "")
+        except (redis.RedisError, OSError):
+            epoch = None  # the epoch can't be read: ask the store, trust no cached answer
+        return self._authenticate(api_key, epoch)
+
+    def _authenticate(self, api_key: str, epoch: str | None) -> str:
+        """The key's tenant: cached when cached under ``epoch`` (read before this call), else the store."""
+        digest = hash_key(api_key)
+        cached = self.key_cache.tenant(digest, epoch) if epoch is not None else None
+        if cached is not None:
+            return cached
         with session_scope(readonly=True) as db:
-            return authenticate(db, api_key)
+            tenant = authenticate(db, api_key)
+        if epoch is not None:
+            self.key_cache.remember(digest, tenant, epoch)
+        return tenant
+
+    def _tenant_and_queues(self, api_key: str, tags: JobTags) -> tuple[str, Lane, QueueState]:
+        """Tenant, lane and queue state; for a cached key, one round trip reads epoch and queues."""
+        seen = self.key_cache.peek(hash_key(api_key))
+        tenant = seen[0] if seen is not None else self.tenant_for(api_key)
+        lane = self.settings.lane_for(tenant, tags.feature, tags.priority)
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.get(self.auth_epoch_key)
+                QueueState.queue_reads(pipe, self.keys, lane, tenant)
+                epoch, *replies = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            raise Unavailable("The gateway's queue (Redis) is unavailable; the job was not accepted. "
+                              "Retry shortly.") from exc
+        stale = seen is not None and seen[1] != (epoch or "")  # a key was revoked since: ask the store
+        if stale and self._authenticate(api_key, epoch or "") != tenant:
+            return self._tenant_and_queues(api_key, tags)
+        return tenant, lane, QueueState.parse(replies)
+
+    # -- jobs --------------------------------------------------------------------------------------
 
     def submit(self, api_key: str, chat: ChatRequest, tags: JobTags, reply_to: str | None) -> Submitted:
-        """Validate against the budgets, persist, then admit inline (fast lane) or queue."""
-        tenant = self.tenant_for(api_key)
-        lane = self.settings.lane_for(tenant, tags.feature, tags.priority)
+        """Validate against the budgets, then admit inline (fast lane) and persist, or persist and queue."""
+        tenant, lane, queues = self._tenant_and_queues(api_key, tags)
         env = Envelope(
-            id="", tenant=tenant, feature=tags.feature, lane=lane, model=chat.model,
+            id=new_job_id(), tenant=tenant, feature=tags.feature, lane=lane, model=chat.model,
             chain=chain_for(self.settings, chat.model), request=chat.provider_payload(),
             deadline=tags.deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
         )
-        self.admitter.prepare(env)  # a job that can never fit is refused here, never queued
-        fast = lane == "interactive" and self.queues.waiting_in_lane("interactive") == 0
+        estimate = self.admitter.prepare(env).total  # a job that can never fit is refused here, never queued
+        fast = lane == "interactive" and queues.interactive_waiting == 0
         if not fast:
-            self.admitter.check_queue(env, self.queues)  # 429 with Retry-After when it can't make it
-        reserved = False
+            self.admitter.check_queue(env, queues)  # 429 with Retry-After when it can't make it
+        fast = fast and self.admitter.try_admit(env).ok
         try:
-            with session_scope() as db:
-                job, created = jobs.create_job(
-                    db, tenant_id=tenant, feature=tags.feature, lane=lane, task=tags.task, model=chat.model,
-                    request=env.request, deadline=datetime.fromtimestamp(env.deadline, UTC),
-                    idempotency_key=tags.idempotency_key, estimate_tokens=env.estimate,
-                )
-                if not created:
-                    return Submitted(jobs.job_view(job), created=False)
-                env.id = job.id
-                fast = reserved = fast and self.admitter.try_admit(env).ok
-                if fast:
-                    self.leases.grant([env], self.settings.admission.dispatch_lease_s)
-                    job.status, job.admitted_at, job.deployment, job.queued_ms = (
-                        "admitted", datetime.now(UTC), env.deployment, 0)
-                db.flush()
-                view = jobs.job_view(job)
+            view, created = self._persist(env, tags, estimate, fast)
         except BaseException:
-            if reserved:
-                self.admitter.store.release(self.admitter.reservation_id(env))
+            if fast:
+                self.admitter.withdraw(env)
             raise
+        if not created:
+            if fast:
+                self.admitter.withdraw(env)
+            return Submitted(view, created=False)
         env.enqueued_at = time.time()
         self._hand_off(env, fast)
         return Submitted(view, created=True)
+
+    def _persist(self, env: Envelope, tags: JobTags, estimate: int, admitted: bool) -> tuple[dict[str, Any], bool]:
+        """Insert the job (admitted, with its attempt lease, when reserved already); a repeated
+        idempotency key returns the original job instead (``created`` False)."""
+        with session_scope() as db:
+            job, created = jobs.create_job(
+                db, tenant_id=env.tenant, feature=env.feature, lane=env.lane, task=tags.task, model=env.model,
+                request=env.request, deadline=datetime.fromtimestamp(env.deadline, UTC),
+                idempotency_key=tags.idempotency_key, estimate_tokens=estimate, job_id=env.id,
+                admitted_deployment=env.deployment if admitted else None,
+            )
+            if created and admitted:
+                self.leases.grant([env], self.settings.admission.dispatch_lease_s)
+            return jobs.job_view(job), created
 
     def _hand_off(self, env: Envelope, fast: bool) -> None:
         try:

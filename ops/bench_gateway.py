@@ -186,10 +186,14 @@ async def added_latency(stack: Stack, key: str, rate: float, seconds: float) -> 
         nonlocal errors
         body = {**PAYLOAD, "messages": [{"role": "user", "content": f"question {i}"}]}
         t0 = time.perf_counter()
-        r1 = await direct.post("/chat/completions", json=body)
-        t1 = time.perf_counter()
-        r2 = await gateway.post("/chat/completions", json=body)
-        t2 = time.perf_counter()
+        try:
+            r1 = await direct.post("/chat/completions", json=body)
+            t1 = time.perf_counter()
+            r2 = await gateway.post("/chat/completions", json=body)
+            t2 = time.perf_counter()
+        except httpx.TransportError:  # e.g. a keep-alive connection the server closed: counted, not fatal
+            errors += 1
+            return
         if r1.status_code != 200 or r2.status_code != 200:
             errors += 1
             return

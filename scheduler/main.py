@@ -91,8 +91,7 @@ class Scheduler:
             return Round()
         self._sweep()
         self.reconciler.maybe_run()
-        self.queues.promote_due(time.time())
-        result = self.policy.run_round(BATCH, time.time())
+        result = self.policy.run_round(BATCH, time.time())  # promotes due retries first
         for env in self.record(result):
             send_attempt(env)
         return result

@@ -11,14 +11,21 @@ Blocking rules, so nobody waits behind someone else's limit:
 - blocked by a shared bucket (deployment, lane ceiling): that bucket is held for this job — no later
   candidate that needs the same bucket is admitted ahead of it this round (no starvation of a large
   job by a stream of small ones), while jobs on other buckets go on (backfill that can't delay it).
+
+Round trips per round, not per job: each tenant's next few envelopes are read ahead with one LRANGE
+per tenant (pipelined), what the round took is popped per tenant at the end of the lane (only the
+leader pops, and pushes go to the tail, so the read-ahead stays the queue's head), and the breakers
+are read once per round (``Admitter.permit`` asks ``allow`` only for a half-open or due breaker).
+Per admitted job there is one reservation left.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared.admission import Admitter
 from shared.config import LANES, Settings
@@ -48,6 +55,7 @@ class FairQueuing:
         self.vtime: dict[str, float] = defaultdict(float)
         self.finish: dict[tuple[str, str], float] = {}
         self._tags: dict[tuple[str, str], tuple[float, float]] = {}
+        self._breakers: dict[str, Any] | None = None  # the round's breaker snapshot, read when first needed
 
     def weight(self, tenant: str) -> float:
         cfg = self.settings.tenants.get(tenant)
@@ -71,34 +79,61 @@ class FairQueuing:
 
     def run_round(self, limit: int, now: float) -> Round:
         result = Round()
-        for lane in LANES:
-            self._run_lane(lane, limit, now, result)
+        self._breakers = None
+        for lane, tenants in self._active_tenants(now).items():
+            if tenants:
+                self._run_lane(lane, tenants, limit, now, result)
             if len(result.admitted) >= limit:
                 break
         return result
 
-    def _run_lane(self, lane: str, limit: int, now: float, result: Round) -> None:
-        heads = self.queues.heads(lane, self.queues.active_tenants(lane))
+    def _active_tenants(self, now: float) -> dict[str, list[str]]:
+        """Tenants with something waiting, per lane in priority order, in one round trip that also
+        looks at the earliest parked retry: retries that are due are moved to their queues first."""
+        with self.queues.r.pipeline(transaction=False) as pipe:
+            for lane in LANES:
+                pipe.smembers(self.queues.keys.active_tenants(lane))
+            pipe.zrange(self.queues.keys.delayed, 0, 0, withscores=True)
+            *replies, first_due = pipe.execute()
+        if first_due and first_due[0][1] <= now and self.queues.promote_due(now):
+            return self._active_tenants(now)
+        return {lane: sorted(members) for lane, members in zip(LANES, replies, strict=True)}
+
+    def _breaker_states(self) -> dict[str, Any] | None:
+        if self._breakers is None and self.settings.admission.enabled:
+            self._breakers = self.admitter.breakers.states()
+        return self._breakers
+
+    def _run_lane(self, lane: str, tenants: list[str], limit: int, now: float, result: Round) -> None:
+        ahead = _ReadAhead(self.queues, lane, most=limit)
+        heads = ahead.start(tenants)
+        try:
+            self._admit_from(lane, heads, ahead, limit, now, result)
+        finally:
+            ahead.pop_taken()
+
+    def _admit_from(self, lane: str, heads: dict[str, Envelope], ahead: _ReadAhead, limit: int, now: float,
+                    result: Round) -> None:
         while heads and len(result.admitted) < limit:
             tenant, env = min(heads.items(), key=lambda item: self.tag(lane, item[1]))
             if env.expired(now):
-                self._take(lane, tenant, env, heads)
+                ahead.take(tenant, heads)
                 result.expired.append((env, "deadline passed while waiting for admission"))
                 continue
             if self._needs_held_bucket(env, result.held):
                 del heads[tenant]
                 continue
-            decision = self.admitter.try_admit(env)
+            decision = self.admitter.try_admit(env, breakers=self._breaker_states())
             if not decision.ok and decision.blocked_on_soft_limit and len(heads) == 1:
-                decision = self.admitter.try_admit(env, allow_borrow=True)  # idle capacity: borrow
+                decision = self.admitter.try_admit(env, allow_borrow=True, breakers=self._breaker_states())
             if decision.ok:
                 self.charge(lane, env)
-                self._take(lane, tenant, env, heads)
+                ahead.take(tenant, heads)
                 result.admitted.append(env)
                 continue
             if decision.admission.never:
                 # Limits shrank (config changed) below this job: it can never run as it is.
-                self._take(lane, tenant, env, heads)
+                ahead.take(tenant, heads)
                 result.expired.append((env, f"can never fit the budget {decision.blocked_by}"))
                 continue
             result.blocked(decision.admission.wait_s)
@@ -113,14 +148,58 @@ class FairQueuing:
         est = self.admitter.estimate(env, deployment)
         return any(b.key in held for b in self.admitter.buckets(env, deployment, est))
 
-    def _take(self, lane: str, tenant: str, env: Envelope, heads: dict[str, Envelope]) -> None:
-        """Pop the head we decided on and look at the tenant's next job."""
-        popped = self.queues.pop(lane, tenant, 1)
-        if popped and popped[0].id != env.id:  # only the leader pops, so this means a bug
-            log.error("queue head of %s/%s changed under the scheduler: %s != %s", lane, tenant,
-                      popped[0].id, env.id)
-        following = self.queues.heads(lane, [tenant])
-        if following:
-            heads[tenant] = following[tenant]
+
+
+class _ReadAhead:
+    """Each tenant's next envelopes in a lane, read ahead; what the round takes is popped at the end
+    (``pop_taken``), one script call per tenant. A tenant's first read is its first ``FIRST`` (a
+    blocked round reads little more than it needs); each further read is ``GROWTH`` times larger, up
+    to ``most``. A read that came back short had the whole queue: it is not read again this round."""
+
+    FIRST = 2
+    GROWTH = 4
+
+    def __init__(self, queues: WaitingQueues, lane: str, most: int) -> None:
+        self.queues = queues
+        self.lane = lane
+        self.most = max(1, most)
+        self.window: dict[str, int] = {}
+        self.read_all: set[str] = set()
+        self.next: dict[str, deque[Envelope]] = {}
+        self.taken: dict[str, list[str]] = defaultdict(list)
+
+    def start(self, tenants: list[str]) -> dict[str, Envelope]:
+        """Read every tenant's window (one round trip); returns each tenant's head."""
+        self._read(tenants)
+        return {t: items[0] for t, items in self.next.items() if items}
+
+    def take(self, tenant: str, heads: dict[str, Envelope]) -> None:
+        """The round decided on the tenant's head: count it for popping, move on to its next job."""
+        self.taken[tenant].append(self.next[tenant].popleft().id)
+        if not self.next[tenant] and tenant not in self.read_all:
+            self._read([tenant])
+        items = self.next[tenant]
+        if items:
+            heads[tenant] = items[0]
         else:
             heads.pop(tenant, None)
+
+    def _read(self, tenants: list[str]) -> None:
+        with self.queues.r.pipeline(transaction=False) as pipe:
+            for tenant in tenants:
+                size = self.window[tenant] = min(self.most, self.window.get(tenant, 0) * self.GROWTH or self.FIRST)
+                skip = len(self.taken.get(tenant, ()))  # taken but not popped yet: still in the list
+                pipe.lrange(self.queues.keys.waiting(self.lane, tenant), skip, skip + size - 1)
+            replies = pipe.execute()
+        for tenant, raw in zip(tenants, replies, strict=True):
+            self.next[tenant] = deque(Envelope.loads(item) for item in raw)
+            if len(raw) < self.window[tenant]:  # the whole queue as of now; later arrivals wake the next round
+                self.read_all.add(tenant)
+
+    def pop_taken(self) -> None:
+        for tenant, ids in self.taken.items():
+            popped = [env.id for env in self.queues.pop(self.lane, tenant, len(ids))]
+            if popped != ids:  # only the leader pops and pushes go to the tail, so this means a bug
+                log.error("queue head of %s/%s changed under the scheduler: popped %s, decided on %s",
+                          self.lane, tenant, popped, ids)
+        self.taken.clear()

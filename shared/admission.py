@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
-from shared.breaker import Breakers
+from shared.breaker import Breakers, Permit
 from shared.budget import Admission, Bucket, BudgetStore, BudgetTree, Calibrator, Estimate, estimate
-from shared.config import Settings
+from shared.config import LANES, Settings
 from shared.errors import InvalidRequest, Overloaded
 from shared.keys import Keys
-from shared.queues import Envelope, WaitingQueues
+from shared.queues import Envelope
 
 
 @dataclass
@@ -43,6 +45,32 @@ class Decision:
         """Blocked by a bucket only this tenant uses: that blocks nobody else."""
         key = self.blocked_by or ""
         return f":budget:tenant:{tenant}:" in key or f":budget:feature:{tenant}:" in key
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """What the api reads from the waiting queues before accepting a job, in one round trip."""
+
+    interactive_waiting: int  # jobs waiting in the interactive lane, all tenants
+    depth: int  # jobs this tenant has waiting in the job's lane
+    tokens_ahead: int  # estimated tokens waiting in the job's lane and the lanes above it
+
+    @staticmethod
+    def queue_reads(pipe: Any, keys: Keys, lane: str, tenant: str) -> None:
+        """Add the reads to ``pipe``; ``parse`` turns their replies (in order) into a QueueState."""
+        pipe.get(keys.waiting_count("interactive"))
+        pipe.llen(keys.waiting(lane, tenant))
+        for above in lanes_at_or_above(lane):
+            pipe.get(keys.waiting_tokens(above))
+
+    @classmethod
+    def parse(cls, replies: Sequence[Any]) -> QueueState:
+        waiting, depth, *tokens = replies
+        return cls(int(waiting or 0), int(depth or 0), sum(int(t or 0) for t in tokens))
+
+
+def lanes_at_or_above(lane: str) -> list[str]:
+    return list(LANES[: LANES.index(lane) + 1])  # type: ignore[arg-type]
 
 
 class Admitter:
@@ -84,18 +112,21 @@ class Admitter:
         return self.tree.buckets_for(deployment=deployment, lane=env.lane, tenant=env.tenant,
                                      feature=env.feature, estimate=est)
 
-    def try_admit(self, env: Envelope, *, allow_borrow: bool = False) -> Decision:
+    def try_admit(self, env: Envelope, *, allow_borrow: bool = False,
+                  breakers: Mapping[str, Any] | None = None) -> Decision:
         """Reserve the estimate on the first deployment of the chain that may take it now.
 
         A deployment is skipped when its breaker is open, or when its budget could not fit the job
         before the job's deadline; the fallback is then charged to its own budget. Waiting a little
         for the preferred deployment beats paying a fallback, so a short wait is not a skip.
+        ``breakers`` is a ``Breakers.states()`` snapshot (the scheduler takes one per round): a
+        breaker it shows closed, or open for a while yet, is not asked again (see ``permit``).
         """
         if not self.settings.admission.enabled:
             return self._unchecked(env)
         first: Decision | None = None
         for deployment in self.candidates(env):
-            permit = self.breakers.allow(deployment)
+            permit = self.permit(deployment, breakers)
             if not permit.allowed:
                 continue
             decision = self._reserve(env, deployment, allow_borrow)
@@ -111,6 +142,24 @@ class Admitter:
             return Decision(False, env.chain[0], Estimate(env.est_input, env.est_output),
                             Admission(False, None, self._breaker_wait(env)), [])
         return first
+
+    def permit(self, deployment: str, snapshot: Mapping[str, Any] | None = None) -> Permit:
+        """The breaker's answer for one more attempt. Closed, or open with time left, in the round's
+        snapshot: answered from it (allow would say the same, and take no probe slot). Half-open, or
+        open and due for a probe: asked, since only ``allow`` may hand out a probe slot."""
+        state = snapshot.get(deployment) if snapshot is not None else None
+        if state is not None and state["state"] == "closed":
+            return Permit(allowed=True, state="closed")
+        if state is not None and state["state"] == "open" and state["retry_in_s"] > 0:
+            return Permit(allowed=False, state="open", retry_in_s=state["retry_in_s"])
+        return self.breakers.allow(deployment)
+
+    def withdraw(self, env: Envelope) -> None:
+        """Undo an admission that will not be sent: refund the reservation, return a probe slot."""
+        self.store.release(self.reservation_id(env))
+        if env.probe and env.deployment:
+            self.breakers.release(env.deployment, Permit(allowed=True, state="half_open", probe=True,
+                                                         ticket=env.ticket))
 
     def _reserve(self, env: Envelope, deployment: str, allow_borrow: bool) -> Decision:
         est = self.estimate(env, deployment)
@@ -139,14 +188,13 @@ class Admitter:
 
     # -- shedding ----------------------------------------------------------------------------------
 
-    def check_queue(self, env: Envelope, queues: WaitingQueues) -> None:
+    def check_queue(self, env: Envelope, queues: QueueState) -> None:
         """Refuse (429) a job that would overflow its queue or could not start before its deadline."""
         if not self.settings.admission.enabled:
             return
         lane_cfg = self.settings.lanes[env.lane]  # type: ignore[index]
         rate = self.token_rate(env)
-        depth = queues.depth(env.lane, env.tenant)
-        ahead = sum(queues.waiting_tokens(lane) for lane in self._lanes_at_or_above(env.lane))
+        depth, ahead = queues.depth, queues.tokens_ahead
         retry_after = max(1.0, ahead / rate) if rate else 60.0
         if depth >= lane_cfg.max_queue_per_tenant:
             raise Overloaded(
@@ -172,7 +220,3 @@ class Admitter:
         if env.lane != "interactive":
             share = min(share, 1 - self.settings.lanes["interactive"].reserve)
         return meters[0].rate * share
-
-    def _lanes_at_or_above(self, lane: str) -> list[str]:
-        order = ["interactive", "standard", "batch"]
-        return order[: order.index(lane) + 1]

@@ -11,10 +11,12 @@ a token that is not its own and is dropped before it can call the provider.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import resources
+from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
 from shared.keys import Keys
 from shared.queues import Envelope
@@ -39,11 +41,32 @@ class AttemptLeases:
                 pipe.set(self.keys.lease(env.id), env.token, px=int(ttl_s * 1000))
             pipe.execute()
 
-    def claim(self, env: Envelope, ttl_s: float) -> bool:
-        return bool(self._claim(keys=[self.keys.lease(env.id)], args=[env.token, int(ttl_s * 1000)]))
+    def claim(self, env: Envelope, ttl_s: float, *, count: tuple[str, int] | None = None) -> bool:
+        """Take the lease for this dispatch. ``count`` = (counter key, TTL s): add 1 to it in the same
+        step when the claim succeeds (the retry budget's attempt count, ``RetryPolicy.attempt_counter``)."""
+        keys: list[str] = [self.keys.lease(env.id)]
+        args: list[str | int] = [env.token, int(ttl_s * 1000)]
+        if count is not None:
+            keys.append(count[0])
+            args.append(count[1])
+        return bool(self._claim(keys=keys, args=args))
 
-    def release(self, env: Envelope) -> None:
-        self._release(keys=[self.keys.lease(env.id)], args=[env.token])
+    def release(self, env: Envelope, *, also: Callable[[Any], Any] | None = None) -> None:
+        """Drop the lease unless a newer dispatch holds it. ``also(pipe)`` adds commands that go in the
+        same round trip (its errors are raised after the lease is dealt with)."""
+        key = self.keys.lease(env.id)
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._release.sha, 1, key, env.token)  # not the Script: no SCRIPT EXISTS trip
+            if also is not None:
+                also(pipe)
+            replies = pipe.execute(raise_on_error=False)
+        if isinstance(replies[0], NoScriptError):  # Redis restarted and forgot it: load it and run it
+            self._release(keys=[key], args=[env.token])
+        elif isinstance(replies[0], Exception):
+            raise replies[0]
+        for reply in replies[1:]:
+            if isinstance(reply, Exception):
+                raise reply
 
     def held(self, job_ids: list[str]) -> set[str]:
         """Which of these jobs have a live lease."""

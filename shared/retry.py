@@ -22,6 +22,7 @@ from shared.config import RetryConfig
 from shared.keys import Keys
 
 _BUDGET_LUA = resources.files("shared.lua").joinpath("retry_budget.lua").read_text()
+COUNTER_TTL_S = 120  # per-minute counters outlive their minute, so the budget can look back at it
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,16 @@ class RetryPolicy:
 
     def count_attempt(self, deployment: str) -> None:
         """Every attempt sent adds to the budget that retries are measured against."""
-        key = self._key(deployment, "req")
+        key, ttl = self.attempt_counter(deployment)
         with self.r.pipeline(transaction=False) as pipe:
             pipe.incr(key)
-            pipe.expire(key, 120)
+            pipe.expire(key, ttl)
             pipe.execute()
+
+    def attempt_counter(self, deployment: str) -> tuple[str, int]:
+        """(key, TTL s) of this minute's attempt counter, for a caller that counts in its own step
+        (the worker counts when it claims the attempt's lease: one round trip for both)."""
+        return self._key(deployment, "req"), COUNTER_TTL_S
 
     def decide(self, *, deployment: str, attempt: int, retryable: bool, kind: str,
                retry_after_s: float | None, now: float | None = None) -> RetryDecision:
@@ -54,7 +60,7 @@ class RetryPolicy:
         if attempt >= self.config.max_attempts:
             return RetryDecision(False, f"gave up after {attempt} attempts (the cap is {self.config.max_attempts})")
         if not self._take(keys=[self._key(deployment, "req"), self._key(deployment, "ret")],
-                          args=[self.config.budget_ratio, self.config.budget_floor_per_min, 120]):
+                          args=[self.config.budget_ratio, self.config.budget_floor_per_min, COUNTER_TTL_S]):
             return RetryDecision(False, f"retry budget of {deployment} exhausted (retries are capped at "
                                         f"{self.config.budget_ratio:.0%} of its recent attempts)")
         delay = max(self.backoff(attempt), retry_after_s or 0.0)

@@ -1,8 +1,9 @@
 """One attempt of one job against one deployment, and what its outcome does to the job.
 
-    claim the lease ─▶ call the provider ─▶ feed the breaker ─▶ decide: done, or retry later
-                    ─▶ record attempt + job (one transaction) ─▶ wake the waiter / park the retry
-                    ─▶ settle the budget (worker.reconcile)
+    claim the lease (and count the attempt) ─▶ call the provider ─▶ feed the breaker
+        ─▶ decide: done, or retry later ─▶ record attempt + job (one transaction)
+        ─▶ wake the waiter / park the retry ─▶ settle the budget (worker.reconcile)
+        ─▶ release the lease and wake the scheduler (one round trip)
 
 A worker never sleeps and retries on its own: a retry goes back to the scheduler with a not-before
 time and is admitted against the budget like any job, on whichever deployment of the chain may
@@ -29,7 +30,7 @@ from shared.redis_conn import sync_redis
 from shared.retry import RetryDecision, RetryPolicy
 from shared.signals import announce
 from worker.providers import ProviderCallError, ProviderResult, adapter_for
-from worker.reconcile import reconcile
+from worker.reconcile import reconcile, wake_scheduler
 
 log = logging.getLogger("gateway.worker")
 
@@ -56,6 +57,7 @@ class Context:
         client, keys = sync_redis(settings.redis_url), Keys(settings.key_prefix)
         self.settings = settings
         self.redis = client
+        self.keys = keys
         self.leases = AttemptLeases(client, keys)
         self.breakers = Breakers.from_settings(client, keys, settings)
         self.retries = RetryPolicy(client, keys, settings.retries)
@@ -77,11 +79,11 @@ def run_attempt(env: Envelope, settings: Settings | None = None) -> dict[str, An
     settings = settings or get_settings()
     ctx = context(settings)
     deployment = settings.deployment(env.deployment or env.chain[0])
-    if not ctx.leases.claim(env, deployment.timeouts.total + settings.admission.lease_margin_s):
+    lease_s = deployment.timeouts.total + settings.admission.lease_margin_s
+    if not ctx.leases.claim(env, lease_s, count=ctx.retries.attempt_counter(deployment.name)):
         log.warning("job %s was dispatched again after this message was sent; attempt %s dropped",
                     env.id, env.attempt)
         return None
-    ctx.retries.count_attempt(deployment.name)
     outcome = _call(deployment, settings, env.request)
     _feed_breaker(ctx, env, outcome)
     retry = None if outcome.ok else _decide_retry(ctx, env, outcome)
@@ -90,8 +92,8 @@ def run_attempt(env: Envelope, settings: Settings | None = None) -> dict[str, An
         ctx.queues.delay(_next_attempt(env, retry))
     elif view is not None:
         announce(ctx.redis, env.reply_to, view)
-    ctx.leases.release(env)
     reconcile(env, deployment.name, settings, result=outcome.result, error=outcome.error)
+    ctx.leases.release(env, also=lambda pipe: wake_scheduler(pipe, ctx.keys))
     return view
 
 

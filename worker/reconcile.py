@@ -5,12 +5,19 @@
 - An attempt the provider never processed (429, refused connection, 4xx) is released in full.
 - The provider's rate-limit headers pull the deployment's buckets down to what it says is left, so
   traffic the gateway does not see (another service on the same account) is accounted for.
-- The estimate calibration learns from the reported usage; the scheduler is woken for the refund.
+- The estimate calibration learns from the reported usage; the scheduler is woken for the refund
+  (``wake_scheduler``, which the worker sends with the lease release: one round trip for both).
+
+The input calibration (a per-model moving average) takes at most one sample per model and process
+every ``CALIBRATE_EVERY_S``: at hundreds of attempts per second each sample would cost a tokenizer
+pass and a round trip while the average stays where it is; a quiet model keeps all of its samples.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 from shared.admission import Admitter
 from shared.budget import Estimate, prompt_tokens
@@ -23,6 +30,9 @@ from worker.providers import ProviderCallError, ProviderResult, rate_limit_state
 log = logging.getLogger("gateway.worker")
 
 NOT_PROCESSED = frozenset({"rate_limit", "overloaded", "connection", "auth", "bad_request", "not_found"})
+CALIBRATE_EVERY_S = 0.1
+
+_last_calibrated: dict[str, float] = {}
 
 
 _ADMITTERS: dict[int, Admitter] = {}
@@ -51,7 +61,6 @@ def reconcile(env: Envelope, deployment: str, settings: Settings, *, result: Pro
         targets = adm.tree.header_targets(deployment, rate_limit_state(headers)) if headers else []
         if targets:
             adm.store.pull_down_many(targets)
-        adm.store.r.lpush(Keys(settings.key_prefix).wake, "1")
     except Exception:  # budgets heal by refill and expiry; never fail the recorded job over this
         log.exception("could not reconcile the budget of job %s attempt %s", env.id, env.attempt)
 
@@ -62,10 +71,27 @@ def _settle_success(adm: Admitter, env: Envelope, deployment: str, result: Provi
                                   reserved=_reserved(env), used=used)
     adm.store.settle(adm.reservation_id(env), costs)
     model = adm.settings.deployment(deployment).model
-    adm.calibrator.observe(model, prompt_tokens(env.request), used.input_tokens)
+    if _calibration_due(model):
+        adm.calibrator.observe(model, prompt_tokens(env.request), used.input_tokens)
     if adm.tree.provider_kind(deployment) != "openai":
         adm.calibrator.observe_output(env.tenant, env.feature, model, used.output_tokens)
 
 
 def _reserved(env: Envelope) -> Estimate:
     return Estimate(env.est_input, env.est_output)
+
+
+def _calibration_due(model: str) -> bool:
+    """True at most once per ``CALIBRATE_EVERY_S`` per model (races between threads only add a sample)."""
+    now = time.monotonic()
+    if now - _last_calibrated.get(model, -CALIBRATE_EVERY_S) < CALIBRATE_EVERY_S:
+        return False
+    _last_calibrated[model] = now
+    return True
+
+
+def wake_scheduler(pipe: Any, keys: Keys) -> None:
+    """Add to ``pipe`` the scheduler's wake-up for a refund, after ``reconcile`` settled it. One token at
+    most stays in the list: a burst of refunds is one wake-up, not one scheduling round each."""
+    pipe.lpush(keys.wake, "1")
+    pipe.ltrim(keys.wake, 0, 0)

@@ -2,24 +2,42 @@
 
 Only a key's SHA-256 digest is stored (see ``ApiKey``); authentication hashes the presented key and
 looks the digest up through a unique index, so no comparison ever runs over the secret itself.
+
+The api caches authenticated keys in process (``KeyCache``), trusted only while the *auth epoch* in
+Redis is the one they were cached under. Every change that can refuse a key (revoke, disable)
+writes a new random epoch once its transaction commits, so every api process re-checks the store on
+its next request: revoked means 401 at once, in every process. A random value, not a counter, so a
+Redis restart that forgets the epoch can never bring back an old one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
+import threading
+import time
+import uuid
 
-from sqlalchemy import select
+import redis
+from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared.config import get_settings
 from shared.db.models import ApiKey, Tenant, utcnow
 from shared.errors import AuthError, Conflict, InvalidRequest, NotFound
+from shared.keys import Keys
+from shared.redis_conn import sync_redis
 
 KEY_PREFIX = "gw-"
 DISPLAY_PREFIX_LEN = 12
 TENANT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+AUTH_CACHE_TTL_S = 30.0  # the most a cached key outlives its revocation if the epoch could not be written
+AUTH_CACHE_MAX_KEYS = 10_000
+
+log = logging.getLogger("gateway.auth")
 
 
 def hash_key(plaintext: str) -> str:
@@ -74,6 +92,7 @@ def set_tenant_disabled(session: Session, tenant_id: str, disabled: bool = True)
     tenant = get_tenant(session, tenant_id)
     tenant.disabled = disabled
     session.flush()
+    _new_epoch_after_commit(session)
     return tenant
 
 
@@ -116,6 +135,7 @@ def revoke_key(session: Session, key_id_or_prefix: str) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         session.flush()
+    _new_epoch_after_commit(session)
     return key
 
 
@@ -134,3 +154,53 @@ def authenticate(session: Session, plaintext_key: str) -> str:
     if disabled:
         raise AuthError(f"tenant disabled: tenant {tenant_id!r} may not make calls; ask the gateway operator")
     return tenant_id
+
+
+# -- the api's key cache -------------------------------------------------------------------------
+
+
+def auth_epoch_key(keys: Keys) -> str:
+    """The Redis string every api compares its cached keys against (see the module docstring)."""
+    return f"{keys.tag}:auth:epoch"
+
+
+def _new_epoch_after_commit(session: Session) -> None:
+    """Once the change is committed (never before: an api could re-cache the old answer), bump the epoch."""
+    event.listen(session, "after_commit", _write_new_epoch, once=True)
+
+
+def _write_new_epoch(_session: Session) -> None:
+    settings = get_settings()
+    try:
+        sync_redis(settings.redis_url).set(auth_epoch_key(Keys(settings.key_prefix)), uuid.uuid4().hex)
+    except (redis.RedisError, OSError) as exc:
+        log.error("could not tell the api processes that a key was revoked or a tenant disabled (%s): "
+                  "keys they cached stay valid for up to %.0f s", exc, AUTH_CACHE_TTL_S)
+
+
+class KeyCache:
+    """Tenants of recently authenticated keys (by digest), each valid under one auth epoch for a TTL."""
+
+    def __init__(self, ttl_s: float = AUTH_CACHE_TTL_S, max_keys: int = AUTH_CACHE_MAX_KEYS) -> None:
+        self.ttl_s = ttl_s
+        self.max_keys = max_keys
+        self._entries: dict[str, tuple[str, str, float]] = {}  # digest -> tenant, epoch, expires
+        self._lock = threading.Lock()
+
+    def peek(self, digest: str) -> tuple[str, str] | None:
+        """(tenant, epoch) cached for the key, not yet checked against the current epoch."""
+        entry = self._entries.get(digest)
+        if entry is None or entry[2] < time.monotonic():
+            return None
+        return entry[0], entry[1]
+
+    def tenant(self, digest: str, epoch: str) -> str | None:
+        """The cached tenant when it was cached under ``epoch`` and has not expired."""
+        entry = self.peek(digest)
+        return entry[0] if entry is not None and entry[1] == epoch else None
+
+    def remember(self, digest: str, tenant: str, epoch: str) -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_keys:
+                self._entries.clear()  # many distinct keys: start over rather than track recency
+            self._entries[digest] = (tenant, epoch, time.monotonic() + self.ttl_s)
