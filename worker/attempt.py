@@ -30,7 +30,7 @@ from shared.redis_conn import sync_redis
 from shared.retry import RetryDecision, RetryPolicy
 from shared.signals import announce
 from worker.providers import ProviderCallError, ProviderResult, adapter_for
-from worker.reconcile import reconcile, wake_scheduler
+from worker.reconcile import reconcile, release_reservation, wake_scheduler
 
 log = logging.getLogger("gateway.worker")
 
@@ -84,6 +84,9 @@ def run_attempt(env: Envelope, settings: Settings | None = None) -> dict[str, An
         log.warning("job %s was dispatched again after this message was sent; attempt %s dropped",
                     env.id, env.attempt)
         return None
+    if not env.probe and _breaker_open(ctx, deployment.name):
+        _bounce(ctx, env, settings)
+        return None
     outcome = _call(deployment, settings, env.request)
     _feed_breaker(ctx, env, outcome)
     retry = None if outcome.ok else _decide_retry(ctx, env, outcome)
@@ -95,6 +98,24 @@ def run_attempt(env: Envelope, settings: Settings | None = None) -> dict[str, An
     reconcile(env, deployment.name, settings, result=outcome.result, error=outcome.error)
     ctx.leases.release(env, also=lambda pipe: wake_scheduler(pipe, ctx.keys))
     return view
+
+
+def _breaker_open(ctx: Context, deployment: str) -> bool:
+    """Admitted before its breaker opened: a message still in the queue must not reach a dead provider."""
+    return str(ctx.breakers.states([deployment])[deployment]["state"]) != "closed"
+
+
+def _bounce(ctx: Context, env: Envelope, settings: Settings) -> None:
+    """Hand the job back to the scheduler unsent: no attempt recorded, its reservation given back."""
+    with session_scope() as db:
+        back = jobs.return_to_queue(db, env.id)
+    release_reservation(env, settings)
+    if back:
+        ctx.queues.delay(dataclasses.replace(env, deployment=None, chain=_retry_chain(env), not_before=time.time(),
+                                             probe=False, ticket="", token="", enqueued_at=time.time()))
+    ctx.leases.release(env)
+    log.info("job %s: the breaker of %s opened after admission; sent back to the scheduler",
+             env.id, env.deployment)
 
 
 def _call(deployment: DeploymentConfig, settings: Settings, request: dict[str, Any]) -> Outcome:
@@ -119,7 +140,9 @@ def _feed_breaker(ctx: Context, env: Envelope, outcome: Outcome) -> None:
 def _decide_retry(ctx: Context, env: Envelope, outcome: Outcome) -> RetryDecision:
     err = outcome.error
     assert err is not None
-    decision = ctx.retries.decide(deployment=outcome.deployment.name, attempt=env.attempt,
+    # The retry is charged to the budget of the deployment it will go to first: the chain's next one.
+    goes_to = _retry_chain(env)[0]
+    decision = ctx.retries.decide(deployment=goes_to, attempt=env.attempt,
                                   retryable=err.retryable, kind=err.kind, retry_after_s=err.retry_after_s)
     if decision.retry and decision.not_before >= env.deadline:
         return RetryDecision(False, f"a retry would start after the job's deadline ({decision.reason})")
@@ -129,11 +152,14 @@ def _decide_retry(ctx: Context, env: Envelope, outcome: Outcome) -> RetryDecisio
 def _next_attempt(env: Envelope, retry: RetryDecision) -> Envelope:
     """The retry's envelope: a new attempt number, parked until not-before, with the deployment that
     just failed moved to the end of its chain, so a fallback (if any) is tried before it again."""
-    failed = env.deployment or env.chain[0]
-    chain = [d for d in env.chain if d != failed] + [failed]
-    return dataclasses.replace(env, attempt=env.attempt + 1, deployment=None, chain=chain,
+    return dataclasses.replace(env, attempt=env.attempt + 1, deployment=None, chain=_retry_chain(env),
                                not_before=retry.not_before, probe=False, ticket="", token="",
                                enqueued_at=time.time())
+
+
+def _retry_chain(env: Envelope) -> list[str]:
+    failed = env.deployment or env.chain[0]
+    return [d for d in env.chain if d != failed] + [failed]
 
 
 def _record(env: Envelope, outcome: Outcome, retry: RetryDecision | None) -> dict[str, Any] | None:

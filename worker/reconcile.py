@@ -29,13 +29,22 @@ from worker.providers import ProviderCallError, ProviderResult, rate_limit_state
 
 log = logging.getLogger("gateway.worker")
 
-NOT_PROCESSED = frozenset({"rate_limit", "overloaded", "connection", "auth", "bad_request", "not_found"})
+# Refused before any work: the provider's meter did not count these, so neither does ours. A 503/529
+# ("overloaded") keeps its charge: refunding it would let the scheduler send the next job to a failing
+# provider at once, and failing fast would turn into sending faster.
+NOT_PROCESSED = frozenset({"rate_limit", "connection", "auth", "bad_request", "not_found"})
 CALIBRATE_EVERY_S = 0.1
 
 _last_calibrated: dict[str, float] = {}
 
 
 _ADMITTERS: dict[int, Admitter] = {}
+
+
+def release_reservation(env: Envelope, settings: Settings) -> None:
+    """Give back an attempt's whole reservation (it was never sent)."""
+    adm = _admitter(settings)
+    adm.store.release(adm.reservation_id(env))
 
 
 def _admitter(settings: Settings) -> Admitter:

@@ -23,6 +23,7 @@ TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
 # batch dump of thousands of jobs queues behind its own few threads, never in front of a live call.
 _INTERACTIVE = anyio.CapacityLimiter(32)
 _BULK = anyio.CapacityLimiter(8)
+STORE_CHECK_S = 5.0
 
 
 def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str | None,
@@ -73,10 +74,15 @@ async def _wait(gw: Gateway, waiter: CompletionWaiter, submitted: Submitted,
         return view if view.get("status") in TERMINAL else None
     if not submitted.created:  # a repeat: its completion is announced to the first caller
         return await _poll_store(gw, view["id"], wait_s)
-    done = await waiter.wait(view["id"], wait_s)
-    if done is None:  # missed or slow: the store has the last word
-        done = await _poll_store(gw, view["id"], 0)
-    return done
+    deadline = time.monotonic() + wait_s
+    while True:
+        # Woken by the completion signal; between slices the store has the last word, for a job
+        # the reconciler re-queued (its new dispatch knows no waiter) or a signal lost with Redis.
+        done = await waiter.wait(view["id"], min(STORE_CHECK_S, max(0.0, deadline - time.monotonic())))
+        if done is None:
+            done = await _poll_store(gw, view["id"], 0)
+        if done is not None or time.monotonic() >= deadline:
+            return done
 
 
 async def _poll_store(gw: Gateway, job_id: str, wait_s: float, every_s: float = 0.25) -> dict[str, Any] | None:
