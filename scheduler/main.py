@@ -106,12 +106,14 @@ class Scheduler:
                 if jobs.expire_job(db, env.id, reason):
                     job = jobs.get_job_any(db, env.id)
                     expired_views.append((env, jobs.job_view(job) if job else None))
-            for env in result.admitted:
-                if jobs.mark_admitted(db, env.id, env.deployment or env.chain[0],
-                                      int((now - env.enqueued_at) * 1000)):
-                    to_send.append(env)
-                else:  # cancelled or expired meanwhile: give its reservation back at once
-                    self.admitter.store.release(self.admitter.reservation_id(env))
+            admitted = jobs.mark_admitted_many(db, [
+                (env.id, env.deployment or env.chain[0], int((now - env.enqueued_at) * 1000))
+                for env in result.admitted])
+        for env in result.admitted:
+            if env.id in admitted:
+                to_send.append(env)
+            else:  # cancelled or expired meanwhile: give its reservation back at once
+                self.admitter.store.release(self.admitter.reservation_id(env))
         for env, view in expired_views:
             if view:
                 announce(self.redis, env.reply_to, view)

@@ -84,4 +84,5 @@ celery_app = make_celery(get_settings())
 def send_attempt(env: Envelope) -> None:
     """Hand one admitted attempt to the workers of its lane."""
     queue = Keys(get_settings().key_prefix).exec_queue(env.lane)
-    celery_app.send_task(EXECUTE_TASK, args=[asdict(env)], queue=queue)
+    celery_app.send_task(EXECUTE_TASK, args=[asdict(env)], queue=queue,
+                         argsrepr=f"job {env.id} attempt {env.attempt}", kwargsrepr="{}")  # not the whole request

@@ -214,6 +214,26 @@ def mark_admitted(session: Session, job_id: str, deployment: str, queued_ms: int
     )
 
 
+def mark_admitted_many(session: Session, admissions: list[tuple[str, str, int]]) -> set[str]:
+    """``mark_admitted`` for a scheduler round in two statements: (job id, deployment, queued ms) each.
+
+    Returns the ids that moved from queued to admitted; the others were cancelled or shed meanwhile.
+    Run inside one writing transaction, so nothing changes between the read and the update.
+    """
+    if not admissions:
+        return set()
+    ids = [job_id for job_id, _, _ in admissions]
+    still_queued = set(session.scalars(select(Job.id).where(Job.id.in_(ids), Job.status == "queued")))
+    rows = [{"jid": j, "dep": d, "qms": q} for j, d, q in admissions if j in still_queued]
+    if rows:
+        now = utcnow()
+        stmt = (update(_JOBS).where(_JOBS.c.id == bindparam("jid"))
+                .values(status="admitted", deployment=bindparam("dep"), queued_ms=bindparam("qms"),
+                        admitted_at=now, updated_at=now))
+        session.execute(stmt, rows)
+    return still_queued
+
+
 def return_to_queue(session: Session, job_id: str) -> bool:
     """admitted|running -> queued, for a retry that must be admitted again (a new reservation)."""
     return _transition(session, job_id, ("admitted", "running"), status="queued")

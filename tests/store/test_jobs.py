@@ -320,3 +320,19 @@ def test_job_view_is_the_public_shape(scope: Scope) -> None:
     assert view["cost_usd"] == pytest.approx(0.25) and view["queued_ms"] == 3
     assert isinstance(view["created_at"], int) and view["finished_at"] >= view["created_at"]
     assert view["deadline"] > view["created_at"]
+
+
+def test_a_round_of_admissions_skips_jobs_cancelled_meanwhile(scope: Scope) -> None:
+    with scope() as s:
+        kept, _ = new_job(s)
+        gone, _ = new_job(s)
+    with scope() as s:
+        jobs.cancel_job(s, "acme", gone.id)
+    with scope() as s:
+        admitted = jobs.mark_admitted_many(s, [(kept.id, "gpt-4o-mini@sim", 12), (gone.id, "gpt-4o-mini@sim", 3)])
+    with scope() as s:
+        views = {j: jobs.job_view(jobs.get_job(s, "acme", j)) for j in (kept.id, gone.id)}
+    assert admitted == {kept.id}
+    assert (views[kept.id]["status"], views[kept.id]["deployment"], views[kept.id]["queued_ms"]) == (
+        "admitted", "gpt-4o-mini@sim", 12)
+    assert views[gone.id]["status"] == "cancelled"
