@@ -122,14 +122,15 @@ class Admitter:
         ``breakers`` is a ``Breakers.states()`` snapshot (the scheduler takes one per round): a
         breaker it shows closed, or open for a while yet, is not asked again (see ``permit``).
         """
-        if not self.settings.admission.enabled:
-            return self._unchecked(env)
         first: Decision | None = None
         for deployment in self.candidates(env):
             permit = self.permit(deployment, breakers)
             if not permit.allowed:
                 continue
-            decision = self._reserve(env, deployment, allow_borrow)
+            if not self.settings.admission.enabled:  # budgets off (comparison runs); breakers still on
+                decision = self._unchecked(env, deployment)
+            else:
+                decision = self._reserve(env, deployment, allow_borrow)
             if decision.ok:
                 env.deployment, env.probe, env.ticket = deployment, permit.probe, permit.ticket
                 return decision
@@ -175,10 +176,8 @@ class Admitter:
         waits = [float(s.get("retry_in_s", 1.0) or 1.0) for s in states.values()] or [1.0]
         return max(0.1, min(waits))
 
-    def _unchecked(self, env: Envelope) -> Decision:
-        deployment = self.candidates(env)[0]
+    def _unchecked(self, env: Envelope, deployment: str) -> Decision:
         est = self.estimate(env, deployment)
-        env.deployment = deployment
         env.est_input, env.est_output, env.estimate = est.input_tokens, est.output_tokens, est.total
         return Decision(True, deployment, est, Admission(True, None, 0.0), [])
 
