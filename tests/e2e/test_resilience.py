@@ -94,8 +94,9 @@ def test_a_hung_provider_times_out_and_the_job_fails_with_the_reason(stack: Stac
         job = c.post("/v1/jobs", json=_job("hang")).json()
         done = wait_for_status(c, job["id"], {"succeeded", "failed"}, timeout=60)
     assert done["status"] == "failed" and done["error"]["type"] == "timeout"
-    assert len(_attempts(job["id"])) == 4  # the attempt cap in gateway.test.yaml
-    assert all(a.latency_ms < 5000 for a in _attempts(job["id"]))  # each ended near its 1.5 s total
+    attempts = _attempts(job["id"])
+    assert len(attempts) == 4  # the attempt cap in gateway.test.yaml
+    assert all(a.status == "failed" and (a.error or "").startswith("timeout") for a in attempts)  # ended, not hung
 
 
 def test_a_provider_that_says_dont_retry_is_not_retried(stack: Stack) -> None:
