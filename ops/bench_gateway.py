@@ -31,6 +31,8 @@ from typing import Any
 import httpx
 import yaml
 
+from ops.health import NotReady, wait_for_http
+
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = {"model": "gpt-4o-mini", "max_tokens": 16,
            "messages": [{"role": "user", "content": "How far is the moon?"}]}
@@ -102,16 +104,10 @@ class Stack:
         self._spawn("ops.cli", "scheduler")
         self._spawn("ops.cli", "api", "--port", str(self.api_port))
         for url in (f"{self.sim_url}/healthz", f"{self.api_url}/readyz"):
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(url, timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{url} did not come up; logs in {self.tmp}")
-                time.sleep(0.2)
+            try:
+                wait_for_http(url, self.procs)
+            except NotReady as exc:
+                raise SystemExit(f"{exc}; logs in {self.tmp}") from exc
         time.sleep(2)  # let the worker finish connecting to its queues
         return key
 

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from ops.cli_admin import keys_app, migrate, tenants_app
+from ops.health import NotReady, wait_for_http
 from ops.sim.cli import sim
 from shared.config import LANES, get_settings
 from shared.redis_conn import redis_answers
@@ -167,18 +168,12 @@ def _ensure_admin_key(env_var: str) -> None:
     os.environ[env_var] = path.read_text().strip()  # the children inherit it
 
 
-def _wait_healthy(url: str, children: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(c.poll() is not None for c in children):
-            raise typer.Exit(1)
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise typer.Exit(1)
+def _wait_healthy(url: str, children: list[subprocess.Popen[bytes]]) -> None:
+    try:
+        wait_for_http(url, children)
+    except NotReady as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
 
 
 def _print_welcome(host: str, port: int, keys: dict[str, str]) -> None:

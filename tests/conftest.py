@@ -23,6 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ops.health import wait_for_http
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -67,17 +69,7 @@ def _no_real_providers(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
+    wait_for_http(url, [proc] if proc is not None else [], timeout)
 
 
 def spawn(*args: str, env: dict[str, str] | None = None, log: str) -> subprocess.Popen[bytes]:

@@ -12,9 +12,8 @@ import subprocess
 import sys
 import time
 
-import httpx
-
 from ops.bench_gateway import ROOT, Stack
+from ops.health import NotReady, wait_for_http
 from ops.storm.scenario import GATEWAY_SIM_KEY, Scenario
 
 _CREATE_KEYS = """
@@ -74,12 +73,7 @@ class StormStack(Stack):
         self._spawn("ops.cli", "worker", "--concurrency", str(self.concurrency), "--pool", "threads")
 
     def _wait_up(self, url: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit(f"{url} did not come up; logs in {self.tmp}")
+        try:
+            wait_for_http(url, timeout=timeout)
+        except NotReady as exc:
+            raise SystemExit(f"{exc}; logs in {self.tmp}") from exc
