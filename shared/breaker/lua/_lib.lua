@@ -14,18 +14,7 @@
 
 local LOG_SIZE = 100
 
-local function fmt(x)
-  return string.format('%.17g', x)
-end
-
--- The clock: an explicit time from the caller (tests), else the Redis server's own, so that every
--- api, scheduler and worker process, on any host, times the window and the open period alike.
-local function clock(arg)
-  local t = tonumber(arg)
-  if t then return t end
-  local now = redis.call('TIME')
-  return tonumber(now[1]) + tonumber(now[2]) / 1000000
-end
+-- fmt(x) and clock(arg) come from shared/lua/_common.lua, put in front of this file.
 
 -- ARGV[a .. a+7]: window_s, buckets, min_calls, failure_rate, consecutive_429, open_s, probes,
 -- probe_timeout_s.

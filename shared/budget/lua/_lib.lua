@@ -8,18 +8,7 @@
 -- Numbers are stored with 17 significant digits and returned as strings: Lua numbers turn into
 -- integer replies, which would truncate fractions.
 
-local function fmt(x)
-  return string.format('%.17g', x)
-end
-
--- The clock: an explicit time from the caller (tests), else the Redis server's own, so that every
--- api and scheduler process, on any host, measures refill on the same clock.
-local function clock(arg)
-  local t = tonumber(arg)
-  if t then return t end
-  local now = redis.call('TIME')
-  return tonumber(now[1]) + tonumber(now[2]) / 1000000
-end
+-- fmt(x) and clock(arg) come from shared/lua/_common.lua, put in front of this file.
 
 local function clamp(level, cap)
   if level > cap then return cap end
