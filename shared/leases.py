@@ -20,6 +20,7 @@ from redis.exceptions import NoScriptError
 
 from shared.keys import Keys
 from shared.queues import Envelope
+from shared.redis_batch import ScriptCall
 
 _lua = resources.files("shared.lua")
 _CLAIM = _lua.joinpath("claim_lease.lua").read_text()
@@ -44,12 +45,16 @@ class AttemptLeases:
     def claim(self, env: Envelope, ttl_s: float, *, count: tuple[str, int] | None = None) -> bool:
         """Take the lease for this dispatch. ``count`` = (counter key, TTL s): add 1 to it in the same
         step when the claim succeeds (the retry budget's attempt count, ``RetryPolicy.attempt_counter``)."""
+        return self.claim_call(env, ttl_s, count=count).run()  # type: ignore[no-any-return]
+
+    def claim_call(self, env: Envelope, ttl_s: float, *, count: tuple[str, int] | None = None) -> ScriptCall:
+        """``claim`` as a script call to send in a batch with others."""
         keys: list[str] = [self.keys.lease(env.id)]
         args: list[str | int] = [env.token, int(ttl_s * 1000)]
         if count is not None:
             keys.append(count[0])
             args.append(count[1])
-        return bool(self._claim(keys=keys, args=args))
+        return ScriptCall(self._claim, keys, args, bool)
 
     def release(self, env: Envelope, *, also: Callable[[Any], Any] | None = None) -> None:
         """Drop the lease unless a newer dispatch holds it. ``also(pipe)`` adds commands that go in the
@@ -67,6 +72,10 @@ class AttemptLeases:
         for reply in replies[1:]:
             if isinstance(reply, Exception):
                 raise reply
+
+    def release_call(self, env: Envelope) -> ScriptCall:
+        """``release`` as a script call to send in a batch with others."""
+        return ScriptCall(self._release, [self.keys.lease(env.id)], [env.token])
 
     def held(self, job_ids: list[str]) -> set[str]:
         """Which of these jobs have a live lease."""

@@ -1,9 +1,9 @@
 """One attempt of one job against one deployment, and what its outcome does to the job.
 
-    claim the lease (and count the attempt) ─▶ call the provider ─▶ feed the breaker
-        ─▶ decide: done, or retry later ─▶ record attempt + job (one transaction)
-        ─▶ wake the waiter / park the retry ─▶ settle the budget (worker.reconcile)
-        ─▶ release the lease and wake the scheduler (one round trip)
+    claim the lease (and count the attempt) ─▶ call the provider
+        ─▶ decide: done, or retry later ─▶ record attempt + job (one transaction) ─▶ park the retry
+        ─▶ one round trip: feed the breaker, wake the waiter, settle the budget (worker.reconcile),
+           release the lease and wake the scheduler
 
 A worker never sleeps and retries on its own: a retry goes back to the scheduler with a not-before
 time and is admitted against the budget like any job, on whichever deployment of the chain may
@@ -26,11 +26,13 @@ from shared.db.session import session_scope
 from shared.keys import Keys
 from shared.leases import AttemptLeases
 from shared.queues import Envelope, WaitingQueues
+from shared.redis_batch import RedisBatch
 from shared.redis_conn import sync_redis
 from shared.retry import RetryDecision, RetryPolicy
 from shared.signals import announce
+from worker.group_commit import group_commit
 from worker.providers import ProviderCallError, ProviderResult, adapter_for
-from worker.reconcile import reconcile, release_reservation, wake_scheduler
+from worker.reconcile import reconcile_calls, release_reservation, wake_scheduler
 
 log = logging.getLogger("gateway.worker")
 
@@ -80,29 +82,55 @@ def run_attempt(env: Envelope, settings: Settings | None = None) -> dict[str, An
     ctx = context(settings)
     deployment = settings.deployment(env.deployment or env.chain[0])
     lease_s = deployment.timeouts.total + settings.admission.lease_margin_s
-    if not ctx.leases.claim(env, lease_s, count=ctx.retries.attempt_counter(deployment.name)):
+    claimed, breaker = _claim(ctx, env, deployment.name, lease_s)
+    if not claimed:
         log.warning("job %s was dispatched again after this message was sent; attempt %s dropped",
                     env.id, env.attempt)
         return None
-    if not env.probe and _breaker_open(ctx, deployment.name):
+    if not env.probe and breaker != "closed":
         _bounce(ctx, env, settings)
         return None
     outcome = _call(deployment, settings, env.request)
-    _feed_breaker(ctx, env, outcome)
     retry = None if outcome.ok else _decide_retry(ctx, env, outcome)
     view = _record(env, outcome, retry)
     if view is not None and retry is not None and retry.retry:
         ctx.queues.delay(_next_attempt(env, retry))
-    elif view is not None:
-        announce(ctx.redis, env.reply_to, view)
-    reconcile(env, deployment.name, settings, result=outcome.result, error=outcome.error)
-    ctx.leases.release(env, also=lambda pipe: wake_scheduler(pipe, ctx.keys))
+    _finish(ctx, env, outcome, settings, announce_view=view if retry is None or not retry.retry else None)
     return view
 
 
-def _breaker_open(ctx: Context, deployment: str) -> bool:
-    """Admitted before its breaker opened: a message still in the queue must not reach a dead provider."""
-    return str(ctx.breakers.states([deployment])[deployment]["state"]) != "closed"
+def _finish(ctx: Context, env: Envelope, outcome: Outcome, settings: Settings,
+            announce_view: dict[str, Any] | None) -> None:
+    """The attempt's end in Redis, in one round trip: feed the shared breaker (it logs and counts its
+    transitions), wake the sync caller, settle the budget, drop the lease and wake the scheduler."""
+    batch = RedisBatch(ctx.redis)
+    batch.script(ctx.breakers.record_call(
+        outcome.deployment.name, ok=outcome.ok, kind=outcome.error.kind if outcome.error else None,
+        latency_s=outcome.latency_ms / 1000, probe=env.probe, ticket=env.ticket))
+    if announce_view is not None and env.reply_to:
+        batch.command(lambda pipe: announce(pipe, env.reply_to, announce_view))
+    try:
+        for call in reconcile_calls(env, outcome.deployment.name, settings, result=outcome.result,
+                                    error=outcome.error):
+            batch.script(call)
+    except Exception:  # budgets heal by refill and expiry; never fail the recorded job over this
+        log.exception("could not reconcile the budget of job %s attempt %s", env.id, env.attempt)
+    batch.script(ctx.leases.release_call(env))
+    batch.command(lambda pipe: wake_scheduler(pipe, ctx.keys))
+    batch.execute()
+
+
+def _claim(ctx: Context, env: Envelope, deployment: str, lease_s: float) -> tuple[bool, str]:
+    """Take the attempt's lease (counting the attempt) and read its breaker, in one round trip: a
+    message admitted before the breaker opened must not reach a dead provider."""
+    got: dict[str, Any] = {}
+    (RedisBatch(ctx.redis)
+     .script(ctx.leases.claim_call(env, lease_s, count=ctx.retries.attempt_counter(deployment)),
+             lambda ok: got.__setitem__("claimed", ok))
+     .script(ctx.breakers.states_call([deployment]),
+             lambda states: got.__setitem__("breaker", str(states[deployment]["state"])))
+     .execute())
+    return got["claimed"], got["breaker"]
 
 
 def _bounce(ctx: Context, env: Envelope, settings: Settings) -> None:
@@ -127,14 +155,6 @@ def _call(deployment: DeploymentConfig, settings: Settings, request: dict[str, A
         return Outcome(deployment, _ms_since(started), error=err)
     cost = pricing.cost_usd(deployment, provider.kind, result.usage)
     return Outcome(deployment, _ms_since(started), result=result, cost_usd=cost)
-
-
-def _feed_breaker(ctx: Context, env: Envelope, outcome: Outcome) -> None:
-    """Every worker's outcomes drive the one shared breaker (it logs and counts its transitions)."""
-    ctx.breakers.record(
-        outcome.deployment.name, ok=outcome.ok, kind=outcome.error.kind if outcome.error else None,
-        latency_s=outcome.latency_ms / 1000, probe=env.probe, ticket=env.ticket,
-    )
 
 
 def _decide_retry(ctx: Context, env: Envelope, outcome: Outcome) -> RetryDecision:
@@ -163,13 +183,16 @@ def _retry_chain(env: Envelope) -> list[str]:
 
 
 def _record(env: Envelope, outcome: Outcome, retry: RetryDecision | None) -> dict[str, Any] | None:
-    """Record the attempt and its effect on the job in one transaction (one write per attempt).
+    """Record the attempt and its effect on the job in one transaction, shared with the attempts other
+    threads finish at the same time (``worker.group_commit``).
 
     The (job, attempt number) key is unique: when a redelivered message ran the same attempt again,
     the second record is refused here and nothing is billed or stored twice.
     """
-    with session_scope() as db:
-        view = _record_success(db, env, outcome) if outcome.ok else _record_failure(db, env, outcome, retry)
+    if outcome.ok:
+        view = group_commit.write(lambda db: _record_success(db, env, outcome))
+    else:
+        view = group_commit.write(lambda db: _record_failure(db, env, outcome, retry))
     if view is None:
         log.warning("attempt %s of job %s was already recorded (redelivery) or the job had finished; "
                     "not recorded again", env.attempt, env.id)

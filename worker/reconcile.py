@@ -24,6 +24,7 @@ from shared.budget import Estimate, prompt_tokens
 from shared.config import Settings
 from shared.keys import Keys
 from shared.queues import Envelope
+from shared.redis_batch import ScriptCall
 from shared.redis_conn import sync_redis
 from worker.providers import ProviderCallError, ProviderResult, rate_limit_state
 
@@ -55,35 +56,39 @@ def _admitter(settings: Settings) -> Admitter:
     return adm
 
 
-def reconcile(env: Envelope, deployment: str, settings: Settings, *, result: ProviderResult | None = None,
-              error: ProviderCallError | None = None) -> None:
+def reconcile_calls(env: Envelope, deployment: str, settings: Settings, *, result: ProviderResult | None = None,
+                    error: ProviderCallError | None = None) -> list[ScriptCall]:
+    """Settle the attempt's reservation and sync the deployment's buckets to the provider's headers, as
+    script calls the worker sends in one round trip with the attempt's other end-of-attempt steps
+    (the calibration's occasional samples are taken here, at once)."""
     adm = _admitter(settings)
     rid = adm.reservation_id(env)
-    try:
-        if result is not None:
-            _settle_success(adm, env, deployment, result)
-        elif error is not None and error.kind in NOT_PROCESSED:
-            adm.store.release(rid)
-        else:  # it may have been processed: keep what was reserved
-            adm.store.settle(rid, {b.key: b.cost for b in adm.buckets(env, deployment, _reserved(env))})
-        headers = result.headers if result is not None else (error.headers if error is not None else {})
-        targets = adm.tree.header_targets(deployment, rate_limit_state(headers)) if headers else []
-        if targets:
-            adm.store.pull_down_many(targets)
-    except Exception:  # budgets heal by refill and expiry; never fail the recorded job over this
-        log.exception("could not reconcile the budget of job %s attempt %s", env.id, env.attempt)
+    if result is not None:
+        calls = [_settle_success(adm, env, deployment, result)]
+    elif error is not None and error.kind in NOT_PROCESSED:
+        calls = [adm.store.settle_call(rid, {})]
+    else:  # it may have been processed: keep what was reserved
+        calls = [adm.store.settle_call(rid, {b.key: b.cost for b in adm.buckets(env, deployment, _reserved(env))})]
+    headers = result.headers if result is not None else (error.headers if error is not None else {})
+    targets = adm.tree.header_targets(deployment, rate_limit_state(headers)) if headers else []
+    if (pull_down := adm.store.pull_down_call(targets)) is not None:
+        calls.append(pull_down)
+    return calls
 
 
-def _settle_success(adm: Admitter, env: Envelope, deployment: str, result: ProviderResult) -> None:
+def _settle_success(adm: Admitter, env: Envelope, deployment: str, result: ProviderResult) -> ScriptCall:
     used = Estimate(result.usage.input_tokens, result.usage.output_tokens)
     costs = adm.tree.settle_costs(deployment=deployment, lane=env.lane, tenant=env.tenant, feature=env.feature,
                                   reserved=_reserved(env), used=used)
-    adm.store.settle(adm.reservation_id(env), costs)
     model = adm.settings.deployment(deployment).model
-    if _calibration_due(model):
-        adm.calibrator.observe(model, prompt_tokens(env.request), used.input_tokens)
-    if adm.tree.provider_kind(deployment) != "openai":
-        adm.calibrator.observe_output(env.tenant, env.feature, model, used.output_tokens)
+    try:
+        if _calibration_due(model):
+            adm.calibrator.observe(model, prompt_tokens(env.request), used.input_tokens)
+        if adm.tree.provider_kind(deployment) != "openai":
+            adm.calibrator.observe_output(env.tenant, env.feature, model, used.output_tokens)
+    except Exception:  # a missed calibration sample costs nothing; the settlement must still go out
+        log.exception("could not record the calibration sample of job %s", env.id)
+    return adm.store.settle_call(adm.reservation_id(env), costs)
 
 
 def _reserved(env: Envelope) -> Estimate:

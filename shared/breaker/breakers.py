@@ -31,6 +31,7 @@ from prometheus_client import Counter
 from shared.breaker.lua import script
 from shared.config import BreakerConfig, Settings
 from shared.keys import Keys
+from shared.redis_batch import ScriptCall
 
 # Failures of the caller's own request: the deployment answered, correctly, so they are not evidence.
 CLIENT_ERROR_KINDS = frozenset({"bad_request", "auth", "not_found", "refusal", "cancelled"})
@@ -174,12 +175,19 @@ class Breakers:
                probe: bool = False, ticket: str = "", now: float | None = None) -> Recorded:
         """Feed one attempt's outcome. A probe passes its permit's ``ticket`` (or ``probe=True`` when
         the ticket was lost on the way: then the oldest probe slot is taken as this one)."""
+        call = self.record_call(deployment, ok=ok, kind=kind, latency_s=latency_s, probe=probe, ticket=ticket,
+                                now=now)
+        return call.run() if call is not None else Recorded(state="closed")
+
+    def record_call(self, deployment: str, *, ok: bool, kind: str | None = None, latency_s: float = 0.0,
+                    probe: bool = False, ticket: str = "", now: float | None = None) -> ScriptCall | None:
+        """``record`` as a script call to send in a batch with others (None: the breaker is off)."""
         cfg = self.config(deployment)
         if not cfg.enabled:
-            return Recorded(state="closed")
+            return None
         judged = verdict(cfg, ok=ok, kind=kind, latency_s=latency_s)
-        return self._feed(deployment, cfg, judged, ticket or (ANY_PROBE if probe else ""),
-                          "slow" if ok else kind or "failure", now)
+        return self._feed_call(deployment, cfg, judged, ticket or (ANY_PROBE if probe else ""),
+                               "slow" if ok else kind or "failure", now)
 
     def release(self, deployment: str, permit: Permit, *, now: float | None = None) -> None:
         """Give back a probe slot that was not used (e.g. the budget could not fit the job after all)."""
@@ -189,11 +197,17 @@ class Breakers:
 
     def _feed(self, deployment: str, cfg: BreakerConfig, judged: str, probe: str, kind: str,
               now: float | None) -> Recorded:
+        return self._feed_call(deployment, cfg, judged, probe, kind, now).run()  # type: ignore[no-any-return]
+
+    def _feed_call(self, deployment: str, cfg: BreakerConfig, judged: str, probe: str, kind: str,
+                   now: float | None) -> ScriptCall:
+        def parse(reply: Sequence[Any]) -> Recorded:
+            moves = _moves(deployment, reply[1:])
+            _announce(moves)
+            return Recorded(state=_text(reply[0]), transitions=moves)
+
         args = [_now_arg(now), *_config_args(cfg), judged, probe, kind]
-        reply = self._record(keys=self._keys(deployment), args=args)
-        moves = _moves(deployment, reply[1:])
-        _announce(moves)
-        return Recorded(state=_text(reply[0]), transitions=moves)
+        return ScriptCall(self._record, self._keys(deployment), args, parse)
 
     def state(self, deployment: str, *, now: float | None = None) -> dict[str, Any]:
         """One breaker as the admin endpoint shows it; reads only."""
@@ -202,15 +216,17 @@ class Breakers:
     def states(self, deployments: Iterable[str] | None = None, *, now: float | None = None) -> dict[str, Any]:
         """Several breakers (all configured ones by default) in one round trip; reads only."""
         names = list(self.configs if deployments is None else deployments)
-        if not names:
-            return {}
+        return self.states_call(names, now=now).run() if names else {}  # type: ignore[no-any-return]
+
+    def states_call(self, names: list[str], *, now: float | None = None) -> ScriptCall:
+        """``states`` of these breakers as a script call to send in a batch with others."""
         keys: list[str] = []
         args = [_now_arg(now)]
         for name in names:
             keys += self._keys(name)
             args += _config_args(self.config(name))
-        reply = self._state(keys=keys, args=args)
-        return {name: _view(raw) for name, raw in zip(names, reply, strict=True)}
+        return ScriptCall(self._state, keys, args,
+                          lambda reply: {name: _view(raw) for name, raw in zip(names, reply, strict=True)})
 
     def transitions(self, deployment: str, limit: int = 100) -> list[Transition]:
         """The last transitions of one breaker, newest first (at most 100 are kept)."""

@@ -30,6 +30,7 @@ import redis
 
 from shared.budget.lua import script
 from shared.keys import Keys
+from shared.redis_batch import ScriptCall
 
 EXPIRE_BATCH = 1000
 
@@ -136,10 +137,15 @@ class BudgetStore:
         False, and nothing changes, when the reservation is unknown, expired or already settled, so a
         redelivered attempt never refunds twice.
         """
+        return self.settle_call(reservation_id, actual, now=now).run()  # type: ignore[no-any-return]
+
+    def settle_call(self, reservation_id: str, actual: Mapping[str, float], *,
+                    now: float | None = None) -> ScriptCall:
+        """``settle`` as a script call to send in a batch with others."""
         args = [_now_arg(now), reservation_id]
         for key, cost in actual.items():
             args += [key, repr(float(cost))]
-        return int(self._settle(keys=self._record_keys + list(actual), args=args)) == 1
+        return ScriptCall(self._settle, self._record_keys + list(actual), args, lambda reply: int(reply) == 1)
 
     def release(self, reservation_id: str, *, now: float | None = None) -> bool:
         """Refund a reservation in full (the job was cancelled or never sent)."""
@@ -162,13 +168,20 @@ class BudgetStore:
     def pull_down_many(self, targets: Sequence[tuple[str, float, float, float]], *,
                        now: float | None = None) -> dict[str, float]:
         """``pull_down`` for several buckets (key, remaining, capacity, rate) in one call."""
+        call = self.pull_down_call(targets, now=now)
+        return call.run() if call is not None else {}
+
+    def pull_down_call(self, targets: Sequence[tuple[str, float, float, float]], *,
+                       now: float | None = None) -> ScriptCall | None:
+        """``pull_down_many`` as a script call to send in a batch with others (None: no targets)."""
         if not targets:
-            return {}
+            return None
         args = [_now_arg(now)]
         for _, remaining, capacity, rate in targets:
             args += [repr(float(remaining)), repr(float(capacity)), repr(float(rate))]
-        reply = self._pull_down(keys=[t[0] for t in targets], args=args)
-        return {t[0]: float(_text(v)) for t, v in zip(targets, reply, strict=True)}
+        keys = [t[0] for t in targets]
+        return ScriptCall(self._pull_down, keys,
+                          args, lambda reply: {k: float(_text(v)) for k, v in zip(keys, reply, strict=True)})
 
     def levels(self, buckets: Iterable[str | Bucket], *, now: float | None = None) -> dict[str, float]:
         """Levels refilled to now, changing nothing. A bucket never used is full: given a ``Bucket``

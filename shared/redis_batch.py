@@ -1,0 +1,79 @@
+"""Several Lua scripts and plain commands in one Redis round trip.
+
+The worker ends an attempt with five small steps (feed the breaker, settle the budget, pull it down
+to the provider's headers, drop the lease, wake the scheduler): five round trips of ~0.1 ms of CPU
+each on the client side. Sent as one pipeline they cost one. Scripts go as EVALSHA, not through
+redis-py's ``Script`` on a pipeline, which would add a SCRIPT EXISTS round trip to every batch; a
+script Redis forgot (it restarted) is loaded and run again on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One script invocation, ready to run alone or in a batch; ``parse`` turns its reply into a value."""
+
+    script: Script
+    keys: Sequence[str]
+    args: Sequence[Any]
+    parse: Callable[[Any], Any] = lambda reply: reply
+
+    def run(self) -> Any:
+        return self.parse(self.script(keys=list(self.keys), args=list(self.args)))
+
+
+class RedisBatch:
+    """Collect script calls and commands, then ``execute()`` them in one pipeline (not a transaction:
+    each step is atomic on its own, as it would be sent alone). Replies go to each step's callback."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._steps: list[tuple[ScriptCall | None, Callable[[Any], Any], Callable[[Any], None] | None]] = []
+
+    def script(self, call: ScriptCall | None, on_reply: Callable[[Any], None] | None = None) -> RedisBatch:
+        if call is not None:
+            self._steps.append((call, lambda pipe: pipe.evalsha(call.script.sha, len(call.keys), *call.keys,
+                                                                 *call.args), on_reply))
+        return self
+
+    def command(self, add: Callable[[Any], Any]) -> RedisBatch:
+        """``add(pipe)`` queues plain commands (e.g. ``lambda p: p.publish(channel, data)``)."""
+        self._steps.append((None, add, None))
+        return self
+
+    def execute(self) -> None:
+        """Run every step; the first error (after every step had its turn) is raised."""
+        if not self._steps:
+            return
+        counts: list[int] = []
+        with self.client.pipeline(transaction=False) as pipe:
+            for _, add, _ in self._steps:
+                before = len(pipe.command_stack)
+                add(pipe)
+                counts.append(len(pipe.command_stack) - before)
+            replies = pipe.execute(raise_on_error=False)
+        first_error: Exception | None = None
+        at = 0
+        for (call, _, on_reply), n in zip(self._steps, counts, strict=True):
+            mine, at = replies[at:at + n], at + n
+            try:
+                for reply in mine:
+                    if isinstance(reply, NoScriptError) and call is not None:
+                        reply = call.script(keys=list(call.keys), args=list(call.args))
+                    elif isinstance(reply, Exception):
+                        raise reply
+                    if call is not None and on_reply is not None:
+                        on_reply(call.parse(reply))
+            except Exception as exc:  # noqa: BLE001 - every step gets its turn; the first error is raised
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error

@@ -1,0 +1,95 @@
+"""Group commit: the attempts a worker finishes at about the same time are written in one transaction.
+
+Sixty-four threads finishing attempts would each pay a transaction of their own: BEGIN IMMEDIATE,
+the commit, and on SQLite a turn on the store's single writer lock, shared with the api and the
+scheduler. One writer thread takes whatever is waiting (up to ``MAX_GROUP``) and writes it together,
+so under load the cost per record falls with the group size, and when idle a record is written
+the moment it arrives (a thread hand-off, ~0.1 ms, is all it adds).
+
+A write that raises spoils its group's transaction: the group is then written again one by one, so
+only the faulty record fails, with its own exception, and every other record lands exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+
+from shared.db.session import session_scope
+
+log = logging.getLogger("gateway.worker")
+T = TypeVar("T")
+MAX_GROUP = 64
+
+Write = Callable[[Session], Any]
+
+
+class GroupCommit:
+    def __init__(self, scope: Callable[[], AbstractContextManager[Session]] = session_scope,
+                 max_group: int = MAX_GROUP) -> None:
+        self.scope = scope
+        self.max_group = max_group
+        self._queue: queue.SimpleQueue[tuple[Write, Future[Any]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._owner_pid: int | None = None
+
+    def write(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn(session)`` in a transaction shared with other waiting writes; its result, once committed."""
+        self._ensure_thread()
+        done: Future[T] = Future()
+        self._queue.put((fn, done))
+        return done.result()
+
+    def _ensure_thread(self) -> None:
+        if self._owner_pid == os.getpid():
+            return
+        with self._lock:  # started lazily, and again in a forked child (threads don't survive a fork)
+            if self._owner_pid != os.getpid():
+                self._queue = queue.SimpleQueue()
+                threading.Thread(target=self._run, name="group-commit", daemon=True).start()
+                self._owner_pid = os.getpid()
+
+    def _run(self) -> None:
+        while True:
+            group = [self._queue.get()]
+            while len(group) < self.max_group:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._write_group(group)
+
+    def _write_group(self, group: list[tuple[Write, Future[Any]]]) -> None:
+        try:
+            with self.scope() as db:
+                results = [fn(db) for fn, _ in group]
+        except Exception:  # noqa: BLE001 - one bad write: retry them one by one so only it fails
+            if len(group) == 1:
+                self._write_alone(*group[0])
+                return
+            log.info("a group of %d writes failed; writing them one by one", len(group))
+            for fn, done in group:
+                self._write_alone(fn, done)
+            return
+        for (_, done), result in zip(group, results, strict=True):
+            done.set_result(result)
+
+    def _write_alone(self, fn: Write, done: Future[Any]) -> None:
+        try:
+            with self.scope() as db:
+                result = fn(db)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which raises it
+            done.set_exception(exc)
+        else:
+            done.set_result(result)
+
+
+group_commit = GroupCommit()
