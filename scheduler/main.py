@@ -34,7 +34,7 @@ from shared.leases import AttemptLeases
 from shared.queues import Envelope, WaitingQueues
 from shared.redis_conn import sync_redis
 from shared.signals import announce
-from worker.celery_app import send_attempt
+from worker.celery_app import send_attempts
 
 log = logging.getLogger("gateway.scheduler")
 
@@ -92,8 +92,7 @@ class Scheduler:
         self._sweep()
         self.reconciler.maybe_run()
         result = self.policy.run_round(BATCH, time.time())  # promotes due retries first
-        for env in self.record(result):
-            send_attempt(env)
+        send_attempts(self.record(result))
         return result
 
     def record(self, result: Round) -> list[Envelope]:
