@@ -33,5 +33,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (chat, messages, jobs, admin, health):
         app.include_router(module.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes,
+                       batch_max_bytes=settings.api.max_batch_body_bytes)
     return app

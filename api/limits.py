@@ -1,4 +1,7 @@
-"""Refuse oversized bodies before they are read into memory (413, not a 500 or a stalled worker)."""
+"""Refuse oversized bodies before they are read into memory (413, not a 500 or a stalled worker).
+
+Bulk submits (``/v1/jobs/batch``) carry thousands of jobs in one body and get a limit of their own.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +15,24 @@ Scope = dict[str, Any]
 class BodySizeLimit:
     """Pure ASGI middleware: checks Content-Length up front and counts chunked bodies as they come."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    BATCH_PATH = "/v1/jobs/batch"
+
+    def __init__(self, app: Any, max_bytes: int, batch_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.batch_max_bytes = batch_max_bytes or max_bytes
+
+    def limit_for(self, path: str) -> int:
+        return self.batch_max_bytes if path.startswith(self.BATCH_PATH) else self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, send, limit)
             return
         seen = 0
 
@@ -30,17 +40,17 @@ class BodySizeLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
+            if seen > limit:
                 raise _TooLarge
             return message  # type: ignore[no-any-return]
 
         try:
             await self.app(scope, counting_receive, send)
         except _TooLarge:
-            await self._reject(scope, send)
+            await self._reject(scope, send, limit)
 
-    async def _reject(self, scope: Scope, send: Any) -> None:
-        message = f"Request body is larger than the gateway's limit of {self.max_bytes} bytes."
+    async def _reject(self, scope: Scope, send: Any, limit: int) -> None:
+        message = f"Request body is larger than the gateway's limit of {limit} bytes."
         if scope["path"].startswith("/v1/messages"):
             body = {"type": "error", "error": {"type": "request_too_large", "message": message}}
         else:

@@ -7,31 +7,37 @@ Redis refuses the hand-off, the job is failed with the reason rather than left h
 Per submit: one Redis round trip reads the auth epoch and the queues together; a key seen lately
 is trusted from the in-process ``KeyCache`` when the epoch has not changed (no SQL read). A fast-lane
 job is reserved first, under an id chosen up front, and inserted already admitted (one statement).
+
+A bulk submit (``submit_many``) pays per batch what a submit pays per job: two Redis round trips
+before, one SQL transaction (one SELECT of the idempotency keys, one executemany INSERT) and one
+Redis pipeline after; per item only the token estimate and the envelope are built.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
-from shared.admission import Admitter, QueueState
+from shared.admission import Admitter, QueueState, lanes_at_or_above
 from shared.config import Lane, Settings
 from shared.db import jobs
 from shared.db.ids import new_job_id
 from shared.db.session import session_scope
 from shared.db.tenants import KeyCache, auth_epoch_key, authenticate, hash_key
-from shared.errors import GatewayError
+from shared.errors import GatewayError, InvalidRequest, Overloaded
 from shared.keys import Keys
 from shared.leases import AttemptLeases
 from shared.queues import Envelope, WaitingQueues
 from shared.redis_conn import sync_redis
 from shared.routing import chain_for
-from shared.schemas import ChatRequest, JobTags
+from shared.schemas import ChatRequest, JobRequest, JobTags
 from worker.celery_app import send_attempt
 
 log = logging.getLogger("gateway.api")
@@ -47,6 +53,12 @@ class Unavailable(GatewayError):
 class Submitted:
     view: dict[str, Any]
     created: bool
+
+
+@dataclass
+class BatchSubmitted:
+    views: list[dict[str, Any]]  # in the order of the batch's items
+    created: int  # how many of them are new (the rest repeat an idempotency key)
 
 
 class Gateway:
@@ -158,6 +170,103 @@ class Gateway:
             raise Unavailable("The gateway's queue (Redis) is unavailable; the job was not accepted. "
                               "Retry shortly.") from exc
 
+    # -- bulk jobs ---------------------------------------------------------------------------------
+
+    def submit_many(self, api_key: str, items: Sequence[JobRequest]) -> BatchSubmitted:
+        """Accept a batch all or nothing: every item is checked, and the batch shed as a whole, before
+        anything is written. Every new job is queued for the scheduler, even an interactive one."""
+        _refuse_repeated_keys(items)
+        tenant = self.tenant_for(api_key)
+        envs = [self._bulk_envelope(tenant, index, item) for index, item in enumerate(items)]
+        self._shed_batch(tenant, envs, self._queue_states(tenant, {env.lane for env in envs}))
+        rows = [jobs.NewJob(env.id, env.feature, env.lane, item.task, env.model, env.request,
+                            datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.estimate)
+                for env, item in zip(envs, items, strict=True)]
+        with session_scope() as db:
+            results = jobs.create_jobs(db, tenant, rows)
+        created = [env for env, (_, new) in zip(envs, results, strict=True) if new]
+        enqueued_at = time.time()
+        for env in created:
+            env.enqueued_at = enqueued_at
+        self._hand_off_many(created)
+        return BatchSubmitted([view for view, _ in results], len(created))
+
+    def _bulk_envelope(self, tenant: str, index: int, item: JobRequest) -> Envelope:
+        """The item's envelope with its estimate (``prepare``, once); errors name the item."""
+        try:
+            lane = self.settings.lane_for(tenant, item.feature, item.priority)
+            env = Envelope(
+                id=new_job_id(), tenant=tenant, feature=item.feature, lane=lane, model=item.model,
+                chain=chain_for(self.settings, item.model), request=item.payload(),
+                deadline=item.tags().deadline_at(self.settings.lanes[lane].deadline_s).timestamp(),
+            )
+            self.admitter.prepare(env)
+        except (InvalidRequest, Overloaded) as exc:
+            raise _for_item(index, exc) from exc
+        return env
+
+    def _queue_states(self, tenant: str, lanes: Iterable[str]) -> dict[str, QueueState]:
+        """The tenant's queues in each of ``lanes``, read in one round trip."""
+        spans = []
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for lane in lanes:
+                    start = len(pipe)
+                    QueueState.queue_reads(pipe, self.keys, lane, tenant)
+                    spans.append((lane, start, len(pipe)))
+                replies = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            raise Unavailable("The gateway's queue (Redis) is unavailable; the jobs were not accepted. "
+                              "Retry shortly.") from exc
+        return {lane: QueueState.parse(replies[start:end]) for lane, start, end in spans}
+
+    def _shed_batch(self, tenant: str, envs: list[Envelope], queues: dict[str, QueueState]) -> None:
+        """429 for the whole batch unless all of it fits: the tenant's queue cap counts every job of
+        the batch, and each job must start before its deadline behind the work ahead of it there,
+        the batch's own jobs included (its earlier jobs in the lane, all of it in lanes above)."""
+        if not self.settings.admission.enabled:
+            return
+        per_lane = Counter(env.lane for env in envs)
+        for lane, count in per_lane.items():
+            self._check_room(tenant, lane, count, queues[lane], next(e for e in envs if e.lane == lane))
+        batch_tokens: Counter[str] = Counter()
+        for env in envs:
+            batch_tokens[env.lane] += env.estimate
+        earlier: Counter[str] = Counter()
+        for index, env in enumerate(envs):
+            above = sum(batch_tokens[lane] for lane in lanes_at_or_above(env.lane) if lane != env.lane)
+            state = queues[env.lane]
+            ahead = QueueState(state.interactive_waiting, state.depth, state.tokens_ahead + above + earlier[env.lane])
+            try:
+                self.admitter.check_queue(env, ahead)
+            except Overloaded as exc:
+                raise _for_item(index, exc) from exc
+            earlier[env.lane] += env.estimate
+
+    def _check_room(self, tenant: str, lane: str, count: int, state: QueueState, sample: Envelope) -> None:
+        """``check_queue``'s queue cap for ``count`` jobs at once (its Retry-After, too)."""
+        cap = self.settings.lanes[lane].max_queue_per_tenant  # type: ignore[index]
+        if state.depth + count <= cap:
+            return
+        rate = self.admitter.token_rate(sample)
+        retry_after = max(1.0, state.tokens_ahead / rate) if rate else 60.0
+        raise Overloaded(
+            f"Tenant {tenant!r} has {state.depth} jobs waiting in the {lane} lane and this batch adds {count}, "
+            f"over the limit of {cap}; nothing was queued. Retry after {retry_after:.0f}s, or send at most "
+            f"{max(0, cap - state.depth)} jobs for this lane.", retry_after=retry_after, code="queue_full",
+            param="jobs")
+
+    def _hand_off_many(self, envs: list[Envelope]) -> None:
+        """Push the committed jobs in one pipeline; if Redis refuses, fail them all (one UPDATE)."""
+        try:
+            self.queues.push_many(envs)
+        except (redis.RedisError, OSError) as exc:
+            log.error("could not queue %d jobs of a batch: %s", len(envs), exc)
+            with session_scope() as db:
+                jobs.fail_jobs(db, [env.id for env in envs], {"type": "queue_unavailable", "message": str(exc)})
+            raise Unavailable("The gateway's queue (Redis) is unavailable; the jobs were not accepted. "
+                              "Retry shortly.") from exc
+
     def get(self, api_key: str, job_id: str) -> dict[str, Any]:
         tenant = self.tenant_for(api_key)
         with session_scope(readonly=True) as db:
@@ -181,3 +290,27 @@ class Gateway:
         with session_scope(readonly=True) as db:
             job = jobs.get_job_any(db, job_id)
             return jobs.job_view(job) if job is not None else None
+
+
+def _refuse_repeated_keys(items: Sequence[JobRequest]) -> None:
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        key = item.idempotency_key
+        if key is None:
+            continue
+        if key in first:
+            raise InvalidRequest(
+                f"jobs.{index}.idempotency_key: {key!r} is also the key of jobs.{first[key]}; every job of "
+                "a batch needs its own key. Nothing of this batch was accepted.",
+                param=f"jobs.{index}.idempotency_key")
+        first[key] = index
+
+
+def _for_item(index: int, exc: InvalidRequest | Overloaded) -> GatewayError:
+    """The error of one item, naming it (``jobs.<i>``): what refuses one job refuses its batch. A bad
+    item is a 400 whatever its single-job status (an unknown model is a 404 on ``POST /v1/jobs``)."""
+    param = f"jobs.{index}.{exc.param}" if exc.param else f"jobs.{index}"
+    message = f"{param}: {exc.message} Nothing of this batch was accepted."
+    if isinstance(exc, Overloaded):
+        return Overloaded(message, retry_after=exc.retry_after, code=exc.code, param=param)
+    return InvalidRequest(message, param=param, code=exc.code)

@@ -137,6 +137,9 @@ class ApiConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    max_batch_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="body limit of POST /v1/jobs/batch")
+    max_batch_jobs: int = Field(1000, gt=0, le=10_000, description="jobs per POST /v1/jobs/batch; the cap "
+                                "keeps each batch's SQL IN lists under every backend's bind-parameter limit")
     max_sync_wait_s: float = Field(600.0, gt=0)
     page_size_max: int = Field(500, gt=0)
     admin_key_env: str = "GATEWAY_ADMIN_KEY"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 Priority = Literal["interactive", "standard", "batch"]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -60,6 +60,12 @@ class ChatRequest(BaseModel):
         return self.max_completion_tokens or self.max_tokens
 
 
+def _positive_deadline(value: datetime | float | None) -> datetime | float | None:
+    if isinstance(value, int | float) and value <= 0:
+        raise ValueError("deadline in seconds must be positive")
+    return value
+
+
 class JobTags(BaseModel):
     """How the native API and the headers tag a job (the tenant always comes from the API key)."""
 
@@ -80,12 +86,7 @@ class JobTags(BaseModel):
         deadline = self.deadline if self.deadline.tzinfo else self.deadline.replace(tzinfo=UTC)
         return deadline
 
-    @field_validator("deadline")
-    @classmethod
-    def _deadline_in_future(cls, value: datetime | float | None) -> datetime | float | None:
-        if isinstance(value, int | float) and value <= 0:
-            raise ValueError("deadline in seconds must be positive")
-        return value
+    _deadline_in_future = field_validator("deadline")(_positive_deadline)
 
 
 class JobRequest(ChatRequest):
@@ -97,6 +98,9 @@ class JobRequest(ChatRequest):
     deadline: datetime | float | None = None
     idempotency_key: str | None = Field(None, min_length=1, max_length=255)
 
+    # Checked here too, so a bad deadline is a 400 naming the field, not an error in tags() later.
+    _deadline_in_future = field_validator("deadline")(_positive_deadline)
+
     def tags(self) -> JobTags:
         return JobTags(feature=self.feature, priority=self.priority, task=self.task,
                        deadline=self.deadline, idempotency_key=self.idempotency_key)
@@ -105,3 +109,31 @@ class JobRequest(ChatRequest):
         data = self.model_dump(exclude={"feature", "priority", "task", "deadline", "idempotency_key"},
                                exclude_none=True)
         return ChatRequest.model_validate(data)
+
+    def payload(self) -> dict[str, Any]:
+        """``self.chat().provider_payload()`` without validating the chat request a second time."""
+        return self.model_dump(exclude_none=True, exclude=_NOT_IN_PAYLOAD)
+
+
+# The job's tags, and what ``provider_payload`` leaves out.
+_NOT_IN_PAYLOAD = {"feature", "priority", "task", "deadline", "idempotency_key", "stream", "stream_options",
+                   "metadata"}
+
+
+class JobBatchRequest(BaseModel):
+    """``POST /v1/jobs/batch``: up to ``api.max_batch_jobs`` jobs, each exactly what ``POST /v1/jobs`` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobRequest] = Field(min_length=1)
+
+    # Validate with ``context={"max_jobs": n}``: the count is checked before any item is, so an
+    # oversized batch costs a JSON parse, not thousands of item validations.
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _at_most_max_jobs(cls, value: Any, info: ValidationInfo) -> Any:
+        limit = (info.context or {}).get("max_jobs")
+        if limit is not None and isinstance(value, list) and len(value) > limit:
+            raise ValueError(f"a batch holds at most {limit} jobs, this one has {len(value)}; "
+                             "split it into several requests")
+        return value

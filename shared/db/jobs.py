@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Row, Table, bindparam, case, delete, func, select, update
+from sqlalchemy import CursorResult, Row, Table, and_, bindparam, case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -29,7 +30,8 @@ from shared.errors import Conflict, InvalidRequest, NotFound
 
 __all__ = [
     "LANES", "OPEN_STATUSES", "STATUSES", "TERMINAL_STATUSES", "MAX_PAGE_SIZE",
-    "create_job", "get_job", "get_job_any", "list_jobs", "cancel_job", "mark_admitted", "return_to_queue",
+    "NewJob", "create_job", "create_jobs", "fail_jobs", "get_job", "get_job_any", "list_jobs", "cancel_job",
+    "mark_admitted", "return_to_queue",
     "start_attempt", "finish_attempt", "record_attempt", "list_attempts", "complete_job", "expire_job", "overdue_jobs",
     "job_view",
 ]
@@ -106,6 +108,36 @@ def _check_choice(value: str, allowed: Iterable[str], param: str) -> None:
         raise InvalidRequest(f"unknown {param} {value!r}; use one of {', '.join(allowed)}", param=param)
 
 
+@dataclass(frozen=True)
+class NewJob:
+    """One job of a bulk submit, as ``create_jobs`` inserts it (always queued: the scheduler admits it)."""
+
+    job_id: str
+    feature: str
+    lane: str
+    task: str | None
+    model: str
+    request: dict[str, Any]
+    deadline: datetime
+    idempotency_key: str | None
+    estimate_tokens: int | None = None
+
+
+def _new_job_values(tenant_id: str, job: NewJob, now: datetime, *,
+                    admitted_deployment: str | None = None) -> dict[str, Any]:
+    """Every column of a new job's row but ``result`` and ``error`` (SQL NULL until it ends);
+    ``create_job`` and ``create_jobs`` both build their rows here, so the two stay identical."""
+    admitted = admitted_deployment is not None
+    return dict(
+        id=job.job_id, tenant_id=tenant_id, feature=job.feature, lane=job.lane, task=job.task, model=job.model,
+        status="admitted" if admitted else "queued", request=job.request, deadline=job.deadline,
+        idempotency_key=job.idempotency_key, estimate_tokens=job.estimate_tokens, deployment=admitted_deployment,
+        model_used=None, tokens_in=0, tokens_out=0, cost_usd=0.0, cache_status="miss",
+        queued_ms=0 if admitted else None, attempts=0, created_at=now, admitted_at=now if admitted else None,
+        finished_at=None, updated_at=now,
+    )
+
+
 def create_job(
     session: Session, *, tenant_id: str, feature: str, lane: str, task: str | None, model: str,
     request: dict[str, Any], deadline: datetime, idempotency_key: str | None,
@@ -126,13 +158,9 @@ def create_job(
         if existing.created_at > now - IDEMPOTENCY_WINDOW:
             return _repeat_of(existing, request)
         _retire_key(session, existing.id)  # older than the window: the key is free again
-    admitted = admitted_deployment is not None
-    values: dict[str, Any] = dict(
-        id=job_id or new_job_id(), tenant_id=tenant_id, feature=feature, lane=lane, task=task, model=model,
-        status="admitted" if admitted else "queued", request=request, deadline=deadline, idempotency_key=key,
-        estimate_tokens=estimate_tokens, deployment=admitted_deployment, model_used=None, tokens_in=0,
-        tokens_out=0, cost_usd=0.0, cache_status="miss", queued_ms=0 if admitted else None, attempts=0,
-        created_at=now, admitted_at=now if admitted else None, finished_at=None, updated_at=now,
+    values = _new_job_values(
+        tenant_id, NewJob(job_id or new_job_id(), feature, lane, task, model, request, deadline, key, estimate_tokens),
+        now, admitted_deployment=admitted_deployment,
     )
     inserted = session.execute(_create_statement(_dialect(session)), {f"n_{k}": v for k, v in values.items()})
     if inserted.first() is None:
@@ -143,6 +171,123 @@ def create_job(
     make_transient_to_detached(job)  # persistent as if just loaded: no SELECT, later changes flush
     session.add(job)
     return job, True
+
+
+@lru_cache(maxsize=4)
+def _bulk_create_statement(dialect: str) -> Any:
+    """A plain multi-row INSERT: SQLAlchemy sends an executemany of it as a few multi-VALUES
+    statements with RETURNING ("insertmanyvalues"); a row whose key was taken meanwhile is skipped."""
+    return _INSERTS[dialect](_JOBS).on_conflict_do_nothing().returning(_JOBS.c.id)
+
+
+def create_jobs(session: Session, tenant_id: str, rows: Sequence[NewJob]) -> list[tuple[dict[str, Any], bool]]:
+    """Persist many queued jobs with one SELECT and one executemany INSERT; (view, created) in ``rows`` order.
+
+    A row whose idempotency key the tenant used within the window gets that job's view back
+    (``created`` False), as in ``create_job``; keys older than the window are freed first (one
+    UPDATE). A key reused with a different request is a Conflict naming the row as ``jobs.<i>``.
+    Keys must be distinct within ``rows`` (the caller refuses duplicates before).
+    """
+    for row in rows:
+        _check_choice(row.lane, LANES, "priority")
+    now = utcnow()
+    used = _keys_in_use(session, tenant_id, [r.idempotency_key for r in rows if r.idempotency_key], now)
+    views: list[tuple[dict[str, Any], bool] | None] = [None] * len(rows)
+    fresh: list[tuple[int, dict[str, Any]]] = []
+    for i, row in enumerate(rows):
+        if row.idempotency_key is not None and (existing := used.get(row.idempotency_key)) is not None:
+            views[i] = (job_view(_repeat_at(i, existing, row.request)), False)
+        else:
+            fresh.append((i, _new_job_values(tenant_id, row, now)))
+    inserted: set[str] = set()
+    if fresh:
+        result = session.execute(_bulk_create_statement(_dialect(session)), [values for _, values in fresh])
+        inserted = set(result.scalars())
+    winners = _winners(session, tenant_id, [v["idempotency_key"] for _, v in fresh if v["id"] not in inserted])
+    for i, values in fresh:
+        if values["id"] in inserted:
+            views[i] = (job_view(_JobRow(**values, result=None, error=None)), True)
+        else:  # a concurrent request took the key between the SELECT and the INSERT (PostgreSQL)
+            views[i] = (job_view(_repeat_at(i, winners[values["idempotency_key"]], rows[i].request)), False)
+    return [v for v in views if v is not None]
+
+
+def _keys_in_use(session: Session, tenant_id: str, keys: list[str], now: datetime) -> dict[str, Job]:
+    """The tenant's jobs holding any of ``keys`` within the window, in one SELECT that also proves
+    the tenant exists (NotFound otherwise); keys past the window are freed in one UPDATE."""
+    query = (select(_TENANTS.c.id, Job).select_from(_TENANTS)
+             .outerjoin(Job, and_(Job.tenant_id == _TENANTS.c.id, Job.idempotency_key.in_(keys)))
+             .where(_TENANTS.c.id == tenant_id).execution_options(populate_existing=True))
+    found = session.execute(query).all()
+    if not found:
+        raise NotFound(f"tenant {tenant_id!r} does not exist")
+    held = [job for _, job in found if job is not None]
+    expired = [job.id for job in held if job.created_at <= now - IDEMPOTENCY_WINDOW]
+    if expired:
+        session.execute(update(Job).where(Job.id.in_(expired)).values(idempotency_key=None)
+                        .execution_options(synchronize_session=False))
+    return {job.idempotency_key: job for job in held if job.id not in expired and job.idempotency_key}
+
+
+def _winners(session: Session, tenant_id: str, keys: list[str]) -> dict[str, Job]:
+    """The jobs that took ``keys`` first (only a row with a key can be skipped by the INSERT)."""
+    if not keys:
+        return {}
+    query = select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key.in_(keys))
+    return {job.idempotency_key: job for job in session.scalars(query.execution_options(populate_existing=True))
+            if job.idempotency_key}
+
+
+def _repeat_at(index: int, job: Job, request: dict[str, Any]) -> Job:
+    try:
+        return _repeat_of(job, request)[0]
+    except Conflict as exc:
+        exc.param = f"jobs.{index}.idempotency_key"
+        exc.message = f"{exc.param}: {exc.message}"
+        exc.args = (exc.message,)
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class _JobRow:
+    """What ``job_view`` reads, for a job just inserted in bulk (an ORM Job costs more to build)."""
+
+    id: str
+    tenant_id: str
+    feature: str
+    lane: str
+    task: str | None
+    model: str
+    status: str
+    request: dict[str, Any]
+    deadline: datetime
+    idempotency_key: str | None
+    estimate_tokens: int | None
+    deployment: str | None
+    model_used: str | None
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    cache_status: str
+    queued_ms: int | None
+    attempts: int
+    created_at: datetime
+    admitted_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+
+
+def fail_jobs(session: Session, job_ids: Sequence[str], error: dict[str, Any]) -> int:
+    """Fail every listed job still open, in one UPDATE (bulk jobs the queue never received)."""
+    if not job_ids:
+        return 0
+    now = utcnow()
+    stmt = (update(Job).where(Job.id.in_(list(job_ids)), Job.status.in_(OPEN_STATUSES))
+            .values(status="failed", error=error, finished_at=now, updated_at=now)
+            .execution_options(synchronize_session=False))
+    return cast(CursorResult[Any], session.execute(stmt)).rowcount
 
 
 def get_job_any(session: Session, job_id: str) -> Job | None:
@@ -406,7 +551,7 @@ def _unix(moment: datetime | None) -> int | None:
     return int(moment.timestamp()) if moment else None
 
 
-def job_view(job: Job | Row[Any]) -> dict[str, Any]:
+def job_view(job: Job | Row[Any] | _JobRow) -> dict[str, Any]:
     """The public JSON of a job, as the native jobs API returns it."""
     return {
         "id": job.id,
