@@ -1,13 +1,14 @@
 """What the gateway adds to a call, and how many jobs per second flow through the whole path.
 
-    .venv/bin/python ops/bench_gateway.py [--rate 100] [--seconds 20] [--jobs 3000]
+    .venv/bin/python ops/bench_gateway.py [--rate 100] [--seconds 20] [--jobs 3000] [--bulk-jobs 6000]
 
 Starts its own simulator (zero latency), worker, scheduler and api on free ports with a private
 Redis prefix and a temp SQLite file, then measures, in one run:
 
 1. Added latency on the fast lane: pairs of calls (direct to the simulator, then the same request
    through the gateway) at a fixed open-loop rate; prints median and p99 of the per-pair difference.
-2. Throughput: N async jobs submitted at once (batch lane), time until the last one succeeded.
+2. Throughput: N async jobs submitted at once (batch lane), time until the last one succeeded; once
+   with one request per job, once in bulk (POST /v1/jobs/batch), as an overnight batch would send them.
 
 Both phases also print the CPU time each process (children included) spent per request or job,
 read from /proc before and after: where the cores go, whatever the wall-clock numbers say.
@@ -215,30 +216,45 @@ async def added_latency(stack: Stack, key: str, rate: float, seconds: float) -> 
             "added_p90": pct(diffs, 0.90), "added_p99": pct(diffs, 0.99)}
 
 
-async def throughput(stack: Stack, key: str, jobs: int, concurrency: int = 64) -> dict[str, Any]:
+async def throughput(stack: Stack, key: str, jobs: int, bulk: int = 0, concurrency: int = 64) -> dict[str, Any]:
+    """``jobs`` batch-lane jobs submitted at once (one request each, or ``bulk`` per POST /v1/jobs/batch);
+    time until the last one succeeded."""
     client = httpx.AsyncClient(base_url=stack.api_url, timeout=60, headers={"Authorization": f"Bearer {key}"},
                                limits=httpx.Limits(max_connections=concurrency))
     feature = f"bench-{uuid.uuid4().hex[:6]}"
     sem = asyncio.Semaphore(concurrency)
     ids: list[str] = []
 
+    def job(i: int) -> dict[str, Any]:
+        return {**PAYLOAD, "feature": feature, "priority": "batch",
+                "messages": [{"role": "user", "content": f"job {i}"}]}
+
+    async def post(path: str, body: dict[str, Any]) -> httpx.Response:
+        for retry in range(3):  # a keep-alive connection the server just closed: send again
+            try:
+                r = await client.post(path, json=body)
+                break
+            except httpx.TransportError:
+                if retry == 2:
+                    raise
+        r.raise_for_status()
+        return r
+
     async def submit(i: int) -> None:
         async with sem:
-            body = {**PAYLOAD, "feature": feature, "priority": "batch",
-                    "messages": [{"role": "user", "content": f"job {i}"}]}
-            for retry in range(3):  # a keep-alive connection the server just closed: send again
-                try:
-                    r = await client.post("/v1/jobs", json=body)
-                    break
-                except httpx.TransportError:
-                    if retry == 2:
-                        raise
-            r.raise_for_status()
-            ids.append(r.json()["id"])
+            ids.append((await post("/v1/jobs", job(i))).json()["id"])
+
+    async def submit_bulk(first: int) -> None:
+        async with sem:
+            body = {"jobs": [job(i) for i in range(first, min(jobs, first + bulk))]}
+            ids.extend(view["id"] for view in (await post("/v1/jobs/batch", body)).json()["data"])
 
     cpu_before = stack.cpu_seconds()
     start = time.perf_counter()
-    await asyncio.gather(*[submit(i) for i in range(jobs)])
+    if bulk:
+        await asyncio.gather(*[submit_bulk(i) for i in range(0, jobs, bulk)])
+    else:
+        await asyncio.gather(*[submit(i) for i in range(jobs)])
     submitted = time.perf_counter() - start
     while True:
         done = _count_in_store(stack.database_url, feature)
@@ -249,7 +265,7 @@ async def throughput(stack: Stack, key: str, jobs: int, concurrency: int = 64) -
     cpu = cpu_ms_per_job(cpu_before, stack.cpu_seconds(), done)
     done = await _count(client, feature)  # the same answer through the API, as a user would see it
     await client.aclose()
-    return {"jobs": jobs, "done": done, "submit_rate": jobs / submitted, "jobs_per_s": done / elapsed,
+    return {"jobs": jobs, "bulk": bulk, "done": done, "submit_rate": jobs / submitted, "jobs_per_s": done / elapsed,
             "elapsed_s": elapsed, "cpu_ms": cpu}
 
 
@@ -292,7 +308,7 @@ def _cpu_line(cpu: dict[str, float], unit: str) -> str:
     return f"  CPU ms per {unit}: {parts} | total {sum(cpu.values()):.2f}"
 
 
-def _report(args: argparse.Namespace, lat: dict[str, Any] | None, thr: dict[str, Any] | None) -> None:
+def _report(args: argparse.Namespace, lat: dict[str, Any] | None, thr: list[dict[str, Any]]) -> None:
     print(f"command: {' '.join(sys.argv)}")
     print(f"result store: {'PostgreSQL' if args.database_url else 'SQLite (temp file)'}")
     if lat is not None:
@@ -302,19 +318,22 @@ def _report(args: argparse.Namespace, lat: dict[str, Any] | None, thr: dict[str,
         print(f"  added p50 {lat['added_p50']:.2f} ms | p90 {lat['added_p90']:.2f} ms | "
               f"p99 {lat['added_p99']:.2f} ms   (targets: p50 <= 5 ms, p99 <= 20 ms)")
         print(_cpu_line(lat["cpu_ms"], "pair (the direct call is the simulator's share)"))
-    if thr is not None:
-        print(f"throughput, {thr['jobs']:.0f} async batch jobs, {args.workers} worker x {args.concurrency} "
-              "threads:")
-        print(f"  {thr['done']:.0f} succeeded in {thr['elapsed_s']:.1f}s = {thr['jobs_per_s']:.0f} jobs/s end to "
-              f"end (submit rate {thr['submit_rate']:.0f}/s; target >= 300 jobs/s)")
-        print(_cpu_line(thr["cpu_ms"], "job"))
+    for t in thr:
+        how = f"POST /v1/jobs/batch, {t['bulk']} per request" if t["bulk"] else "POST /v1/jobs, one per request"
+        print(f"throughput, {t['jobs']:.0f} async batch jobs ({how}), {args.workers} worker x "
+              f"{args.concurrency} threads:")
+        print(f"  {t['done']:.0f} succeeded in {t['elapsed_s']:.1f}s = {t['jobs_per_s']:.0f} jobs/s end to "
+              f"end (submit rate {t['submit_rate']:.0f}/s; target >= 300 jobs/s)")
+        print(_cpu_line(t["cpu_ms"], "job"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=100.0, help="request pairs per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="latency phase length (0 skips it)")
-    parser.add_argument("--jobs", type=int, default=3000, help="throughput phase jobs (0 skips it)")
+    parser.add_argument("--jobs", type=int, default=3000, help="throughput phase jobs, one request each (0 skips)")
+    parser.add_argument("--bulk-jobs", type=int, default=6000, help="throughput phase jobs sent in bulk (0 skips)")
+    parser.add_argument("--bulk-size", type=int, default=500, help="jobs per POST /v1/jobs/batch")
     parser.add_argument("--workers", type=int, default=1, help="Celery worker processes")
     parser.add_argument("--concurrency", type=int, default=64, help="threads per worker")
     parser.add_argument("--database-url", help="result store (default: a temp SQLite file); "
@@ -323,13 +342,15 @@ def main() -> None:
     if args.database_url:
         _create_pg_database(args.database_url)
     stack = Stack(args.workers, args.concurrency, args.database_url)
-    lat = thr = None
+    lat, thr = None, []
     try:
         key = stack.start()
         if args.seconds > 0:
             lat = asyncio.run(added_latency(stack, key, args.rate, args.seconds))
         if args.jobs > 0:
-            thr = asyncio.run(throughput(stack, key, args.jobs))
+            thr.append(asyncio.run(throughput(stack, key, args.jobs)))
+        if args.bulk_jobs > 0:
+            thr.append(asyncio.run(throughput(stack, key, args.bulk_jobs, bulk=args.bulk_size)))
     finally:
         stack.stop()
     _report(args, lat, thr)
