@@ -11,8 +11,9 @@
 - drain time: storm until the last backlog job ended, against backlog tokens / TPM, and against
   backlog tokens / (TPM - the copilot's average use), the best any scheduler could do while the
   copilot runs;
-- fairness: Jain's index of the tokens each summarizer got accepted while all of them competed for
-  a spent meter: from the end of the burst until the first of them had its last job accepted.
+- fairness: Jain's index of the tokens each summarizer got accepted while they competed for a spent
+  meter: from the end of the burst until the first of them had its last job accepted. A backlog
+  accepted whole from the idle burst (it arrived first) never competed and is left out.
 """
 
 from __future__ import annotations
@@ -154,19 +155,23 @@ def _utilisation(obs: Observed, scenario: Scenario, end: float | None) -> dict[s
 
 
 def _fairness(calls: list[Call], obs: Observed, scenario: Scenario) -> dict[str, Any]:
-    tenants = list(scenario.batch_plan)
+    """Among the summarizers still waiting when the burst was spent: a backlog that arrived first and
+    was accepted whole from the idle burst never competed, and is listed apart (``done_in_burst``)."""
     by_tenant: dict[str, list[Call]] = defaultdict(list)
     for c in calls:
         if c.feature == SUMMARIZER:
             by_tenant[c.tenant].append(c)
     start = burst_spent_at(obs)
-    ends = [max((c.accepted or c.done or obs.ended_at) for c in by_tenant[t]) for t in tenants if by_tenant[t]]
-    if len(ends) < len(tenants) or min(ends) <= start:
-        return {"window_s": None, "jain": None, "tokens": {}}
-    end = min(ends)
+    last = {t: max((c.accepted or c.done or obs.ended_at) for c in by_tenant[t])
+            for t in scenario.batch_plan if by_tenant[t]}
+    competing = [t for t, end in last.items() if end > start]
+    done_in_burst = sorted(set(last) - set(competing))
+    if len(competing) < 2:
+        return {"window_s": None, "jain": None, "tokens": {}, "done_in_burst": done_in_burst}
+    end = min(last[t] for t in competing)
     got = {t: float(sum(c.charged for c in by_tenant[t] if c.ok and c.accepted and start <= c.accepted <= end))
-           for t in tenants}
-    return {"window_s": end - start, "jain": jain(list(got.values())), "tokens": got}
+           for t in competing}
+    return {"window_s": end - start, "jain": jain(list(got.values())), "tokens": got, "done_in_burst": done_in_burst}
 
 
 def _costs(obs: Observed, calls: list[Call]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Two ways to send the same requests: ``DirectCaller`` is each feature calling the provider itself with
 the retry loop most code has (tenacity, exponential backoff with jitter, 5 attempts, Retry-After
 ignored); ``GatewayCaller`` goes through the gateway (sync chat completions for the copilot, async
-``POST /v1/jobs`` for the backlog, whose outcome is read from the result store afterwards).
+``POST /v1/jobs/batch`` for the backlog, whose outcome is read from the result store afterwards).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from ops.storm.stack import direct_key
 
 ATTEMPTS = 5
 COPILOT_TIMEOUT_S = 60.0
-SUBMIT_CONCURRENCY = 16  # each summarizer's parallel POST /v1/jobs while it dumps its backlog
+BULK_SIZE = 250  # jobs per POST /v1/jobs/batch while a summarizer dumps its backlog
+BULK_CONCURRENCY = 2  # each summarizer's parallel batch requests
 
 
 @dataclass
@@ -139,19 +140,20 @@ class GatewayCaller:
             call.tokens_in, call.tokens_out = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
 
     async def backlog(self, tenant: str, jobs: list[tuple[Call, dict[str, Any]]]) -> None:
-        """Dump the backlog as async jobs; what happened to each is read from the store afterwards."""
-        sem = asyncio.Semaphore(SUBMIT_CONCURRENCY)
+        """Dump the backlog as async jobs in bulk (POST /v1/jobs/batch, as a batch caller would);
+        what happened to each is read from the store afterwards."""
+        sem = asyncio.Semaphore(BULK_CONCURRENCY)
+        bodies = [{**body, "feature": SUMMARIZER, "priority": "batch"} for _, body in jobs]
 
-        async def one(body: dict[str, Any]) -> None:
+        async def chunk(part: list[dict[str, Any]]) -> None:
             async with sem:
-                job = {**body, "feature": SUMMARIZER, "priority": "batch"}
-                response = await self.client.post("/v1/jobs", json=job, headers=self._auth(tenant))
-                if response.status_code in (200, 202):
-                    self.submitted.append(response.json()["id"])
+                response = await self.client.post("/v1/jobs/batch", json={"jobs": part}, headers=self._auth(tenant))
+                if response.status_code == 202:
+                    self.submitted.extend(view["id"] for view in response.json()["data"])
                 else:
-                    self.refused += 1
+                    self.refused += len(part)
 
-        await asyncio.gather(*(one(body) for _, body in jobs))
+        await asyncio.gather(*(chunk(bodies[i:i + BULK_SIZE]) for i in range(0, len(bodies), BULK_SIZE)))
 
     async def close(self) -> None:
         await self.client.aclose()
