@@ -4,9 +4,11 @@ Runs in a worker thread (sync SQLAlchemy and Redis), one hop per request. The SQ
 and committed before anything reaches Redis, so an accepted job always exists in the store; if
 Redis refuses the hand-off, the job is failed with the reason rather than left half-queued.
 
-Per submit: one Redis round trip reads the auth epoch and the queues together; a key seen lately
-is trusted from the in-process ``KeyCache`` when the epoch has not changed (no SQL read). A fast-lane
-job is reserved first, under an id chosen up front, and inserted already admitted (one statement).
+Per submit: one Redis round trip reads the auth epoch, the queues and the chain's breakers, and
+takes an interactive job's attempt lease up front (given back if it is queued after all); a key seen
+lately is trusted from the in-process ``KeyCache`` when the epoch has not changed (no SQL read). A
+fast-lane job is then reserved (one round trip), under an id chosen up front, inserted already
+admitted (one statement) and sent: three round trips and one write between the caller and a worker.
 
 A bulk submit (``submit_many``) pays per batch what a submit pays per job: two Redis round trips
 before, one SQL transaction (one SELECT of the idempotency keys, one executemany INSERT) and one
@@ -15,8 +17,10 @@ Redis pipeline after; per item only the token estimate and the envelope are buil
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,7 +30,7 @@ from typing import Any
 import redis
 
 from shared.admission import Admitter, QueueState, lanes_at_or_above
-from shared.config import Lane, Settings
+from shared.config import Settings
 from shared.db import jobs
 from shared.db.ids import new_job_id
 from shared.db.session import session_scope
@@ -35,6 +39,7 @@ from shared.errors import GatewayError, InvalidRequest, Overloaded
 from shared.keys import Keys
 from shared.leases import AttemptLeases
 from shared.queues import Envelope, WaitingQueues
+from shared.redis_batch import RedisBatch
 from shared.redis_conn import sync_redis
 from shared.routing import chain_for
 from shared.schemas import ChatRequest, JobRequest, JobTags
@@ -59,6 +64,15 @@ class Submitted:
 class BatchSubmitted:
     views: list[dict[str, Any]]  # in the order of the batch's items
     created: int  # how many of them are new (the rest repeat an idempotency key)
+
+
+@dataclass
+class _Ahead:
+    """What one round trip before admission tells the api about a job (see ``Gateway._read_ahead``)."""
+
+    epoch: str
+    queues: QueueState
+    breakers: dict[str, Any]
 
 
 class Gateway:
@@ -95,55 +109,83 @@ class Gateway:
             self.key_cache.remember(digest, tenant, epoch)
         return tenant
 
-    def _tenant_and_queues(self, api_key: str, tags: JobTags) -> tuple[str, Lane, QueueState]:
-        """Tenant, lane and queue state; for a cached key, one round trip reads epoch and queues."""
-        seen = self.key_cache.peek(hash_key(api_key))
-        tenant = seen[0] if seen is not None else self.tenant_for(api_key)
-        lane = self.settings.lane_for(tenant, tags.feature, tags.priority)
+    def _read_ahead(self, api_key: str, env: Envelope) -> _Ahead | None:
+        """One round trip before admission: the auth epoch, the queues, the chain's breakers and, for an
+        interactive job (likely admitted inline), its attempt lease taken up front under a new token.
+        None when a key seen lately was revoked meanwhile and now belongs elsewhere: start again."""
+        got: dict[str, Any] = {}
+        batch = RedisBatch(self.redis)
+        batch.command(lambda pipe: pipe.get(self.auth_epoch_key), lambda r: got.__setitem__("epoch", r[0] or ""))
+        batch.command(lambda pipe: QueueState.queue_reads(pipe, self.keys, env.lane, env.tenant),
+                      lambda r: got.__setitem__("queues", QueueState.parse(r)))
+        batch.script(self.admitter.breakers.states_call(list(env.chain)), lambda b: got.__setitem__("breakers", b))
+        if env.lane == "interactive":
+            env.token = uuid.uuid4().hex
+            lease_ms = int(self.settings.admission.dispatch_lease_s * 1000)
+            batch.command(lambda pipe: pipe.set(self.keys.lease(env.id), env.token, px=lease_ms))
         try:
-            with self.redis.pipeline(transaction=False) as pipe:
-                pipe.get(self.auth_epoch_key)
-                QueueState.queue_reads(pipe, self.keys, lane, tenant)
-                epoch, *replies = pipe.execute()
+            batch.execute()
         except (redis.RedisError, OSError) as exc:
             raise Unavailable("The gateway's queue (Redis) is unavailable; the job was not accepted. "
                               "Retry shortly.") from exc
-        stale = seen is not None and seen[1] != (epoch or "")  # a key was revoked since: ask the store
-        if stale and self._authenticate(api_key, epoch or "") != tenant:
-            return self._tenant_and_queues(api_key, tags)
-        return tenant, lane, QueueState.parse(replies)
+        seen = self.key_cache.peek(hash_key(api_key))
+        stale = seen is not None and seen[1] != got["epoch"]  # a key was revoked since: ask the store
+        if stale and self._authenticate(api_key, got["epoch"]) != env.tenant:
+            self._drop_lease(env)
+            return None
+        return _Ahead(got["epoch"], got["queues"], got["breakers"])
+
+    def _drop_lease(self, env: Envelope) -> None:
+        """Give up a lease taken up front for a job that was not admitted inline after all."""
+        if env.token:
+            with contextlib.suppress(redis.RedisError, OSError):  # else it expires with its TTL
+                self.leases.release(env)
+            env.token = ""
 
     # -- jobs --------------------------------------------------------------------------------------
 
     def submit(self, api_key: str, chat: ChatRequest, tags: JobTags, reply_to: str | None) -> Submitted:
         """Validate against the budgets, then admit inline (fast lane) and persist, or persist and queue."""
-        tenant, lane, queues = self._tenant_and_queues(api_key, tags)
+        seen = self.key_cache.peek(hash_key(api_key))
+        tenant = seen[0] if seen is not None else self.tenant_for(api_key)
+        lane = self.settings.lane_for(tenant, tags.feature, tags.priority)
         env = Envelope(
             id=new_job_id(), tenant=tenant, feature=tags.feature, lane=lane, model=chat.model,
             chain=chain_for(self.settings, chat.model), request=chat.provider_payload(),
             deadline=tags.deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
         )
         estimate = self.admitter.prepare(env).total  # a job that can never fit is refused here, never queued
-        fast = lane == "interactive" and queues.interactive_waiting == 0
+        ahead = self._read_ahead(api_key, env)
+        if ahead is None:
+            return self.submit(api_key, chat, tags, reply_to)
+        fast = lane == "interactive" and ahead.queues.interactive_waiting == 0
+        try:
+            if not fast:
+                self.admitter.check_queue(env, ahead.queues)  # 429 with Retry-After when it can't make it
+            fast = fast and self.admitter.try_admit(env, breakers=ahead.breakers).ok
+        except BaseException:
+            self._drop_lease(env)
+            raise
         if not fast:
-            self.admitter.check_queue(env, queues)  # 429 with Retry-After when it can't make it
-        fast = fast and self.admitter.try_admit(env).ok
+            self._drop_lease(env)
         try:
             view, created = self._persist(env, tags, estimate, fast)
         except BaseException:
             if fast:
                 self.admitter.withdraw(env)
+                self._drop_lease(env)
             raise
         if not created:
             if fast:
                 self.admitter.withdraw(env)
+                self._drop_lease(env)
             return Submitted(view, created=False)
         env.enqueued_at = time.time()
         self._hand_off(env, fast)
         return Submitted(view, created=True)
 
     def _persist(self, env: Envelope, tags: JobTags, estimate: int, admitted: bool) -> tuple[dict[str, Any], bool]:
-        """Insert the job (admitted, with its attempt lease, when reserved already); a repeated
+        """Insert the job (admitted already, its lease held, when reserved inline); a repeated
         idempotency key returns the original job instead (``created`` False)."""
         with session_scope() as db:
             job, created = jobs.create_job(
@@ -152,8 +194,6 @@ class Gateway:
                 idempotency_key=tags.idempotency_key, estimate_tokens=estimate, job_id=env.id,
                 admitted_deployment=env.deployment if admitted else None,
             )
-            if created and admitted:
-                self.leases.grant([env], self.settings.admission.dispatch_lease_s)
             return jobs.job_view(job), created
 
     def _hand_off(self, env: Envelope, fast: bool) -> None:

@@ -45,9 +45,10 @@ class RedisBatch:
                                                                  *call.args), on_reply))
         return self
 
-    def command(self, add: Callable[[Any], Any]) -> RedisBatch:
-        """``add(pipe)`` queues plain commands (e.g. ``lambda p: p.publish(channel, data)``)."""
-        self._steps.append((None, add, None))
+    def command(self, add: Callable[[Any], Any], on_reply: Callable[[list[Any]], None] | None = None) -> RedisBatch:
+        """``add(pipe)`` queues plain commands (e.g. ``lambda p: p.publish(channel, data)``); ``on_reply``
+        gets the list of their replies."""
+        self._steps.append((None, add, on_reply))
         return self
 
     def execute(self) -> None:
@@ -66,14 +67,27 @@ class RedisBatch:
         for (call, _, on_reply), n in zip(self._steps, counts, strict=True):
             mine, at = replies[at:at + n], at + n
             try:
-                for reply in mine:
-                    if isinstance(reply, NoScriptError) and call is not None:
-                        reply = call.script(keys=list(call.keys), args=list(call.args))
-                    elif isinstance(reply, Exception):
-                        raise reply
-                    if call is not None and on_reply is not None:
-                        on_reply(call.parse(reply))
+                _deliver(call, mine, on_reply)
             except Exception as exc:  # noqa: BLE001 - every step gets its turn; the first error is raised
                 first_error = first_error or exc
         if first_error is not None:
             raise first_error
+
+
+def _deliver(call: ScriptCall | None, replies: list[Any], on_reply: Callable[[Any], None] | None) -> None:
+    """One step's replies to its callback: a script's parsed reply (run again alone if Redis forgot the
+    script), or a command step's list of replies. A reply that is an error is raised."""
+    if call is not None:
+        [reply] = replies
+        if isinstance(reply, NoScriptError):
+            reply = call.script(keys=list(call.keys), args=list(call.args))
+        elif isinstance(reply, Exception):
+            raise reply
+        if on_reply is not None:
+            on_reply(call.parse(reply))
+        return
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    if on_reply is not None:
+        on_reply(replies)

@@ -101,14 +101,15 @@ def run_attempt(env: Envelope, settings: Settings | None = None) -> dict[str, An
 
 def _finish(ctx: Context, env: Envelope, outcome: Outcome, settings: Settings,
             announce_view: dict[str, Any] | None) -> None:
-    """The attempt's end in Redis, in one round trip: feed the shared breaker (it logs and counts its
-    transitions), wake the sync caller, settle the budget, drop the lease and wake the scheduler."""
+    """The attempt's end in Redis, in one round trip: wake the sync caller (first: Redis runs the
+    pipeline in order, so the caller is answered before the rest runs), feed the shared breaker (it
+    logs and counts its transitions), settle the budget, drop the lease and wake the scheduler."""
     batch = RedisBatch(ctx.redis)
+    if announce_view is not None and env.reply_to:
+        batch.command(lambda pipe: announce(pipe, env.reply_to, announce_view))
     batch.script(ctx.breakers.record_call(
         outcome.deployment.name, ok=outcome.ok, kind=outcome.error.kind if outcome.error else None,
         latency_s=outcome.latency_ms / 1000, probe=env.probe, ticket=env.ticket))
-    if announce_view is not None and env.reply_to:
-        batch.command(lambda pipe: announce(pipe, env.reply_to, announce_view))
     try:
         for call in reconcile_calls(env, outcome.deployment.name, settings, result=outcome.result,
                                     error=outcome.error):
