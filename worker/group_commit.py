@@ -2,9 +2,10 @@
 
 Sixty-four threads finishing attempts would each pay a transaction of their own: BEGIN IMMEDIATE,
 the commit, and on SQLite a turn on the store's single writer lock, shared with the api and the
-scheduler. One writer thread takes whatever is waiting (up to ``MAX_GROUP``) and writes it together,
-so under load the cost per record falls with the group size, and when idle a record is written
-the moment it arrives (a thread hand-off, ~0.1 ms, is all it adds).
+scheduler. Here a thread queues its write and takes the process's writer lock; whoever holds it
+writes everything queued (up to ``MAX_GROUP``) in one transaction, and a thread whose write was
+taken by an earlier holder finds it done and leaves. When idle a write is done by its own thread at
+once (no hand-off); under load the cost per record falls with the group size.
 
 A write that raises spoils its group's transaction: the group is then written again one by one, so
 only the faulty record fails, with its own exception, and every other record lands exactly once.
@@ -13,7 +14,6 @@ only the faulty record fails, with its own exception, and every other record lan
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable
@@ -38,44 +38,36 @@ class GroupCommit:
         self.scope = scope
         self.max_group = max_group
         self._queue: queue.SimpleQueue[tuple[Write, Future[Any]]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._owner_pid: int | None = None
+        self._writer = threading.Lock()
 
     def write(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` in a transaction shared with other waiting writes; its result, once committed."""
-        self._ensure_thread()
         done: Future[T] = Future()
         self._queue.put((fn, done))
+        while not done.done():
+            with self._writer:
+                if not done.done():  # nobody took it while this thread waited for the lock
+                    self._write_group(self._take())
         return done.result()
 
-    def _ensure_thread(self) -> None:
-        if self._owner_pid == os.getpid():
-            return
-        with self._lock:  # started lazily, and again in a forked child (threads don't survive a fork)
-            if self._owner_pid != os.getpid():
-                self._queue = queue.SimpleQueue()
-                threading.Thread(target=self._run, name="group-commit", daemon=True).start()
-                self._owner_pid = os.getpid()
-
-    def _run(self) -> None:
-        while True:
-            group = [self._queue.get()]
-            while len(group) < self.max_group:
-                try:
-                    group.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            self._write_group(group)
+    def _take(self) -> list[tuple[Write, Future[Any]]]:
+        group: list[tuple[Write, Future[Any]]] = []
+        while len(group) < self.max_group:
+            try:
+                group.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return group
 
     def _write_group(self, group: list[tuple[Write, Future[Any]]]) -> None:
+        if not group:
+            return
         try:
             with self.scope() as db:
                 results = [fn(db) for fn, _ in group]
         except Exception:  # noqa: BLE001 - one bad write: retry them one by one so only it fails
-            if len(group) == 1:
-                self._write_alone(*group[0])
-                return
-            log.info("a group of %d writes failed; writing them one by one", len(group))
+            if len(group) > 1:
+                log.info("a group of %d writes failed; writing them one by one", len(group))
             for fn, done in group:
                 self._write_alone(fn, done)
             return
