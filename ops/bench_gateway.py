@@ -334,8 +334,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=3000, help="throughput phase jobs, one request each (0 skips)")
     parser.add_argument("--bulk-jobs", type=int, default=6000, help="throughput phase jobs sent in bulk (0 skips)")
     parser.add_argument("--bulk-size", type=int, default=500, help="jobs per POST /v1/jobs/batch")
-    parser.add_argument("--workers", type=int, default=1, help="Celery worker processes")
-    parser.add_argument("--concurrency", type=int, default=64, help="threads per worker")
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (one per core)")
+    parser.add_argument("--concurrency", type=int, default=32, help="threads per worker")
     parser.add_argument("--database-url", help="result store (default: a temp SQLite file); "
                         "e.g. postgresql://postgres@127.0.0.1:5432/gw_bench (created if missing)")
     args = parser.parse_args()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -44,6 +45,16 @@ def _use_config(config: Path | None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider call is too much
 
 
+def _tune_gc() -> None:
+    """Fewer, cheaper garbage collections in the long-running processes: the objects alive after start-up
+    (modules, config, clients) are frozen out of every later collection, and the youngest generation
+    is collected every 50,000 allocations instead of 700, which at a few thousand allocations per
+    request took a pass every request and put collections into the fast lane's p99."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 @app.command()
 def api(config: ConfigOpt = None, host: str | None = None, port: int | None = None,
         workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1) -> None:
@@ -51,6 +62,7 @@ def api(config: ConfigOpt = None, host: str | None = None, port: int | None = No
     import uvicorn
 
     _use_config(config)
+    _tune_gc()
     s = get_settings()
     uvicorn.run("api.app:create_app", factory=True, host=host or s.api.host, port=port or s.api.port,
                 workers=workers, access_log=False, log_level="warning")
@@ -62,6 +74,7 @@ def scheduler(config: ConfigOpt = None) -> None:
     from scheduler.main import run_scheduler
 
     _use_config(config)
+    _tune_gc()
     run_scheduler()
 
 
@@ -75,6 +88,7 @@ def worker(config: ConfigOpt = None,
     from worker.celery_app import celery_app
 
     s = get_settings()
+    _tune_gc()
     queues = ",".join(Keys(s.key_prefix).exec_queue(lane) for lane in LANES)
     celery_app.worker_main(["worker", "-P", pool or s.worker.pool, "-c", str(concurrency or s.worker.concurrency),
                             "-Q", queues, "-E", f"--loglevel={os.environ.get('GATEWAY_LOG_LEVEL', 'WARNING')}",
