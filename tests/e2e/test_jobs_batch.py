@@ -10,12 +10,15 @@ import pytest
 import redis
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
+from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from api.limits import BodySizeLimit
 from api.service import Gateway, Unavailable
 from shared.config import get_settings
+from shared.db.models import Attempt
+from shared.db.session import session_scope
 from shared.schemas import JobRequest
 from tests.conftest import Stack, hold_leader_lease, wait_for_status
 
@@ -235,3 +238,23 @@ def test_the_body_limit_counts_streamed_bodies_per_path() -> None:
         assert client.post("/v1/jobs/batch", content=chunks(6)).text == "60"
         refused = client.post("/v1/jobs/batch", content=chunks(21))
     assert refused.status_code == 413 and "200 bytes" in refused.json()["error"]["message"]
+
+
+def test_a_backlog_admitted_in_one_round_runs_once_per_job(stack: Stack) -> None:
+    """Queued while the scheduler is away, 40 jobs are admitted together and sent 16 to a Celery
+    message: each ends succeeded with exactly one attempt, recorded and billed once."""
+    feature = unique("round")
+    with hold_leader_lease(), stack.client() as c:
+        r = c.post("/v1/jobs/batch", json={"jobs": [{**CHAT, "feature": feature, "priority": "standard",
+                                                     "messages": [{"role": "user", "content": f"doc {i}"}]}
+                                                    for i in range(40)]})
+        assert r.status_code == 202
+        assert {j["status"] for j in jobs_of(c, feature)} == {"queued"}
+    with stack.client() as c:
+        done = [wait_for_status(c, view["id"], {"succeeded", "failed"}) for view in r.json()["data"]]
+    assert [j["status"] for j in done] == ["succeeded"] * 40
+    assert all(j["attempts"] == 1 and j["cost_usd"] > 0 for j in done)
+    with session_scope(readonly=True) as db:
+        counts = db.execute(select(Attempt.job_id, func.count()).where(
+            Attempt.job_id.in_([j["id"] for j in done])).group_by(Attempt.job_id)).all()
+    assert sorted(n for _, n in counts) == [1] * 40
