@@ -11,15 +11,15 @@ from api.waiter import CompletionWaiter
 from shared.errors import AuthError
 
 
-def _gateway(request: Request) -> Gateway:
+async def _gateway(request: Request) -> Gateway:
     return request.app.state.gateway  # type: ignore[no-any-return]
 
 
-def _waiter(request: Request) -> CompletionWaiter:
+async def _waiter(request: Request) -> CompletionWaiter:
     return request.app.state.waiter  # type: ignore[no-any-return]
 
 
-def _api_key(authorization: Annotated[str | None, Header()] = None,
+async def _api_key(authorization: Annotated[str | None, Header()] = None,
              x_api_key: Annotated[str | None, Header()] = None) -> str:
     """The caller's key: ``Authorization: Bearer`` (OpenAI SDK) or ``x-api-key`` (Anthropic SDK)."""
     if authorization:
