@@ -4,7 +4,8 @@ The worker ends an attempt with five small steps (feed the breaker, settle the b
 to the provider's headers, drop the lease, wake the scheduler): five round trips of ~0.1 ms of CPU
 each on the client side. Sent as one pipeline they cost one. Scripts go as EVALSHA, not through
 redis-py's ``Script`` on a pipeline, which would add a SCRIPT EXISTS round trip to every batch; a
-script Redis forgot (it restarted) is loaded and run again on its own.
+script Redis forgot (it restarted) is loaded and run on its own after the batch, so steps put in one
+batch must not rely on running in order (the worker's do not: each is atomic and independent).
 """
 
 from __future__ import annotations
