@@ -96,8 +96,9 @@ def worker(config: ConfigOpt = None,
 
 
 @app.command()
-def up(config: ConfigOpt = None) -> None:
-    """Run everything (Redis if needed, simulator, api, scheduler, worker); Ctrl-C stops all."""
+def up(config: ConfigOpt = None,
+       workers: Annotated[int, typer.Option(min=1, help="worker processes (one per core for throughput)")] = 1) -> None:
+    """Run everything (Redis if needed, simulator, api, scheduler, workers); Ctrl-C stops all."""
     _use_config(config)
     s = get_settings()
     children: list[subprocess.Popen[bytes]] = []
@@ -113,7 +114,7 @@ def up(config: ConfigOpt = None) -> None:
                                                      "--rpm", str(s.sim.rpm), "--tpm", str(s.sim.tpm)]))
         children.append(subprocess.Popen(base + ["api"]))
         children.append(subprocess.Popen(base + ["scheduler"]))
-        children.append(subprocess.Popen(base + ["worker"]))
+        children += [subprocess.Popen(base + ["worker"]) for _ in range(workers)]
         _wait_healthy(f"http://{s.api.host}:{s.api.port}/healthz", children)
         _print_welcome(s.api.host, s.api.port, keys)
         while all(c.poll() is None for c in children):
