@@ -9,6 +9,7 @@ a redelivered message finds the finished ones' leases gone and drops them unsent
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
@@ -19,15 +20,17 @@ from worker.celery_app import EXECUTE_MANY_TASK, EXECUTE_TASK, celery_app
 
 log = logging.getLogger("gateway.worker")
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 def attempt_pool() -> ThreadPoolExecutor:
     """Threads for the attempts of ``execute_many`` messages: as many calls in flight as the worker's
     configured concurrency (they only wait on I/O)."""
     global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(get_settings().worker.concurrency, thread_name_prefix="attempt")
-    return _pool
+    with _pool_lock:  # the first messages may arrive on several Celery threads at once
+        if _pool is None:
+            _pool = ThreadPoolExecutor(get_settings().worker.concurrency, thread_name_prefix="attempt")
+        return _pool
 
 
 @celery_app.task(name=EXECUTE_TASK)
