@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from ops.health import wait_for_http
 
@@ -39,6 +40,16 @@ SIM_PORT = free_port()
 API_PORT = free_port()
 PREFIX = f"gwt{uuid.uuid4().hex[:8]}"
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def session_redis(session_prefix: str) -> Iterator[redis.Redis]:
+    """A client on the test Redis for a session-scoped fixture; deletes every key under
+    ``{<session_prefix>...`` when the session ends."""
+    r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    yield r
+    for key in r.scan_iter(match=f"{{{session_prefix}*", count=1000):
+        r.delete(key)
+    r.close()
 CONFIG_TEMPLATE = ROOT / "tests" / "gateway.test.yaml"
 
 CONFIG = _TMP / "gateway.yaml"

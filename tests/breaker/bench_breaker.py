@@ -17,7 +17,7 @@ import redis
 from shared.breaker import Breakers
 from shared.config import BreakerConfig
 from shared.keys import Keys
-from tests.breaker.conftest import REDIS_URL
+from tests.conftest import REDIS_URL
 
 N = 5_000
 

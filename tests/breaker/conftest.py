@@ -6,7 +6,6 @@ Times are explicit (``now``) unless a test is about the Redis clock.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -16,8 +15,8 @@ import redis
 from shared.breaker import Breakers
 from shared.config import BreakerConfig
 from shared.keys import Keys
+from tests.conftest import session_redis
 
-REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 SESSION = f"gwbrk{uuid.uuid4().hex[:8]}"
 DEP = "gpt@oa"
 T0 = 1_000_000.0
@@ -32,11 +31,7 @@ def drop(client: redis.Redis, keys: Keys) -> None:
 
 @pytest.fixture(scope="session")
 def client() -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    yield r
-    for key in r.scan_iter(match=f"{{{SESSION}*", count=1000):
-        r.delete(key)
-    r.close()
+    yield from session_redis(SESSION)
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 
 from shared.breaker import Breakers, Permit
-from tests.breaker.conftest import DEP, REDIS_URL, T0, MakeBreakers
+from tests.breaker.conftest import DEP, T0, MakeBreakers
 from tests.breaker.helpers import outcomes, trip
+from tests.conftest import REDIS_URL
 
 HALF_OPEN = T0 + 15  # the defaults: open for 15 s
 

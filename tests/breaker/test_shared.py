@@ -11,8 +11,9 @@ from prometheus_client import REGISTRY
 from shared.breaker import Breakers
 from shared.config import BreakerConfig, Settings
 from shared.keys import Keys
-from tests.breaker.conftest import DEP, REDIS_URL, T0, MakeBreakers
+from tests.breaker.conftest import DEP, T0, MakeBreakers
 from tests.breaker.helpers import outcomes, trip
+from tests.conftest import REDIS_URL
 
 
 def test_two_processes_see_and_build_the_same_breaker(make: MakeBreakers) -> None:

@@ -14,7 +14,8 @@ import redis
 
 from shared.budget import BudgetStore, BudgetTree, Estimate
 from shared.keys import Keys
-from tests.budget.conftest import REDIS_URL, make_settings
+from tests.budget.conftest import make_settings
+from tests.conftest import REDIS_URL
 
 N = 5_000
 

@@ -6,7 +6,6 @@ at the end.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -16,8 +15,8 @@ import redis
 from shared.budget import BudgetStore, BudgetTree
 from shared.config import Settings
 from shared.keys import Keys
+from tests.conftest import session_redis
 
-REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 SESSION = f"gwb{uuid.uuid4().hex[:8]}"
 
 
@@ -27,11 +26,7 @@ def fresh_keys() -> Keys:
 
 @pytest.fixture(scope="session")
 def client() -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    yield r
-    for key in r.scan_iter(match=f"{{{SESSION}*", count=1000):
-        r.delete(key)
-    r.close()
+    yield from session_redis(SESSION)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import redis
 
 from shared.budget import Bucket, BudgetStore
 from shared.keys import Keys
-from tests.budget.conftest import REDIS_URL
+from tests.conftest import REDIS_URL
 
 NOW = 4_000_000.0  # a fixed time: nothing refills while the clients race
 

@@ -15,6 +15,14 @@ from shared.config import DeploymentConfig, ProviderConfig, Timeouts
 from worker.providers import AnthropicAdapter, OpenAIAdapter, ProviderAdapter, close_clients
 
 ADAPTER = {"openai": OpenAIAdapter, "anthropic": AnthropicAdapter}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 CHAT = {"model": "whatever-the-caller-said", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 20}
 
 

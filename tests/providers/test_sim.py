@@ -17,18 +17,9 @@ import pytest
 
 from shared.config import Timeouts
 from tests.conftest import free_port
-from tests.providers.conftest import CHAT, make_deployment, make_provider
+from tests.providers.conftest import CHAT, WEATHER_TOOL, make_deployment, make_provider
 from worker.providers import ProviderAdapter, ProviderCallError, adapter_for, close_clients, rate_limit_state
 from worker.providers.http import shared_client
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 
 @pytest.fixture

@@ -15,15 +15,8 @@ from shared.translate import (
     openai_to_anthropic_request,
     openai_to_anthropic_response,
 )
+from tests.providers.conftest import WEATHER_TOOL
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 TOOL_CONVERSATION = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "Weather in Paris and Rome?"},
