@@ -92,7 +92,8 @@ class Scheduler:
         self._sweep()
         self.reconciler.maybe_run()
         result = self.policy.run_round(BATCH, time.time())  # promotes due retries first
-        send_attempts(self.record(result))
+        if result.admitted or result.expired:  # an empty round (a wake-up with nothing due) writes nothing
+            send_attempts(self.record(result))
         return result
 
     def record(self, result: Round) -> list[Envelope]:
