@@ -11,6 +11,7 @@ from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
 from api.metrics import install_collector
 from api.routes import admin, chat, health, jobs, messages
+from api.routes.common import size_submit_threads
 from api.service import Gateway
 from api.waiter import CompletionWaiter
 from shared.config import Settings, get_settings
@@ -22,6 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = Gateway(settings)
+        size_submit_threads(gateway)
         waiter = CompletionWaiter(settings.redis_url, gateway.keys.reply_channel)
         await waiter.start()
         app.state.gateway, app.state.waiter = gateway, waiter

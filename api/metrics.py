@@ -11,6 +11,8 @@ from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 SUBMITTED = Counter("gateway_jobs_submitted_total", "Jobs accepted by the api", ["lane", "admitted_inline"])
+FAST_LANE_SENT = Counter("gateway_fast_lane_sent_total", "Fast-lane first attempts, by who sent them: the api "
+                         "itself or a Celery worker (Flower shows only the latter)", ["by"])
 SHED = Counter("gateway_jobs_shed_total", "Jobs refused before queueing", ["reason"])
 SYNC_WAIT = Histogram("gateway_sync_wait_seconds", "Time sync callers waited for their job",
                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))

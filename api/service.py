@@ -10,6 +10,13 @@ lately is trusted from the in-process ``KeyCache`` when the epoch has not change
 fast-lane job is then reserved (one round trip), under an id chosen up front, inserted already
 admitted (one statement) and sent: three round trips and one write between the caller and a worker.
 
+A fast-lane job whose caller waits is then sent by the api itself, on the request's thread, while
+it has a free slot (``api.fast_lane_attempts`` per process): the same attempt a worker would run
+(``worker.attempt.run_attempt``: lease, breaker, record, settlement), minus the Celery hand-off and
+the completion signal, which cost the caller ~3 ms. Its guarantees are the worker's: the job row
+and the lease exist before the call, so an api killed mid-call leaves a lease that expires and a
+job the reconciler sends again; a retry goes back to the scheduler and a worker like any other.
+
 A bulk submit (``submit_many``) pays per batch what a submit pays per job: two Redis round trips
 before, one SQL transaction (one SELECT of the idempotency keys, one executemany INSERT) and one
 Redis pipeline after; per item only the token estimate and the envelope are built.
@@ -19,10 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +51,7 @@ from shared.redis_batch import RedisBatch
 from shared.redis_conn import sync_redis
 from shared.routing import chain_for
 from shared.schemas import ChatRequest, JobRequest, JobTags
+from worker.attempt import attempt_lease_s, run_attempt
 from worker.celery_app import send_attempt
 
 log = logging.getLogger("gateway.api")
@@ -58,6 +67,7 @@ class Unavailable(GatewayError):
 class Submitted:
     view: dict[str, Any]
     created: bool
+    sent_by_api: bool = False  # the api ran the first attempt itself (``view`` is its outcome)
 
 
 @dataclass
@@ -87,6 +97,7 @@ class Gateway:
         self.leases = AttemptLeases(self.redis, self.keys)
         self.key_cache = KeyCache()
         self.auth_epoch_key = auth_epoch_key(self.keys)
+        self.attempt_slots = threading.BoundedSemaphore(settings.api.fast_lane_attempts or 1)
 
     # -- authentication ----------------------------------------------------------------------------
 
@@ -121,7 +132,9 @@ class Gateway:
         batch.script(self.admitter.breakers.states_call(list(env.chain)), lambda b: got.__setitem__("breakers", b))
         if env.lane == "interactive":
             env.token = uuid.uuid4().hex
-            lease_ms = int(self.settings.admission.dispatch_lease_s * 1000)
+            # Long enough for the whole attempt on any deployment of the chain: the api may send it
+            # itself, with no claim step (a worker that gets it instead claims it as usual).
+            lease_ms = int(max(attempt_lease_s(self.settings.deployment(d), self.settings) for d in env.chain) * 1000)
             batch.command(lambda pipe: pipe.set(self.keys.lease(env.id), env.token, px=lease_ms))
         try:
             batch.execute()
@@ -144,8 +157,11 @@ class Gateway:
 
     # -- jobs --------------------------------------------------------------------------------------
 
-    def submit(self, api_key: str, chat: ChatRequest, tags: JobTags, reply_to: str | None) -> Submitted:
-        """Validate against the budgets, then admit inline (fast lane) and persist, or persist and queue."""
+    def submit(self, api_key: str, chat: ChatRequest, tags: JobTags, reply_to: str | None,
+               answer: Callable[[Submitted], None] | None = None) -> Submitted:
+        """Validate against the budgets, then admit inline (fast lane) and persist, or persist and queue.
+        A job the api sends itself (``_send_here``) is handed to ``answer`` as soon as its attempt is
+        recorded, before the attempt's last round trip; the return value is the same."""
         seen = self.key_cache.peek(hash_key(api_key))
         tenant = seen[0] if seen is not None else self.tenant_for(api_key)
         lane = self.settings.lane_for(tenant, tags.feature, tags.priority)
@@ -157,7 +173,7 @@ class Gateway:
         estimate = self.admitter.prepare(env).total  # a job that can never fit is refused here, never queued
         ahead = self._read_ahead(api_key, env)
         if ahead is None:
-            return self.submit(api_key, chat, tags, reply_to)
+            return self.submit(api_key, chat, tags, reply_to, answer)
         fast = lane == "interactive" and ahead.queues.interactive_waiting == 0
         try:
             if not fast:
@@ -181,8 +197,34 @@ class Gateway:
                 self._drop_lease(env)
             return Submitted(view, created=False)
         env.enqueued_at = time.time()
+        if fast and reply_to and self._take_attempt_slot():
+            return self._send_here(env, view, answer)
         self._hand_off(env, fast)
         return Submitted(view, created=True)
+
+    def _take_attempt_slot(self) -> bool:
+        return self.settings.api.fast_lane_attempts > 0 and self.attempt_slots.acquire(blocking=False)
+
+    def _send_here(self, env: Envelope, view: dict[str, Any],
+                   answer: Callable[[Submitted], None] | None) -> Submitted:
+        """Run the admitted job's attempt on this thread (its lease taken by ``_read_ahead``). An
+        attempt that breaks here (the store or Redis failing) is the reconciler's once its lease
+        expires, as when a worker dies; the caller's wait then reads the store."""
+        done: list[Submitted] = []
+
+        def deliver(latest: dict[str, Any]) -> None:
+            done.append(Submitted(latest, created=True, sent_by_api=True))
+            if answer is not None:
+                answer(done[0])
+
+        try:
+            run_attempt(env, self.settings, held=True, deliver=deliver)
+        except Exception:
+            log.exception("attempt %s of job %s failed in the api; the reconciler will send it again",
+                          env.attempt, env.id)
+        finally:
+            self.attempt_slots.release()
+        return done[0] if done else Submitted(view, created=True)
 
     def _persist(self, env: Envelope, tags: JobTags, estimate: int, admitted: bool) -> tuple[dict[str, Any], bool]:
         """Insert the job (admitted already, its lease held, when reserved inline); a repeated

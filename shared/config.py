@@ -141,6 +141,10 @@ class ApiConfig(_Strict):
     max_batch_jobs: int = Field(1000, gt=0, le=10_000, description="jobs per POST /v1/jobs/batch; the cap "
                                 "keeps each batch's SQL IN lists under every backend's bind-parameter limit")
     max_sync_wait_s: float = Field(600.0, gt=0)
+    fast_lane_attempts: int = Field(
+        64, ge=0, le=4096,
+        description="fast-lane first attempts each api process sends itself (a thread each, for the call's "
+                    "length); past that, or at 0, they go through the Celery workers like every other attempt")
     page_size_max: int = Field(500, gt=0)
     admin_key_env: str = "GATEWAY_ADMIN_KEY"
 

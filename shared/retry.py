@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from types import SimpleNamespace
+from typing import Any
 
 import redis
 from tenacity import wait_random_exponential
@@ -42,11 +43,15 @@ class RetryPolicy:
 
     def count_attempt(self, deployment: str) -> None:
         """Every attempt sent adds to the budget that retries are measured against."""
-        key, ttl = self.attempt_counter(deployment)
         with self.r.pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, ttl)
+            self.count_attempt_in(pipe, deployment)
             pipe.execute()
+
+    def count_attempt_in(self, pipe: Any, deployment: str) -> None:
+        """``count_attempt`` as commands added to ``pipe``, to go in a round trip made anyway."""
+        key, ttl = self.attempt_counter(deployment)
+        pipe.incr(key)
+        pipe.expire(key, ttl)
 
     def attempt_counter(self, deployment: str) -> tuple[str, int]:
         """(key, TTL s) of this minute's attempt counter, for a caller that counts in its own step

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,37 +77,57 @@ def context(settings: Settings) -> Context:
     return ctx
 
 
-def run_attempt(env: Envelope, settings: Settings | None = None) -> dict[str, Any] | None:
-    """Send the attempt, record it, finish (or re-queue) the job. Returns the job's view."""
+def attempt_lease_s(deployment: DeploymentConfig, settings: Settings) -> float:
+    """How long an attempt on ``deployment`` may hold its lease: its whole timeout and a margin."""
+    return deployment.timeouts.total + settings.admission.lease_margin_s
+
+
+def run_attempt(env: Envelope, settings: Settings | None = None, *, held: bool = False,
+                deliver: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+    """Send the attempt, record it, finish (or re-queue) the job. Returns the job's view.
+
+    The api's fast lane runs it on the caller's own request (``api.service``):
+    - ``held``: the caller took the lease for the whole attempt (``attempt_lease_s``) and read the
+      breaker a moment ago, so there is nothing to claim; the attempt is counted as it finishes.
+    - ``deliver``: takes the job's view as soon as it is recorded, before the finishing round trip,
+      instead of the completion signal on ``env.reply_to`` (a retry still announces its end there).
+    """
     settings = settings or get_settings()
     ctx = context(settings)
     deployment = settings.deployment(env.deployment or env.chain[0])
-    lease_s = deployment.timeouts.total + settings.admission.lease_margin_s
-    claimed, breaker = _claim(ctx, env, deployment.name, lease_s)
-    if not claimed:
-        log.warning("job %s was dispatched again after this message was sent; attempt %s dropped",
-                    env.id, env.attempt)
-        return None
-    if not env.probe and breaker != "closed":
-        _bounce(ctx, env, settings)
-        return None
+    if not held:
+        claimed, breaker = _claim(ctx, env, deployment.name, attempt_lease_s(deployment, settings))
+        if not claimed:
+            log.warning("job %s was dispatched again after this message was sent; attempt %s dropped",
+                        env.id, env.attempt)
+            return None
+        if not env.probe and breaker != "closed":
+            _bounce(ctx, env, settings)
+            return None
     outcome = _call(deployment, settings, env.request)
     retry = None if outcome.ok else _decide_retry(ctx, env, outcome)
     view = _record(env, outcome, retry)
     if view is not None and retry is not None and retry.retry:
         ctx.queues.delay(_next_attempt(env, retry))
-    _finish(ctx, env, outcome, settings, announce_view=view if retry is None or not retry.retry else None)
+    if deliver is not None and view is not None:
+        deliver(view)
+    ends_job = retry is None or not retry.retry
+    _finish(ctx, env, outcome, settings, announce_view=view if deliver is None and ends_job else None,
+            count=held)
     return view
 
 
 def _finish(ctx: Context, env: Envelope, outcome: Outcome, settings: Settings,
-            announce_view: dict[str, Any] | None) -> None:
+            announce_view: dict[str, Any] | None, *, count: bool = False) -> None:
     """The attempt's end in Redis, in one round trip: wake the sync caller (first: Redis runs the
     pipeline in order, so the caller is answered before the rest runs), feed the shared breaker (it
-    logs and counts its transitions), settle the budget, drop the lease and wake the scheduler."""
+    logs and counts its transitions), settle the budget, drop the lease and wake the scheduler.
+    ``count``: count the attempt for the retry budget too (it was not counted by a claim)."""
     batch = RedisBatch(ctx.redis)
     if announce_view is not None and env.reply_to:
         batch.command(lambda pipe: announce(pipe, env.reply_to, announce_view))
+    if count:
+        batch.command(lambda pipe: ctx.retries.count_attempt_in(pipe, outcome.deployment.name))
     batch.script(ctx.breakers.record_call(
         outcome.deployment.name, ok=outcome.ok, kind=outcome.error.kind if outcome.error else None,
         latency_s=outcome.latency_ms / 1000, probe=env.probe, ticket=env.ticket))

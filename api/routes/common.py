@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -11,19 +12,27 @@ import anyio.to_thread
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.metrics import SHED, SUBMITTED, SYNC_WAIT
+from api.metrics import FAST_LANE_SENT, SHED, SUBMITTED, SYNC_WAIT
 from api.service import Gateway, Submitted
 from api.waiter import CompletionWaiter
 from shared.errors import InvalidRequest, Overloaded
 from shared.schemas import ChatRequest, JobTags
 
+log = logging.getLogger("gateway.api")
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
 
 # Submitting takes a thread (SQL write, Redis). Interactive submits get threads of their own, so a
 # batch dump of thousands of jobs queues behind its own few threads, never in front of a live call.
-_INTERACTIVE = anyio.CapacityLimiter(32)
+# A fast-lane job the api sends itself keeps its thread for the call: those slots come on top
+# (``size_submit_threads``), so slow providers never starve the submits.
+SUBMIT_THREADS = 32
+_INTERACTIVE = anyio.CapacityLimiter(SUBMIT_THREADS)
 _BULK = anyio.CapacityLimiter(8)
 STORE_CHECK_S = 5.0
+
+
+def size_submit_threads(gw: Gateway) -> None:
+    _INTERACTIVE.total_tokens = SUBMIT_THREADS + gw.settings.api.fast_lane_attempts
 
 
 def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str | None,
@@ -54,17 +63,54 @@ async def submit_and_wait(gw: Gateway, waiter: CompletionWaiter, api_key: str, c
     started = time.monotonic()
     limiter = _INTERACTIVE if (tags.priority or "interactive") == "interactive" else _BULK
     try:
-        submitted = await anyio.to_thread.run_sync(gw.submit, api_key, chat, tags, reply_to, limiter=limiter)
+        submitted = await _submit(gw, limiter, api_key, chat, tags, reply_to)
     except Overloaded as exc:
         SHED.labels(reason=exc.code or "overloaded").inc()
         raise
     view = submitted.view
-    SUBMITTED.labels(lane=view.get("priority", ""), admitted_inline=str(view.get("status") == "admitted")).inc()
+    fast = submitted.sent_by_api or view.get("status") == "admitted"
+    SUBMITTED.labels(lane=view.get("priority", ""), admitted_inline=str(fast)).inc()
+    if fast:
+        FAST_LANE_SENT.labels(by="api" if submitted.sent_by_api else "worker").inc()
     try:
         return submitted, await _wait(gw, waiter, submitted, wait_s)
     finally:
         if wait_s:
             SYNC_WAIT.observe(time.monotonic() - started)
+
+
+_FINISHING: set[asyncio.Future[Any]] = set()  # submits that answered early and still run their last step
+
+
+async def _submit(gw: Gateway, limiter: anyio.CapacityLimiter, api_key: str, chat: ChatRequest, tags: JobTags,
+                  reply_to: str | None) -> Submitted:
+    """``gw.submit`` on a thread. It returns as soon as the submit has answered: a job the api sends
+    itself answers once its attempt is recorded, and the thread then ends the attempt (budget,
+    breaker, lease) while the response goes out."""
+    loop = asyncio.get_running_loop()
+    early: asyncio.Future[Submitted] = loop.create_future()
+
+    def answer(submitted: Submitted) -> None:
+        loop.call_soon_threadsafe(lambda: early.done() or early.set_result(submitted))
+
+    work = asyncio.ensure_future(anyio.to_thread.run_sync(gw.submit, api_key, chat, tags, reply_to, answer,
+                                                          limiter=limiter))
+    try:
+        await asyncio.wait((early, work), return_when=asyncio.FIRST_COMPLETED)
+    finally:  # answered early, or the caller went away: the thread runs on, watched from here
+        if not work.done():
+            _FINISHING.add(work)
+            work.add_done_callback(_finished)
+    if early.done():
+        return early.result()
+    early.cancel()
+    return work.result()
+
+
+def _finished(work: asyncio.Future[Any]) -> None:
+    _FINISHING.discard(work)
+    if not work.cancelled() and work.exception() is not None:  # submit logs its own failures; belt and braces
+        log.error("a submit failed after answering: %r", work.exception())
 
 
 async def _wait(gw: Gateway, waiter: CompletionWaiter, submitted: Submitted,

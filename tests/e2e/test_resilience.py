@@ -6,12 +6,10 @@ Each test injects faults into the simulator scoped to a model of its own (see ga
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import httpx
-import pytest
 from sqlalchemy import select
 
 from shared.db.models import Attempt
@@ -28,21 +26,6 @@ def _job(model: str, **extra: Any) -> dict[str, Any]:
 def _attempts(job_id: str) -> list[Attempt]:
     with session_scope(readonly=True) as db:
         return list(db.scalars(select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.number)))
-
-
-@pytest.fixture
-def faults(stack: Stack) -> Iterator[Any]:
-    added: list[int] = []
-
-    def add(**rule: Any) -> None:
-        r = httpx.post(f"{stack.sim_url}/sim/faults", json=rule)
-        assert r.status_code in (200, 201), r.text
-        body = r.json()
-        added.extend(f["id"] for f in body.get("faults", [body]) if isinstance(f, dict) and "id" in f)
-
-    yield add
-    for fault_id in added:
-        httpx.delete(f"{stack.sim_url}/sim/faults/{fault_id}")
 
 
 def _breaker(stack: Stack, deployment: str) -> dict[str, Any]:
