@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -29,6 +30,7 @@ SUBMIT_THREADS = 32
 _INTERACTIVE = anyio.CapacityLimiter(SUBMIT_THREADS)
 _BULK = anyio.CapacityLimiter(8)
 STORE_CHECK_S = 5.0
+RESPONSE_FIRST_S = 0.1  # the longest an answered submit waits for its response to go out
 
 
 def size_submit_threads(gw: Gateway) -> None:
@@ -86,12 +88,15 @@ async def _submit(gw: Gateway, limiter: anyio.CapacityLimiter, api_key: str, cha
                   reply_to: str | None) -> Submitted:
     """``gw.submit`` on a thread. It returns as soon as the submit has answered: a job the api sends
     itself answers once its attempt is recorded, and the thread then ends the attempt (budget,
-    breaker, lease) while the response goes out."""
+    breaker, lease) once the response is out. Until then it waits: its Python work would hold the
+    GIL while this thread writes the response."""
     loop = asyncio.get_running_loop()
     early: asyncio.Future[Submitted] = loop.create_future()
+    responded = threading.Event()
 
     def answer(submitted: Submitted) -> None:
         loop.call_soon_threadsafe(lambda: early.done() or early.set_result(submitted))
+        responded.wait(RESPONSE_FIRST_S)
 
     work = asyncio.ensure_future(anyio.to_thread.run_sync(gw.submit, api_key, chat, tags, reply_to, answer,
                                                           limiter=limiter))
@@ -101,6 +106,8 @@ async def _submit(gw: Gateway, limiter: anyio.CapacityLimiter, api_key: str, cha
         if not work.done():
             _FINISHING.add(work)
             work.add_done_callback(_finished)
+        # Runs when this task next yields: its response written, or its wait for a retry begun.
+        loop.call_soon(responded.set)
     if early.done():
         return early.result()
     early.cancel()
