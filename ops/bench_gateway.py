@@ -63,7 +63,8 @@ def bench_config(sim_port: int) -> str:
 class Stack:
     """Simulator + worker + scheduler + api as child processes with a private environment."""
 
-    def __init__(self, workers: int, concurrency: int, database_url: str | None = None) -> None:
+    def __init__(self, workers: int, concurrency: int, database_url: str | None = None,
+                 with_api: bool = True) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
         self.sim_port, self.api_port = free_port(), free_port()
         config = self.tmp / "gateway.yaml"
@@ -73,7 +74,7 @@ class Stack:
                     "GATEWAY_KEY_PREFIX": f"gwb{uuid.uuid4().hex[:6]}",
                     "GATEWAY_DATABASE_URL": self.database_url,
                     "GATEWAY_LOG_LEVEL": "WARNING", "SIM_OPENAI_KEY": "sk-sim", "SIM_ANTHROPIC_KEY": "sk-sim"}
-        self.workers, self.concurrency = workers, concurrency
+        self.workers, self.concurrency, self.with_api = workers, concurrency, with_api
         self.procs: list[subprocess.Popen[bytes]] = []
         self.names: list[str] = []
 
@@ -104,8 +105,11 @@ class Stack:
         for _ in range(self.workers):
             self._spawn("ops.cli", "worker", "--concurrency", str(self.concurrency))
         self._spawn("ops.cli", "scheduler")
-        self._spawn("ops.cli", "api", "--port", str(self.api_port))
-        for url in (f"{self.sim_url}/healthz", f"{self.api_url}/readyz"):
+        urls = [f"{self.sim_url}/healthz"]
+        if self.with_api:  # else the caller runs the api itself (ops/bench_ab.py)
+            self._spawn("ops.cli", "api", "--port", str(self.api_port))
+            urls.append(f"{self.api_url}/readyz")
+        for url in urls:
             try:
                 wait_for_http(url, self.procs)
             except NotReady as exc:
