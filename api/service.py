@@ -5,17 +5,18 @@ and committed before anything reaches Redis, so an accepted job always exists in
 Redis refuses the hand-off, the job is failed with the reason rather than left half-queued.
 
 Per submit: one Redis round trip reads the auth epoch, the queues and the chain's breakers, and
-takes an interactive job's attempt lease up front (given back if it is queued after all); a key seen
-lately is trusted from the in-process ``KeyCache`` when the epoch has not changed (no SQL read). A
-fast-lane job is then reserved (one round trip), under an id chosen up front, inserted already
-admitted (one statement) and sent: three round trips and one write between the caller and a worker.
+takes an interactive job's attempt lease up front, for a whole attempt (given back if it is queued
+after all); a key seen lately is trusted from the in-process ``KeyCache`` when the epoch has not
+changed (no SQL read). A fast-lane job is then reserved (one round trip), under an id chosen up
+front, and inserted already admitted (one statement).
 
 A fast-lane job whose caller waits is then sent by the api itself, on the request's thread, while
 it has a free slot (``api.fast_lane_attempts`` per process): the same attempt a worker would run
-(``worker.attempt.run_attempt``: lease, breaker, record, settlement), minus the Celery hand-off and
-the completion signal, which cost the caller ~3 ms. Its guarantees are the worker's: the job row
-and the lease exist before the call, so an api killed mid-call leaves a lease that expires and a
-job the reconciler sends again; a retry goes back to the scheduler and a worker like any other.
+(``worker.attempt.run_attempt``: call, record, settlement), minus the Celery hand-off, the lease
+claim and the completion signal, which cost the caller ~3 ms. Its guarantees are the worker's: the
+job row and the lease exist before the call, so an api killed mid-call leaves a lease that expires
+and a job the reconciler sends again; a retry goes back to the scheduler and a worker like any
+other. Without a free slot, or without a waiting caller, the job goes to a Celery worker.
 
 A bulk submit (``submit_many``) pays per batch what a submit pays per job: two Redis round trips
 before, one SQL transaction (one SELECT of the idempotency keys, one executemany INSERT) and one

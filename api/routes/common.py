@@ -95,7 +95,7 @@ async def _submit(gw: Gateway, limiter: anyio.CapacityLimiter, api_key: str, cha
     responded = threading.Event()
 
     def answer(submitted: Submitted) -> None:
-        loop.call_soon_threadsafe(lambda: early.done() or early.set_result(submitted))
+        loop.call_soon_threadsafe(_resolve, early, submitted)
         responded.wait(RESPONSE_FIRST_S)
 
     work = asyncio.ensure_future(anyio.to_thread.run_sync(gw.submit, api_key, chat, tags, reply_to, answer,
@@ -112,6 +112,11 @@ async def _submit(gw: Gateway, limiter: anyio.CapacityLimiter, api_key: str, cha
         return early.result()
     early.cancel()
     return work.result()
+
+
+def _resolve(future: asyncio.Future[Submitted], submitted: Submitted) -> None:
+    if not future.done():
+        future.set_result(submitted)
 
 
 def _finished(work: asyncio.Future[Any]) -> None:
