@@ -14,9 +14,9 @@ from typing import Any
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.responses import OrjsonResponse
 from shared.errors import GatewayError
 
 log = logging.getLogger("gateway.api")
@@ -29,14 +29,14 @@ _ANTHROPIC_TYPES = {
 
 
 def error_response(request: Request, status: int, message: str, *, type_: str, code: str | None = None,
-                   param: str | None = None, headers: dict[str, str] | None = None) -> ORJSONResponse:
+                   param: str | None = None, headers: dict[str, str] | None = None) -> OrjsonResponse:
     body: dict[str, Any]
     if request.url.path.startswith("/v1/messages"):
         body = {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"),
                                            "message": message}}
     else:
         body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return ORJSONResponse(body, status_code=status, headers=headers)
+    return OrjsonResponse(body, status_code=status, headers=headers)
 
 
 def _describe(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
@@ -52,7 +52,7 @@ def _describe(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     return "Invalid request: " + "; ".join(parts), param
 
 
-async def _on_gateway_error(request: Request, exc: Exception) -> ORJSONResponse:
+async def _on_gateway_error(request: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, GatewayError)
     if exc.status >= 500:
         log.warning("%s: %s", type(exc).__name__, exc.message)
@@ -60,27 +60,27 @@ async def _on_gateway_error(request: Request, exc: Exception) -> ORJSONResponse:
                           param=exc.param, headers=exc.headers or None)
 
 
-async def _on_validation_error(request: Request, exc: Exception) -> ORJSONResponse:
+async def _on_validation_error(request: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, RequestValidationError)
     message, param = _describe(list(exc.errors()))
     return error_response(request, 400, message, type_="invalid_request_error", param=param)
 
 
-async def _on_http_error(request: Request, exc: Exception) -> ORJSONResponse:
+async def _on_http_error(request: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, StarletteHTTPException)
     type_ = "invalid_request_error" if exc.status_code < 500 else "api_error"
     return error_response(request, exc.status_code, str(exc.detail), type_=type_,
                           headers=getattr(exc, "headers", None))
 
 
-async def _on_redis_down(request: Request, exc: Exception) -> ORJSONResponse:
+async def _on_redis_down(request: Request, exc: Exception) -> OrjsonResponse:
     log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
     return error_response(request, 503, "The gateway's queue and budget store (Redis) is unavailable; nothing "
                           "was accepted. Retry shortly.", type_="api_error", code="queue_unavailable",
                           headers={"retry-after": "2"})
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+async def _on_unexpected(request: Request, exc: Exception) -> OrjsonResponse:
     ref = uuid.uuid4().hex[:12]
     log.exception("unexpected error (ref %s) on %s %s", ref, request.method, request.url.path)
     return error_response(request, 500, f"Internal error (reference {ref}); the gateway's logs have details.",

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header
-from fastapi.responses import ORJSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from api.delivery import gateway_headers, openai_sse, raise_unless_succeeded
 from api.deps import ApiKey, GatewayDep, WaiterDep
+from api.responses import OrjsonResponse
 from api.routes.common import submit_and_wait, tags_from
 from shared.schemas import ChatRequest
 
@@ -33,7 +34,7 @@ async def chat_completions(
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         return StreamingResponse(openai_sse(result, include_usage), media_type="text/event-stream",
                                  headers=headers)
-    return ORJSONResponse(result, headers=headers)
+    return OrjsonResponse(result, headers=headers)
 
 
 @router.get("/v1/models")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import GatewayDep
+from api.responses import OrjsonResponse
 from shared.db.session import session_scope
 
 router = APIRouter()
@@ -20,10 +20,10 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(gw: GatewayDep) -> ORJSONResponse:
+async def readyz(gw: GatewayDep) -> OrjsonResponse:
     checks = await run_in_threadpool(_checks, gw)
     ok = all(v == "ok" for v in checks.values())
-    return ORJSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
+    return OrjsonResponse({"status": "ok" if ok else "unavailable", "checks": checks},
                           status_code=200 if ok else 503)
 
 

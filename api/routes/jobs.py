@@ -7,13 +7,13 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.delivery import gateway_headers
 from api.deps import ApiKey, GatewayDep, WaiterDep
 from api.metrics import SHED, SUBMITTED
+from api.responses import OrjsonResponse
 from api.routes.common import _BULK, submit_and_wait
 from api.service import BatchSubmitted, Gateway
 from shared.errors import Overloaded
@@ -27,7 +27,7 @@ async def submit_job(
     body: JobRequest, api_key: ApiKey, gw: GatewayDep, waiter: WaiterDep,
     wait: Annotated[float | None, Query(ge=0, description="seconds to wait for the result")] = None,
     idempotency_key: Annotated[str | None, Header()] = None,
-) -> ORJSONResponse:
+) -> OrjsonResponse:
     tags = body.tags()
     if idempotency_key and not tags.idempotency_key:
         tags.idempotency_key = idempotency_key
@@ -35,7 +35,7 @@ async def submit_job(
     submitted, done = await submit_and_wait(gw, waiter, api_key, body.chat(), tags, wait_s)
     view = done or submitted.view
     status = 200 if done else (202 if submitted.created else 200)
-    return ORJSONResponse(view, status_code=status, headers=gateway_headers(view))
+    return OrjsonResponse(view, status_code=status, headers=gateway_headers(view))
 
 
 def _batch_body_schema() -> dict[str, Any]:
@@ -46,7 +46,7 @@ def _batch_body_schema() -> dict[str, Any]:
 
 
 @router.post("/v1/jobs/batch", status_code=202, openapi_extra=_batch_body_schema())
-async def submit_jobs(request: Request, api_key: ApiKey, gw: GatewayDep) -> ORJSONResponse:
+async def submit_jobs(request: Request, api_key: ApiKey, gw: GatewayDep) -> OrjsonResponse:
     """Many jobs in one request, all or nothing; each is queued for the scheduler (never admitted inline).
 
     The body is parsed and validated in the bulk submit thread, with the rest of the work, so a
@@ -54,7 +54,7 @@ async def submit_jobs(request: Request, api_key: ApiKey, gw: GatewayDep) -> ORJS
     """
     raw = await request.body()
     batch = await anyio.to_thread.run_sync(_submit_batch, gw, api_key, raw, limiter=_BULK)
-    return ORJSONResponse({"object": "list", "data": batch.views}, status_code=202,
+    return OrjsonResponse({"object": "list", "data": batch.views}, status_code=202,
                           headers={"x-gateway-jobs-created": str(batch.created)})
 
 
@@ -87,9 +87,9 @@ def _count_by_lane(batch: BatchSubmitted) -> dict[str, int]:
 
 
 @router.get("/v1/jobs/{job_id}")
-async def get_job(job_id: str, api_key: ApiKey, gw: GatewayDep) -> ORJSONResponse:
+async def get_job(job_id: str, api_key: ApiKey, gw: GatewayDep) -> OrjsonResponse:
     view = await run_in_threadpool(gw.get, api_key, job_id)
-    return ORJSONResponse(view, headers=gateway_headers(view))
+    return OrjsonResponse(view, headers=gateway_headers(view))
 
 
 @router.get("/v1/jobs")
@@ -97,13 +97,13 @@ async def list_jobs(
     api_key: ApiKey, gw: GatewayDep,
     status: str | None = None, feature: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None,
-) -> ORJSONResponse:
+) -> OrjsonResponse:
     page = await run_in_threadpool(gw.list, api_key, status=status, feature=feature, limit=limit,
                                    cursor=cursor)
-    return ORJSONResponse(page)
+    return OrjsonResponse(page)
 
 
 @router.delete("/v1/jobs/{job_id}")
-async def cancel_job(job_id: str, api_key: ApiKey, gw: GatewayDep) -> ORJSONResponse:
+async def cancel_job(job_id: str, api_key: ApiKey, gw: GatewayDep) -> OrjsonResponse:
     view = await run_in_threadpool(gw.cancel, api_key, job_id)
-    return ORJSONResponse(view, headers=gateway_headers(view))
+    return OrjsonResponse(view, headers=gateway_headers(view))

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
-from fastapi.responses import ORJSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.delivery import anthropic_sse, gateway_headers, raise_unless_succeeded
 from api.deps import ApiKey, GatewayDep, WaiterDep
+from api.responses import OrjsonResponse
 from api.routes.common import submit_and_wait, tags_from
 from shared.errors import InvalidRequest
 from shared.schemas import ChatRequest
@@ -47,7 +48,7 @@ async def messages(
     headers = gateway_headers(view)
     if body.stream:
         return StreamingResponse(anthropic_sse(message), media_type="text/event-stream", headers=headers)
-    return ORJSONResponse(message, headers=headers)
+    return OrjsonResponse(message, headers=headers)
 
 
 def _to_chat(body: MessagesRequest) -> ChatRequest:
