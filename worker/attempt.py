@@ -133,7 +133,7 @@ def _finish(ctx: Context, env: Envelope, outcome: Outcome, settings: Settings,
         latency_s=outcome.latency_ms / 1000, probe=env.probe, ticket=env.ticket))
     try:
         for call in reconcile_calls(env, outcome.deployment.name, settings, result=outcome.result,
-                                    error=outcome.error):
+                                    error=outcome.error, call_s=outcome.latency_ms / 1000):
             batch.script(call)
     except Exception:  # budgets heal by refill and expiry; never fail the recorded job over this
         log.exception("could not reconcile the budget of job %s attempt %s", env.id, env.attempt)

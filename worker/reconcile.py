@@ -57,10 +57,11 @@ def _admitter(settings: Settings) -> Admitter:
 
 
 def reconcile_calls(env: Envelope, deployment: str, settings: Settings, *, result: ProviderResult | None = None,
-                    error: ProviderCallError | None = None) -> list[ScriptCall]:
+                    error: ProviderCallError | None = None, call_s: float = 0.0) -> list[ScriptCall]:
     """Settle the attempt's reservation and sync the deployment's buckets to the provider's headers, as
     script calls the worker sends in one round trip with the attempt's other end-of-attempt steps
-    (the calibration's occasional samples are taken here, at once)."""
+    (the calibration's occasional samples are taken here, at once). ``call_s``: how long the call
+    took, so how old its headers' counts are (``BudgetTree.header_targets``)."""
     adm = _admitter(settings)
     rid = adm.reservation_id(env)
     if result is not None:
@@ -70,7 +71,7 @@ def reconcile_calls(env: Envelope, deployment: str, settings: Settings, *, resul
     else:  # it may have been processed: keep what was reserved
         calls = [adm.store.settle_call(rid, {b.key: b.cost for b in adm.buckets(env, deployment, _reserved(env))})]
     headers = result.headers if result is not None else (error.headers if error is not None else {})
-    targets = adm.tree.header_targets(deployment, rate_limit_state(headers)) if headers else []
+    targets = adm.tree.header_targets(deployment, rate_limit_state(headers), age_s=call_s) if headers else []
     if (pull_down := adm.store.pull_down_call(targets)) is not None:
         calls.append(pull_down)
     return calls

@@ -170,13 +170,19 @@ class BudgetTree:
         """How long a reservation lives unreported: the attempt's total timeout plus a margin."""
         return self.settings.deployment(deployment).timeouts.total + RESERVATION_MARGIN_S
 
-    def header_targets(self, deployment: str,
-                       state: Mapping[str, float]) -> list[tuple[str, float, float, float]]:
+    def header_targets(self, deployment: str, state: Mapping[str, float],
+                       age_s: float = 0.0) -> list[tuple[str, float, float, float]]:
         """``BudgetStore.pull_down_many`` targets from a provider's rate-limit headers.
 
         ``state`` is ``worker.providers.ratelimits.rate_limit_state`` output. The provider's
         ``remaining`` includes the headroom slice we never use, so our remaining is the provider's
         minus (provider capacity - our capacity).
+
+        ``age_s``: how long ago the provider counted what the headers say (the call's length: it
+        meters a request when it admits it, and a non-streamed answer brings the headers at the end).
+        Its meter has refilled since, so the target is ``remaining`` plus that refill. Taken as "left
+        now", a burst's answers arriving seconds later kept pulling the bucket down to a level long
+        gone, and the deployment sat idle for ~2 s after every burst.
         """
         dep = self.settings.deployment(deployment)
         meters = {m.axis: m for m in self.meters(deployment)}
@@ -189,7 +195,8 @@ class BudgetTree:
             # The headroom slice only exists when the provider's limit is the one we configured; when
             # the provider says its limit is lower (plan changed, shared account), take its word.
             slice_kept = max(0.0, provider_limit * self.burst_s(dep) / 60.0 - meter.capacity)
-            out.append((meter.key, remaining - slice_kept, meter.capacity, meter.rate))
+            refilled = provider_limit / 60.0 * max(0.0, age_s)
+            out.append((meter.key, remaining + refilled - slice_kept, meter.capacity, meter.rate))
         return out
 
     def all_buckets(self) -> list[Bucket]:

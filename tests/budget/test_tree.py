@@ -173,6 +173,17 @@ def test_header_sync_pulls_the_deployment_down_to_what_the_provider_has_left(
         axis: keys.budget_bucket("dep", "claude@an", axis) for axis in ("rpm", "itpm", "otpm")}
 
 
+def test_header_sync_counts_the_refill_since_the_provider_metered_the_call(
+        store: BudgetStore, tree: BudgetTree, keys: Keys) -> None:
+    """A call that took 2 s brings headers counted when it was sent: the provider has refilled 2 s of
+    its limit since (60,000 TPM: 1,000 tokens/s), so the bucket is pulled down to that, not below."""
+    tpm = keys.budget_bucket("dep", "gpt@oa", "tpm")
+    state = {"tokens_limit": 60_000, "tokens_remaining": 7_000}
+    assert store.pull_down_many(tree.header_targets("gpt@oa", state, age_s=2.0), now=T0)[tpm] == pytest.approx(
+        7_000 + 2_000 - 6_000)
+    assert store.pull_down_many(tree.header_targets("gpt@oa", state), now=T0)[tpm] == pytest.approx(1_000)
+
+
 def test_every_configured_bucket_is_listed_once(tree: BudgetTree, keys: Keys) -> None:
     listed = [b.key for b in tree.all_buckets()]
     assert len(listed) == len(set(listed))
