@@ -121,7 +121,7 @@ class Gateway:
             self.key_cache.remember(digest, tenant, epoch)
         return tenant
 
-    def _read_ahead(self, api_key: str, env: Envelope) -> _Ahead | None:
+    def _read_ahead(self, api_key: str, env: Envelope, may_send_here: bool) -> _Ahead | None:
         """One round trip before admission: the auth epoch, the queues, the chain's breakers and, for an
         interactive job (likely admitted inline), its attempt lease taken up front under a new token.
         None when a key seen lately was revoked meanwhile and now belongs elsewhere: start again."""
@@ -133,10 +133,12 @@ class Gateway:
         batch.script(self.admitter.breakers.states_call(list(env.chain)), lambda b: got.__setitem__("breakers", b))
         if env.lane == "interactive":
             env.token = uuid.uuid4().hex
-            # Long enough for the whole attempt on any deployment of the chain: the api may send it
-            # itself, with no claim step (a worker that gets it instead claims it as usual).
-            lease_ms = int(max(attempt_lease_s(self.settings.deployment(d), self.settings) for d in env.chain) * 1000)
-            batch.command(lambda pipe: pipe.set(self.keys.lease(env.id), env.token, px=lease_ms))
+            # When the api may send it itself (a caller waits), long enough for the whole attempt on
+            # any deployment of the chain, since that path has no claim step; a worker that gets the
+            # job instead (no free slot) claims it as usual.
+            lease_s = (max(attempt_lease_s(self.settings.deployment(d), self.settings) for d in env.chain)
+                       if may_send_here else self.settings.admission.dispatch_lease_s)
+            batch.command(lambda pipe: pipe.set(self.keys.lease(env.id), env.token, px=int(lease_s * 1000)))
         try:
             batch.execute()
         except (redis.RedisError, OSError) as exc:
@@ -172,7 +174,8 @@ class Gateway:
             deadline=tags.deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
         )
         estimate = self.admitter.prepare(env).total  # a job that can never fit is refused here, never queued
-        ahead = self._read_ahead(api_key, env)
+        may_send_here = bool(reply_to) and self.settings.api.fast_lane_attempts > 0
+        ahead = self._read_ahead(api_key, env, may_send_here)
         if ahead is None:
             return self.submit(api_key, chat, tags, reply_to, answer)
         fast = lane == "interactive" and ahead.queues.interactive_waiting == 0
