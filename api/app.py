@@ -15,6 +15,7 @@ from api.routes.common import size_submit_threads
 from api.service import Gateway
 from api.waiter import CompletionWaiter
 from shared.config import Settings, get_settings
+from worker.attempt import warm_up
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = Gateway(settings)
         size_submit_threads(gateway)
+        warm_up(settings)  # the api sends fast-lane attempts itself: its first caller should not pay for set-up
         waiter = CompletionWaiter(settings.redis_url, gateway.keys.reply_channel)
         await waiter.start()
         app.state.gateway, app.state.waiter = gateway, waiter

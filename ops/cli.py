@@ -85,9 +85,11 @@ def worker(config: ConfigOpt = None,
     """Run a Celery worker on every lane's execution queue."""
     _use_config(config)
     from shared.keys import Keys
+    from worker.attempt import warm_up
     from worker.celery_app import celery_app
 
     s = get_settings()
+    warm_up(s)
     _tune_gc()
     queues = ",".join(Keys(s.key_prefix).exec_queue(lane) for lane in LANES)
     celery_app.worker_main(["worker", "-P", pool or s.worker.pool, "-c", str(concurrency or s.worker.concurrency),
