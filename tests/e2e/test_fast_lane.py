@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -112,6 +113,17 @@ def test_with_no_free_slot_the_workers_send_the_fast_lane(stack: Stack, other_ap
     assert reply.status_code == 200, reply.text
     assert _sent(url, "worker") == 1 and _sent(url, "api") == 0
     assert [a.status for a in _attempts(reply.headers["x-gateway-job-id"])] == ["succeeded"]
+
+
+def test_calls_beyond_the_api_slots_go_to_the_workers(stack: Stack, other_api: Any) -> None:
+    url, _ = other_api(GATEWAY_API__FAST_LANE_ATTEMPTS="1")
+    with ThreadPoolExecutor(3) as pool:  # three slow calls at once, one slot: two overflow
+        replies = list(pool.map(lambda _: _chat(url, stack.keys["globex"], "slow"), range(3)))
+
+    assert [r.status_code for r in replies] == [200, 200, 200]
+    assert _sent(url, "api") + _sent(url, "worker") == 3 and _sent(url, "api") >= 1 and _sent(url, "worker") >= 1
+    for reply in replies:
+        assert [a.status for a in _attempts(reply.headers["x-gateway-job-id"])] == ["succeeded"]
 
 
 def test_an_api_killed_mid_call_leaves_the_job_to_the_reconciler(stack: Stack, other_api: Any) -> None:
