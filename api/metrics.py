@@ -1,5 +1,6 @@
-"""Prometheus metrics. Budget levels and queue depths are read from Redis at scrape time, so every api
-replica reports the same shared truth and nothing drifts between scrapes."""
+"""Prometheus metrics. Budget levels, queue depths and the attempt counters (``shared.attempt_metrics``)
+are read from Redis at scrape time, so every api replica reports the same shared truth and nothing
+drifts between scrapes; the counters below are this process's own."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from shared import attempt_metrics
 
 SUBMITTED = Counter("gateway_jobs_submitted_total", "Jobs accepted by the api", ["lane", "admitted_inline"])
 FAST_LANE_SENT = Counter("gateway_fast_lane_sent_total", "Fast-lane first attempts, by who sent them: the api "
@@ -22,7 +26,7 @@ class BudgetCollector(Collector):
     def __init__(self, gateway: Any) -> None:
         self.gw = gateway
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         from api.routes.admin import budget_snapshot
 
         try:
@@ -41,6 +45,11 @@ class BudgetCollector(Collector):
             for tenant, n in q["tenants"].items():
                 depth.add_metric([lane, tenant], n)
         yield from (level, cap, reserved, depth)
+        try:
+            families = list(attempt_metrics.collect(self.gw.redis, self.gw.keys))
+        except Exception:  # Redis down: as above
+            return
+        yield from families
 
 
 def install_collector(gateway: Any) -> None:

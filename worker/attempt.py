@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared import pricing
+from shared import attempt_metrics, pricing
 from shared.breaker import Breakers
 from shared.config import DeploymentConfig, Settings, get_settings
 from shared.db import jobs
@@ -142,6 +142,7 @@ def _finish(ctx: Context, env: Envelope, outcome: Outcome, settings: Settings,
         batch.command(lambda pipe: announce(pipe, env.reply_to, announce_view))
     if count:
         batch.command(lambda pipe: ctx.retries.count_attempt_in(pipe, outcome.deployment.name))
+    batch.command(lambda pipe: _count_for_metrics(pipe, ctx.keys, env, outcome))
     batch.script(ctx.breakers.record_call(
         outcome.deployment.name, ok=outcome.ok, kind=outcome.error.kind if outcome.error else None,
         latency_s=outcome.latency_ms / 1000, probe=env.probe, ticket=env.ticket))
@@ -154,6 +155,15 @@ def _finish(ctx: Context, env: Envelope, outcome: Outcome, settings: Settings,
     batch.script(ctx.leases.release_call(env))
     batch.command(lambda pipe: wake_scheduler(pipe, ctx.keys))
     batch.execute()
+
+
+def _count_for_metrics(pipe: Any, keys: Keys, env: Envelope, outcome: Outcome) -> None:
+    usage = outcome.result.usage if outcome.result is not None else None
+    attempt_metrics.count_into(
+        pipe, keys, deployment=outcome.deployment.name, tenant=env.tenant, feature=env.feature,
+        status="succeeded" if outcome.error is None else outcome.error.kind, latency_s=outcome.latency_ms / 1000,
+        tokens_in=usage.input_tokens if usage else 0, tokens_out=usage.output_tokens if usage else 0,
+        cost_usd=outcome.cost_usd)
 
 
 def _claim(ctx: Context, env: Envelope, deployment: str, lease_s: float) -> tuple[bool, str]:

@@ -1,0 +1,92 @@
+"""What every attempt did, counted in Redis by whichever process ran it, read by any api's /metrics.
+
+Attempts run in Celery workers and in the api processes (the fast lane), several of each. Counters
+kept per process would each need a scrape target and would reset with every restart; kept in Redis
+they are one shared truth that every api replica reports the same, as the budget gauges are. The
+process that ends an attempt adds them to the round trip it makes anyway (``worker.attempt._finish``).
+
+    gateway_attempts_total{deployment, status}             attempts by outcome (succeeded, or the error kind)
+    gateway_attempt_seconds{deployment}                    histogram of the provider call's length
+    gateway_tokens_total{deployment, direction}            tokens the provider billed (in, out)
+    gateway_cost_usd_total{tenant, feature, deployment}    what the attempts cost
+
+The counters restart from zero if Redis is emptied, which Prometheus reads as a counter reset.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+from shared.keys import Keys
+
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_SEP = "\t"  # between label values in a hash field: no deployment, tenant or feature name holds a tab
+
+
+def _key(keys: Keys, name: str) -> str:
+    return f"{keys.tag}:metrics:{name}"
+
+
+def count_into(pipe: Any, keys: Keys, *, deployment: str, tenant: str, feature: str, status: str,
+               latency_s: float, tokens_in: int = 0, tokens_out: int = 0, cost_usd: float = 0.0) -> None:
+    """Add one attempt's counts to ``pipe`` (a few HINCRBYs on four hashes)."""
+    pipe.hincrby(_key(keys, "attempts"), _SEP.join((deployment, status)), 1)
+    bucket = next((b for b in LATENCY_BUCKETS_S if latency_s <= b), math.inf)
+    latency = _key(keys, "latency")
+    pipe.hincrby(latency, _SEP.join((deployment, repr(bucket))), 1)
+    pipe.hincrbyfloat(latency, _SEP.join((deployment, "sum")), latency_s)
+    if tokens_in or tokens_out:
+        tokens = _key(keys, "tokens")
+        pipe.hincrby(tokens, _SEP.join((deployment, "in")), tokens_in)
+        pipe.hincrby(tokens, _SEP.join((deployment, "out")), tokens_out)
+    if cost_usd:
+        pipe.hincrbyfloat(_key(keys, "cost"), _SEP.join((tenant, feature, deployment)), cost_usd)
+
+
+def collect(client: Any, keys: Keys) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+    """The four metric families, read from Redis in one round trip."""
+    with client.pipeline(transaction=False) as pipe:
+        for name in ("attempts", "latency", "tokens", "cost"):
+            pipe.hgetall(_key(keys, name))
+        attempts, latency, tokens, cost = (_decoded(h) for h in pipe.execute())
+
+    family = CounterMetricFamily("gateway_attempts", "Provider attempts by outcome (succeeded, or the error kind)",
+                                 labels=["deployment", "status"])
+    for field, value in sorted(attempts.items()):
+        family.add_metric(field.split(_SEP), float(value))
+    yield family
+
+    histogram = HistogramMetricFamily("gateway_attempt_seconds", "Length of provider calls",
+                                      labels=["deployment"])
+    per_deployment: dict[str, dict[str, float]] = {}
+    for field, value in latency.items():
+        deployment, part = field.rsplit(_SEP, 1)
+        per_deployment.setdefault(deployment, {})[part] = float(value)
+    for deployment, parts in sorted(per_deployment.items()):
+        running, buckets = 0.0, []
+        for bound in (*LATENCY_BUCKETS_S, math.inf):
+            running += parts.get(repr(bound), 0.0)
+            buckets.append(("+Inf" if bound == math.inf else repr(bound), running))
+        histogram.add_metric([deployment], buckets, parts.get("sum", 0.0))
+    yield histogram
+
+    family = CounterMetricFamily("gateway_tokens", "Tokens providers billed, by direction",
+                                 labels=["deployment", "direction"])
+    for field, value in sorted(tokens.items()):
+        family.add_metric(field.split(_SEP), float(value))
+    yield family
+
+    family = CounterMetricFamily("gateway_cost_usd", "What attempts cost in USD, by tenant, feature and deployment",
+                                 labels=["tenant", "feature", "deployment"])
+    for field, value in sorted(cost.items()):
+        family.add_metric(field.split(_SEP), float(value))
+    yield family
+
+
+def _decoded(raw: dict[Any, Any]) -> dict[str, str]:
+    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()}

@@ -1,0 +1,44 @@
+"""/metrics reports what attempts did, whichever process ran them (an api's fast lane or a worker),
+counted in Redis so that every api replica reports the same totals."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from tests.conftest import Stack, wait_for_status
+
+CHAT = {"max_tokens": 16, "messages": [{"role": "user", "content": "Name a prime number."}]}
+
+
+def _value(text: str, name: str, **labels: str) -> float:
+    """One sample of the exposition text (0 when absent); labels must match exactly, in any order."""
+    for line in text.splitlines():
+        found = re.fullmatch(rf"{name}{{(.*)}} (\S+)", line)
+        if found and dict(re.findall(r'(\w+)="([^"]*)"', found.group(1))) == labels:
+            return float(found.group(2))
+    return 0.0
+
+
+def test_attempts_tokens_latency_and_cost_are_exported_from_api_and_worker_attempts(stack: Stack) -> None:
+    before = httpx.get(f"{stack.url}/metrics").text
+    with stack.client("globex") as c:
+        fast = c.post("/v1/chat/completions", json={**CHAT, "model": "gpt-4o"},
+                      headers={"X-Gateway-Feature": "metrics-fast"})  # sent by the api
+        job = c.post("/v1/jobs", json={**CHAT, "model": "gpt-4o", "feature": "metrics-batch",
+                                       "priority": "batch"}).json()  # sent by a worker
+        wait_for_status(c, job["id"], {"succeeded"})
+    assert fast.status_code == 200, fast.text
+    after = httpx.get(f"{stack.url}/metrics").text
+
+    def grew(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    assert grew("gateway_attempts_total", deployment="gpt-4o@sim", status="succeeded") >= 2
+    assert grew("gateway_attempt_seconds_count", deployment="gpt-4o@sim") >= 2
+    assert grew("gateway_attempt_seconds_bucket", deployment="gpt-4o@sim", le="+Inf") >= 2
+    assert grew("gateway_tokens_total", deployment="gpt-4o@sim", direction="in") > 0
+    assert grew("gateway_tokens_total", deployment="gpt-4o@sim", direction="out") > 0
+    for feature in ("metrics-fast", "metrics-batch"):
+        assert grew("gateway_cost_usd_total", tenant="globex", feature=feature, deployment="gpt-4o@sim") > 0
