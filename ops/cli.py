@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
@@ -64,8 +65,20 @@ def api(config: ConfigOpt = None, host: str | None = None, port: int | None = No
     _use_config(config)
     _tune_gc()
     s = get_settings()
+    if workers > 1:
+        _share_metrics_between_processes()
     uvicorn.run("api.app:create_app", factory=True, host=host or s.api.host, port=port or s.api.port,
                 workers=workers, access_log=False, log_level="warning")
+
+
+def _share_metrics_between_processes() -> None:
+    """prometheus_client's multiprocess mode: each api process writes its counters to files in one
+    directory and /metrics sums them. The directory must start empty; the processes inherit it."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="gateway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for stale in Path(folder).glob("*.db"):  # a previous run's counters
+        stale.unlink()
 
 
 @app.command()

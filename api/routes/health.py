@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import GatewayDep
+from api.metrics import BudgetCollector
 from api.responses import OrjsonResponse
 from shared.db.session import session_scope
 
@@ -44,5 +47,12 @@ def _checks(gw: object) -> dict[str, str]:
 
 
 @router.get("/metrics")
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(gw: GatewayDep) -> Response:
+    """This process's metrics, or, under ``gateway api --workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set),
+    every api process's counters summed: a scrape lands on one process at random."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    registry.register(BudgetCollector(gw))  # read from Redis: the same in every process
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -7,7 +7,7 @@ import re
 
 import httpx
 
-from tests.conftest import Stack, wait_for_status
+from tests.conftest import Stack, free_port, spawn, stop, wait_for_status, wait_http
 
 CHAT = {"max_tokens": 16, "messages": [{"role": "user", "content": "Name a prime number."}]}
 
@@ -42,3 +42,21 @@ def test_attempts_tokens_latency_and_cost_are_exported_from_api_and_worker_attem
     assert grew("gateway_tokens_total", deployment="gpt-4o@sim", direction="out") > 0
     for feature in ("metrics-fast", "metrics-batch"):
         assert grew("gateway_cost_usd_total", tenant="globex", feature=feature, deployment="gpt-4o@sim") > 0
+
+
+def test_an_api_with_several_processes_reports_the_counters_of_all_of_them(stack: Stack) -> None:
+    port = free_port()
+    proc = spawn("ops.cli", "api", "--port", str(port), "--workers", "2", log=f"api-{port}")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/healthz", proc)
+        for _ in range(12):  # fresh connections: the kernel spreads them over both processes
+            r = httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "gpt-4o-mini"},
+                           headers={"Authorization": f"Bearer {stack.keys['acme']}"}, timeout=30)
+            assert r.status_code == 200, r.text
+        scrapes = [httpx.get(f"{url}/metrics").text for _ in range(6)]
+    finally:
+        stop(proc)
+    for text in scrapes:  # whichever process answered the scrape
+        assert _value(text, "gateway_jobs_submitted_total", lane="interactive", admitted_inline="True") == 12
+        assert _value(text, "gateway_fast_lane_sent_total", by="api") == 12
