@@ -54,11 +54,8 @@ def collect(client: Any, keys: Keys) -> Iterator[CounterMetricFamily | Histogram
             pipe.hgetall(_key(keys, name))
         attempts, latency, tokens, cost = (_decoded(h) for h in pipe.execute())
 
-    family = CounterMetricFamily("gateway_attempts", "Provider attempts by outcome (succeeded, or the error kind)",
-                                 labels=["deployment", "status"])
-    for field, value in sorted(attempts.items()):
-        family.add_metric(field.split(_SEP), float(value))
-    yield family
+    yield _counter("gateway_attempts", "Provider attempts by outcome (succeeded, or the error kind)",
+                   ["deployment", "status"], attempts)
 
     histogram = HistogramMetricFamily("gateway_attempt_seconds", "Length of provider calls",
                                       labels=["deployment"])
@@ -74,17 +71,17 @@ def collect(client: Any, keys: Keys) -> Iterator[CounterMetricFamily | Histogram
         histogram.add_metric([deployment], buckets, parts.get("sum", 0.0))
     yield histogram
 
-    family = CounterMetricFamily("gateway_tokens", "Tokens providers billed, by direction",
-                                 labels=["deployment", "direction"])
-    for field, value in sorted(tokens.items()):
-        family.add_metric(field.split(_SEP), float(value))
-    yield family
+    yield _counter("gateway_tokens", "Tokens providers billed, by direction", ["deployment", "direction"], tokens)
+    yield _counter("gateway_cost_usd", "What attempts cost in USD, by tenant, feature and deployment",
+                   ["tenant", "feature", "deployment"], cost)
 
-    family = CounterMetricFamily("gateway_cost_usd", "What attempts cost in USD, by tenant, feature and deployment",
-                                 labels=["tenant", "feature", "deployment"])
-    for field, value in sorted(cost.items()):
+
+def _counter(name: str, documentation: str, labels: list[str], values: dict[str, str]) -> CounterMetricFamily:
+    """A counter family from one hash: each field holds the label values, joined by ``_SEP``."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for field, value in sorted(values.items()):
         family.add_metric(field.split(_SEP), float(value))
-    yield family
+    return family
 
 
 def _decoded(raw: dict[Any, Any]) -> dict[str, str]:
