@@ -9,7 +9,8 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
-from api.metrics import install_collector
+from api.metrics import AUTH_FAILURES, install_collector
+from api.openapi import install_openapi
 from api.routes import admin, chat, health, jobs, messages
 from api.routes.common import size_submit_threads
 from api.service import Gateway
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = Gateway(settings)
+        gateway.auth.on_failure = lambda reason: AUTH_FAILURES.labels(reason=reason).inc()
         size_submit_threads(gateway)
         warm_up(settings)  # the api sends fast-lane attempts itself: its first caller should not pay for set-up
         waiter = CompletionWaiter(settings.redis_url, gateway.keys.reply_channel)
@@ -35,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="AI gateway", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    install_openapi(app)
     for module in (chat, messages, jobs, admin, health):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes,

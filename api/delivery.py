@@ -12,13 +12,7 @@ from typing import Any
 
 import orjson
 
-from shared.errors import Conflict, GatewayError, Overloaded, ProviderError
-
-
-class GatewayTimeout(GatewayError):
-    status = 504
-    type = "timeout_error"
-    code = "gateway_timeout"
+from shared.errors import Conflict, GatewayTimeout, Overloaded, ProviderError
 
 
 def gateway_headers(view: dict[str, Any]) -> dict[str, str]:

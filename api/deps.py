@@ -1,14 +1,29 @@
-"""Dependencies routes declare with ``Annotated`` aliases, so no route builds its own clients."""
+"""Dependencies routes declare with ``Annotated`` aliases, so no route builds its own clients.
+
+Every key is checked by a dependency (``api.auth``), and routes that take a body read it after that
+(``read_body``), so an unauthenticated request never costs a body read or a JSON parse.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 
+from api.auth import Caller
 from api.service import Gateway
 from api.waiter import CompletionWaiter
-from shared.errors import AuthError
+from shared.errors import AuthError, PermissionDenied
+
+M = TypeVar("M", bound=BaseModel)
+
+# Both SDKs' ways of sending a key; declared as security schemes so the OpenAPI document says so.
+_bearer = HTTPBearer(auto_error=False, description="A tenant's API key (OpenAI SDK), or the operators' key")
+_x_api_key = APIKeyHeader(name="x-api-key", auto_error=False, description="A tenant's API key (Anthropic SDK)")
 
 
 async def _gateway(request: Request) -> Gateway:
@@ -19,19 +34,79 @@ async def _waiter(request: Request) -> CompletionWaiter:
     return request.app.state.waiter  # type: ignore[no-any-return]
 
 
-async def _api_key(authorization: Annotated[str | None, Header()] = None,
-             x_api_key: Annotated[str | None, Header()] = None) -> str:
+async def _maybe_api_key(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                         x_api_key: Annotated[str | None, Depends(_x_api_key)]) -> str | None:
     """The caller's key: ``Authorization: Bearer`` (OpenAI SDK) or ``x-api-key`` (Anthropic SDK)."""
-    if authorization:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    if x_api_key:
+    if bearer is not None and bearer.credentials.strip():
+        return bearer.credentials.strip()
+    if x_api_key and x_api_key.strip():
         return x_api_key.strip()
+    return None
+
+
+async def _api_key(request: Request, api_key: Annotated[str | None, Depends(_maybe_api_key)]) -> str:
+    if api_key:
+        return api_key
+    request.app.state.gateway.auth.on_failure("missing_api_key")
     raise AuthError("Missing API key. Send 'Authorization: Bearer <key>' (or 'x-api-key: <key>'); "
-                    "create one with 'gateway keys create --tenant <tenant>'.")
+                    "create one with 'gateway keys create --tenant <tenant>'.", code="missing_api_key")
+
+
+def _source(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+async def _caller(request: Request, api_key: Annotated[str, Depends(_api_key)]) -> Caller:
+    """A tenant's key, confirmed against the current auth epoch."""
+    gw: Gateway = request.app.state.gateway
+    caller = await run_in_threadpool(gw.auth.check, api_key, _source(request))
+    if caller.admin:
+        raise PermissionDenied("This route needs a tenant's API key, not the operators' key.")
+    return caller
+
+
+async def _submitter(request: Request, api_key: Annotated[str, Depends(_api_key)]) -> Caller:
+    """A tenant's key for a submit: a key in the cache costs nothing here, since the submit confirms it
+    against the epoch in the round trip it makes anyway (``Gateway._read_ahead``)."""
+    gw: Gateway = request.app.state.gateway
+    return gw.auth.cached(api_key) or await _caller(request, api_key)
+
+
+async def _admin(request: Request, api_key: Annotated[str, Depends(_api_key)]) -> Caller:
+    gw: Gateway = request.app.state.gateway
+    if gw.auth.admin_key() is None:
+        raise PermissionDenied(f"Admin routes are off: set {gw.settings.api.admin_key_env} in the api's "
+                               "environment.", code="admin_disabled")
+    if not gw.auth.is_admin(api_key):
+        raise AuthError("This route needs the operators' key, not a tenant key.")
+    return Caller(api_key, admin=True)
+
+
+async def _metrics_reader(request: Request, api_key: Annotated[str | None, Depends(_maybe_api_key)]) -> None:
+    """/metrics names every tenant and its spend: the operators' key, unless ``api.metrics_public``."""
+    gw: Gateway = request.app.state.gateway
+    if not gw.settings.api.metrics_public:
+        await _admin(request, await _api_key(request, api_key))
+
+
+async def read_body(request: Request, model: type[M], context: dict[str, Any] | None = None) -> M:
+    """The request body as ``model``, parsed and validated in one pass (pydantic's own JSON parser);
+    errors read like FastAPI's own body validation (``body.<field>``)."""
+    raw = await request.body()
+    return parse_body(raw, model, context)
+
+
+def parse_body(raw: bytes, model: type[M], context: dict[str, Any] | None = None) -> M:
+    try:
+        return model.model_validate_json(raw, context=context)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in errors]) from exc
 
 
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
 WaiterDep = Annotated[CompletionWaiter, Depends(_waiter)]
-ApiKey = Annotated[str, Depends(_api_key)]
+CallerDep = Annotated[Caller, Depends(_caller)]
+SubmitterDep = Annotated[Caller, Depends(_submitter)]
+AdminDep = Annotated[Caller, Depends(_admin)]
+MetricsReaderDep = Annotated[None, Depends(_metrics_reader)]

@@ -39,16 +39,21 @@ def error_response(request: Request, status: int, message: str, *, type_: str, c
     return OrjsonResponse(body, status_code=status, headers=headers)
 
 
+def _where(err: dict[str, Any]) -> str:
+    """The field an error is about, as ``messages.0.content``; a value the gateway cannot store is
+    reported by its model with the path inside it (``shared.schemas._storable``)."""
+    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    inner = (err.get("ctx") or {}).get("path") if err.get("type") == "unsupported_value" else None
+    return ".".join([*loc, *([inner] if inner else [])])
+
+
 def _describe(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     parts = []
     for err in errors[:5]:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
-        where = ".".join(loc) or "body"
         if err.get("type") == "json_invalid":
             return "The request body is not valid JSON: " + err.get("ctx", {}).get("error", "parse error"), None
-        parts.append(f"{where}: {err.get('msg')}")
-    first = errors[0].get("loc", ()) if errors else ()
-    param = ".".join(str(p) for p in first if p != "body") or None
+        parts.append(f"{_where(err) or 'body'}: {err.get('msg')}")
+    param = _where(errors[0]) or None if errors else None
     return "Invalid request: " + "; ".join(parts), param
 
 

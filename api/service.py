@@ -6,9 +6,9 @@ Redis refuses the hand-off, the job is failed with the reason rather than left h
 
 Per submit: one Redis round trip reads the auth epoch, the queues and the chain's breakers, and
 takes an interactive job's attempt lease up front, for a whole attempt (given back if it is queued
-after all); a key seen lately is trusted from the in-process ``KeyCache`` when the epoch has not
-changed (no SQL read). A fast-lane job is then reserved (one round trip), under an id chosen up
-front, and inserted already admitted (one statement).
+after all); a key seen lately (``api.auth``) is confirmed there against the epoch (no SQL read). A
+fast-lane job is then reserved (one round trip), under an id chosen up front, and inserted already
+admitted (one statement).
 
 A fast-lane job whose caller waits is then sent by the api itself, on the request's thread, while
 it has a free slot (``api.fast_lane_attempts`` per process): the same attempt a worker would run
@@ -38,13 +38,13 @@ from typing import Any
 
 import redis
 
+from api.auth import Authenticator, Caller
 from shared.admission import Admitter, QueueState, lanes_at_or_above
-from shared.config import Settings
+from shared.config import Lane, Settings
 from shared.db import jobs
 from shared.db.ids import new_job_id
 from shared.db.session import session_scope
-from shared.db.tenants import KeyCache, auth_epoch_key, authenticate, hash_key
-from shared.errors import GatewayError, InvalidRequest, Overloaded
+from shared.errors import GatewayError, InvalidRequest, Overloaded, PermissionDenied, Unavailable
 from shared.keys import Keys
 from shared.leases import AttemptLeases
 from shared.queues import Envelope, WaitingQueues
@@ -52,16 +52,11 @@ from shared.redis_batch import RedisBatch
 from shared.redis_conn import sync_redis
 from shared.routing import chain_for
 from shared.schemas import ChatRequest, JobRequest, JobTags
+from shared.tenancy import check_feature, resolve_lane
 from worker.attempt import attempt_lease_s, run_attempt
 from worker.celery_app import send_attempt
 
 log = logging.getLogger("gateway.api")
-
-
-class Unavailable(GatewayError):
-    status = 503
-    type = "api_error"
-    code = "queue_unavailable"
 
 
 @dataclass
@@ -96,38 +91,23 @@ class Gateway:
         self.queues = WaitingQueues(self.redis, self.keys)
         self.admitter = Admitter(settings, self.redis, self.keys)
         self.leases = AttemptLeases(self.redis, self.keys)
-        self.key_cache = KeyCache()
-        self.auth_epoch_key = auth_epoch_key(self.keys)
+        self.auth = Authenticator(settings, self.redis, self.keys)
         self.attempt_slots = threading.BoundedSemaphore(settings.api.fast_lane_attempts or 1)
 
-    # -- authentication ----------------------------------------------------------------------------
+    def lane_for(self, caller: Caller, tags: JobTags, default: Lane) -> Lane:
+        """The job's lane, decided once (``shared.tenancy``); its feature checked against the tenant's policy."""
+        identity = caller.identity
+        assert identity is not None
+        check_feature(self.settings, identity.tenant, tags.feature)
+        return resolve_lane(self.settings, identity.tenant, tags.feature, tags.priority, default, identity.max_lane)
 
-    def tenant_for(self, api_key: str) -> str:
-        try:
-            epoch: str | None = str(self.redis.get(self.auth_epoch_key) or "")
-        except (redis.RedisError, OSError):
-            epoch = None  # the epoch can't be read: ask the store, trust no cached answer
-        return self._authenticate(api_key, epoch)
-
-    def _authenticate(self, api_key: str, epoch: str | None) -> str:
-        """The key's tenant: cached when cached under ``epoch`` (read before this call), else the store."""
-        digest = hash_key(api_key)
-        cached = self.key_cache.tenant(digest, epoch) if epoch is not None else None
-        if cached is not None:
-            return cached
-        with session_scope(readonly=True) as db:
-            tenant = authenticate(db, api_key)
-        if epoch is not None:
-            self.key_cache.remember(digest, tenant, epoch)
-        return tenant
-
-    def _read_ahead(self, api_key: str, env: Envelope, may_send_here: bool) -> _Ahead | None:
+    def _read_ahead(self, caller: Caller, env: Envelope, may_send_here: bool) -> _Ahead:
         """One round trip before admission: the auth epoch, the queues, the chain's breakers and, for an
         interactive job (likely admitted inline), its attempt lease taken up front under a new token.
-        None when a key seen lately was revoked meanwhile and now belongs elsewhere: start again."""
+        A caller taken from the key cache is confirmed against the epoch read here."""
         got: dict[str, Any] = {}
         batch = RedisBatch(self.redis)
-        batch.command(lambda pipe: pipe.get(self.auth_epoch_key), lambda r: got.__setitem__("epoch", r[0] or ""))
+        batch.command(lambda pipe: pipe.get(self.auth.epoch_key), lambda r: got.__setitem__("epoch", r[0] or ""))
         batch.command(lambda pipe: QueueState.queue_reads(pipe, self.keys, env.lane, env.tenant),
                       lambda r: got.__setitem__("queues", QueueState.parse(r)))
         batch.script(self.admitter.breakers.states_call(list(env.chain)), lambda b: got.__setitem__("breakers", b))
@@ -144,11 +124,13 @@ class Gateway:
         except (redis.RedisError, OSError) as exc:
             raise Unavailable("The gateway's queue (Redis) is unavailable; the job was not accepted. "
                               "Retry shortly.") from exc
-        seen = self.key_cache.peek(hash_key(api_key))
-        stale = seen is not None and seen[1] != got["epoch"]  # a key was revoked since: ask the store
-        if stale and self._authenticate(api_key, got["epoch"]) != env.tenant:
-            self._drop_lease(env)
-            return None
+        if caller.epoch != got["epoch"]:  # from the cache, or a key was revoked since: confirm it
+            self.auth.saw_epoch(got["epoch"])
+            try:
+                self.auth.confirm(caller.api_key, got["epoch"])
+            except GatewayError:
+                self._drop_lease(env)
+                raise
         return _Ahead(got["epoch"], got["queues"], got["breakers"])
 
     def _drop_lease(self, env: Envelope) -> None:
@@ -160,24 +142,17 @@ class Gateway:
 
     # -- jobs --------------------------------------------------------------------------------------
 
-    def submit(self, api_key: str, chat: ChatRequest, tags: JobTags, reply_to: str | None,
+    def submit(self, caller: Caller, chat: ChatRequest, tags: JobTags, lane: Lane, reply_to: str | None,
                answer: Callable[[Submitted], None] | None = None) -> Submitted:
         """Validate against the budgets, then admit inline (fast lane) and persist, or persist and queue.
-        A job the api sends itself (``_send_here``) is handed to ``answer`` as soon as its attempt is
-        recorded, before the attempt's last round trip; the return value is the same."""
-        seen = self.key_cache.peek(hash_key(api_key))
-        tenant = seen[0] if seen is not None else self.tenant_for(api_key)
-        lane = self.settings.lane_for(tenant, tags.feature, tags.priority)
-        env = Envelope(
-            id=new_job_id(), tenant=tenant, feature=tags.feature, lane=lane, model=chat.model,
-            chain=chain_for(self.settings, chat.model), request=chat.provider_payload(),
-            deadline=tags.deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
-        )
+        ``lane`` comes from ``lane_for``. A job the api sends itself (``_send_here``) is handed to
+        ``answer`` as soon as its attempt is recorded, before the attempt's last round trip; the return
+        value is the same."""
+        env = self._envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(), tags.deadline_at,
+                             reply_to=reply_to)
         estimate = self.admitter.prepare(env).total  # a job that can never fit is refused here, never queued
         may_send_here = bool(reply_to) and self.settings.api.fast_lane_attempts > 0
-        ahead = self._read_ahead(api_key, env, may_send_here)
-        if ahead is None:
-            return self.submit(api_key, chat, tags, reply_to, answer)
+        ahead = self._read_ahead(caller, env, may_send_here)
         fast = lane == "interactive" and ahead.queues.interactive_waiting == 0
         try:
             if not fast:
@@ -189,7 +164,7 @@ class Gateway:
         if not fast:
             self._drop_lease(env)
         try:
-            view, created = self._persist(env, tags, estimate, fast)
+            view, created = self._persist(env, tags, estimate, fast, caller)
         except BaseException:
             if fast:
                 self.admitter.withdraw(env)
@@ -205,6 +180,14 @@ class Gateway:
             return self._send_here(env, view, answer)
         self._hand_off(env, fast)
         return Submitted(view, created=True)
+
+    def _envelope(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any],
+                  deadline_at: Callable[[float], datetime], reply_to: str | None = None) -> Envelope:
+        return Envelope(
+            id=new_job_id(), tenant=tenant, feature=feature, lane=lane, model=model,
+            chain=chain_for(self.settings, model), request=request,
+            deadline=deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
+        )
 
     def _take_attempt_slot(self) -> bool:
         return self.settings.api.fast_lane_attempts > 0 and self.attempt_slots.acquire(blocking=False)
@@ -230,7 +213,8 @@ class Gateway:
             self.attempt_slots.release()
         return done[0] if done else Submitted(view, created=True)
 
-    def _persist(self, env: Envelope, tags: JobTags, estimate: int, admitted: bool) -> tuple[dict[str, Any], bool]:
+    def _persist(self, env: Envelope, tags: JobTags, estimate: int, admitted: bool,
+                 caller: Caller) -> tuple[dict[str, Any], bool]:
         """Insert the job (admitted already, its lease held, when reserved inline); a repeated
         idempotency key returns the original job instead (``created`` False)."""
         with session_scope() as db:
@@ -239,6 +223,7 @@ class Gateway:
                 request=env.request, deadline=datetime.fromtimestamp(env.deadline, UTC),
                 idempotency_key=tags.idempotency_key, estimate_tokens=estimate, job_id=env.id,
                 admitted_deployment=env.deployment if admitted else None,
+                key_id=caller.identity.key_id if caller.identity else None,
             )
             return jobs.job_view(job), created
 
@@ -258,15 +243,16 @@ class Gateway:
 
     # -- bulk jobs ---------------------------------------------------------------------------------
 
-    def submit_many(self, api_key: str, items: Sequence[JobRequest]) -> BatchSubmitted:
+    def submit_many(self, caller: Caller, items: Sequence[JobRequest]) -> BatchSubmitted:
         """Accept a batch all or nothing: every item is checked, and the batch shed as a whole, before
         anything is written. Every new job is queued for the scheduler, even an interactive one."""
         _refuse_repeated_keys(items)
-        tenant = self.tenant_for(api_key)
-        envs = [self._bulk_envelope(tenant, index, item) for index, item in enumerate(items)]
+        tenant = caller.tenant
+        envs = [self._bulk_envelope(caller, index, item) for index, item in enumerate(items)]
         self._shed_batch(tenant, envs, self._queue_states(tenant, {env.lane for env in envs}))
+        key_id = caller.identity.key_id if caller.identity else None
         rows = [jobs.NewJob(env.id, env.feature, env.lane, item.task, env.model, env.request,
-                            datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.estimate)
+                            datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.estimate, key_id)
                 for env, item in zip(envs, items, strict=True)]
         with session_scope() as db:
             results = jobs.create_jobs(db, tenant, rows)
@@ -277,17 +263,14 @@ class Gateway:
         self._hand_off_many(created)
         return BatchSubmitted([view for view, _ in results], len(created))
 
-    def _bulk_envelope(self, tenant: str, index: int, item: JobRequest) -> Envelope:
+    def _bulk_envelope(self, caller: Caller, index: int, item: JobRequest) -> Envelope:
         """The item's envelope with its estimate (``prepare``, once); errors name the item."""
         try:
-            lane = self.settings.lane_for(tenant, item.feature, item.priority)
-            env = Envelope(
-                id=new_job_id(), tenant=tenant, feature=item.feature, lane=lane, model=item.model,
-                chain=chain_for(self.settings, item.model), request=item.payload(),
-                deadline=item.tags().deadline_at(self.settings.lanes[lane].deadline_s).timestamp(),
-            )
+            tags = item.tags()
+            lane = self.lane_for(caller, tags, "standard")
+            env = self._envelope(caller.tenant, tags.feature, lane, item.model, item.payload(), tags.deadline_at)
             self.admitter.prepare(env)
-        except (InvalidRequest, Overloaded) as exc:
+        except (InvalidRequest, Overloaded, PermissionDenied) as exc:
             raise _for_item(index, exc) from exc
         return env
 
@@ -353,24 +336,21 @@ class Gateway:
             raise Unavailable("The gateway's queue (Redis) is unavailable; the jobs were not accepted. "
                               "Retry shortly.") from exc
 
-    def get(self, api_key: str, job_id: str) -> dict[str, Any]:
-        tenant = self.tenant_for(api_key)
+    def get(self, caller: Caller, job_id: str) -> dict[str, Any]:
         with session_scope(readonly=True) as db:
-            return jobs.job_view(jobs.get_job(db, tenant, job_id))
+            return jobs.job_view(jobs.get_job(db, caller.tenant, job_id))
 
-    def list(self, api_key: str, *, status: str | None, feature: str | None, limit: int,
+    def list(self, caller: Caller, *, status: str | None, feature: str | None, limit: int,
              cursor: str | None) -> dict[str, Any]:
-        tenant = self.tenant_for(api_key)
         with session_scope(readonly=True) as db:
-            page, next_cursor = jobs.list_jobs(db, tenant, status=status, feature=feature, limit=limit,
+            page, next_cursor = jobs.list_jobs(db, caller.tenant, status=status, feature=feature, limit=limit,
                                                cursor=cursor)
             return {"object": "list", "data": [jobs.job_view(j) for j in page],
                     "has_more": next_cursor is not None, "next_cursor": next_cursor}
 
-    def cancel(self, api_key: str, job_id: str) -> dict[str, Any]:
-        tenant = self.tenant_for(api_key)
+    def cancel(self, caller: Caller, job_id: str) -> dict[str, Any]:
         with session_scope() as db:
-            return jobs.job_view(jobs.cancel_job(db, tenant, job_id))
+            return jobs.job_view(jobs.cancel_job(db, caller.tenant, job_id))
 
     def view_any(self, job_id: str) -> dict[str, Any] | None:
         with session_scope(readonly=True) as db:
@@ -392,11 +372,13 @@ def _refuse_repeated_keys(items: Sequence[JobRequest]) -> None:
         first[key] = index
 
 
-def _for_item(index: int, exc: InvalidRequest | Overloaded) -> GatewayError:
+def _for_item(index: int, exc: InvalidRequest | Overloaded | PermissionDenied) -> GatewayError:
     """The error of one item, naming it (``jobs.<i>``): what refuses one job refuses its batch. A bad
     item is a 400 whatever its single-job status (an unknown model is a 404 on ``POST /v1/jobs``)."""
     param = f"jobs.{index}.{exc.param}" if exc.param else f"jobs.{index}"
     message = f"{param}: {exc.message} Nothing of this batch was accepted."
     if isinstance(exc, Overloaded):
         return Overloaded(message, retry_after=exc.retry_after, code=exc.code, param=param)
+    if isinstance(exc, PermissionDenied):
+        return PermissionDenied(message, param=param, code=exc.code)
     return InvalidRequest(message, param=param, code=exc.code)

@@ -175,7 +175,7 @@ def _demo_keys() -> dict[str, str]:
             ensure_tenant(db, tenant)
             key = saved.get(tenant)
             try:
-                if key and authenticate(db, key) == tenant:
+                if key and authenticate(db, key).tenant == tenant:
                     keys[tenant] = key
                     continue
             except Exception:  # revoked or from another database: make a new one

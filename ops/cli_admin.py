@@ -83,7 +83,7 @@ def tenants_list() -> None:
 
 @tenants_app.command("disable")
 def tenants_disable(tenant_id: str) -> None:
-    """Refuse every call of the tenant at once (its keys stay, `enable` restores them)."""
+    """Refuse every call of the tenant at once and cancel its queued jobs (its keys stay, `enable` restores them)."""
     with _admin_session() as session:
         store.set_tenant_disabled(session, tenant_id, True)
     console.print(f"tenant [bold]{tenant_id}[/bold] disabled")
@@ -101,10 +101,12 @@ def tenants_enable(tenant_id: str) -> None:
 def keys_create(
     tenant: str = typer.Option(..., "--tenant", "-t", help="The tenant the key authenticates as."),
     name: str = typer.Option("default", "--name", "-n", help="A label to recognise the key by."),
+    max_lane: str | None = typer.Option(None, "--max-lane", help="The highest-priority lane the key may use "
+                                        "(interactive, standard, batch); default: whatever its tenant may."),
 ) -> None:
     """Create an API key and print it once."""
     with _admin_session() as session:
-        key, plaintext = store.create_key(session, tenant, name)
+        key, plaintext = store.create_key(session, tenant, name, max_lane=max_lane)
     console.print(f"API key {key.id} ({key.name}) for tenant [bold]{key.tenant_id}[/bold]:")
     print(plaintext)  # plain stdout, no wrapping or markup, so scripts can capture it
     err_console.print(
@@ -119,16 +121,17 @@ def keys_list(
     """List keys by id and prefix (never the key itself)."""
     with _admin_session() as session:
         keys = store.list_keys(session, tenant)
-    table = Table("id", "tenant", "name", "prefix", "created", "revoked")
+    table = Table("id", "tenant", "name", "prefix", "max lane", "created", "revoked")
     for k in keys:
         revoked = _when(k.revoked_at)
-        table.add_row(str(k.id), k.tenant_id, k.name, k.prefix + "…", _when(k.created_at), revoked)
+        table.add_row(str(k.id), k.tenant_id, k.name, k.prefix + "…", k.max_lane or "(tenant's)",
+                      _when(k.created_at), revoked)
     console.print(table)
 
 
 @keys_app.command("revoke")
 def keys_revoke(key: str = typer.Argument(..., metavar="KEY_ID_OR_PREFIX")) -> None:
-    """Revoke a key by id or displayed prefix; it fails authentication from now on."""
+    """Revoke a key by id or displayed prefix: it fails authentication from now on; its queued jobs are cancelled."""
     with _admin_session() as session:
         revoked = store.revoke_key(session, key)
     console.print(f"revoked API key {revoked.id} ({revoked.prefix}…) of tenant {revoked.tenant_id}")

@@ -122,15 +122,31 @@ def _default_lanes() -> dict[str, LaneConfig]:
 
 
 class FeatureConfig(_Strict):
-    lane: Lane | None = None
+    lane: Lane | None = Field(None, description="the lane every job of the feature runs in, whatever it asks")
     hard_tpm: int | None = Field(None, gt=0)
 
 
 class TenantConfig(_Strict):
+    """A tenant's share, limits, and what its keys may ask for (see ``shared.tenancy``)."""
+
     weight: float = Field(1.0, gt=0)
     soft_tpm: int | None = Field(None, gt=0)
     hard_tpm: int | None = Field(None, gt=0)
+    max_lane: Lane = Field("interactive", description="the highest-priority lane its keys may ask for; "
+                           "a request for a higher one is a 403, and a route's default is lowered to it")
+    unknown_features: Literal["allow", "refuse"] = Field(
+        "allow", description="a feature not listed under features: accepted (no cap, metrics label 'other'), "
+                             "or refused with a 400 that lists the known ones")
     features: dict[str, FeatureConfig] = Field(default_factory=dict)
+
+    @field_validator("features")
+    @classmethod
+    def _lowercase_names(cls, features: dict[str, FeatureConfig]) -> dict[str, FeatureConfig]:
+        """Callers' feature names are case-insensitive (``shared.schemas.Feature``), so are these."""
+        lowered = {name.lower(): cfg for name, cfg in features.items()}
+        if len(lowered) != len(features):
+            raise ValueError(f"feature names differ only in case: {sorted(features)}")
+        return lowered
 
 
 class ApiConfig(_Strict):
@@ -147,6 +163,16 @@ class ApiConfig(_Strict):
                     "length); past that, or at 0, they go through the Celery workers like every other attempt")
     page_size_max: int = Field(500, gt=0)
     admin_key_env: str = "GATEWAY_ADMIN_KEY"
+    auth_failures_per_minute: int = Field(
+        30, gt=0, description="failed authentications each source address may have per minute; past that its "
+                              "unknown keys get a 429 without a lookup")
+    max_batch_uploads: int = Field(
+        4, gt=0, description="POST /v1/jobs/batch bodies read at once per api process; more wait their turn "
+                             "(up to batch_upload_wait_s, then 503) without their bodies being read")
+    batch_upload_wait_s: float = Field(30.0, gt=0)
+    metrics_public: bool = Field(
+        False, description="serve /metrics without the operators' key (only behind a network that keeps "
+                           "tenants out: it names every tenant, feature and their spend)")
 
     def admin_key(self) -> str | None:
         """The operators' key for /v1/admin/* (from the environment; admin routes are off without it)."""
@@ -233,6 +259,9 @@ class Settings(BaseSettings):
     models: dict[str, list[str]] = Field(default_factory=_default_models)
     lanes: dict[Lane, LaneConfig] = Field(default_factory=_default_lanes)  # type: ignore[arg-type]
     tenants: dict[str, TenantConfig] = Field(default_factory=_default_tenants)
+    tenant_defaults: TenantConfig = Field(default_factory=TenantConfig,
+                                          description="for tenants (created with `gateway tenants create`) "
+                                                      "that the file does not list")
     api: ApiConfig = Field(default_factory=ApiConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
@@ -286,14 +315,9 @@ class Settings(BaseSettings):
                 return d
         raise KeyError(name)
 
-    def lane_for(self, tenant: str, feature: str | None, requested: Lane | None) -> Lane:
-        """A feature pinned to a lane in config wins over what the caller asked for."""
-        tenant_cfg = self.tenants.get(tenant)
-        if tenant_cfg and feature and feature in tenant_cfg.features:
-            pinned = tenant_cfg.features[feature].lane
-            if pinned:
-                return pinned
-        return requested or "standard"
+    def tenant(self, name: str) -> TenantConfig:
+        """The tenant's settings, or ``tenant_defaults`` for a tenant the file does not list."""
+        return self.tenants.get(name) or self.tenant_defaults
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

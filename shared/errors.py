@@ -5,11 +5,15 @@
     ├── InvalidRequest              400  invalid_request_error
     │   └── UnknownModel            404  invalid_request_error (code model_not_found)
     ├── AuthError                   401  authentication_error
+    ├── PermissionDenied            403  permission_error
     ├── NotFound                    404  invalid_request_error
     ├── Conflict                    409  invalid_request_error
     ├── PayloadTooLarge             413  invalid_request_error
     ├── Overloaded                  429  rate_limit_error (carries retry_after)
-    └── ProviderError               502  upstream failure after the gateway gave up
+    ├── ProviderError               502  upstream failure after the gateway gave up
+    │   └── ProviderCallError       4xx/502/504: one failed attempt (worker/providers/errors.py)
+    ├── Unavailable                 503  api_error: the gateway's own Redis or capacity is out
+    └── GatewayTimeout              504  timeout_error: a sync wait ran out (the job goes on)
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ class AuthError(GatewayError):
     code = "invalid_api_key"
 
 
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
 class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
@@ -83,3 +93,15 @@ class ProviderError(GatewayError):
     status = 502
     type = "upstream_error"
     code = "provider_error"
+
+
+class Unavailable(GatewayError):
+    status = 503
+    type = "api_error"
+    code = "queue_unavailable"
+
+
+class GatewayTimeout(GatewayError):
+    status = 504
+    type = "timeout_error"
+    code = "gateway_timeout"

@@ -1,18 +1,99 @@
 """What callers send: the OpenAI chat request (the gateway's canonical format) and the native job.
 
 Unknown top-level fields are kept and passed through to OpenAI-style providers, so new SDK options do
-not break callers; fields we can check are checked, with messages that say what to change.
+not break callers; fields we can check are checked, with messages that say what to change. Every body
+is also held to what the gateway can store and forward (``shared.storable``) before anything is written.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from shared.storable import problem_in, shorten
 
 Priority = Literal["interactive", "standard", "batch"]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+MAX_DEADLINE_S = 366 * 86_400  # a job may wait at most this long; beyond it is a caller's mistake
+
+
+def _storable(data: Any) -> Any:
+    """Refuse, before anything else, a body the gateway could not store or forward (``shared.storable``).
+    The error's ``path`` names the field; ``api.errors`` appends it to the location."""
+    found = problem_in(data)
+    if found is not None:
+        raise PydanticCustomError("unsupported_value", "{reason}; the gateway cannot store or forward it",
+                                  {"path": found[0], "reason": found[1]})
+    return data
+
+
+class Storable(BaseModel):
+    """A request body checked by ``_storable`` as it arrives (subclasses get the check for free)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_storable(cls, data: Any) -> Any:
+        return _storable(data)
+
+
+def _normal_feature(name: str) -> str:
+    """Feature names are case-insensitive: ``Summarizer`` is ``summarizer`` (its caps, lane and metrics)."""
+    return name.lower()
+
+
+def _deadline_input(value: Any) -> Any:
+    """Only a number of seconds or an ISO 8601 time is a deadline (JSON ``true`` is not 1 second)."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"a deadline is seconds from now or an ISO 8601 time like 2026-12-01T09:00:00Z, "
+                             f"not {shorten(value)!r}") from None
+    if value is None or isinstance(value, datetime) or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    raise ValueError(f"a deadline is seconds from now (a number) or an ISO 8601 time, not {type(value).__name__}")
+
+
+def _check_deadline(value: datetime | float | None) -> datetime | float | None:
+    """Seconds from now in (0, MAX_DEADLINE_S], or a time in the future at most that far away."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        left = (moment - datetime.now(UTC)).total_seconds()
+        if left <= 0:
+            raise ValueError(f"the deadline {moment.isoformat()} has already passed; give a future time "
+                             "or seconds from now")
+    else:
+        left = float(value)
+        if not left > 0:
+            raise ValueError("a deadline in seconds must be positive")
+    if left > MAX_DEADLINE_S:
+        raise ValueError(f"a deadline may be at most {MAX_DEADLINE_S} seconds (366 days) away")
+    return value
+
+
+Feature = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$"),
+                    AfterValidator(_normal_feature)]
+Deadline = Annotated[datetime | StrictInt | StrictFloat | None,
+                     Field(description="an ISO 8601 time, or seconds from now (at most 366 days)"),
+                     BeforeValidator(_deadline_input), AfterValidator(_check_deadline)]
+IdempotencyKey = Annotated[str | None, Field(min_length=1, max_length=255)]
+Task = Annotated[str | None, Field(max_length=64)]
 
 
 class Message(BaseModel):
@@ -31,7 +112,7 @@ class Message(BaseModel):
         return self
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(Storable):
     """An OpenAI ``POST /v1/chat/completions`` body."""
 
     model_config = ConfigDict(extra="allow")
@@ -60,22 +141,14 @@ class ChatRequest(BaseModel):
         return self.max_completion_tokens or self.max_tokens
 
 
-def _positive_deadline(value: datetime | float | None) -> datetime | float | None:
-    if isinstance(value, int | float) and value <= 0:
-        raise ValueError("deadline in seconds must be positive")
-    return value
-
-
-class JobTags(BaseModel):
+class JobTags(Storable):
     """How the native API and the headers tag a job (the tenant always comes from the API key)."""
 
-    feature: str = Field("default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    feature: Feature = "default"
     priority: Priority | None = None
-    task: str | None = Field(None, max_length=64)
-    deadline: datetime | float | None = Field(
-        None, description="an ISO 8601 time, or seconds from now"
-    )
-    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+    task: Task = None
+    deadline: Deadline = None
+    idempotency_key: IdempotencyKey = None
 
     def deadline_at(self, default_s: float, now: datetime | None = None) -> datetime:
         now = now or datetime.now(UTC)
@@ -83,27 +156,21 @@ class JobTags(BaseModel):
             return now + timedelta(seconds=default_s)
         if isinstance(self.deadline, int | float):
             return now + timedelta(seconds=float(self.deadline))
-        deadline = self.deadline if self.deadline.tzinfo else self.deadline.replace(tzinfo=UTC)
-        return deadline
-
-    _deadline_in_future = field_validator("deadline")(_positive_deadline)
+        return self.deadline if self.deadline.tzinfo else self.deadline.replace(tzinfo=UTC)
 
 
 class JobRequest(ChatRequest):
     """``POST /v1/jobs``: the chat request plus the job's tags."""
 
-    feature: str = Field("default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    feature: Feature = "default"
     priority: Priority | None = None
-    task: str | None = Field(None, max_length=64)
-    deadline: datetime | float | None = None
-    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
-
-    # Checked here too, so a bad deadline is a 400 naming the field, not an error in tags() later.
-    _deadline_in_future = field_validator("deadline")(_positive_deadline)
+    task: Task = None
+    deadline: Deadline = None
+    idempotency_key: IdempotencyKey = None
 
     def tags(self) -> JobTags:
-        return JobTags(feature=self.feature, priority=self.priority, task=self.task,
-                       deadline=self.deadline, idempotency_key=self.idempotency_key)
+        return JobTags.model_construct(feature=self.feature, priority=self.priority, task=self.task,
+                                       deadline=self.deadline, idempotency_key=self.idempotency_key)
 
     def chat(self) -> ChatRequest:
         data = self.model_dump(exclude={"feature", "priority", "task", "deadline", "idempotency_key"},

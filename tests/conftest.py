@@ -63,6 +63,7 @@ os.environ.update({
     "SIM_ANTHROPIC_KEY": "sk-ant-sim",
     "GATEWAY_ADMIN_KEY": "gw-admin-tests",
 })
+ADMIN = {"Authorization": "Bearer gw-admin-tests"}  # the operators' key (/metrics, /v1/admin/*)
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ import pytest
 
 from shared.config import Settings, load_settings
 from shared.errors import ConfigError
+from shared.tenancy import resolve_lane
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,7 +18,7 @@ def test_the_example_config_in_the_repo_is_valid() -> None:
     assert s.models["fast"] == ["gpt-4o-mini@openai-main", "claude-haiku@anthropic"]
     assert s.deployment("claude-haiku@anthropic").limits.otpm == 80000
     assert s.tenants["acme"].features["summarizer"].lane == "batch"
-    assert s.lane_for("acme", "summarizer", "interactive") == "batch"
+    assert resolve_lane(s, "acme", "summarizer", "interactive", "interactive") == "batch"
 
 
 def test_the_compose_config_is_valid() -> None:

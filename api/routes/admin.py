@@ -6,37 +6,20 @@ these numbers span every tenant.
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ApiKey, GatewayDep
+from api.deps import AdminDep, GatewayDep
 from api.service import Gateway
 from shared.config import LANES
-from shared.errors import AuthError
 
 router = APIRouter()
 
 
-class AdminDisabled(AuthError):
-    status = 403
-    type = "permission_error"
-    code = "admin_disabled"
-
-
-def _require_admin(gw: Gateway, api_key: str) -> None:
-    expected = gw.settings.api.admin_key()
-    if expected is None:
-        raise AdminDisabled(f"Admin routes are off: set {gw.settings.api.admin_key_env} in the api's environment.")
-    if not hmac.compare_digest(api_key.encode(), expected.encode()):
-        raise AuthError("This route needs the admin key, not a tenant key.")
-
-
 @router.get("/v1/admin/budgets")
-async def budgets(api_key: ApiKey, gw: GatewayDep) -> dict[str, Any]:
-    _require_admin(gw, api_key)
+async def budgets(admin: AdminDep, gw: GatewayDep) -> dict[str, Any]:
     return await run_in_threadpool(budget_snapshot, gw)
 
 

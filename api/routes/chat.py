@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from api.delivery import gateway_headers, openai_sse, raise_unless_succeeded
-from api.deps import ApiKey, GatewayDep, WaiterDep
+from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, read_body
+from api.openapi import body_of
 from api.responses import OrjsonResponse
 from api.routes.common import submit_and_wait, tags_from
 from shared.schemas import ChatRequest
@@ -16,17 +17,18 @@ from shared.schemas import ChatRequest
 router = APIRouter()
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=body_of(ChatRequest))
 async def chat_completions(
-    body: ChatRequest, api_key: ApiKey, gw: GatewayDep, waiter: WaiterDep,
+    request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
     x_gateway_feature: Annotated[str | None, Header()] = None,
     x_gateway_priority: Annotated[str | None, Header()] = None,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> object:
+    body = await read_body(request, ChatRequest)
     tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
-                     idempotency_key=idempotency_key, metadata=body.metadata, default_priority="interactive")
-    submitted, view = await submit_and_wait(gw, waiter, api_key, body, tags,
-                                            gw.settings.api.max_sync_wait_s)
+                     idempotency_key=idempotency_key, metadata=body.metadata)
+    submitted, view = await submit_and_wait(gw, waiter, caller, body, tags, gw.settings.api.max_sync_wait_s,
+                                            default_lane="interactive")
     result = raise_unless_succeeded(view, submitted.view["id"])
     assert view is not None
     headers = gateway_headers(view)
@@ -38,10 +40,7 @@ async def chat_completions(
 
 
 @router.get("/v1/models")
-async def list_models(api_key: ApiKey, gw: GatewayDep) -> dict[str, object]:
-    from starlette.concurrency import run_in_threadpool
-
-    await run_in_threadpool(gw.tenant_for, api_key)
+async def list_models(caller: CallerDep, gw: GatewayDep) -> dict[str, object]:
     names = list(gw.settings.models) + [d.name for d in gw.settings.deployments]
     return {"object": "list",
             "data": [{"id": n, "object": "model", "created": 0, "owned_by": "gateway"} for n in names]}

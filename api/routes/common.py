@@ -13,11 +13,14 @@ import anyio.to_thread
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import Caller
 from api.metrics import FAST_LANE_SENT, SHED, SUBMITTED, SYNC_WAIT
 from api.service import Gateway, Submitted
 from api.waiter import CompletionWaiter
+from shared.config import Lane
 from shared.errors import InvalidRequest, Overloaded
 from shared.schemas import ChatRequest, JobTags
+from shared.storable import shorten
 
 log = logging.getLogger("gateway.api")
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
@@ -38,12 +41,13 @@ def size_submit_threads(gw: Gateway) -> None:
 
 
 def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str | None,
-              metadata: dict[str, str] | None, default_priority: str) -> JobTags:
-    """Tags for the compatible routes: headers first, then ``metadata``, then the route's default."""
+              metadata: dict[str, str] | None) -> JobTags:
+    """Tags for the compatible routes: headers first, then ``metadata``. No priority means the
+    route's default (``Gateway.lane_for``)."""
     meta = metadata or {}
     raw = {
         "feature": feature or meta.get("feature") or "default",
-        "priority": priority or meta.get("priority") or default_priority,
+        "priority": priority or meta.get("priority"),
         "idempotency_key": idempotency_key or meta.get("idempotency_key"),
     }
     try:
@@ -52,20 +56,23 @@ def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err.get("loc") else "tags"
         raise InvalidRequest(
-            f"Invalid {field} {raw.get(field)!r} (from the X-Gateway-{field.title()} header or "
+            f"Invalid {field} {shorten(str(raw.get(field)))!r} (from the X-Gateway-{field.title()} header or "
             f"metadata.{field}): {err['msg']}. Priority is one of interactive, standard, batch.",
             param=field,
         ) from exc
 
 
-async def submit_and_wait(gw: Gateway, waiter: CompletionWaiter, api_key: str, chat: ChatRequest,
-                          tags: JobTags, wait_s: float | None) -> tuple[Submitted, dict[str, Any] | None]:
-    """Submit; when ``wait_s`` is given, wait for the job to finish. Returns the final view or None."""
+async def submit_and_wait(gw: Gateway, waiter: CompletionWaiter, caller: Caller, chat: ChatRequest,
+                          tags: JobTags, wait_s: float | None,
+                          default_lane: Lane) -> tuple[Submitted, dict[str, Any] | None]:
+    """Submit; when ``wait_s`` is given, wait for the job to finish. Returns the final view or None.
+    The lane is decided first, so an interactive job takes the interactive threads and nothing else does."""
     reply_to = waiter.channel if wait_s else None
     started = time.monotonic()
-    limiter = _INTERACTIVE if (tags.priority or "interactive") == "interactive" else _BULK
     try:
-        submitted = await _submit(gw, limiter, api_key, chat, tags, reply_to)
+        lane = gw.lane_for(caller, tags, default_lane)
+        limiter = _INTERACTIVE if lane == "interactive" else _BULK
+        submitted = await _submit(gw, limiter, caller, chat, tags, lane, reply_to)
     except Overloaded as exc:
         SHED.labels(reason=exc.code or "overloaded").inc()
         raise
@@ -84,8 +91,8 @@ async def submit_and_wait(gw: Gateway, waiter: CompletionWaiter, api_key: str, c
 _FINISHING: set[asyncio.Future[Any]] = set()  # submits that answered early and still run their last step
 
 
-async def _submit(gw: Gateway, limiter: anyio.CapacityLimiter, api_key: str, chat: ChatRequest, tags: JobTags,
-                  reply_to: str | None) -> Submitted:
+async def _submit(gw: Gateway, limiter: anyio.CapacityLimiter, caller: Caller, chat: ChatRequest, tags: JobTags,
+                  lane: Lane, reply_to: str | None) -> Submitted:
     """``gw.submit`` on a thread. It returns as soon as the submit has answered: a job the api sends
     itself answers once its attempt is recorded, and the thread then ends the attempt (budget,
     breaker, lease) once the response is out. Until then it waits: its Python work would hold the
@@ -98,7 +105,7 @@ async def _submit(gw: Gateway, limiter: anyio.CapacityLimiter, api_key: str, cha
         loop.call_soon_threadsafe(_resolve, early, submitted)
         responded.wait(RESPONSE_FIRST_S)
 
-    work = asyncio.ensure_future(anyio.to_thread.run_sync(gw.submit, api_key, chat, tags, reply_to, answer,
+    work = asyncio.ensure_future(anyio.to_thread.run_sync(gw.submit, caller, chat, tags, lane, reply_to, answer,
                                                           limiter=limiter))
     try:
         await asyncio.wait((early, work), return_when=asyncio.FIRST_COMPLETED)

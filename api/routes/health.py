@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import GatewayDep
+from api.deps import GatewayDep, MetricsReaderDep
 from api.metrics import BudgetCollector
 from api.responses import OrjsonResponse
 from shared.db.session import session_scope
@@ -46,10 +46,14 @@ def _checks(gw: object) -> dict[str, str]:
     return checks
 
 
-@router.get("/metrics")
-async def metrics(gw: GatewayDep) -> Response:
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+                             "description": "Prometheus text exposition format"}})
+async def metrics(reader: MetricsReaderDep, gw: GatewayDep) -> Response:
     """This process's metrics, or, under ``gateway api --workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set),
-    every api process's counters summed: a scrape lands on one process at random."""
+    every api process's counters summed: a scrape lands on one process at random. They name every
+    tenant, feature and their spend, so the operators' key is required unless ``api.metrics_public``
+    (Prometheus sends it with ``authorization: {credentials_file: ...}``)."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
     registry = CollectorRegistry()

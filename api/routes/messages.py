@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from api.delivery import anthropic_sse, gateway_headers, raise_unless_succeeded
-from api.deps import ApiKey, GatewayDep, WaiterDep
+from api.deps import GatewayDep, SubmitterDep, WaiterDep, read_body
+from api.openapi import body_of
 from api.responses import OrjsonResponse
 from api.routes.common import submit_and_wait, tags_from
 from shared.errors import InvalidRequest
-from shared.schemas import ChatRequest
+from shared.schemas import ChatRequest, Storable
+from shared.storable import shorten
 from shared.translate import anthropic_to_openai_request, openai_to_anthropic_response
 
 router = APIRouter()
 
 
-class MessagesRequest(BaseModel):
+class MessagesRequest(Storable):
     """The fields Anthropic requires; the rest passes through the translation."""
 
     model_config = ConfigDict(extra="allow")
@@ -31,17 +33,19 @@ class MessagesRequest(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-@router.post("/v1/messages")
+@router.post("/v1/messages", openapi_extra=body_of(MessagesRequest))
 async def messages(
-    body: MessagesRequest, api_key: ApiKey, gw: GatewayDep, waiter: WaiterDep,
+    request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
     x_gateway_feature: Annotated[str | None, Header()] = None,
     x_gateway_priority: Annotated[str | None, Header()] = None,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> object:
+    body = await read_body(request, MessagesRequest)
     chat = _to_chat(body)
     tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
-                     idempotency_key=idempotency_key, metadata=None, default_priority="interactive")
-    submitted, view = await submit_and_wait(gw, waiter, api_key, chat, tags, gw.settings.api.max_sync_wait_s)
+                     idempotency_key=idempotency_key, metadata=None)
+    submitted, view = await submit_and_wait(gw, waiter, caller, chat, tags, gw.settings.api.max_sync_wait_s,
+                                            default_lane="interactive")
     result = raise_unless_succeeded(view, submitted.view["id"])
     assert view is not None
     message = openai_to_anthropic_response(result, body.model)
@@ -54,7 +58,12 @@ async def messages(
 def _to_chat(body: MessagesRequest) -> ChatRequest:
     raw = body.model_dump(exclude={"stream"}, exclude_none=True)
     try:
-        return ChatRequest.model_validate(anthropic_to_openai_request(raw))
+        translated = anthropic_to_openai_request(raw)
+    except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
+        raise InvalidRequest(f"Invalid request: the message could not be read as Anthropic's format "
+                             f"({type(exc).__name__}: {shorten(str(exc))}).") from exc
+    try:
+        return ChatRequest.model_validate(translated)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ()))

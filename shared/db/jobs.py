@@ -121,6 +121,7 @@ class NewJob:
     deadline: datetime
     idempotency_key: str | None
     estimate_tokens: int | None = None
+    key_id: int | None = None
 
 
 def _new_job_values(tenant_id: str, job: NewJob, now: datetime, *,
@@ -129,7 +130,8 @@ def _new_job_values(tenant_id: str, job: NewJob, now: datetime, *,
     ``create_job`` and ``create_jobs`` both build their rows here, so the two stay identical."""
     admitted = admitted_deployment is not None
     return dict(
-        id=job.job_id, tenant_id=tenant_id, feature=job.feature, lane=job.lane, task=job.task, model=job.model,
+        id=job.job_id, tenant_id=tenant_id, key_id=job.key_id, feature=job.feature, lane=job.lane, task=job.task,
+        model=job.model,
         status="admitted" if admitted else "queued", request=job.request, deadline=job.deadline,
         idempotency_key=job.idempotency_key, estimate_tokens=job.estimate_tokens, deployment=admitted_deployment,
         model_used=None, tokens_in=0, tokens_out=0, cost_usd=0.0, cache_status="miss",
@@ -142,6 +144,7 @@ def create_job(
     session: Session, *, tenant_id: str, feature: str, lane: str, task: str | None, model: str,
     request: dict[str, Any], deadline: datetime, idempotency_key: str | None,
     estimate_tokens: int | None = None, job_id: str | None = None, admitted_deployment: str | None = None,
+    key_id: int | None = None,
 ) -> tuple[Job, bool]:
     """Persist a new queued job, or return the tenant's job with the same idempotency key.
 
@@ -159,7 +162,8 @@ def create_job(
             return _repeat_of(existing, request)
         _retire_key(session, existing.id)  # older than the window: the key is free again
     values = _new_job_values(
-        tenant_id, NewJob(job_id or new_job_id(), feature, lane, task, model, request, deadline, key, estimate_tokens),
+        tenant_id, NewJob(job_id or new_job_id(), feature, lane, task, model, request, deadline, key, estimate_tokens,
+                          key_id),
         now, admitted_deployment=admitted_deployment,
     )
     inserted = session.execute(_create_statement(_dialect(session)), {f"n_{k}": v for k, v in values.items()})
@@ -254,6 +258,7 @@ class _JobRow:
 
     id: str
     tenant_id: str
+    key_id: int | None
     feature: str
     lane: str
     task: str | None

@@ -98,6 +98,7 @@ class ApiKey(Base):
     """
 
     __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint(f"max_lane IS NULL OR max_lane IN {LANES!r}", name="max_lane"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -106,6 +107,7 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    max_lane: Mapped[str | None] = mapped_column(String(20))  # the highest lane it may use; None: the tenant's
 
     tenant: Mapped[Tenant] = relationship(back_populates="keys")
 
@@ -119,12 +121,14 @@ class Job(Base):
         Index(None, "tenant_id", "id"),  # tenant listing, newest first
         Index(None, "tenant_id", "status", "id"),  # tenant listing filtered by status
         Index(None, "status", "deadline"),  # shedding queued jobs past their deadline
+        Index(None, "key_id", "status"),  # cancelling what a revoked key queued
         CheckConstraint(f"status IN {STATUSES!r}", name="status"),
         CheckConstraint(f"lane IN {LANES!r}", name="lane"),
     )
 
     id: Mapped[str] = mapped_column(String(30), primary_key=True, default=new_job_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    key_id: Mapped[int | None]  # the API key that submitted it (no foreign key: jobs outlive keys)
     feature: Mapped[str] = mapped_column(String(100), default="default")
     lane: Mapped[str] = mapped_column(String(20), default="standard")
     task: Mapped[str | None] = mapped_column(String(100))

@@ -19,14 +19,15 @@ import secrets
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 import redis
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.config import get_settings
-from shared.db.models import ApiKey, Tenant, utcnow
+from shared.db.models import LANES, ApiKey, Job, Tenant, utcnow
 from shared.errors import AuthError, Conflict, InvalidRequest, NotFound
 from shared.keys import Keys
 from shared.redis_conn import sync_redis
@@ -88,20 +89,40 @@ def list_tenants(session: Session) -> list[Tenant]:
 
 
 def set_tenant_disabled(session: Session, tenant_id: str, disabled: bool = True) -> Tenant:
-    """Disabling a tenant makes every one of its keys fail authentication at once."""
+    """Disabling a tenant makes every one of its keys fail authentication at once, and cancels the
+    jobs it has waiting (queued, not yet sent): nothing is sent or billed for it afterwards."""
     tenant = get_tenant(session, tenant_id)
     tenant.disabled = disabled
     session.flush()
+    if disabled:
+        _cancel_queued(session, Job.tenant_id == tenant_id, f"tenant {tenant_id!r} was disabled")
     _new_epoch_after_commit(session)
     return tenant
 
 
-def create_key(session: Session, tenant_id: str, name: str = "default") -> tuple[ApiKey, str]:
-    """A new key for the tenant and its plaintext, which is never stored and cannot be shown again."""
+def _cancel_queued(session: Session, which: object, reason: str) -> int:
+    """Cancel the queued jobs ``which`` selects. The scheduler skips them: its admission is a
+    conditional update from queued, so their Redis entries are dropped and their reservations refunded."""
+    now = utcnow()
+    result = session.execute(
+        update(Job).where(which, Job.status == "queued")  # type: ignore[arg-type]
+        .values(status="cancelled", finished_at=now, updated_at=now,
+                error={"type": "cancelled", "message": f"cancelled before it was sent: {reason}"})
+        .execution_options(synchronize_session=False))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def create_key(session: Session, tenant_id: str, name: str = "default",
+               max_lane: str | None = None) -> tuple[ApiKey, str]:
+    """A new key for the tenant and its plaintext, which is never stored and cannot be shown again.
+    ``max_lane``: the highest-priority lane the key may ask for (None: whatever its tenant may)."""
     get_tenant(session, tenant_id)
+    if max_lane is not None and max_lane not in LANES:
+        raise InvalidRequest(f"unknown lane {max_lane!r}; use one of {', '.join(LANES)}", param="max_lane")
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(
-        tenant_id=tenant_id, name=name, prefix=plaintext[:DISPLAY_PREFIX_LEN], key_hash=hash_key(plaintext)
+        tenant_id=tenant_id, name=name, prefix=plaintext[:DISPLAY_PREFIX_LEN], key_hash=hash_key(plaintext),
+        max_lane=max_lane,
     )
     session.add(key)
     session.flush()
@@ -130,30 +151,44 @@ def _find_key(session: Session, key_id_or_prefix: str) -> ApiKey:
 
 
 def revoke_key(session: Session, key_id_or_prefix: str) -> ApiKey:
-    """Revoke by numeric id or by the displayed prefix; revoking twice keeps the first time."""
+    """Revoke by numeric id or by the displayed prefix; revoking twice keeps the first time. The jobs
+    the key has waiting (queued, not yet sent) are cancelled: nothing is sent or billed for it afterwards."""
     key = _find_key(session, key_id_or_prefix)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         session.flush()
+    _cancel_queued(session, (Job.tenant_id == key.tenant_id) & (Job.key_id == key.id),
+                   f"its API key {key.prefix}… was revoked")
     _new_epoch_after_commit(session)
     return key
 
 
-def authenticate(session: Session, plaintext_key: str) -> str:
-    """The tenant id that owns ``plaintext_key``; AuthError says why not."""
+@dataclass(frozen=True)
+class Identity:
+    """Who a tenant key speaks for: its tenant, its id, and the highest lane it may use (None: the tenant's)."""
+
+    tenant: str
+    key_id: int | None = None
+    max_lane: str | None = None
+
+
+def authenticate(session: Session, plaintext_key: str) -> Identity:
+    """The identity behind ``plaintext_key``; AuthError says why there is none (``reason`` for counting)."""
     row = session.execute(
-        select(ApiKey.revoked_at, Tenant.id, Tenant.disabled)
+        select(ApiKey.revoked_at, Tenant.id, Tenant.disabled, ApiKey.id, ApiKey.max_lane)
         .join(Tenant, Tenant.id == ApiKey.tenant_id)
         .where(ApiKey.key_hash == hash_key(plaintext_key))
     ).first()
     if row is None:
-        raise AuthError("invalid API key: send a key created with `gateway keys create` as 'Bearer <key>'")
-    revoked_at, tenant_id, disabled = row
+        raise AuthError("invalid API key: send a key created with `gateway keys create` as 'Bearer <key>'",
+                        code="invalid_api_key")
+    revoked_at, tenant_id, disabled, key_id, max_lane = row
     if revoked_at is not None:
-        raise AuthError("API key revoked: ask the gateway operator for a new key")
+        raise AuthError("API key revoked: ask the gateway operator for a new key", code="revoked_api_key")
     if disabled:
-        raise AuthError(f"tenant disabled: tenant {tenant_id!r} may not make calls; ask the gateway operator")
-    return tenant_id
+        raise AuthError(f"tenant disabled: tenant {tenant_id!r} may not make calls; ask the gateway operator",
+                        code="tenant_disabled")
+    return Identity(tenant_id, key_id, max_lane)
 
 
 # -- the api's key cache -------------------------------------------------------------------------
@@ -179,28 +214,28 @@ def _write_new_epoch(_session: Session) -> None:
 
 
 class KeyCache:
-    """Tenants of recently authenticated keys (by digest), each valid under one auth epoch for a TTL."""
+    """Identities of recently authenticated keys (by digest), each valid under one auth epoch for a TTL."""
 
     def __init__(self, ttl_s: float = AUTH_CACHE_TTL_S, max_keys: int = AUTH_CACHE_MAX_KEYS) -> None:
         self.ttl_s = ttl_s
         self.max_keys = max_keys
-        self._entries: dict[str, tuple[str, str, float]] = {}  # digest -> tenant, epoch, expires
+        self._entries: dict[str, tuple[Identity, str, float]] = {}  # digest -> identity, epoch, expires
         self._lock = threading.Lock()
 
-    def peek(self, digest: str) -> tuple[str, str] | None:
-        """(tenant, epoch) cached for the key, not yet checked against the current epoch."""
+    def peek(self, digest: str) -> tuple[Identity, str] | None:
+        """(identity, epoch) cached for the key, not yet checked against the current epoch."""
         entry = self._entries.get(digest)
         if entry is None or entry[2] < time.monotonic():
             return None
         return entry[0], entry[1]
 
-    def tenant(self, digest: str, epoch: str) -> str | None:
-        """The cached tenant when it was cached under ``epoch`` and has not expired."""
+    def identity(self, digest: str, epoch: str) -> Identity | None:
+        """The cached identity when it was cached under ``epoch`` and has not expired."""
         entry = self.peek(digest)
         return entry[0] if entry is not None and entry[1] == epoch else None
 
-    def remember(self, digest: str, tenant: str, epoch: str) -> None:
+    def remember(self, digest: str, identity: Identity, epoch: str) -> None:
         with self._lock:
             if len(self._entries) >= self.max_keys:
                 self._entries.clear()  # many distinct keys: start over rather than track recency
-            self._entries[digest] = (tenant, epoch, time.monotonic() + self.ttl_s)
+            self._entries[digest] = (identity, epoch, time.monotonic() + self.ttl_s)

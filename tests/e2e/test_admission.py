@@ -8,9 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import Stack, hold_leader_lease, wait_for_status
-
-ADMIN = {"Authorization": "Bearer gw-admin-tests"}
+from tests.conftest import ADMIN, Stack, hold_leader_lease, wait_for_status
 
 
 def _msg(text: str = "hello") -> list[dict[str, str]]:
@@ -95,7 +93,7 @@ def test_admin_budgets_shows_buckets_and_queues_to_operators_only(stack: Stack) 
 
 
 def test_metrics_expose_budget_levels_and_queue_depth(stack: Stack) -> None:
-    text = httpx.get(f"{stack.url}/metrics").text
+    text = httpx.get(f"{stack.url}/metrics", headers=ADMIN).text
     assert "gateway_budget_level{" in text
     assert "gateway_jobs_submitted_total" in text
 

@@ -25,14 +25,14 @@ from shared.db.models import Attempt
 from shared.db.session import session_scope
 from shared.keys import Keys
 from shared.retry import RetryPolicy
-from tests.conftest import PREFIX, REDIS_URL, Stack, free_port, spawn, stop, wait_for_status, wait_http
+from tests.conftest import ADMIN, PREFIX, REDIS_URL, Stack, free_port, spawn, stop, wait_for_status, wait_http
 
 CHAT = {"max_tokens": 16, "messages": [{"role": "user", "content": "What is the capital of France?"}]}
 
 
 def _sent(api_url: str, by: str) -> float:
     """``gateway_fast_lane_sent_total{by=...}`` as the api at ``api_url`` reports it."""
-    text = httpx.get(f"{api_url}/metrics").text
+    text = httpx.get(f"{api_url}/metrics", headers=ADMIN).text
     found = re.search(rf'^gateway_fast_lane_sent_total{{by="{by}"}} (\S+)$', text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 

@@ -215,7 +215,7 @@ def test_when_redis_refuses_the_batch_after_the_commit_every_job_fails_with_the_
     monkeypatch.setattr(gateway.queues, "push_many", refuse)
     items = [JobRequest.model_validate({**CHAT, "feature": feature}) for _ in range(3)]
     with pytest.raises(Unavailable):
-        gateway.submit_many(stack.keys["acme"], items)
+        gateway.submit_many(gateway.auth.check(stack.keys["acme"], "tests"), items)
     with stack.client() as c:
         stored = jobs_of(c, feature)
     assert len(stored) == 3

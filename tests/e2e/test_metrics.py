@@ -7,7 +7,7 @@ import re
 
 import httpx
 
-from tests.conftest import Stack, free_port, spawn, stop, wait_for_status, wait_http
+from tests.conftest import ADMIN, Stack, free_port, spawn, stop, wait_for_status, wait_http
 
 CHAT = {"max_tokens": 16, "messages": [{"role": "user", "content": "Name a prime number."}]}
 
@@ -22,7 +22,7 @@ def _value(text: str, name: str, **labels: str) -> float:
 
 
 def test_attempts_tokens_latency_and_cost_are_exported_from_api_and_worker_attempts(stack: Stack) -> None:
-    before = httpx.get(f"{stack.url}/metrics").text
+    before = httpx.get(f"{stack.url}/metrics", headers=ADMIN).text
     with stack.client("globex") as c:
         fast = c.post("/v1/chat/completions", json={**CHAT, "model": "gpt-4o"},
                       headers={"X-Gateway-Feature": "metrics-fast"})  # sent by the api
@@ -30,7 +30,7 @@ def test_attempts_tokens_latency_and_cost_are_exported_from_api_and_worker_attem
                                        "priority": "batch"}).json()  # sent by a worker
         wait_for_status(c, job["id"], {"succeeded"})
     assert fast.status_code == 200, fast.text
-    after = httpx.get(f"{stack.url}/metrics").text
+    after = httpx.get(f"{stack.url}/metrics", headers=ADMIN).text
 
     def grew(name: str, **labels: str) -> float:
         return _value(after, name, **labels) - _value(before, name, **labels)
@@ -54,7 +54,7 @@ def test_an_api_with_several_processes_reports_the_counters_of_all_of_them(stack
             r = httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "gpt-4o-mini"},
                            headers={"Authorization": f"Bearer {stack.keys['acme']}"}, timeout=30)
             assert r.status_code == 200, r.text
-        scrapes = [httpx.get(f"{url}/metrics").text for _ in range(6)]
+        scrapes = [httpx.get(f"{url}/metrics", headers=ADMIN).text for _ in range(6)]
     finally:
         stop(proc)
     for text in scrapes:  # whichever process answered the scrape

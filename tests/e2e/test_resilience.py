@@ -14,9 +14,7 @@ from sqlalchemy import select
 
 from shared.db.models import Attempt
 from shared.db.session import session_scope
-from tests.conftest import Stack, wait_for_status
-
-ADMIN = {"Authorization": "Bearer gw-admin-tests"}
+from tests.conftest import ADMIN, Stack, wait_for_status
 
 
 def _job(model: str, **extra: Any) -> dict[str, Any]:

@@ -39,9 +39,9 @@ def gateway(*args: str, ok: bool = True) -> str:
 
 
 def test_migrate_creates_the_schema(database_url: str) -> None:
-    assert "0001_initial" in gateway("migrate")
+    assert migrations.head_revision() in gateway("migrate")
     assert migrations.current_revision(database_url) == migrations.head_revision()
-    assert "0001_initial" in gateway("migrate")
+    assert migrations.head_revision() in gateway("migrate")
 
 
 def test_tenant_and_key_lifecycle(database_url: str) -> None:
@@ -56,7 +56,7 @@ def test_tenant_and_key_lifecycle(database_url: str) -> None:
     plaintext = next(line for line in result.stdout.splitlines() if line.startswith("gw-"))
     assert "shown only once" in result.stderr
     with session_scope(get_engine(database_url), readonly=True) as s:
-        assert tenants.authenticate(s, plaintext) == "acme"
+        assert tenants.authenticate(s, plaintext).tenant == "acme"
 
     listing = gateway("keys", "list", "--tenant", "acme")
     assert "ci" in listing and plaintext not in listing

@@ -18,6 +18,9 @@ def epoch() -> redis.Redis:
     return lambda: client.get(tenants.auth_epoch_key(Keys(settings.key_prefix)))  # type: ignore[return-value]
 
 
+ACME = tenants.Identity("acme", 1)
+
+
 def test_revoking_a_key_replaces_the_epoch_once_committed(scope: Scope, two_tenants: tuple[str, str],
                                                           epoch: object) -> None:
     with scope() as s:
@@ -44,16 +47,16 @@ def test_disabling_a_tenant_replaces_the_epoch_and_a_rollback_does_not(scope: Sc
 def test_the_cache_answers_only_under_the_epoch_it_was_filled_in() -> None:
     cache = tenants.KeyCache()
     digest = tenants.hash_key("gw-secret")
-    assert cache.tenant(digest, "e1") is None
-    cache.remember(digest, "acme", "e1")
-    assert cache.tenant(digest, "e1") == "acme"
-    assert cache.peek(digest) == ("acme", "e1")
-    assert cache.tenant(digest, "e2") is None  # something was revoked since: ask the store
+    assert cache.identity(digest, "e1") is None
+    cache.remember(digest, ACME, "e1")
+    assert cache.identity(digest, "e1") == ACME
+    assert cache.peek(digest) == (ACME, "e1")
+    assert cache.identity(digest, "e2") is None  # something was revoked since: ask the store
 
 
 def test_the_cache_forgets_after_its_ttl() -> None:
     cache = tenants.KeyCache(ttl_s=0.0)
     digest = tenants.hash_key("gw-secret")
-    cache.remember(digest, "acme", "e1")
-    assert cache.tenant(digest, "e1") is None
+    cache.remember(digest, ACME, "e1")
+    assert cache.identity(digest, "e1") is None
     assert cache.peek(digest) is None

@@ -54,8 +54,8 @@ def test_authenticate_maps_key_to_tenant(scope: Scope, two_tenants: tuple[str, s
         _, acme_key = tenants.create_key(s, "acme")
         _, globex_key = tenants.create_key(s, "globex")
     with scope(readonly=True) as s:
-        assert tenants.authenticate(s, acme_key) == "acme"
-        assert tenants.authenticate(s, globex_key) == "globex"
+        assert tenants.authenticate(s, acme_key).tenant == "acme"
+        assert tenants.authenticate(s, globex_key).tenant == "globex"
         with pytest.raises(AuthError, match="invalid API key"):
             tenants.authenticate(s, acme_key + "x")
 
@@ -76,7 +76,7 @@ def test_revoked_key_fails_at_once(scope: Scope, two_tenants: tuple[str, str], b
     with scope(readonly=True) as s:
         with pytest.raises(AuthError, match="API key revoked"):
             tenants.authenticate(s, plaintext)
-        assert tenants.authenticate(s, other) == "acme"
+        assert tenants.authenticate(s, other).tenant == "acme"
     with scope() as s:  # revoking again keeps the first revocation time
         assert tenants.revoke_key(s, key.prefix).revoked_at == revoked.revoked_at
 
@@ -105,4 +105,4 @@ def test_disabled_tenant_cannot_authenticate(scope: Scope, two_tenants: tuple[st
     with scope() as s:
         tenants.set_tenant_disabled(s, "acme", False)
     with scope(readonly=True) as s:
-        assert tenants.authenticate(s, plaintext) == "acme"
+        assert tenants.authenticate(s, plaintext).tenant == "acme"
