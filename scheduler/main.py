@@ -68,6 +68,10 @@ class Scheduler:
                 log.warning("scheduler round failed (%s); retrying in 1s", exc)
                 leading = False
                 stop.wait(1.0)
+            except Exception:  # a bug must not stop admission for every tenant: log it loudly, go on
+                log.exception("scheduler round failed unexpectedly; retrying in 1s")
+                leading = False
+                stop.wait(1.0)
         with contextlib.suppress(redis.RedisError):
             self.lease.release()
 
@@ -92,20 +96,26 @@ class Scheduler:
         self._sweep()
         self.reconciler.maybe_run()
         result = self.policy.run_round(BATCH, time.time())  # promotes due retries first
-        if result.admitted or result.expired:  # an empty round (a wake-up with nothing due) writes nothing
-            send_attempts(self.record(result))
+        if result.admitted or result.expired or result.failed:  # an empty round (a wake-up with nothing due)
+            send_attempts(self.record(result))                  # writes nothing
         return result
 
     def record(self, result: Round) -> list[Envelope]:
         """Mark admissions and expiries in SQL in one transaction; returns the envelopes to send."""
         now = time.time()
-        to_send, expired_views = [], []
+        to_send, ended = [], []
         self.leases.grant(result.admitted, self.settings.admission.dispatch_lease_s)
         with session_scope() as db:
             for env, reason in result.expired:
                 if jobs.expire_job(db, env.id, reason):
                     job = jobs.get_job_any(db, env.id)
-                    expired_views.append((env, jobs.job_view(job) if job else None))
+                    ended.append((env, jobs.job_view(job) if job else None))
+            for bad, reason in result.failed:
+                log.error("job %s cannot run and is failed: %s", bad.id or "(unknown id)", reason)
+                if bad.id and jobs.complete_job(db, bad.id, status="failed",
+                                                error={"type": "invalid_job", "message": reason}):
+                    job = jobs.get_job_any(db, bad.id)
+                    ended.append((bad, jobs.job_view(job) if job else None))
             admitted = jobs.mark_admitted_many(db, [
                 (env.id, env.deployment or env.chain[0], int((now - env.enqueued_at) * 1000))
                 for env in result.admitted])
@@ -114,7 +124,7 @@ class Scheduler:
                 to_send.append(env)
             else:  # cancelled or expired meanwhile: give its reservation back at once
                 self.admitter.store.release(self.admitter.reservation_id(env))
-        for env, view in expired_views:
+        for env, view in ended:
             if view:
                 announce(self.redis, env.reply_to, view)
         return to_send

@@ -29,7 +29,7 @@ from typing import Any
 
 from shared.admission import Admitter
 from shared.config import LANES, Settings
-from shared.queues import Envelope, WaitingQueues
+from shared.queues import Envelope, Unreadable, WaitingQueues, read_entry
 
 log = logging.getLogger("gateway.scheduler")
 
@@ -40,6 +40,7 @@ class Round:
 
     admitted: list[Envelope] = field(default_factory=list)
     expired: list[tuple[Envelope, str]] = field(default_factory=list)
+    failed: list[tuple[Envelope | Unreadable, str]] = field(default_factory=list)  # jobs that cannot run
     wake_in: float = math.inf
     held: set[str] = field(default_factory=set)
 
@@ -61,7 +62,7 @@ class FairQueuing:
         cfg = self.settings.tenants.get(tenant)
         return cfg.weight if cfg else 1.0
 
-    def tag(self, lane: str, env: Envelope) -> float:
+    def tag(self, lane: str, env: Envelope | Unreadable) -> float:
         """The finish tag, fixed when the job becomes its tenant's head (start-time fair queuing)."""
         key = (lane, env.id)
         if key not in self._tags:
@@ -112,34 +113,49 @@ class FairQueuing:
         finally:
             ahead.pop_taken()
 
-    def _admit_from(self, lane: str, heads: dict[str, Envelope], ahead: _ReadAhead, limit: int, now: float,
-                    result: Round) -> None:
+    def _admit_from(self, lane: str, heads: dict[str, Envelope | Unreadable], ahead: _ReadAhead, limit: int,
+                    now: float, result: Round) -> None:
         while heads and len(result.admitted) < limit:
             tenant, env = min(heads.items(), key=lambda item: self.tag(lane, item[1]))
+            if isinstance(env, Unreadable):
+                ahead.take(tenant, heads)
+                result.failed.append((env, env.reason))
+                continue
             if env.expired(now):
                 ahead.take(tenant, heads)
                 result.expired.append((env, "deadline passed while waiting for admission"))
                 continue
-            if self._needs_held_bucket(env, result.held):
-                del heads[tenant]
-                continue
-            decision = self.admitter.try_admit(env, breakers=self._breaker_states())
-            if not decision.ok and decision.blocked_on_soft_limit and len(heads) == 1:
-                decision = self.admitter.try_admit(env, allow_borrow=True, breakers=self._breaker_states())
-            if decision.ok:
+            try:
+                verdict = self._decide(env, result, alone=len(heads) == 1)
+            except Exception as exc:  # noqa: BLE001 - a job that breaks admission fails alone
+                log.exception("job %s could not be admitted and is failed", env.id)
+                verdict = f"it could not be admitted ({type(exc).__name__}: {str(exc)[:200]})"
+            if verdict == "admitted":
                 self.charge(lane, env)
                 ahead.take(tenant, heads)
                 result.admitted.append(env)
-                continue
-            if decision.admission.never:
-                # Limits shrank (config changed) below this job: it can never run as it is.
+            elif verdict == "wait":
+                del heads[tenant]
+            else:
                 ahead.take(tenant, heads)
-                result.expired.append((env, f"can never fit the budget {decision.blocked_by}"))
-                continue
-            result.blocked(decision.admission.wait_s)
-            if not decision.blocked_on_own_limit(env.tenant) and decision.blocked_by:
-                result.held.add(decision.blocked_by)
-            del heads[tenant]
+                (result.expired if verdict.startswith("can never") else result.failed).append((env, verdict))
+
+    def _decide(self, env: Envelope, result: Round, *, alone: bool) -> str:
+        """``admitted`` (reserved), ``wait`` (not this round), or why it can never run. ``alone``: no
+        other tenant waits in the lane, so a soft limit may borrow idle capacity."""
+        if self._needs_held_bucket(env, result.held):
+            return "wait"
+        decision = self.admitter.try_admit(env, breakers=self._breaker_states())
+        if not decision.ok and decision.blocked_on_soft_limit and alone:
+            decision = self.admitter.try_admit(env, allow_borrow=True, breakers=self._breaker_states())
+        if decision.ok:
+            return "admitted"
+        if decision.admission.never:  # limits shrank (config changed) below this job: it can never run as it is
+            return f"can never fit the budget {decision.blocked_by}"
+        result.blocked(decision.admission.wait_s)
+        if not decision.blocked_on_own_limit(env.tenant) and decision.blocked_by:
+            result.held.add(decision.blocked_by)
+        return "wait"
 
     def _needs_held_bucket(self, env: Envelope, held: set[str]) -> bool:
         if not held:
@@ -165,15 +181,15 @@ class _ReadAhead:
         self.most = max(1, most)
         self.window: dict[str, int] = {}
         self.read_all: set[str] = set()
-        self.next: dict[str, deque[Envelope]] = {}
+        self.next: dict[str, deque[Envelope | Unreadable]] = {}
         self.taken: dict[str, list[str]] = defaultdict(list)
 
-    def start(self, tenants: list[str]) -> dict[str, Envelope]:
+    def start(self, tenants: list[str]) -> dict[str, Envelope | Unreadable]:
         """Read every tenant's window (one round trip); returns each tenant's head."""
         self._read(tenants)
         return {t: items[0] for t, items in self.next.items() if items}
 
-    def take(self, tenant: str, heads: dict[str, Envelope]) -> None:
+    def take(self, tenant: str, heads: dict[str, Envelope | Unreadable]) -> None:
         """The round decided on the tenant's head: count it for popping, move on to its next job."""
         self.taken[tenant].append(self.next[tenant].popleft().id)
         if not self.next[tenant] and tenant not in self.read_all:
@@ -192,7 +208,7 @@ class _ReadAhead:
                 pipe.lrange(self.queues.keys.waiting(self.lane, tenant), skip, skip + size - 1)
             replies = pipe.execute()
         for tenant, raw in zip(tenants, replies, strict=True):
-            self.next[tenant] = deque(Envelope.loads(item) for item in raw)
+            self.next[tenant] = deque(read_entry(item) for item in raw)
             if len(raw) < self.window[tenant]:  # the whole queue as of now; later arrivals wake the next round
                 self.read_all.add(tenant)
 

@@ -8,6 +8,10 @@ pops). Two kinds of lost job:
   or the scheduler died between admitting and sending. Back to queued with the same attempt number
   (it never recorded a result), admitted again against the budget like any job.
 A grace period keeps it away from jobs that are only between two steps of a healthy hand-off.
+
+A row it cannot put back (written by an older version, a model no longer configured, a request that
+no longer validates or cannot be serialised) is failed with the reason, and the others go on: one bad
+row must never stop the reconciler, or the scheduler that runs it.
 """
 
 from __future__ import annotations
@@ -17,15 +21,18 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select, update
 
-from shared.config import Settings
+from shared.config import LANES, Settings
 from shared.db.models import Job, utcnow
 from shared.db.session import session_scope
 from shared.errors import GatewayError
 from shared.leases import AttemptLeases
 from shared.queues import Envelope, WaitingQueues
 from shared.routing import chain_for
+from shared.schemas import ChatRequest
+from shared.storable import shorten
 
 log = logging.getLogger("gateway.reconciler")
 
@@ -51,35 +58,48 @@ class Reconciler:
 
     def run_once(self) -> dict[str, int]:
         cutoff = utcnow() - timedelta(seconds=GRACE_S)
-        with session_scope(readonly=True) as db:
-            queued = db.scalars(select(Job).where(Job.status == "queued", Job.created_at < cutoff).limit(BATCH)).all()
-            admitted = db.scalars(select(Job).where(Job.status.in_(("admitted", "running")),
-                                                    Job.admitted_at < cutoff).limit(BATCH)).all()
-        lost = set(self.queues.missing([j.id for j in queued]))
-        held = self.leases.held([j.id for j in admitted])
-        orphans = [j for j in admitted if j.id not in held]
-        requeued = sum(self._requeue(job) for job in queued if job.id in lost)
-        redispatched = sum(self._requeue(job, orphan=True) for job in orphans)
+        with session_scope(readonly=True) as db:  # ids only: a row's content is read when it is put back
+            queued = list(db.scalars(select(Job.id).where(Job.status == "queued", Job.created_at < cutoff)
+                                     .limit(BATCH)))
+            admitted = list(db.scalars(select(Job.id).where(Job.status.in_(("admitted", "running")),
+                                                            Job.admitted_at < cutoff).limit(BATCH)))
+        lost = self.queues.missing(queued)
+        held = self.leases.held(admitted)
+        requeued = sum(self._requeue(job_id) for job_id in lost)
+        redispatched = sum(self._requeue(job_id, orphan=True) for job_id in admitted if job_id not in held)
         if requeued or redispatched:
             log.warning("reconciler put back %d lost queued jobs and %d orphaned attempts", requeued, redispatched)
         return {"requeued": requeued, "redispatched": redispatched}
 
-    def _requeue(self, job: Job, *, orphan: bool = False) -> bool:
+    def _requeue(self, job_id: str, *, orphan: bool = False) -> bool:
         try:
-            env = self.envelope_of(job)
-        except GatewayError as exc:  # its model left the config: it can't run any more
-            self._fail(job.id, f"cannot be re-queued: {exc.message}")
+            env = self._envelope_of(job_id)
+            if env is None:
+                return False  # it finished or moved on meanwhile
+            env.dumps()  # what the push will do: fail here, for this job only
+        except Exception as exc:  # noqa: BLE001 - any row, however malformed, fails alone
+            log.error("job %s cannot be re-queued and is failed: %r", job_id, exc)
+            self._fail(job_id, f"cannot be re-queued: {_reason(exc)}")
             return False
-        if orphan and not self._back_to_queued(job.id):
+        if orphan and not self._back_to_queued(job_id):
             return False  # it finished or moved on meanwhile
         self.queues.push(env)
         return True
 
+    def _envelope_of(self, job_id: str) -> Envelope | None:
+        with session_scope(readonly=True) as db:
+            job = db.get(Job, job_id)
+            return self.envelope_of(job) if job is not None else None
+
     def envelope_of(self, job: Job) -> Envelope:
-        """Rebuild a job's envelope from its SQL row (what Redis held is gone)."""
+        """Rebuild a job's envelope from its SQL row (what Redis held is gone), checking the row as the
+        api checked the request that made it (the row may be from an older version)."""
+        if job.lane not in LANES:
+            raise ValueError(f"unknown lane {job.lane!r}")
+        request = ChatRequest.model_validate(job.request).provider_payload()
         return Envelope(
             id=job.id, tenant=job.tenant_id, feature=job.feature, lane=job.lane, model=job.model,
-            chain=chain_for(self.settings, job.model), request=job.request, deadline=job.deadline.timestamp(),
+            chain=chain_for(self.settings, job.model), request=request, deadline=job.deadline.timestamp(),
             attempt=job.attempts + 1, estimate=job.estimate_tokens or 0,
         )
 
@@ -93,5 +113,16 @@ class Reconciler:
     def _fail(self, job_id: str, reason: str) -> None:
         with session_scope() as db:
             db.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "admitted", "running")))
-                       .values(status="failed", finished_at=utcnow(), error={"type": "lost", "message": reason})
+                       .values(status="failed", finished_at=utcnow(), error={"type": "invalid_job", "message": reason})
                        .execution_options(synchronize_session=False))
+
+
+def _reason(exc: Exception) -> str:
+    """Why a stored job cannot run, for its error record (short, and no traceback)."""
+    if isinstance(exc, GatewayError):
+        return exc.message
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "request"
+        return f"its stored request is invalid: {where}: {shorten(str(err.get('msg')), 200)}"
+    return f"its stored data is unreadable ({type(exc).__name__}: {shorten(str(exc), 200)})"

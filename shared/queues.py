@@ -56,6 +56,47 @@ class Envelope:
         return (now or time.time()) >= self.deadline
 
 
+# The fields whose type the scheduler and the worker rely on before anything else looks at a job.
+_TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("id", str), ("tenant", str), ("feature", str), ("lane", str), ("model", str), ("chain", list),
+    ("request", dict), ("deadline", (int, float)), ("attempt", int), ("estimate", int),
+)
+
+
+@dataclass
+class Unreadable:
+    """A queued entry this version cannot run (corrupted, or written by an older version): the scheduler
+    and the workers fail its job with ``reason`` (when its id is known) and go on with the others."""
+
+    id: str
+    tenant: str
+    reason: str
+    reply_to: str | None = None
+    estimate: int = 0
+
+    def expired(self, now: float | None = None) -> bool:
+        return False
+
+
+def read_entry(raw: str | bytes | dict[str, Any]) -> Envelope | Unreadable:
+    """The envelope in ``raw`` (JSON, or its dict from a Celery message), or why it is not one."""
+    fields: Any = None
+    try:
+        fields = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+        env = Envelope(**fields)
+        wrong = [name for name, kind in _TYPES if not isinstance(getattr(env, name), kind)
+                 or isinstance(getattr(env, name), bool)]
+        if wrong or not all(isinstance(d, str) for d in env.chain) or not env.chain:
+            raise TypeError(f"fields of the wrong type: {', '.join(wrong) or 'chain'}")
+        return env
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, it is one job's problem
+        known = fields if isinstance(fields, dict) else {}
+        reply_to = known.get("reply_to")
+        return Unreadable(id=str(known.get("id") or ""), tenant=str(known.get("tenant") or ""),
+                          reason=f"its queued envelope is unreadable ({type(exc).__name__}: {str(exc)[:200]})",
+                          reply_to=reply_to if isinstance(reply_to, str) else None)
+
+
 class WaitingQueues:
     """Push and pop envelopes; every push wakes the scheduler."""
 
@@ -118,19 +159,19 @@ class WaitingQueues:
         first = self.r.zrange(self.keys.delayed, 0, 0, withscores=True)
         return max(0.0, first[0][1] - now) if first else float("inf")
 
-    def pop(self, lane: str, tenant: str, count: int = 1) -> list[Envelope]:
+    def pop(self, lane: str, tenant: str, count: int = 1) -> list[Envelope | Unreadable]:
         k = self.keys
         raw = self._pop(keys=[k.waiting(lane, tenant), k.active_tenants(lane), k.waiting_count(lane),
                               k.waiting_tokens(lane), k.queued_ids], args=[tenant, count])
-        return [Envelope.loads(item) for item in raw]
+        return [read_entry(item) for item in raw]
 
-    def heads(self, lane: str, tenants: list[str]) -> dict[str, Envelope]:
+    def heads(self, lane: str, tenants: list[str]) -> dict[str, Envelope | Unreadable]:
         """The oldest waiting envelope of each tenant, without removing it (one round trip)."""
         with self.r.pipeline(transaction=False) as pipe:
             for tenant in tenants:
                 pipe.lindex(self.keys.waiting(lane, tenant), 0)
             raw = pipe.execute()
-        return {t: Envelope.loads(item) for t, item in zip(tenants, raw, strict=True) if item}
+        return {t: read_entry(item) for t, item in zip(tenants, raw, strict=True) if item}
 
     def waiting_tokens(self, lane: str) -> int:
         return int(self.r.get(self.keys.waiting_tokens(lane)) or 0)

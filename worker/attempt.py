@@ -24,13 +24,15 @@ from shared.breaker import Breakers
 from shared.config import DeploymentConfig, Settings, get_settings
 from shared.db import jobs
 from shared.db.session import session_scope
+from shared.errors import InvalidRequest
 from shared.keys import Keys
 from shared.leases import AttemptLeases
-from shared.queues import Envelope, WaitingQueues
+from shared.queues import Envelope, Unreadable, WaitingQueues
 from shared.redis_batch import RedisBatch
 from shared.redis_conn import sync_redis
 from shared.retry import RetryDecision, RetryPolicy
 from shared.signals import announce
+from shared.storable import storable_copy
 from worker.group_commit import group_commit
 from worker.providers import ProviderCallError, ProviderResult, adapter_for
 from worker.providers.base import Usage
@@ -131,6 +133,15 @@ def run_attempt(env: Envelope, settings: Settings | None = None, *, held: bool =
     return view
 
 
+def fail_unreadable(entry: Unreadable) -> None:
+    """A dispatched envelope this version cannot run: its job (when the id is known) is failed with the
+    reason, so the reconciler does not send it again and again."""
+    log.error("job %s cannot run and is failed: %s", entry.id or "(unknown id)", entry.reason)
+    if entry.id:
+        with session_scope() as db:
+            jobs.complete_job(db, entry.id, status="failed", error={"type": "invalid_job", "message": entry.reason})
+
+
 def _finish(ctx: Context, env: Envelope, outcome: Outcome, settings: Settings,
             announce_view: dict[str, Any] | None, *, count: bool = False) -> None:
     """The attempt's end in Redis, in one round trip: wake the sync caller (first: Redis runs the
@@ -199,8 +210,22 @@ def _call(deployment: DeploymentConfig, settings: Settings, request: dict[str, A
         result = adapter_for(deployment, provider).call(request)
     except ProviderCallError as err:
         return Outcome(deployment, _ms_since(started), error=err)
+    except Exception as exc:  # noqa: BLE001 - a request or answer the adapter cannot handle ends this attempt
+        return Outcome(deployment, _ms_since(started), error=_unsendable(exc, deployment.name))
     cost = pricing.cost_usd(deployment, provider.kind, result.usage)
     return Outcome(deployment, _ms_since(started), result=result, cost_usd=cost)
+
+
+def _unsendable(exc: Exception, deployment: str) -> ProviderCallError:
+    """An attempt that broke inside the gateway (the request cannot be said in the deployment's format,
+    or its answer cannot be read): recorded as failed, never retried, never left for the reconciler
+    to send again and again."""
+    if isinstance(exc, InvalidRequest):
+        return ProviderCallError(f"{deployment}: {exc.message}", kind="bad_request", deployment=deployment,
+                                 body={"error": {"message": exc.message}}, retryable=False)
+    log.exception("attempt on %s broke in the gateway", deployment)
+    return ProviderCallError(f"{deployment}: the call could not be made or read: {type(exc).__name__}: {exc}",
+                             kind="malformed", deployment=deployment, retryable=False)
 
 
 def _decide_retry(ctx: Context, env: Envelope, outcome: Outcome) -> RetryDecision:
@@ -253,7 +278,8 @@ def _record_success(db: Any, env: Envelope, outcome: Outcome) -> dict[str, Any] 
     return jobs.record_attempt(
         db, env.id, env.attempt, deployment=outcome.deployment.name, status="succeeded",
         http_status=result.status, latency_ms=outcome.latency_ms, **tokens,
-        job_outcome={"status": "succeeded", "result": result.body, "model_used": outcome.deployment.model,
+        job_outcome={"status": "succeeded", "result": storable_copy(result.body),
+                     "model_used": outcome.deployment.model,
                      "deployment": outcome.deployment.name, **tokens},
     )
 
@@ -265,8 +291,8 @@ def _record_failure(db: Any, env: Envelope, outcome: Outcome, retry: RetryDecisi
     reason = f" ({retry.reason})" if retry is not None and not retry.retry else ""
     job_outcome = None if goes_on else {
         "status": "failed", "deployment": outcome.deployment.name,
-        "error": {"type": err.kind, "message": f"{err.message}{reason}", "status": err.upstream_status,
-                  "deployment": outcome.deployment.name, "attempts": env.attempt},
+        "error": {"type": err.kind, "message": f"{err.public_message()}{reason}", "status": err.upstream_status,
+                  "attempts": env.attempt},
     }
     return jobs.record_attempt(
         db, env.id, env.attempt, deployment=outcome.deployment.name, status="failed",

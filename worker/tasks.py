@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from shared.config import get_settings
-from shared.queues import Envelope
-from worker.attempt import run_attempt
+from shared.queues import Unreadable, read_entry
+from worker.attempt import fail_unreadable, run_attempt
 from worker.celery_app import EXECUTE_MANY_TASK, EXECUTE_TASK, celery_app
 
 log = logging.getLogger("gateway.worker")
@@ -33,16 +33,26 @@ def attempt_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def _attempt(raw: dict[str, Any]) -> None:
+    """Run the attempt in ``raw``; an envelope this version cannot read fails its job, nothing else."""
+    env = read_entry(raw)
+    if isinstance(env, Unreadable):
+        fail_unreadable(env)
+        return
+    run_attempt(env)
+
+
 @celery_app.task(name=EXECUTE_TASK)
 def execute(envelope: dict[str, Any]) -> None:
-    run_attempt(Envelope(**envelope))
+    _attempt(envelope)
 
 
 @celery_app.task(name=EXECUTE_MANY_TASK)
 def execute_many(envelopes: list[dict[str, Any]]) -> None:
-    futures = [attempt_pool().submit(run_attempt, Envelope(**raw)) for raw in envelopes]
+    if not isinstance(envelopes, list):
+        envelopes = [envelopes]
+    futures = [attempt_pool().submit(_attempt, raw) for raw in envelopes]
     wait(futures)
-    for raw, future in zip(envelopes, futures, strict=True):
+    for future in futures:
         if (exc := future.exception()) is not None:
-            log.error("attempt %s of job %s failed in the worker: %r", raw.get("attempt"), raw.get("id"), exc,
-                      exc_info=exc)
+            log.error("an attempt failed in the worker: %r", exc, exc_info=exc)

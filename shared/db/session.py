@@ -11,6 +11,7 @@ Before that, ``session_scope`` writers take turns on a lock file, so BEGIN IMMED
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sqlite3
 import threading
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.config import get_settings
 
 _SQLITE_BEGIN = "gateway_sqlite_begin"
+UNREADABLE = "$unreadable"
 
 
 def normalize_url(url: str) -> str:
@@ -86,12 +88,22 @@ def _begin_immediate(dbapi_connection: Any, wait_s: float = 10.0) -> None:
         cursor.close()
 
 
+def _lenient_json(text: str) -> Any:
+    """SQLite stores JSON as text that nothing validates: a corrupted value reads as a marker instead of
+    an exception, so one bad row can never break a listing or a process (the reconciler fails its job)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {UNREADABLE: f"the stored JSON could not be read ({len(text)} characters)"}
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url`` (SQLite file or PostgreSQL), tuned for short concurrent transactions."""
     url = normalize_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         _prepare_sqlite_file(url)
         kwargs.setdefault("connect_args", {"check_same_thread": False})
+        kwargs.setdefault("json_deserializer", _lenient_json)
         engine = create_engine(url, **kwargs)
         _tune_sqlite(engine)
         return engine

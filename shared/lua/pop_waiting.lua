@@ -24,9 +24,14 @@ if left < 0 then
 end
 local tokens = 0
 for _, raw in ipairs(popped) do
-  local env = cjson.decode(raw)
-  tokens = tokens + (tonumber(env['estimate']) or 0)
-  redis.call('SREM', KEYS[5], env['id'])
+  -- An entry that is not valid JSON (corrupted) is popped all the same; the scheduler fails its job.
+  local ok, env = pcall(cjson.decode, raw)
+  if ok and type(env) == 'table' then
+    tokens = tokens + (tonumber(env['estimate']) or 0)
+    if type(env['id']) == 'string' then
+      redis.call('SREM', KEYS[5], env['id'])
+    end
+  end
 end
 if redis.call('DECRBY', KEYS[4], tokens) < 0 then
   redis.call('SET', KEYS[4], 0)

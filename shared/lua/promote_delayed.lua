@@ -10,16 +10,21 @@
 -- Cluster they live in the same slot.)
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local p = ARGV[3]
+local moved = 0
 for _, raw in ipairs(due) do
-  local env = cjson.decode(raw)
   redis.call('ZREM', KEYS[1], raw)
-  redis.call('LPUSH', p .. ':wait:' .. env['lane'] .. ':' .. env['tenant'], raw)
-  redis.call('SADD', p .. ':active:' .. env['lane'], env['tenant'])
-  redis.call('INCR', p .. ':waiting:' .. env['lane'])
-  redis.call('INCRBY', p .. ':waiting_tokens:' .. env['lane'], tonumber(env['estimate']) or 0)
+  -- A corrupted entry is dropped here (its job stays queued in SQL and is expired at its deadline).
+  local ok, env = pcall(cjson.decode, raw)
+  if ok and type(env) == 'table' and type(env['lane']) == 'string' and type(env['tenant']) == 'string' then
+    redis.call('LPUSH', p .. ':wait:' .. env['lane'] .. ':' .. env['tenant'], raw)
+    redis.call('SADD', p .. ':active:' .. env['lane'], env['tenant'])
+    redis.call('INCR', p .. ':waiting:' .. env['lane'])
+    redis.call('INCRBY', p .. ':waiting_tokens:' .. env['lane'], tonumber(env['estimate']) or 0)
+    moved = moved + 1
+  end
 end
-if #due > 0 then
+if moved > 0 then
   redis.call('LPUSH', p .. ':wake', '1')
   redis.call('LTRIM', p .. ':wake', 0, 0)
 end
-return #due
+return moved

@@ -50,8 +50,9 @@ class Model:
         return True
 
     def wait(self, dt: float) -> None:
-        self.now += dt
-        self.level = min(CAP, self.level + dt * RATE)
+        later = self.now + dt  # the scripts see time as floats too: a tiny dt may not move the clock at all
+        self.level = min(CAP, self.level + (later - self.now) * RATE)
+        self.now = later
 
     def pull(self, remaining: float) -> None:
         self.level = min(self.level, max(-CAP, remaining))

@@ -49,6 +49,24 @@ _GATEWAY_ANSWER: dict[str, tuple[int, str]] = {
 }
 
 
+# What a tenant is told about a failure: the provider's own text can carry the tail of the provider key,
+# account and deployment names, so only a request the provider rejected keeps its (scrubbed) detail,
+# since the caller must change something. Operators read the whole text in the attempt record and logs.
+_PUBLIC: dict[str, str] = {
+    "rate_limit": "the provider refused the call for its rate limit",
+    "overloaded": "the provider was overloaded",
+    "server": "the provider failed with a server error",
+    "timeout": "the provider did not answer in time",
+    "connection": "the provider could not be reached",
+    "auth": "the provider refused the gateway's credentials; the gateway's operators can see why",
+    "not_found": "the provider does not serve the model this route is configured with",
+    "malformed": "the provider's answer could not be used",
+    "bad_request": "the provider rejected the request",
+    "refusal": "the provider refused the request under its content policy",
+}
+_SECRET_LIKE = re.compile(r"\b(?:sk|gw|key|pk|rk)[-_][\w*.-]{2,}|\*{3,}\w*", re.I)
+
+
 class ProviderCallError(ProviderError):
     """One failed attempt at one deployment, with what the retry policy needs to decide.
 
@@ -71,6 +89,16 @@ class ProviderCallError(ProviderError):
         self.headers = headers or {}
         self.retryable = kind in RETRYABLE_KINDS if retryable is None else retryable
         self.retry_after_s = retry_after_s
+
+    def public_message(self) -> str:
+        """What the tenant may read (see ``_PUBLIC``)."""
+        text = _PUBLIC.get(self.kind, "the provider call failed")
+        detail = provider_message(self.body) if self.body is not None else ""
+        if self.kind in ("bad_request", "refusal") and detail:
+            scrubbed = _SECRET_LIKE.sub("[redacted]", detail.replace(self.deployment, "[deployment]")
+                                        if self.deployment else detail)
+            text += f": {scrubbed[:300]}"
+        return text
 
     def __repr__(self) -> str:
         return (f"ProviderCallError(kind={self.kind!r}, upstream_status={self.upstream_status}, "
