@@ -24,6 +24,7 @@ from ops.cli_admin import keys_app, migrate, tenants_app
 from ops.health import NotReady, wait_for_http
 from ops.sim.cli import sim
 from shared.config import LANES, get_settings
+from shared.private_files import write_private
 from shared.redis_conn import redis_answers
 
 app = typer.Typer(help="The AI gateway: one place every LLM call goes through.", no_args_is_help=True)
@@ -163,7 +164,8 @@ def _ensure_redis(url: str) -> list[subprocess.Popen[bytes]]:
 
 
 def _demo_keys() -> dict[str, str]:
-    """Demo tenants and one key each, kept in ./var/demo-keys.json so restarts print the same keys."""
+    """Demo tenants and one key each, kept in ./var/demo-keys.json (600, in a 700 ./var made here if
+    missing) so restarts print the same keys."""
     from shared.db.session import session_scope
     from shared.db.tenants import authenticate, create_key, ensure_tenant
 
@@ -181,9 +183,7 @@ def _demo_keys() -> dict[str, str]:
             except Exception:  # revoked or from another database: make a new one
                 pass
             keys[tenant] = create_key(db, tenant, name="demo")[1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(keys, indent=2))
-    path.chmod(0o600)
+    write_private(path, json.dumps(keys, indent=2))
     return keys
 
 
@@ -193,8 +193,7 @@ def _ensure_admin_key(env_var: str) -> None:
         return
     path = Path("var/admin-key")
     if not path.exists():
-        path.write_text("gw-admin-" + secrets.token_urlsafe(24))
-        path.chmod(0o600)
+        write_private(path, "gw-admin-" + secrets.token_urlsafe(24))
     os.environ[env_var] = path.read_text().strip()  # the children inherit it
 
 
