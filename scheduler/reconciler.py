@@ -77,6 +77,8 @@ class Reconciler:
 
     def envelope_of(self, job: Job) -> Envelope:
         """Rebuild a job's envelope from its SQL row (what Redis held is gone)."""
+        if job.request is None:  # retention drops only finished jobs' content: never an open job's
+            raise GatewayError(f"job {job.id} has no request any more")
         return Envelope(
             id=job.id, tenant=job.tenant_id, feature=job.feature, lane=job.lane, model=job.model,
             chain=chain_for(self.settings, job.model), request=job.request, deadline=job.deadline.timestamp(),

@@ -39,9 +39,9 @@ def gateway(*args: str, ok: bool = True) -> str:
 
 
 def test_migrate_creates_the_schema(database_url: str) -> None:
-    assert "0001_initial" in gateway("migrate")
+    assert migrations.head_revision() in gateway("migrate")
     assert migrations.current_revision(database_url) == migrations.head_revision()
-    assert "0001_initial" in gateway("migrate")
+    assert migrations.head_revision() in gateway("migrate")
 
 
 def test_tenant_and_key_lifecycle(database_url: str) -> None:
