@@ -179,6 +179,19 @@ class AdmissionConfig(_Strict):
                                   "the lease a worker holds while it calls")
 
 
+class RetentionConfig(_Strict):
+    """How long finished jobs keep their content and their rows, in days after they finished; null: forever.
+
+    A job's ``request`` and ``result`` are a tenant's prompts and answers: after ``job_content_days``
+    they are dropped and the row keeps what billing needs (ids, tenant, feature, model, tokens, cost).
+    After ``jobs_days`` the row goes too, with its attempts. At least a day, so the 24 h idempotency
+    window still finds a repeated request to compare with.
+    """
+
+    job_content_days: float | None = Field(30.0, ge=1)
+    jobs_days: float | None = Field(None, ge=1)
+
+
 class SimConfig(_Strict):
     """The provider simulator that `gateway up` starts when the providers point at it."""
 
@@ -237,6 +250,7 @@ class Settings(BaseSettings):
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     retries: RetryConfig = Field(default_factory=RetryConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
     key_prefix: str = "gw"
 

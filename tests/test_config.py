@@ -18,6 +18,7 @@ def test_the_example_config_in_the_repo_is_valid() -> None:
     assert s.deployment("claude-haiku@anthropic").limits.otpm == 80000
     assert s.tenants["acme"].features["summarizer"].lane == "batch"
     assert s.lane_for("acme", "summarizer", "interactive") == "batch"
+    assert (s.retention.job_content_days, s.retention.jobs_days) == (30, 400)
 
 
 def test_the_compose_config_is_valid() -> None:
@@ -32,6 +33,17 @@ def test_no_file_runs_the_embedded_default(monkeypatch: pytest.MonkeyPatch) -> N
     assert {p.base_url for p in s.providers.values()} == {"http://127.0.0.1:9100/v1", "http://127.0.0.1:9100"}
     assert set(s.tenants) == {"acme", "globex"}
     assert s.lanes["batch"].ceiling == 0.7 and s.lanes["interactive"].reserve == 0.3
+
+
+def test_retention_keeps_rows_forever_and_content_a_month_unless_told(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("api: {port: 8000}\n")
+    assert load_settings(path).retention.model_dump() == {"job_content_days": 30, "jobs_days": None}
+    path.write_text("retention: {job_content_days: null, jobs_days: 90}\n")
+    assert load_settings(path).retention.model_dump() == {"job_content_days": None, "jobs_days": 90}
+    path.write_text("retention:\n  job_content_days: 0.5\n")  # inside the 24 h idempotency window
+    with pytest.raises(ConfigError, match=rf"retention.job_content_days \({path}:2\): Input should be greater"):
+        load_settings(path)
 
 
 def test_a_partial_lane_keeps_the_other_defaults(tmp_path: Path) -> None:
