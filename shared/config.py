@@ -2,7 +2,8 @@
 
 Secrets never live in the file: a provider names the environment variable that holds its key
 (``api_key_env``). With no file at all the embedded default runs: SQLite under ``./var``, the local
-Redis and the provider simulator on 127.0.0.1:9100 as both an OpenAI and an Anthropic provider.
+Redis and the provider simulator (``sim.host``/``sim.port``, 127.0.0.1:9100) as both an OpenAI and
+an Anthropic provider.
 """
 
 from __future__ import annotations
@@ -202,10 +203,18 @@ class SimConfig(_Strict):
     tpm: int = 200_000
 
 
-def _default_providers() -> dict[str, ProviderConfig]:
+def _sim_url(sim: SimConfig) -> str:
+    """Where the gateway reaches the simulator it starts; a wildcard bind address means this machine."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(sim.host, sim.host)
+    return f"http://[{host}]:{sim.port}" if ":" in host else f"http://{host}:{sim.port}"
+
+
+def _default_providers(sim: SimConfig | None = None) -> dict[str, ProviderConfig]:
+    """The simulator as an OpenAI and an Anthropic provider, wherever ``sim`` puts it."""
+    base = _sim_url(sim or SimConfig())
     return {
-        "sim-openai": ProviderConfig(kind="openai", base_url="http://127.0.0.1:9100/v1"),
-        "sim-anthropic": ProviderConfig(kind="anthropic", base_url="http://127.0.0.1:9100"),
+        "sim-openai": ProviderConfig(kind="openai", base_url=f"{base}/v1"),
+        "sim-anthropic": ProviderConfig(kind="anthropic", base_url=base),
     }
 
 
@@ -274,6 +283,13 @@ class Settings(BaseSettings):
             override = cfg.model_dump(exclude_unset=True) if isinstance(cfg, BaseModel) else cfg
             merged[name] = {**merged.get(name, {}), **(override or {})} if isinstance(override, dict) else override
         return merged
+
+    @model_validator(mode="after")
+    def _default_providers_follow_the_simulator(self) -> Settings:
+        """Moving ``sim.port`` (or ``sim.host``) moves the default providers with it."""
+        if "providers" not in self.model_fields_set:
+            self.providers = _default_providers(self.sim)
+        return self
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Settings:

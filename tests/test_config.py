@@ -46,6 +46,22 @@ def test_retention_keeps_rows_forever_and_content_a_month_unless_told(tmp_path: 
         load_settings(path)
 
 
+def test_the_default_providers_follow_the_simulator(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
+    monkeypatch.setenv("GATEWAY_SIM__PORT", "9200")
+    s = load_settings(None)
+    assert {p.base_url for p in s.providers.values()} == {"http://127.0.0.1:9200/v1", "http://127.0.0.1:9200"}
+    monkeypatch.delenv("GATEWAY_SIM__PORT")
+    path = tmp_path / "g.yaml"
+    path.write_text("sim: {host: 0.0.0.0, port: 9300}\n")  # listens everywhere, reached on loopback
+    assert load_settings(path).providers["sim-anthropic"].base_url == "http://127.0.0.1:9300"
+    path.write_text("sim: {host: '::1', port: 9300}\n")
+    assert load_settings(path).providers["sim-openai"].base_url == "http://[::1]:9300/v1"
+    path.write_text("sim: {port: 9300}\nproviders: {sim-openai: {kind: openai, base_url: 'http://10.0.0.5:9100/v1'},"
+                    " sim-anthropic: {kind: anthropic, base_url: 'http://10.0.0.5:9100'}}\n")
+    assert load_settings(path).providers["sim-openai"].base_url == "http://10.0.0.5:9100/v1"  # set: kept
+
+
 def test_a_partial_lane_keeps_the_other_defaults(tmp_path: Path) -> None:
     path = tmp_path / "g.yaml"
     path.write_text("lanes:\n  batch: {ceiling: 0.5}\n")
