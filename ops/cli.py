@@ -23,7 +23,7 @@ from rich.console import Console
 from ops.cli_admin import keys_app, migrate, tenants_app
 from ops.health import NotReady, wait_for_http
 from ops.sim.cli import sim
-from shared.config import LANES, get_settings
+from shared.config import LANES, check_provider_keys, get_settings
 from shared.private_files import write_private
 from shared.redis_conn import redis_answers
 
@@ -34,6 +34,7 @@ app.command("migrate", help="Create or upgrade the result store's tables.")(migr
 app.command("sim", help="Run the provider simulator (OpenAI and Anthropic APIs with real rate limits).")(sim)
 
 console = Console()
+err_console = Console(stderr=True)
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (or GATEWAY_CONFIG)")]
 DEMO_TENANTS = ("acme", "globex")
 
@@ -45,6 +46,15 @@ def _use_config(config: Path | None) -> None:
     logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider call is too much
+
+
+def _require_provider_keys() -> None:
+    """The api, the workers and ``gateway up`` send provider calls: refuse to start when a provider
+    beyond this machine has no API key, instead of failing every call it gets."""
+    problems = check_provider_keys(get_settings())
+    if problems:
+        err_console.print("[red]refusing to start:[/red]" + "".join(f"\n  {p}" for p in problems), soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def _tune_gc() -> None:
@@ -64,6 +74,7 @@ def api(config: ConfigOpt = None, host: str | None = None, port: int | None = No
     import uvicorn
 
     _use_config(config)
+    _require_provider_keys()
     _tune_gc()
     s = get_settings()
     if workers > 1:
@@ -98,6 +109,7 @@ def worker(config: ConfigOpt = None,
            pool: str | None = None) -> None:
     """Run a Celery worker on every lane's execution queue."""
     _use_config(config)
+    _require_provider_keys()
     from shared.keys import Keys
     from worker.attempt import warm_up
     from worker.celery_app import celery_app
@@ -116,6 +128,7 @@ def up(config: ConfigOpt = None,
        workers: Annotated[int, typer.Option(min=1, help="worker processes (one per core for throughput)")] = 1) -> None:
     """Run everything (Redis if needed, simulator, api, scheduler, workers); Ctrl-C stops all."""
     _use_config(config)
+    _require_provider_keys()
     s = get_settings()
     children: list[subprocess.Popen[bytes]] = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the children too, like Ctrl-C

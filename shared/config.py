@@ -8,16 +8,21 @@ an Anthropic provider.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.errors import ConfigError
+
+log = logging.getLogger("gateway.config")
 
 Lane = Literal["interactive", "standard", "batch"]
 LANES: tuple[Lane, ...] = ("interactive", "standard", "batch")
@@ -324,6 +329,42 @@ class Settings(BaseSettings):
             if pinned:
                 return pinned
         return requested or "standard"
+
+
+def _on_this_machine(base_url: str) -> bool:
+    host = urlsplit(base_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_provider_keys(settings: Settings) -> list[str]:
+    """What must stop a process that calls providers (api, worker, ``gateway up``) from starting.
+
+    A provider without its key gets calls with a placeholder or an empty key, and its 401s would
+    only show up as failed jobs. One beyond this machine is a problem to return; one on loopback
+    (the simulator, a local vLLM) usually needs no key, so it only gets a warning.
+    """
+    problems = []
+    for name, provider in settings.providers.items():
+        where = f"provider {name!r} ({provider.base_url})"
+        if not provider.api_key_env:
+            problem = f"{where} has no api_key_env"
+            fix = ("set it to the environment variable that holds the provider's API key (for a server that "
+                   "takes none, to one that holds a placeholder)")
+        elif not os.environ.get(provider.api_key_env):
+            problem = f"{where}: its api_key_env {provider.api_key_env} is unset or empty"
+            fix = f"set {provider.api_key_env} to the provider's API key"
+        else:
+            continue
+        if _on_this_machine(provider.base_url):
+            log.warning("%s: its calls go without an API key (allowed on this machine)", problem)
+        else:
+            problems.append(f"{problem}: {fix}")
+    return problems
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

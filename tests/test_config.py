@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import typer
 
-from shared.config import Settings, load_settings
+from ops import cli
+from shared.config import Settings, check_provider_keys, get_settings, load_settings
 from shared.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,3 +105,60 @@ def test_environment_overrides_the_file_and_holds_the_secrets(monkeypatch: pytes
 
 def test_settings_type_is_importable_for_tooling() -> None:
     assert Settings.model_json_schema()["title"] == "Settings"
+
+
+def providers_file(tmp_path: Path, **providers: str) -> Path:
+    """A config whose providers (name: base_url[|api_key_env]) back one deployment each."""
+    lines = ["providers:"]
+    for name, spec in providers.items():
+        url, _, env = spec.partition("|")
+        lines.append(f"  {name}: {{kind: openai, base_url: '{url}'" + (f", api_key_env: {env}}}" if env else "}"))
+    lines.append("deployments:")
+    lines += [f"  - {{name: d-{name}, provider: {name}, model: m}}" for name in providers]
+    lines.append("models: {m: [" + ", ".join(f"d-{name}" for name in providers) + "]}")
+    path = tmp_path / "providers.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_remote_provider_without_its_key_stops_the_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GW_TEST_UNSET_KEY", raising=False)
+    monkeypatch.setenv("GW_TEST_EMPTY_KEY", "")
+    monkeypatch.setenv("GW_TEST_KEY", "sk-real")
+    s = load_settings(providers_file(
+        tmp_path, nokey="https://api.openai.com/v1", unset="https://llm.example.com/v1|GW_TEST_UNSET_KEY",
+        empty="http://10.0.0.7:8000/v1|GW_TEST_EMPTY_KEY", ok="https://api.openai.com/v1|GW_TEST_KEY"))
+    problems = check_provider_keys(s)
+    assert len(problems) == 3
+    assert "provider 'nokey'" in problems[0] and "has no api_key_env" in problems[0]
+    assert "provider 'unset'" in problems[1] and "GW_TEST_UNSET_KEY is unset or empty" in problems[1]
+    assert "provider 'empty'" in problems[2] and "GW_TEST_EMPTY_KEY" in problems[2]
+
+
+def test_a_provider_on_this_machine_without_a_key_is_only_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delenv("GW_TEST_UNSET_KEY", raising=False)
+    s = load_settings(providers_file(
+        tmp_path, sim="http://127.0.0.1:9100/v1", vllm="http://127.8.0.1:8001/v1|GW_TEST_UNSET_KEY",
+        named="http://localhost:8001/v1", v6="http://[::1]:8001/v1"))
+    with caplog.at_level("WARNING", logger="gateway.config"):
+        assert check_provider_keys(s) == []
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "provider 'sim'", "provider 'vllm'", "provider 'named'", "provider 'v6'"]
+    assert "GW_TEST_UNSET_KEY" in caplog.records[1].getMessage()
+
+
+def test_the_processes_that_call_providers_refuse_to_start_without_the_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant")
+    monkeypatch.setenv("GATEWAY_CONFIG", str(ROOT / "gateway.example.yaml"))
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(typer.Exit):
+            cli._require_provider_keys()
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert "refusing to start" in err and "'openai-main'" in err and "OPENAI_API_KEY" in err
+    assert "'anthropic'" not in err and "'local-vllm'" not in err  # set; on this machine
