@@ -23,7 +23,8 @@ from rich.console import Console
 from ops.cli_admin import keys_app, migrate, tenants_app
 from ops.health import NotReady, wait_for_http
 from ops.sim.cli import sim
-from shared.config import LANES, get_settings
+from shared.config import LANES, check_provider_keys, get_settings
+from shared.private_files import write_private
 from shared.redis_conn import redis_answers
 
 app = typer.Typer(help="The AI gateway: one place every LLM call goes through.", no_args_is_help=True)
@@ -33,6 +34,7 @@ app.command("migrate", help="Create or upgrade the result store's tables.")(migr
 app.command("sim", help="Run the provider simulator (OpenAI and Anthropic APIs with real rate limits).")(sim)
 
 console = Console()
+err_console = Console(stderr=True)
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (or GATEWAY_CONFIG)")]
 DEMO_TENANTS = ("acme", "globex")
 
@@ -44,6 +46,15 @@ def _use_config(config: Path | None) -> None:
     logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider call is too much
+
+
+def _require_provider_keys() -> None:
+    """The api, the workers and ``gateway up`` send provider calls: refuse to start when a provider
+    beyond this machine has no API key, instead of failing every call it gets."""
+    problems = check_provider_keys(get_settings())
+    if problems:
+        err_console.print("[red]refusing to start:[/red]" + "".join(f"\n  {p}" for p in problems), soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def _tune_gc() -> None:
@@ -63,6 +74,7 @@ def api(config: ConfigOpt = None, host: str | None = None, port: int | None = No
     import uvicorn
 
     _use_config(config)
+    _require_provider_keys()
     _tune_gc()
     s = get_settings()
     if workers > 1:
@@ -97,6 +109,7 @@ def worker(config: ConfigOpt = None,
            pool: str | None = None) -> None:
     """Run a Celery worker on every lane's execution queue."""
     _use_config(config)
+    _require_provider_keys()
     from shared.keys import Keys
     from worker.attempt import warm_up
     from worker.celery_app import celery_app
@@ -115,6 +128,7 @@ def up(config: ConfigOpt = None,
        workers: Annotated[int, typer.Option(min=1, help="worker processes (one per core for throughput)")] = 1) -> None:
     """Run everything (Redis if needed, simulator, api, scheduler, workers); Ctrl-C stops all."""
     _use_config(config)
+    _require_provider_keys()
     s = get_settings()
     children: list[subprocess.Popen[bytes]] = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the children too, like Ctrl-C
@@ -163,7 +177,8 @@ def _ensure_redis(url: str) -> list[subprocess.Popen[bytes]]:
 
 
 def _demo_keys() -> dict[str, str]:
-    """Demo tenants and one key each, kept in ./var/demo-keys.json so restarts print the same keys."""
+    """Demo tenants and one key each, kept in ./var/demo-keys.json (600, in a 700 ./var made here if
+    missing) so restarts print the same keys."""
     from shared.db.session import session_scope
     from shared.db.tenants import authenticate, create_key, ensure_tenant
 
@@ -181,9 +196,7 @@ def _demo_keys() -> dict[str, str]:
             except Exception:  # revoked or from another database: make a new one
                 pass
             keys[tenant] = create_key(db, tenant, name="demo")[1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(keys, indent=2))
-    path.chmod(0o600)
+    write_private(path, json.dumps(keys, indent=2))
     return keys
 
 
@@ -193,8 +206,7 @@ def _ensure_admin_key(env_var: str) -> None:
         return
     path = Path("var/admin-key")
     if not path.exists():
-        path.write_text("gw-admin-" + secrets.token_urlsafe(24))
-        path.chmod(0o600)
+        write_private(path, "gw-admin-" + secrets.token_urlsafe(24))
     os.environ[env_var] = path.read_text().strip()  # the children inherit it
 
 

@@ -26,7 +26,7 @@ from scheduler.policy import FairQueuing, Round
 from scheduler.reconciler import Reconciler
 from shared.admission import Admitter
 from shared.config import Settings, get_settings
-from shared.db import jobs
+from shared.db import jobs, retention
 from shared.db.models import Job, utcnow
 from shared.db.session import session_scope
 from shared.keys import Keys
@@ -41,6 +41,7 @@ log = logging.getLogger("gateway.scheduler")
 BATCH = 256
 IDLE_WAKE_S = 1.0
 SWEEP_EVERY_S = 2.0
+PURGE_EVERY_S = 60.0  # retention; every sweep instead while a backlog lasts
 
 
 class Scheduler:
@@ -57,6 +58,7 @@ class Scheduler:
         self.reconciler = Reconciler(self.settings, self.queues, self.leases,
                                      every_s=self.settings.admission.reconcile_every_s)
         self._last_sweep = 0.0
+        self._next_purge = 0.0
 
     def run(self, stop: threading.Event) -> None:
         log.info("scheduler %s started", self.instance)
@@ -130,7 +132,8 @@ class Scheduler:
         return to_send
 
     def _sweep(self) -> None:
-        """Now and then: drop unreported reservations, expire jobs overdue deep in their queues."""
+        """Now and then: drop unreported reservations, expire jobs overdue deep in their queues, purge
+        old finished jobs."""
         now = time.monotonic()
         if now - self._last_sweep < SWEEP_EVERY_S:
             return
@@ -144,6 +147,23 @@ class Scheduler:
                         error={"type": "deadline_exceeded", "message": "deadline passed while waiting for admission"})
                 .execution_options(synchronize_session=False)
             )
+        self._purge(now)
+
+    def _purge(self, now: float) -> None:
+        """Retention (``shared.db.retention``): one bounded batch a minute, or a sweep's while a backlog
+        lasts. Its failure is logged, never let stop admission."""
+        if now < self._next_purge:
+            return
+        self._next_purge = now + PURGE_EVERY_S
+        try:
+            done = retention.purge(self.settings.retention)
+        except SQLAlchemyError as exc:
+            log.warning("retention purge failed (%s); next try in %.0fs", exc, PURGE_EVERY_S)
+            return
+        if done.more:
+            self._next_purge = now + SWEEP_EVERY_S
+        if done.blanked or done.deleted:
+            log.info("retention: dropped the content of %d finished jobs, deleted %d", done.blanked, done.deleted)
 
 
 def run_scheduler(settings: Settings | None = None) -> None:

@@ -94,6 +94,8 @@ class Reconciler:
     def envelope_of(self, job: Job) -> Envelope:
         """Rebuild a job's envelope from its SQL row (what Redis held is gone), checking the row as the
         api checked the request that made it (the row may be from an older version)."""
+        if job.request is None:  # retention drops only finished jobs' content: never an open job's
+            raise GatewayError(f"job {job.id} has no request any more")
         if job.lane not in LANES:
             raise ValueError(f"unknown lane {job.lane!r}")
         request = ChatRequest.model_validate(job.request).provider_payload()

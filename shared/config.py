@@ -2,21 +2,27 @@
 
 Secrets never live in the file: a provider names the environment variable that holds its key
 (``api_key_env``). With no file at all the embedded default runs: SQLite under ``./var``, the local
-Redis and the provider simulator on 127.0.0.1:9100 as both an OpenAI and an Anthropic provider.
+Redis and the provider simulator (``sim.host``/``sim.port``, 127.0.0.1:9100) as both an OpenAI and
+an Anthropic provider.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.errors import ConfigError
+
+log = logging.getLogger("gateway.config")
 
 Lane = Literal["interactive", "standard", "batch"]
 LANES: tuple[Lane, ...] = ("interactive", "standard", "batch")
@@ -205,6 +211,19 @@ class AdmissionConfig(_Strict):
                                   "the lease a worker holds while it calls")
 
 
+class RetentionConfig(_Strict):
+    """How long finished jobs keep their content and their rows, in days after they finished; null: forever.
+
+    A job's ``request`` and ``result`` are a tenant's prompts and answers: after ``job_content_days``
+    they are dropped and the row keeps what billing needs (ids, tenant, feature, model, tokens, cost).
+    After ``jobs_days`` the row goes too, with its attempts. At least a day, so the 24 h idempotency
+    window still finds a repeated request to compare with.
+    """
+
+    job_content_days: float | None = Field(30.0, ge=1)
+    jobs_days: float | None = Field(None, ge=1)
+
+
 class SimConfig(_Strict):
     """The provider simulator that `gateway up` starts when the providers point at it."""
 
@@ -215,10 +234,18 @@ class SimConfig(_Strict):
     tpm: int = 200_000
 
 
-def _default_providers() -> dict[str, ProviderConfig]:
+def _sim_url(sim: SimConfig) -> str:
+    """Where the gateway reaches the simulator it starts; a wildcard bind address means this machine."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(sim.host, sim.host)
+    return f"http://[{host}]:{sim.port}" if ":" in host else f"http://{host}:{sim.port}"
+
+
+def _default_providers(sim: SimConfig | None = None) -> dict[str, ProviderConfig]:
+    """The simulator as an OpenAI and an Anthropic provider, wherever ``sim`` puts it."""
+    base = _sim_url(sim or SimConfig())
     return {
-        "sim-openai": ProviderConfig(kind="openai", base_url="http://127.0.0.1:9100/v1"),
-        "sim-anthropic": ProviderConfig(kind="anthropic", base_url="http://127.0.0.1:9100"),
+        "sim-openai": ProviderConfig(kind="openai", base_url=f"{base}/v1"),
+        "sim-anthropic": ProviderConfig(kind="anthropic", base_url=base),
     }
 
 
@@ -266,6 +293,7 @@ class Settings(BaseSettings):
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     retries: RetryConfig = Field(default_factory=RetryConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
     key_prefix: str = "gw"
 
@@ -289,6 +317,13 @@ class Settings(BaseSettings):
             override = cfg.model_dump(exclude_unset=True) if isinstance(cfg, BaseModel) else cfg
             merged[name] = {**merged.get(name, {}), **(override or {})} if isinstance(override, dict) else override
         return merged
+
+    @model_validator(mode="after")
+    def _default_providers_follow_the_simulator(self) -> Settings:
+        """Moving ``sim.port`` (or ``sim.host``) moves the default providers with it."""
+        if "providers" not in self.model_fields_set:
+            self.providers = _default_providers(self.sim)
+        return self
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Settings:
@@ -318,6 +353,42 @@ class Settings(BaseSettings):
     def tenant(self, name: str) -> TenantConfig:
         """The tenant's settings, or ``tenant_defaults`` for a tenant the file does not list."""
         return self.tenants.get(name) or self.tenant_defaults
+
+
+def _on_this_machine(base_url: str) -> bool:
+    host = urlsplit(base_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_provider_keys(settings: Settings) -> list[str]:
+    """What must stop a process that calls providers (api, worker, ``gateway up``) from starting.
+
+    A provider without its key gets calls with a placeholder or an empty key, and its 401s would
+    only show up as failed jobs. One beyond this machine is a problem to return; one on loopback
+    (the simulator, a local vLLM) usually needs no key, so it only gets a warning.
+    """
+    problems = []
+    for name, provider in settings.providers.items():
+        where = f"provider {name!r} ({provider.base_url})"
+        if not provider.api_key_env:
+            problem = f"{where} has no api_key_env"
+            fix = ("set it to the environment variable that holds the provider's API key (for a server that "
+                   "takes none, to one that holds a placeholder)")
+        elif not os.environ.get(provider.api_key_env):
+            problem = f"{where}: its api_key_env {provider.api_key_env} is unset or empty"
+            fix = f"set {provider.api_key_env} to the provider's API key"
+        else:
+            continue
+        if _on_this_machine(provider.base_url):
+            log.warning("%s: its calls go without an API key (allowed on this machine)", problem)
+        else:
+            problems.append(f"{problem}: {fix}")
+    return problems
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import typer
 
-from shared.config import Settings, load_settings
+from ops import cli
+from shared.config import Settings, check_provider_keys, get_settings, load_settings
 from shared.errors import ConfigError
 from shared.tenancy import resolve_lane
 
@@ -19,6 +21,7 @@ def test_the_example_config_in_the_repo_is_valid() -> None:
     assert s.deployment("claude-haiku@anthropic").limits.otpm == 80000
     assert s.tenants["acme"].features["summarizer"].lane == "batch"
     assert resolve_lane(s, "acme", "summarizer", "interactive", "interactive") == "batch"
+    assert (s.retention.job_content_days, s.retention.jobs_days) == (30, 400)
 
 
 def test_the_compose_config_is_valid() -> None:
@@ -33,6 +36,33 @@ def test_no_file_runs_the_embedded_default(monkeypatch: pytest.MonkeyPatch) -> N
     assert {p.base_url for p in s.providers.values()} == {"http://127.0.0.1:9100/v1", "http://127.0.0.1:9100"}
     assert set(s.tenants) == {"acme", "globex"}
     assert s.lanes["batch"].ceiling == 0.7 and s.lanes["interactive"].reserve == 0.3
+
+
+def test_retention_keeps_rows_forever_and_content_a_month_unless_told(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("api: {port: 8000}\n")
+    assert load_settings(path).retention.model_dump() == {"job_content_days": 30, "jobs_days": None}
+    path.write_text("retention: {job_content_days: null, jobs_days: 90}\n")
+    assert load_settings(path).retention.model_dump() == {"job_content_days": None, "jobs_days": 90}
+    path.write_text("retention:\n  job_content_days: 0.5\n")  # inside the 24 h idempotency window
+    with pytest.raises(ConfigError, match=rf"retention.job_content_days \({path}:2\): Input should be greater"):
+        load_settings(path)
+
+
+def test_the_default_providers_follow_the_simulator(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
+    monkeypatch.setenv("GATEWAY_SIM__PORT", "9200")
+    s = load_settings(None)
+    assert {p.base_url for p in s.providers.values()} == {"http://127.0.0.1:9200/v1", "http://127.0.0.1:9200"}
+    monkeypatch.delenv("GATEWAY_SIM__PORT")
+    path = tmp_path / "g.yaml"
+    path.write_text("sim: {host: 0.0.0.0, port: 9300}\n")  # listens everywhere, reached on loopback
+    assert load_settings(path).providers["sim-anthropic"].base_url == "http://127.0.0.1:9300"
+    path.write_text("sim: {host: '::1', port: 9300}\n")
+    assert load_settings(path).providers["sim-openai"].base_url == "http://[::1]:9300/v1"
+    path.write_text("sim: {port: 9300}\nproviders: {sim-openai: {kind: openai, base_url: 'http://10.0.0.5:9100/v1'},"
+                    " sim-anthropic: {kind: anthropic, base_url: 'http://10.0.0.5:9100'}}\n")
+    assert load_settings(path).providers["sim-openai"].base_url == "http://10.0.0.5:9100/v1"  # set: kept
 
 
 def test_a_partial_lane_keeps_the_other_defaults(tmp_path: Path) -> None:
@@ -76,3 +106,60 @@ def test_environment_overrides_the_file_and_holds_the_secrets(monkeypatch: pytes
 
 def test_settings_type_is_importable_for_tooling() -> None:
     assert Settings.model_json_schema()["title"] == "Settings"
+
+
+def providers_file(tmp_path: Path, **providers: str) -> Path:
+    """A config whose providers (name: base_url[|api_key_env]) back one deployment each."""
+    lines = ["providers:"]
+    for name, spec in providers.items():
+        url, _, env = spec.partition("|")
+        lines.append(f"  {name}: {{kind: openai, base_url: '{url}'" + (f", api_key_env: {env}}}" if env else "}"))
+    lines.append("deployments:")
+    lines += [f"  - {{name: d-{name}, provider: {name}, model: m}}" for name in providers]
+    lines.append("models: {m: [" + ", ".join(f"d-{name}" for name in providers) + "]}")
+    path = tmp_path / "providers.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_remote_provider_without_its_key_stops_the_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GW_TEST_UNSET_KEY", raising=False)
+    monkeypatch.setenv("GW_TEST_EMPTY_KEY", "")
+    monkeypatch.setenv("GW_TEST_KEY", "sk-real")
+    s = load_settings(providers_file(
+        tmp_path, nokey="https://api.openai.com/v1", unset="https://llm.example.com/v1|GW_TEST_UNSET_KEY",
+        empty="http://10.0.0.7:8000/v1|GW_TEST_EMPTY_KEY", ok="https://api.openai.com/v1|GW_TEST_KEY"))
+    problems = check_provider_keys(s)
+    assert len(problems) == 3
+    assert "provider 'nokey'" in problems[0] and "has no api_key_env" in problems[0]
+    assert "provider 'unset'" in problems[1] and "GW_TEST_UNSET_KEY is unset or empty" in problems[1]
+    assert "provider 'empty'" in problems[2] and "GW_TEST_EMPTY_KEY" in problems[2]
+
+
+def test_a_provider_on_this_machine_without_a_key_is_only_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delenv("GW_TEST_UNSET_KEY", raising=False)
+    s = load_settings(providers_file(
+        tmp_path, sim="http://127.0.0.1:9100/v1", vllm="http://127.8.0.1:8001/v1|GW_TEST_UNSET_KEY",
+        named="http://localhost:8001/v1", v6="http://[::1]:8001/v1"))
+    with caplog.at_level("WARNING", logger="gateway.config"):
+        assert check_provider_keys(s) == []
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "provider 'sim'", "provider 'vllm'", "provider 'named'", "provider 'v6'"]
+    assert "GW_TEST_UNSET_KEY" in caplog.records[1].getMessage()
+
+
+def test_the_processes_that_call_providers_refuse_to_start_without_the_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant")
+    monkeypatch.setenv("GATEWAY_CONFIG", str(ROOT / "gateway.example.yaml"))
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(typer.Exit):
+            cli._require_provider_keys()
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert "refusing to start" in err and "'openai-main'" in err and "OPENAI_API_KEY" in err
+    assert "'anthropic'" not in err and "'local-vllm'" not in err  # set; on this machine

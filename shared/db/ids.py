@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from datetime import datetime
 
 JOB_ID_PREFIX = "job_"
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -43,6 +44,11 @@ def _next_parts() -> tuple[int, int]:
 def new_job_id() -> str:
     ms, rand = _next_parts()
     return JOB_ID_PREFIX + _encode(ms, 10) + _encode(rand, 16)
+
+
+def first_id_at(moment: datetime) -> str:
+    """The smallest id a job created at ``moment`` can have: every job created before sorts below it."""
+    return JOB_ID_PREFIX + _encode(int(moment.timestamp() * 1000), 10) + _ALPHABET[0] * 16
 
 
 def is_job_id(value: str) -> bool:

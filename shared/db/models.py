@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -33,6 +34,7 @@ LANES = ("interactive", "standard", "batch")
 STATUSES = ("queued", "admitted", "running", "succeeded", "failed", "cancelled", "expired")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "expired"})
 ATTEMPT_STATUSES = ("running", "succeeded", "failed", "timeout", "rate_limited")
+UNPURGED = "finished_at IS NOT NULL AND request IS NOT NULL"  # a finished job whose content retention keeps
 
 # Explicit constraint names: SQLite batch migrations and PostgreSQL both need stable names.
 NAMING_CONVENTION = {
@@ -122,6 +124,8 @@ class Job(Base):
         Index(None, "tenant_id", "status", "id"),  # tenant listing filtered by status
         Index(None, "status", "deadline"),  # shedding queued jobs past their deadline
         Index(None, "key_id", "status"),  # cancelling what a revoked key queued
+        Index("ix_jobs_finished_at_unpurged", "finished_at",  # retention: finished jobs that still hold content
+              sqlite_where=text(UNPURGED), postgresql_where=text(UNPURGED)),
         CheckConstraint(f"status IN {STATUSES!r}", name="status"),
         CheckConstraint(f"lane IN {LANES!r}", name="lane"),
     )
@@ -134,7 +138,7 @@ class Job(Base):
     task: Mapped[str | None] = mapped_column(String(100))
     model: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20), default="queued")
-    request: Mapped[dict[str, Any]]
+    request: Mapped[dict[str, Any] | None]  # NULL once retention purged a finished job's content
     result: Mapped[dict[str, Any] | None]
     error: Mapped[dict[str, Any] | None]
     idempotency_key: Mapped[str | None] = mapped_column(String(255))

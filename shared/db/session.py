@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import get_settings
+from shared.private_files import create_private_file, make_private_dirs, restrict_file
 
 _SQLITE_BEGIN = "gateway_sqlite_begin"
 UNREADABLE = "$unreadable"
@@ -40,10 +41,24 @@ def normalize_url(url: str) -> str:
     return url
 
 
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal", "-writer.lock")
+
+
 def _prepare_sqlite_file(url: str) -> None:
+    """Create the store's directory (700) and database file (600) before SQLite would.
+
+    The file holds every tenant's prompts; SQLite would create it 644, and its -wal and -shm files
+    take the database file's mode. Whichever process opens the store first (api, worker, scheduler,
+    ``gateway migrate``) makes it private, and files an older version left readable are tightened.
+    """
     database = make_url(url).database
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(database).expanduser()
+        make_private_dirs(path.parent)
+        create_private_file(path)
+        real = path.resolve()  # where SQLite and the writer lock put their side files
+        for suffix in SQLITE_SIDE_FILES:
+            restrict_file(Path(f"{real}{suffix}"))
 
 
 def _tune_sqlite(engine: Engine) -> None:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import redis
+from sqlalchemy import update
 
+from shared.config import get_settings
+from shared.db import retention
+from shared.db.models import Job, utcnow
 from shared.db.session import session_scope
 from shared.db.tenants import create_key, list_keys, revoke_key
 from shared.keys import Keys
@@ -148,3 +153,20 @@ def test_a_revoked_key_is_refused_at_once(stack: Stack) -> None:
         refused = c.get("/v1/jobs", headers={"Authorization": f"Bearer {plaintext}"})
     assert refused.status_code == 401
     assert refused.json()["error"]["type"] == "authentication_error"
+
+
+def test_a_job_whose_content_retention_dropped_still_renders(stack: Stack) -> None:
+    """Retention blanks ``request`` and ``result`` of old finished jobs; the job's page keeps the billing."""
+    with stack.client() as c:
+        done = c.post("/v1/jobs", params={"wait": 20}, json=CHAT).json()
+        assert done["status"] == "succeeded" and done["result"]
+        with session_scope() as db:  # as if it had finished 40 days ago
+            db.execute(update(Job).where(Job.id == done["id"]).values(finished_at=utcnow() - timedelta(days=40)))
+        assert retention.purge(get_settings().retention).blanked >= 0  # the scheduler may have done it first
+        r = c.get(f"/v1/jobs/{done['id']}")
+    assert r.status_code == 200, r.text
+    view = r.json()
+    assert view["status"] == "succeeded" and view["result"] is None
+    assert view["usage"] == done["usage"] and view["cost_usd"] == done["cost_usd"]
+    with session_scope(readonly=True) as db:
+        assert db.get(Job, done["id"]).request is None

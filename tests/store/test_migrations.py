@@ -7,8 +7,9 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
-from shared.db import migrate
-from shared.db.session import make_engine
+from shared.db import jobs, migrate, tenants
+from shared.db.session import make_engine, session_scope
+from tests.store.conftest import chat, new_job
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +39,24 @@ def test_downgrade_then_upgrade_round_trips(tmp_path) -> None:
     engine.dispose()
     assert migrate.upgrade(url) == migrate.head_revision()
     assert migrate.schema_drift(url) == []
+
+
+def test_an_upgrade_that_copies_a_table_keeps_the_rows_that_reference_it(db_url: str) -> None:
+    """0003 rebuilds ``jobs`` on SQLite; with foreign keys on, dropping the old copy would delete every
+    job's attempts (ON DELETE CASCADE)."""
+    migrate.downgrade(db_url, "0002_key_lanes")
+    engine = make_engine(db_url)
+    try:
+        with session_scope(engine) as s:
+            tenants.create_tenant(s, "acme")
+            job, _ = new_job(s)
+            jobs.start_attempt(s, job.id, 1, "gpt-4o-mini@sim")
+        assert migrate.upgrade(db_url) == migrate.head_revision()
+        with session_scope(engine, readonly=True) as s:
+            assert [a.number for a in jobs.list_attempts(s, job.id)] == [1]
+            assert jobs.get_job(s, "acme", job.id).request == chat()
+    finally:
+        engine.dispose()
 
 
 def _upgrade_in_processes(url: str, count: int) -> list[subprocess.CompletedProcess[str]]:

@@ -3,6 +3,11 @@
 PostgreSQL takes a transaction-scoped advisory lock; on SQLite the engine opens the transaction
 with BEGIN IMMEDIATE, which is the same thing. A second process that starts at the same moment
 waits, then finds the schema already at head and does nothing.
+
+On SQLite a migration runs with foreign keys off, as SQLite's own recipe for table changes says: a
+batch operation copies the table and drops the old one, and with foreign keys on that DROP deletes
+every row first and cascades, e.g. a job's attempts. ``foreign_key_check`` before the commit
+proves the copy kept every reference.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
-from sqlalchemy import pool, text
+from sqlalchemy import Connection, Engine, event, pool, text
 
 from shared.db.models import Base, UTCDateTime
 from shared.db.session import make_engine
@@ -39,14 +44,31 @@ def run_offline() -> None:
         context.run_migrations()
 
 
+def _sqlite_foreign_keys_off(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _off(dbapi_connection: Any, _record: Any) -> None:  # after make_engine's own, which turns them on
+        dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise RuntimeError(f"migration left rows whose foreign keys point nowhere: {broken[:10]}")
+
+
 def run_online() -> None:
     engine = make_engine(context.config.attributes["url"], poolclass=pool.NullPool)
+    sqlite = engine.dialect.name == "sqlite"
+    if sqlite:
+        _sqlite_foreign_keys_off(engine)
     try:
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             _configure(connection=connection)
             context.run_migrations()
+            if sqlite:
+                _check_foreign_keys(connection)
     finally:
         engine.dispose()
 
