@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.responses import OrjsonResponse
-from shared.errors import GatewayError
+from shared.errors import GatewayError, clip
 
 log = logging.getLogger("gateway.api")
 
@@ -43,12 +43,12 @@ def _describe(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     parts = []
     for err in errors[:5]:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
-        where = ".".join(loc) or "body"
+        where = clip(".".join(loc)) or "body"
         if err.get("type") == "json_invalid":
             return "The request body is not valid JSON: " + err.get("ctx", {}).get("error", "parse error"), None
         parts.append(f"{where}: {err.get('msg')}")
     first = errors[0].get("loc", ()) if errors else ()
-    param = ".".join(str(p) for p in first if p != "body") or None
+    param = clip(".".join(str(p) for p in first if p != "body")) or None
     return "Invalid request: " + "; ".join(parts), param
 
 

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from api.metrics import FAST_LANE_SENT, SHED, SUBMITTED, SYNC_WAIT
 from api.service import Gateway, Submitted
 from api.waiter import CompletionWaiter
-from shared.errors import InvalidRequest, Overloaded
+from shared.errors import InvalidRequest, Overloaded, echo
 from shared.schemas import ChatRequest, JobTags
 
 log = logging.getLogger("gateway.api")
@@ -52,7 +52,7 @@ def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err.get("loc") else "tags"
         raise InvalidRequest(
-            f"Invalid {field} {raw.get(field)!r} (from the X-Gateway-{field.title()} header or "
+            f"Invalid {field} {echo(raw.get(field))} (from the X-Gateway-{field.title()} header or "
             f"metadata.{field}): {err['msg']}. Priority is one of interactive, standard, batch.",
             param=field,
         ) from exc

@@ -12,7 +12,7 @@ from api.delivery import anthropic_sse, gateway_headers, raise_unless_succeeded
 from api.deps import ApiKey, GatewayDep, WaiterDep
 from api.responses import OrjsonResponse
 from api.routes.common import submit_and_wait, tags_from
-from shared.errors import InvalidRequest
+from shared.errors import InvalidRequest, clip
 from shared.schemas import ChatRequest
 from shared.translate import anthropic_to_openai_request, openai_to_anthropic_response
 
@@ -57,5 +57,5 @@ def _to_chat(body: MessagesRequest) -> ChatRequest:
         return ChatRequest.model_validate(anthropic_to_openai_request(raw))
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
+        where = clip(".".join(str(p) for p in err.get("loc", ())))
         raise InvalidRequest(f"Invalid request: {where}: {err['msg']}", param=where) from exc
