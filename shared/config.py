@@ -141,6 +141,8 @@ class ApiConfig(_Strict):
     max_batch_jobs: int = Field(1000, gt=0, le=10_000, description="jobs per POST /v1/jobs/batch; the cap "
                                 "keeps each batch's SQL IN lists under every backend's bind-parameter limit")
     max_sync_wait_s: float = Field(600.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0, description="a request body that sends nothing for this long is "
+                                  "answered 408 and closed")
     fast_lane_attempts: int = Field(
         64, ge=0, le=4096,
         description="fast-lane first attempts each api process sends itself (a thread each, for the call's "
