@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.limits import BodySizeLimit
+from api.limits import BodyGuard
 from api.metrics import AUTH_FAILURES, install_collector
 from api.openapi import install_openapi
 from api.routes import admin, chat, health, jobs, messages
@@ -40,6 +40,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     for module in (chat, messages, jobs, admin, health):
         app.include_router(module.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes,
-                       batch_max_bytes=settings.api.max_batch_body_bytes)
+    app.add_middleware(BodyGuard, max_bytes=settings.api.max_body_bytes,
+                       batch_max_bytes=settings.api.max_batch_body_bytes, timeout_s=settings.api.body_timeout_s)
     return app

@@ -17,25 +17,28 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.responses import OrjsonResponse
-from shared.errors import GatewayError
+from shared.errors import GatewayError, clip
 
 log = logging.getLogger("gateway.api")
 
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 502: "api_error",
-    503: "overloaded_error", 504: "api_error",
+    404: "not_found_error", 408: "invalid_request_error", 413: "request_too_large", 429: "rate_limit_error",
+    502: "api_error", 503: "overloaded_error", 504: "api_error",
 }
+
+
+def error_body(path: str, status: int, message: str, *, type_: str, code: str | None = None,
+               param: str | None = None) -> dict[str, Any]:
+    """The error JSON in the dialect of the route at ``path``; the ASGI-level guards use it too."""
+    if path.startswith("/v1/messages"):
+        return {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": message}}
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 def error_response(request: Request, status: int, message: str, *, type_: str, code: str | None = None,
                    param: str | None = None, headers: dict[str, str] | None = None) -> OrjsonResponse:
-    body: dict[str, Any]
-    if request.url.path.startswith("/v1/messages"):
-        body = {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"),
-                                           "message": message}}
-    else:
-        body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    body = error_body(request.url.path, status, message, type_=type_, code=code, param=param)
     return OrjsonResponse(body, status_code=status, headers=headers)
 
 
@@ -44,7 +47,7 @@ def _where(err: dict[str, Any]) -> str:
     reported by its model with the path inside it (``shared.schemas._storable``)."""
     loc = [str(p) for p in err.get("loc", ()) if p != "body"]
     inner = (err.get("ctx") or {}).get("path") if err.get("type") == "unsupported_value" else None
-    return ".".join([*loc, *([inner] if inner else [])])
+    return clip(".".join([*loc, *([inner] if inner else [])]))
 
 
 def _describe(errors: list[dict[str, Any]]) -> tuple[str, str | None]:

@@ -1,67 +1,117 @@
-"""Refuse oversized bodies before they are read into memory (413, not a 500 or a stalled worker).
+"""Guard every request body at the ASGI level: too large is a 413, stalled is a 408.
 
-Bulk submits (``/v1/jobs/batch``) carry thousands of jobs in one body and get a limit of their own.
+Refused before the body is read into memory, and answered here, at once, in the caller's dialect,
+whatever the route does next: a route with a pydantic body turns any exception raised while it reads
+into a 400 ("error parsing the body"), so the guard sends the answer itself, then tells the app the
+client went away and drops whatever the app still sends. Bulk submits (``/v1/jobs/batch``) carry
+thousands of jobs in one body and get a limit of their own.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from starlette.requests import ClientDisconnect
+
+from api.errors import error_body
 
 Scope = dict[str, Any]
+Message = dict[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+Receive = Callable[[], Awaitable[Message]]
+_DISCONNECT: Message = {"type": "http.disconnect"}
 
 
-class BodySizeLimit:
-    """Pure ASGI middleware: checks Content-Length up front and counts chunked bodies as they come."""
+class BodyGuard:
+    """Pure ASGI middleware: checks Content-Length up front, counts chunked bodies as they come, and
+    gives up on a body when none of it arrives for ``timeout_s``."""
 
     BATCH_PATH = "/v1/jobs/batch"
 
-    def __init__(self, app: Any, max_bytes: int, batch_max_bytes: int | None = None) -> None:
+    def __init__(self, app: Any, max_bytes: int, batch_max_bytes: int | None = None,
+                 timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.batch_max_bytes = batch_max_bytes or max_bytes
+        self.timeout_s = timeout_s
 
     def limit_for(self, path: str) -> int:
         return self.batch_max_bytes if path.startswith(self.BATCH_PATH) else self.max_bytes
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._reject(scope, send, limit)
+            await answer(scope["path"], send, 413, _too_large(limit), "payload_too_large")
             return
-        seen = 0
-
-        async def counting_receive() -> dict[str, Any]:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise _TooLarge
-            return message  # type: ignore[no-any-return]
-
+        body = _GuardedBody(scope["path"], receive, send, limit, self.timeout_s)
         try:
-            await self.app(scope, counting_receive, send)
-        except _TooLarge:
-            await self._reject(scope, send, limit)
-
-    async def _reject(self, scope: Scope, send: Any, limit: int) -> None:
-        message = f"Request body is larger than the gateway's limit of {limit} bytes."
-        if scope["path"].startswith("/v1/messages"):
-            body = {"type": "error", "error": {"type": "request_too_large", "message": message}}
-        else:
-            body = {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                              "code": "payload_too_large"}}
-        payload = orjson.dumps(body)
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
+            await self.app(scope, body.receive, body.send)
+        except ClientDisconnect:  # a route that reads the body itself, told the client went away
+            if not body.answered:
+                raise
 
 
-class _TooLarge(Exception):
-    pass
+class _GuardedBody:
+    """One request's ``receive`` and ``send`` as the app sees them."""
+
+    __slots__ = ("path", "_receive", "_send", "limit", "timeout_s", "seen", "complete", "started", "answered")
+
+    def __init__(self, path: str, receive: Receive, send: Send, limit: int, timeout_s: float | None) -> None:
+        self.path, self._receive, self._send = path, receive, send
+        self.limit, self.timeout_s = limit, timeout_s
+        self.seen = 0
+        self.complete = False  # the whole body is in
+        self.started = False  # the app has begun its answer
+        self.answered = False  # the guard has sent its own answer instead
+
+    async def receive(self) -> Message:
+        if self.answered:
+            return _DISCONNECT
+        if self.complete:  # e.g. a streaming answer listening for the client to go: no deadline
+            return await self._receive()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                message = await self._receive()
+        except TimeoutError:
+            return await self._refuse(408, f"The request body stopped arriving: nothing came for {self.timeout_s:g} s. "
+                                           "Send the whole body without pausing.", "request_timeout", close=True)
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            self.complete = not message.get("more_body", False)
+            if self.seen > self.limit:
+                return await self._refuse(413, _too_large(self.limit), "payload_too_large")
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.answered:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+    async def _refuse(self, status: int, text: str, code: str, *, close: bool = False) -> Message:
+        if not self.started:  # otherwise the app answered without the body: its answer stands
+            self.answered = True
+            await answer(self.path, self._send, status, text, code, close=close)
+        return _DISCONNECT
+
+
+def _too_large(limit: int) -> str:
+    return f"Request body is larger than the gateway's limit of {limit} bytes."
+
+
+async def answer(path: str, send: Send, status: int, message: str, code: str, *, close: bool = False) -> None:
+    """A whole JSON error answer sent from ASGI code; ``close`` ends the connection after it."""
+    payload = orjson.dumps(error_body(path, status, message, type_="invalid_request_error", code=code))
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

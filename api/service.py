@@ -44,7 +44,7 @@ from shared.config import Lane, Settings
 from shared.db import jobs
 from shared.db.ids import new_job_id
 from shared.db.session import session_scope
-from shared.errors import GatewayError, InvalidRequest, Overloaded, PermissionDenied, Unavailable
+from shared.errors import GatewayError, InvalidRequest, Overloaded, PermissionDenied, Unavailable, echo
 from shared.keys import Keys
 from shared.leases import AttemptLeases
 from shared.queues import Envelope, WaitingQueues
@@ -366,7 +366,7 @@ def _refuse_repeated_keys(items: Sequence[JobRequest]) -> None:
             continue
         if key in first:
             raise InvalidRequest(
-                f"jobs.{index}.idempotency_key: {key!r} is also the key of jobs.{first[key]}; every job of "
+                f"jobs.{index}.idempotency_key: {echo(key)} is also the key of jobs.{first[key]}; every job of "
                 "a batch needs its own key. Nothing of this batch was accepted.",
                 param=f"jobs.{index}.idempotency_key")
         first[key] = index

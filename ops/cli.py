@@ -73,6 +73,8 @@ def api(config: ConfigOpt = None, host: str | None = None, port: int | None = No
     """Run the HTTP API."""
     import uvicorn
 
+    from api.server import uvicorn_options
+
     _use_config(config)
     _require_provider_keys()
     _tune_gc()
@@ -80,7 +82,7 @@ def api(config: ConfigOpt = None, host: str | None = None, port: int | None = No
     if workers > 1:
         _share_metrics_between_processes()
     uvicorn.run("api.app:create_app", factory=True, host=host or s.api.host, port=port or s.api.port,
-                workers=workers, access_log=False, log_level="warning")
+                workers=workers, access_log=False, log_level="warning", **uvicorn_options(s))
 
 
 def _share_metrics_between_processes() -> None:

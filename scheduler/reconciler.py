@@ -27,12 +27,11 @@ from sqlalchemy import select, update
 from shared.config import LANES, Settings
 from shared.db.models import Job, utcnow
 from shared.db.session import session_scope
-from shared.errors import GatewayError
+from shared.errors import GatewayError, clip
 from shared.leases import AttemptLeases
 from shared.queues import Envelope, WaitingQueues
 from shared.routing import chain_for
 from shared.schemas import ChatRequest
-from shared.storable import shorten
 
 log = logging.getLogger("gateway.reconciler")
 
@@ -126,5 +125,5 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ())) or "request"
-        return f"its stored request is invalid: {where}: {shorten(str(err.get('msg')), 200)}"
-    return f"its stored data is unreadable ({type(exc).__name__}: {shorten(str(exc), 200)})"
+        return f"its stored request is invalid: {where}: {clip(str(err.get('msg')), 200)}"
+    return f"its stored data is unreadable ({type(exc).__name__}: {clip(str(exc), 200)})"

@@ -163,6 +163,16 @@ class ApiConfig(_Strict):
     max_batch_jobs: int = Field(1000, gt=0, le=10_000, description="jobs per POST /v1/jobs/batch; the cap "
                                 "keeps each batch's SQL IN lists under every backend's bind-parameter limit")
     max_sync_wait_s: float = Field(600.0, gt=0)
+    header_timeout_s: float = Field(10.0, gt=0, description="a request head not complete this long after its "
+                                    "connection opened or its first byte came is answered 408 and closed")
+    body_timeout_s: float = Field(30.0, gt=0, description="a request body that sends nothing for this long is "
+                                  "answered 408 and closed; also bounds reading a refused body's rest")
+    max_header_bytes: int = Field(64 * 1024, gt=0, description="a request head (line and headers) larger than "
+                                  "this is answered 431 and closed")
+    max_connections: int = Field(2048, gt=0, description="open connections per api process; past it requests "
+                                 "are answered 503 (uvicorn's limit_concurrency)")
+    keep_alive_s: float = Field(15.0, gt=0, description="how long an idle keep-alive connection stays open; "
+                                "longer than the 5 s SDK pools keep one, so the client closes it first")
     fast_lane_attempts: int = Field(
         64, ge=0, le=4096,
         description="fast-lane first attempts each api process sends itself (a thread each, for the call's "

@@ -18,6 +18,20 @@
 
 from __future__ import annotations
 
+ECHO_CHARS = 64  # the most of a caller-supplied value an error message quotes
+
+
+def clip(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` cut to ``limit`` characters plus its original length: a 10 kB header, model name or
+    field name in an error message is not sent back (and logged) whole."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def echo(value: object, limit: int = ECHO_CHARS) -> str:
+    """A caller-supplied value quoted in an error message: its repr, cut as ``clip`` cuts."""
+    text = value if isinstance(value, str) else repr(value)
+    return repr(value) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
+
 
 class GatewayError(Exception):
     status = 500

@@ -7,7 +7,7 @@ The admission and resilience policies pick from this list, they never invent dep
 from __future__ import annotations
 
 from shared.config import Settings
-from shared.errors import UnknownModel
+from shared.errors import UnknownModel, echo
 
 
 def chain_for(settings: Settings, model: str) -> list[str]:
@@ -18,6 +18,6 @@ def chain_for(settings: Settings, model: str) -> list[str]:
         return [model]
     known = sorted(settings.models) or names
     raise UnknownModel(
-        f"The model {model!r} does not exist on this gateway. Use one of: {', '.join(known)}.",
+        f"The model {echo(model)} does not exist on this gateway. Use one of: {', '.join(known)}.",
         param="model",
     )

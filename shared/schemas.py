@@ -24,7 +24,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from shared.storable import problem_in, shorten
+from shared.errors import echo
+from shared.storable import problem_in
 
 Priority = Literal["interactive", "standard", "batch"]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -62,7 +63,7 @@ def _deadline_input(value: Any) -> Any:
             return datetime.fromisoformat(value)
         except ValueError:
             raise ValueError(f"a deadline is seconds from now or an ISO 8601 time like 2026-12-01T09:00:00Z, "
-                             f"not {shorten(value)!r}") from None
+                             f"not {echo(value)}") from None
     if value is None or isinstance(value, datetime) or (isinstance(value, int | float) and not isinstance(value, bool)):
         return value
     raise ValueError(f"a deadline is seconds from now (a number) or an ISO 8601 time, not {type(value).__name__}")

@@ -74,11 +74,6 @@ def storable_copy(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def shorten(text: str, most: int = 64) -> str:
-    """A caller's value as an error message may quote it: at most ``most`` characters, and how long it was."""
-    return text if len(text) <= most else f"{text[:most]}… ({len(text)} characters)"
-
-
 def _scalar_problem(item: Any) -> str | None:
     if isinstance(item, str):
         return _string_problem(item)

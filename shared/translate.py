@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import Any
 
-from shared.errors import InvalidRequest, ProviderError
+from shared.errors import InvalidRequest, ProviderError, echo
 
 JSON = dict[str, Any]
 
@@ -111,7 +111,7 @@ def _to_anthropic_message(msg: JSON, index: int) -> JSON:
     if role == "tool":
         return {"role": "user", "content": [_tool_result_block(msg, index)]}
     raise InvalidRequest(
-        f"messages[{index}].role: {role!r} is not supported; use system, developer, user, assistant or tool",
+        f"messages[{index}].role: {echo(role)} is not supported; use system, developer, user, assistant or tool",
         param=f"messages[{index}].role",
     )
 
@@ -136,7 +136,7 @@ def _to_anthropic_part(part: Any, index: int) -> JSON:
         url = url.get("url") if isinstance(url, dict) else url
         return {"type": "image", "source": _image_source(str(url or ""))}
     raise InvalidRequest(
-        f"messages[{index}].content: part type {kind!r} cannot be sent to an Anthropic model; "
+        f"messages[{index}].content: part type {echo(kind)} cannot be sent to an Anthropic model; "
         "use text or image_url parts",
         param=f"messages[{index}].content",
     )
@@ -372,7 +372,7 @@ def _to_openai_messages(msg: JSON, index: int) -> list[JSON]:
     role, content = msg.get("role"), msg.get("content")
     if role not in ("user", "assistant"):
         raise InvalidRequest(
-            f"messages[{index}].role: {role!r} is not allowed; use user or assistant "
+            f"messages[{index}].role: {echo(role)} is not allowed; use user or assistant "
             "(system prompts go in 'system')",
             param=f"messages[{index}].role",
         )
@@ -409,7 +409,7 @@ def _openai_part(block: JSON, index: int) -> JSON:
     if kind == "image":
         return {"type": "image_url", "image_url": {"url": _image_url(block.get("source") or {})}}
     raise InvalidRequest(
-        f"messages[{index}].content: block type {kind!r} is not supported; use text, image, tool_use "
+        f"messages[{index}].content: block type {echo(kind)} is not supported; use text, image, tool_use "
         "or tool_result blocks",
         param=f"messages[{index}].content",
     )
@@ -431,7 +431,7 @@ def _openai_assistant(blocks: list[JSON], index: int) -> JSON:
             calls.append(_openai_tool_call(block))
         elif kind not in ("thinking", "redacted_thinking"):
             raise InvalidRequest(
-                f"messages[{index}].content: block type {kind!r} is not allowed in an assistant turn",
+                f"messages[{index}].content: block type {echo(kind)} is not allowed in an assistant turn",
                 param=f"messages[{index}].content",
             )
     message: JSON = {"role": "assistant", "content": _openai_assistant_content(texts)}

@@ -18,9 +18,8 @@ from api.metrics import FAST_LANE_SENT, SHED, SUBMITTED, SYNC_WAIT
 from api.service import Gateway, Submitted
 from api.waiter import CompletionWaiter
 from shared.config import Lane
-from shared.errors import InvalidRequest, Overloaded
+from shared.errors import InvalidRequest, Overloaded, echo
 from shared.schemas import ChatRequest, JobTags
-from shared.storable import shorten
 
 log = logging.getLogger("gateway.api")
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
@@ -56,7 +55,7 @@ def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err.get("loc") else "tags"
         raise InvalidRequest(
-            f"Invalid {field} {shorten(str(raw.get(field)))!r} (from the X-Gateway-{field.title()} header or "
+            f"Invalid {field} {echo(raw.get(field))} (from the X-Gateway-{field.title()} header or "
             f"metadata.{field}): {err['msg']}. Priority is one of interactive, standard, batch.",
             param=field,
         ) from exc

@@ -13,9 +13,8 @@ from api.deps import GatewayDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import body_of
 from api.responses import OrjsonResponse
 from api.routes.common import submit_and_wait, tags_from
-from shared.errors import InvalidRequest
+from shared.errors import InvalidRequest, clip
 from shared.schemas import ChatRequest, Storable
-from shared.storable import shorten
 from shared.translate import anthropic_to_openai_request, openai_to_anthropic_response
 
 router = APIRouter()
@@ -61,10 +60,10 @@ def _to_chat(body: MessagesRequest) -> ChatRequest:
         translated = anthropic_to_openai_request(raw)
     except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
         raise InvalidRequest(f"Invalid request: the message could not be read as Anthropic's format "
-                             f"({type(exc).__name__}: {shorten(str(exc))}).") from exc
+                             f"({type(exc).__name__}: {clip(str(exc))}).") from exc
     try:
         return ChatRequest.model_validate(translated)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
+        where = clip(".".join(str(p) for p in err.get("loc", ())))
         raise InvalidRequest(f"Invalid request: {where}: {err['msg']}", param=where) from exc

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 
 from shared.db.ids import is_job_id, new_job_id
 from shared.db.models import LANES, STATUSES, TERMINAL_STATUSES, Attempt, Job, Tenant, utcnow
-from shared.errors import Conflict, InvalidRequest, NotFound
+from shared.errors import Conflict, InvalidRequest, NotFound, echo
 
 __all__ = [
     "LANES", "OPEN_STATUSES", "STATUSES", "TERMINAL_STATUSES", "MAX_PAGE_SIZE",
@@ -91,7 +91,7 @@ def _by_idempotency_key(session: Session, tenant_id: str, key: str) -> Job | Non
 def _repeat_of(job: Job, request: dict[str, Any]) -> tuple[Job, bool]:
     if job.request != request:
         raise Conflict(
-            f"idempotency_key {job.idempotency_key!r} was already used for job {job.id} with a different "
+            f"idempotency_key {echo(job.idempotency_key)} was already used for job {job.id} with a different "
             "request; send the same request to get that job back, or use a new key",
             param="idempotency_key",
         )
@@ -105,7 +105,7 @@ def _retire_key(session: Session, job_id: str) -> None:
 
 def _check_choice(value: str, allowed: Iterable[str], param: str) -> None:
     if value not in allowed:
-        raise InvalidRequest(f"unknown {param} {value!r}; use one of {', '.join(allowed)}", param=param)
+        raise InvalidRequest(f"unknown {param} {echo(value)}; use one of {', '.join(allowed)}", param=param)
 
 
 @dataclass(frozen=True)
@@ -304,7 +304,7 @@ def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
     """The tenant's job; another tenant's job is NotFound too, with the same message."""
     job = get_job_any(session, job_id)
     if job is None or job.tenant_id != tenant_id:
-        raise NotFound(f"job {job_id!r} not found; check the id returned by POST /v1/jobs", param="job_id")
+        raise NotFound(f"job {echo(job_id)} not found; check the id returned by POST /v1/jobs", param="job_id")
     return job
 
 

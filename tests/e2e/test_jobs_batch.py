@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
-from api.limits import BodySizeLimit
+from api.limits import BodyGuard
 from api.service import Gateway, Unavailable
 from shared.config import get_settings
 from shared.db.models import Attempt
@@ -232,7 +232,7 @@ def test_the_body_limit_counts_streamed_bodies_per_path() -> None:
     def chunks(n: int) -> Any:
         yield from (b"x" * 10 for _ in range(n))
 
-    app.add_middleware(BodySizeLimit, max_bytes=50, batch_max_bytes=200)  # as api/app.py adds it
+    app.add_middleware(BodyGuard, max_bytes=50, batch_max_bytes=200)  # as api/app.py adds it
     with TestClient(app) as client:
         assert client.post("/v1/jobs", content=chunks(6)).status_code == 413
         assert client.post("/v1/jobs/batch", content=chunks(6)).text == "60"
