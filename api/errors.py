@@ -70,8 +70,11 @@ async def _on_gateway_error(request: Request, exc: Exception) -> OrjsonResponse:
 
 async def _on_validation_error(request: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, RequestValidationError)
-    message, param = _describe(list(exc.errors()))
-    return error_response(request, 400, message, type_="invalid_request_error", param=param)
+    errors = list(exc.errors())
+    message, param = _describe(errors)
+    # A value no store can hold gets a code of its own: a client can tell it from a plain typo.
+    code = "unsupported_value" if any(e.get("type") == "unsupported_value" for e in errors) else None
+    return error_response(request, 400, message, type_="invalid_request_error", param=param, code=code)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> OrjsonResponse:

@@ -33,6 +33,7 @@ from shared.redis_conn import sync_redis
 from shared.retry import RetryDecision, RetryPolicy
 from shared.signals import announce
 from shared.storable import storable_copy
+from shared.tenancy import metric_feature
 from worker.group_commit import group_commit
 from worker.providers import ProviderCallError, ProviderResult, adapter_for
 from worker.providers.base import Usage
@@ -153,7 +154,7 @@ def _finish(ctx: Context, env: Envelope, outcome: Outcome, settings: Settings,
         batch.command(lambda pipe: announce(pipe, env.reply_to, announce_view))
     if count:
         batch.command(lambda pipe: ctx.retries.count_attempt_in(pipe, outcome.deployment.name))
-    batch.command(lambda pipe: _count_for_metrics(pipe, ctx.keys, env, outcome))
+    batch.command(lambda pipe: _count_for_metrics(pipe, ctx, env, outcome))
     batch.script(ctx.breakers.record_call(
         outcome.deployment.name, ok=outcome.ok, kind=outcome.error.kind if outcome.error else None,
         latency_s=outcome.latency_ms / 1000, probe=env.probe, ticket=env.ticket))
@@ -168,10 +169,11 @@ def _finish(ctx: Context, env: Envelope, outcome: Outcome, settings: Settings,
     batch.execute()
 
 
-def _count_for_metrics(pipe: Any, keys: Keys, env: Envelope, outcome: Outcome) -> None:
+def _count_for_metrics(pipe: Any, ctx: Context, env: Envelope, outcome: Outcome) -> None:
     usage = outcome.result.usage if outcome.result is not None else None
     attempt_metrics.count_into(
-        pipe, keys, deployment=outcome.deployment.name, tenant=env.tenant, feature=env.feature,
+        pipe, ctx.keys, deployment=outcome.deployment.name, tenant=env.tenant,
+        feature=metric_feature(ctx.settings, env.tenant, env.feature),
         status="succeeded" if outcome.error is None else outcome.error.kind, latency_s=outcome.latency_ms / 1000,
         tokens_in=usage.input_tokens if usage else 0, tokens_out=usage.output_tokens if usage else 0,
         cost_usd=outcome.cost_usd)

@@ -134,7 +134,7 @@ class Simulator:
         meter = self.limiter.meter(org, req.model, config)
         outcome = self.faults.decide(req.model, key)
         if outcome is not None and outcome.early:
-            return self._early_fault(api, outcome, req, meter, counters)
+            return self._early_fault(api, outcome, req, meter, counters, key)
         prompt = api.prompt_tokens(req)
         max_tokens = req.max_tokens or config.max_output_tokens
         if prompt + max_tokens > config.context_window:
@@ -182,8 +182,10 @@ class Simulator:
         ]
 
     def _early_fault(self, api: ProviderApi, outcome: Outcome, req: ChatRequest, meter: Meter,
-                     counters: Counters) -> Response:
+                     counters: Counters, key: str) -> Response:
         counters.faults[f"{outcome.kind}:{outcome.status}"] += 1
+        if outcome.status == 401:  # the provider's own words, with the tail of the key it was sent
+            return api.unauthorized(key)
         if outcome.kind == "storm":
             counters.rate_limited["storm"] += 1
         for bucket in meter.buckets.values():

@@ -77,3 +77,14 @@ def test_sync_and_async_jobs_on_postgres(pg_gateway: tuple[str, str]) -> None:
     assert done["status"] == "succeeded" and done["cost_usd"] > 0
     assert job["id"] in {j["id"] for j in listed["data"]}
     assert ready["checks"]["database"] == "ok"
+
+
+@pytest.mark.parametrize("extra", ['"user": "a\\u0000b"', '"logit_bias": {"1": NaN}', '"seed": 18446744073709551616'])
+def test_values_jsonb_cannot_hold_are_a_400_on_postgres_too(pg_gateway: tuple[str, str], extra: str) -> None:
+    url, key = pg_gateway
+    body = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], ' + extra + "}"
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+        r = c.post("/v1/jobs", content=body.encode(), headers={"Content-Type": "application/json"})
+        again = c.post("/v1/chat/completions", content=body.encode(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and again.status_code == 400, (r.text, again.text)
+    assert r.json()["error"]["code"] == "unsupported_value"

@@ -1,0 +1,93 @@
+"""Values no store or serialiser can carry get a 400 naming the field, on every route, before anything
+is written: huge integers, NaN and Infinity, NUL characters, lone surrogates, deep nesting; and
+deadlines that are not a sane time."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.conftest import API_PORT, Stack
+from tests.e2e.test_bad_input import _count_jobs
+
+MESSAGES = '[{"role": "user", "content": "hi"}]'
+DEEP = "[" * 100 + "]" * 100
+TOO_DEEP = "[" * 300 + "]" * 300
+
+# (extra JSON members of the body, the field the 400 names, words of its message)
+BAD = [
+    ('"seed": 18446744073709551616', "seed", "64-bit"),
+    ('"seed": -9223372036854775809', "seed", "64-bit"),
+    ('"temperature": 0.5, "logit_bias": {"50256": NaN}', "logit_bias.50256", "NaN"),
+    ('"top_logprobs": Infinity', "top_logprobs", "Infinity"),
+    ('"user": "a\\u0000b"', "user", "NUL"),
+    ('"user": "\\ud800"', None, "not valid JSON"),  # a lone surrogate: pydantic's JSON parser refuses it
+    (f'"tools": [{{"type": "function", "function": {{"name": "f", "parameters": {DEEP}}}}}]',
+     "tools.0.function.parameters", "nested deeper"),
+    (f'"extra_field": {TOO_DEEP}', None, "recursion"),
+    ('"messages_extra": [{"x": 1}], "metadata": {"k\\u0000": "v"}', "metadata", "NUL"),
+]
+
+
+def _body(extra: str, messages: str = MESSAGES, **fields: str) -> bytes:
+    members = ['"model": "gpt-4o-mini"', f'"messages": {messages}', extra,
+               *(f'"{k}": {v}' for k, v in fields.items())]
+    return ("{" + ", ".join(members) + "}").encode()
+
+
+def _post(stack: Stack, path: str, body: bytes) -> tuple[int, dict]:
+    with stack.client() as c:
+        r = c.post(path, content=body, headers={"Content-Type": "application/json"})
+    return r.status_code, r.json()
+
+
+@pytest.mark.parametrize(("extra", "param", "words"), BAD)
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/jobs", "/v1/messages"])
+def test_a_value_that_cannot_be_stored_is_a_400_naming_it(stack: Stack, path: str, extra: str,
+                                                           param: str | None, words: str) -> None:
+    before = _count_jobs(stack)
+    body = _body(extra, max_tokens="16") if path == "/v1/messages" else _body(extra)
+    status, answer = _post(stack, path, body)
+    assert status == 400, answer
+    error = answer["error"]
+    assert words.lower() in error["message"].lower()
+    if param is not None and path != "/v1/messages":  # Anthropic's error body has no param
+        assert error["param"].startswith(param)
+    assert _count_jobs(stack) == before
+
+
+@pytest.mark.parametrize(("extra", "param", "words"), [b for b in BAD if b[1] is not None])
+def test_one_such_value_refuses_its_whole_batch_naming_the_item(stack: Stack, extra: str, param: str,
+                                                                words: str) -> None:
+    before = _count_jobs(stack)
+    good = _body('"feature": "batch-hostile"').decode()
+    status, answer = _post(stack, "/v1/jobs/batch", f'{{"jobs": [{good}, {_body(extra).decode()}]}}'.encode())
+    assert status == 400, answer
+    assert answer["error"]["param"].startswith(f"jobs.1.{param}")
+    assert words.lower() in answer["error"]["message"].lower()
+    assert _count_jobs(stack) == before
+
+
+@pytest.mark.parametrize(("deadline", "words"), [
+    ("1e12", "366 days"), ("1e308", "366 days"), ("NaN", "NaN"), ("Infinity", "Infinity"),
+    ("true", "not bool"), ("-5", "positive"), ("0", "positive"), ('"2001-01-01T00:00:00Z"', "already passed"),
+    ('"in an hour"', "ISO 8601"), ('"2126-01-01T00:00:00Z"', "366 days"),
+])
+def test_a_deadline_that_is_not_a_sane_time_is_a_400(stack: Stack, deadline: str, words: str) -> None:
+    before = _count_jobs(stack)
+    status, answer = _post(stack, "/v1/jobs", _body(f'"deadline": {deadline}'))
+    assert status == 400, answer
+    assert answer["error"]["param"] == "deadline"
+    assert words in answer["error"]["message"]
+    assert _count_jobs(stack) == before
+
+
+def test_a_batch_with_a_bad_key_is_refused_before_its_body_is_read(stack: Stack) -> None:
+    """The 401 comes while the 60 MB the request announces has not been sent at all."""
+    head = (b"POST /v1/jobs/batch HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer gw-not-a-key\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 60000000\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", API_PORT), timeout=10) as sock:
+        sock.sendall(head)
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
