@@ -39,13 +39,14 @@ from typing import Any
 import redis
 
 from api.auth import Authenticator, Caller
-from shared.admission import Admitter, QueueState, lanes_at_or_above
-from shared.config import Lane, Settings
+from shared.admission import Admitter, QueueState
+from shared.config import Settings
 from shared.db import jobs
 from shared.db.ids import new_job_id
 from shared.db.session import session_scope
 from shared.errors import GatewayError, InvalidRequest, Overloaded, PermissionDenied, Unavailable, echo
 from shared.keys import Keys
+from shared.lanes import Lane
 from shared.leases import AttemptLeases
 from shared.queues import Envelope, WaitingQueues
 from shared.redis_batch import RedisBatch
@@ -111,7 +112,7 @@ class Gateway:
         batch.command(lambda pipe: QueueState.queue_reads(pipe, self.keys, env.lane, env.tenant),
                       lambda r: got.__setitem__("queues", QueueState.parse(r)))
         batch.script(self.admitter.breakers.states_call(list(env.chain)), lambda b: got.__setitem__("breakers", b))
-        if env.lane == "interactive":
+        if env.lane == Lane.INTERACTIVE:
             env.token = uuid.uuid4().hex
             # When the api may send it itself (a caller waits), long enough for the whole attempt on
             # any deployment of the chain, since that path has no claim step; a worker that gets the
@@ -153,7 +154,7 @@ class Gateway:
         estimate = self.admitter.prepare(env).total  # a job that can never fit is refused here, never queued
         may_send_here = bool(reply_to) and self.settings.api.fast_lane_attempts > 0
         ahead = self._read_ahead(caller, env, may_send_here)
-        fast = lane == "interactive" and ahead.queues.interactive_waiting == 0
+        fast = lane == Lane.INTERACTIVE and ahead.queues.interactive_waiting == 0
         try:
             if not fast:
                 self.admitter.check_queue(env, ahead.queues)  # 429 with Retry-After when it can't make it
@@ -267,7 +268,7 @@ class Gateway:
         """The item's envelope with its estimate (``prepare``, once); errors name the item."""
         try:
             tags = item.tags()
-            lane = self.lane_for(caller, tags, "standard")
+            lane = self.lane_for(caller, tags, Lane.STANDARD)
             env = self._envelope(caller.tenant, tags.feature, lane, item.model, item.payload(), tags.deadline_at)
             self.admitter.prepare(env)
         except (InvalidRequest, Overloaded, PermissionDenied) as exc:
@@ -303,7 +304,7 @@ class Gateway:
             batch_tokens[env.lane] += env.estimate
         earlier: Counter[str] = Counter()
         for index, env in enumerate(envs):
-            above = sum(batch_tokens[lane] for lane in lanes_at_or_above(env.lane) if lane != env.lane)
+            above = sum(batch_tokens[lane] for lane in Lane(env.lane).and_above() if lane != env.lane)
             state = queues[env.lane]
             ahead = QueueState(state.interactive_waiting, state.depth, state.tokens_ahead + above + earlier[env.lane])
             try:

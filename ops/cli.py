@@ -23,7 +23,8 @@ from rich.console import Console
 from ops.cli_admin import keys_app, migrate, tenants_app
 from ops.health import NotReady, wait_for_http
 from ops.sim.cli import sim
-from shared.config import LANES, check_provider_keys, get_settings
+from shared.config import check_provider_keys, get_settings
+from shared.lanes import LANES
 from shared.private_files import write_private
 from shared.redis_conn import redis_answers
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from importlib import resources
 
 import redis
 
-_LEASE_LUA = resources.files("scheduler.lua").joinpath("lease.lua").read_text()
+from shared.lua import script
+
+_LEASE_LUA = script("leader_hold")
 
 
 class LeaderLease:

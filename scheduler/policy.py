@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.admission import Admitter
-from shared.config import LANES, Settings
+from shared.config import Settings
+from shared.lanes import LANES
 from shared.queues import Envelope, Unreadable, WaitingQueues, read_entry
 
 log = logging.getLogger("gateway.scheduler")

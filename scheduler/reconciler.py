@@ -24,10 +24,11 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select, update
 
-from shared.config import LANES, Settings
+from shared.config import Settings
 from shared.db.models import Job, utcnow
 from shared.db.session import session_scope
 from shared.errors import GatewayError, clip
+from shared.lanes import LANE_NAMES
 from shared.leases import AttemptLeases
 from shared.queues import Envelope, WaitingQueues
 from shared.routing import chain_for
@@ -95,7 +96,7 @@ class Reconciler:
         api checked the request that made it (the row may be from an older version)."""
         if job.request is None:  # retention drops only finished jobs' content: never an open job's
             raise GatewayError(f"job {job.id} has no request any more")
-        if job.lane not in LANES:
+        if job.lane not in LANE_NAMES:
             raise ValueError(f"unknown lane {job.lane!r}")
         request = ChatRequest.model_validate(job.request).provider_payload()
         return Envelope(

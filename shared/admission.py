@@ -18,9 +18,10 @@ import redis
 
 from shared.breaker import Breakers, Permit
 from shared.budget import Admission, Bucket, BudgetStore, BudgetTree, Calibrator, Estimate, estimate
-from shared.config import LANES, Settings
+from shared.config import Settings
 from shared.errors import InvalidRequest, Overloaded
 from shared.keys import Keys
+from shared.lanes import Lane
 from shared.queues import Envelope
 
 
@@ -37,14 +38,19 @@ class Decision:
         return None if self.ok else self.admission.blocked_by
 
     @property
+    def blocking(self) -> Bucket | None:
+        """The bucket that blocked the admission (None when admitted)."""
+        return next((b for b in self.buckets if b.key == self.blocked_by), None)
+
+    @property
     def blocked_on_soft_limit(self) -> bool:
         """Blocked only by a tenant's soft limit: it may borrow when nobody else is waiting."""
-        return any(b.key == self.blocked_by and b.borrowable for b in self.buckets)
+        return self.blocking is not None and self.blocking.borrowable
 
     def blocked_on_own_limit(self, tenant: str) -> bool:
         """Blocked by a bucket only this tenant uses: that blocks nobody else."""
-        key = self.blocked_by or ""
-        return f":budget:tenant:{tenant}:" in key or f":budget:feature:{tenant}:" in key
+        bucket = self.blocking
+        return bucket is not None and bucket.scope is not None and bucket.scope.owned_by(tenant)
 
 
 @dataclass(frozen=True)
@@ -58,19 +64,15 @@ class QueueState:
     @staticmethod
     def queue_reads(pipe: Any, keys: Keys, lane: str, tenant: str) -> None:
         """Add the reads to ``pipe``; ``parse`` turns their replies (in order) into a QueueState."""
-        pipe.get(keys.waiting_count("interactive"))
+        pipe.get(keys.waiting_count(Lane.INTERACTIVE))
         pipe.llen(keys.waiting(lane, tenant))
-        for above in lanes_at_or_above(lane):
+        for above in Lane(lane).and_above():
             pipe.get(keys.waiting_tokens(above))
 
     @classmethod
     def parse(cls, replies: Sequence[Any]) -> QueueState:
         waiting, depth, *tokens = replies
         return cls(int(waiting or 0), int(depth or 0), sum(int(t or 0) for t in tokens))
-
-
-def lanes_at_or_above(lane: str) -> list[str]:
-    return list(LANES[: LANES.index(lane) + 1])  # type: ignore[arg-type]
 
 
 class Admitter:
@@ -216,6 +218,6 @@ class Admitter:
         if not meters:
             return math.inf
         share = self.settings.lanes[env.lane].ceiling  # type: ignore[index]
-        if env.lane != "interactive":
-            share = min(share, 1 - self.settings.lanes["interactive"].reserve)
+        if env.lane != Lane.INTERACTIVE:
+            share = min(share, 1 - self.settings.lanes[Lane.INTERACTIVE].reserve)
         return meters[0].rate * share

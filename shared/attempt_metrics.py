@@ -27,31 +27,27 @@ LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.
 _SEP = "\t"  # between label values in a hash field: no deployment, tenant or feature name holds a tab
 
 
-def _key(keys: Keys, name: str) -> str:
-    return f"{keys.tag}:metrics:{name}"
-
-
 def count_into(pipe: Any, keys: Keys, *, deployment: str, tenant: str, feature: str, status: str,
                latency_s: float, tokens_in: int = 0, tokens_out: int = 0, cost_usd: float = 0.0) -> None:
     """Add one attempt's counts to ``pipe`` (a few HINCRBYs on four hashes)."""
-    pipe.hincrby(_key(keys, "attempts"), _SEP.join((deployment, status)), 1)
+    pipe.hincrby(keys.attempt_metrics("attempts"), _SEP.join((deployment, status)), 1)
     bucket = next((b for b in LATENCY_BUCKETS_S if latency_s <= b), math.inf)
-    latency = _key(keys, "latency")
+    latency = keys.attempt_metrics("latency")
     pipe.hincrby(latency, _SEP.join((deployment, repr(bucket))), 1)
     pipe.hincrbyfloat(latency, _SEP.join((deployment, "sum")), latency_s)
     if tokens_in or tokens_out:
-        tokens = _key(keys, "tokens")
+        tokens = keys.attempt_metrics("tokens")
         pipe.hincrby(tokens, _SEP.join((deployment, "in")), tokens_in)
         pipe.hincrby(tokens, _SEP.join((deployment, "out")), tokens_out)
     if cost_usd:
-        pipe.hincrbyfloat(_key(keys, "cost"), _SEP.join((tenant, feature, deployment)), cost_usd)
+        pipe.hincrbyfloat(keys.attempt_metrics("cost"), _SEP.join((tenant, feature, deployment)), cost_usd)
 
 
 def collect(client: Any, keys: Keys) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
     """The four metric families, read from Redis in one round trip."""
     with client.pipeline(transaction=False) as pipe:
         for name in ("attempts", "latency", "tokens", "cost"):
-            pipe.hgetall(_key(keys, name))
+            pipe.hgetall(keys.attempt_metrics(name))
         attempts, latency, tokens, cost = (_decoded(h) for h in pipe.execute())
 
     yield _counter("gateway_attempts", "Provider attempts by outcome (succeeded, or the error kind)",

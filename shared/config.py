@@ -21,11 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.lanes import Lane
 
 log = logging.getLogger("gateway.config")
 
-Lane = Literal["interactive", "standard", "batch"]
-LANES: tuple[Lane, ...] = ("interactive", "standard", "batch")
 
 
 class _Strict(BaseModel):
@@ -119,11 +118,11 @@ class LaneConfig(_Strict):
     max_queue_per_tenant: int = Field(100_000, gt=0)
 
 
-def _default_lanes() -> dict[str, LaneConfig]:
+def _default_lanes() -> dict[Lane, LaneConfig]:
     return {
-        "interactive": LaneConfig(reserve=0.3, deadline_s=60),
-        "standard": LaneConfig(deadline_s=900),
-        "batch": LaneConfig(ceiling=0.7, deadline_s=86_400),
+        Lane.INTERACTIVE: LaneConfig(reserve=0.3, deadline_s=60),
+        Lane.STANDARD: LaneConfig(deadline_s=900),
+        Lane.BATCH: LaneConfig(ceiling=0.7, deadline_s=86_400),
     }
 
 
@@ -138,7 +137,7 @@ class TenantConfig(_Strict):
     weight: float = Field(1.0, gt=0)
     soft_tpm: int | None = Field(None, gt=0)
     hard_tpm: int | None = Field(None, gt=0)
-    max_lane: Lane = Field("interactive", description="the highest-priority lane its keys may ask for; "
+    max_lane: Lane = Field(Lane.INTERACTIVE, description="the highest-priority lane its keys may ask for; "
                            "a request for a higher one is a 403, and a route's default is lowered to it")
     unknown_features: Literal["allow", "refuse"] = Field(
         "allow", description="a feature not listed under features: accepted (no cap, metrics label 'other'), "
@@ -294,7 +293,7 @@ class Settings(BaseSettings):
     providers: dict[str, ProviderConfig] = Field(default_factory=_default_providers)
     deployments: list[DeploymentConfig] = Field(default_factory=_default_deployments)
     models: dict[str, list[str]] = Field(default_factory=_default_models)
-    lanes: dict[Lane, LaneConfig] = Field(default_factory=_default_lanes)  # type: ignore[arg-type]
+    lanes: dict[Lane, LaneConfig] = Field(default_factory=_default_lanes)
     tenants: dict[str, TenantConfig] = Field(default_factory=_default_tenants)
     tenant_defaults: TenantConfig = Field(default_factory=TenantConfig,
                                           description="for tenants (created with `gateway tenants create`) "

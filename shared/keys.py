@@ -1,7 +1,9 @@
 """Every Redis key and Celery queue name the gateway uses, in one place.
 
 All keys share one hash tag (``{prefix}``) so that on Redis Cluster they live in one slot and a Lua
-script may touch any of them together (budgets, queues, leases).
+script may touch any of them together (budgets, queues, leases). Nothing else builds a key, and
+nothing parses one back into meaning: Lua scripts get theirs through KEYS, and a budget bucket
+carries its meaning as a typed ``budget.Scope``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,24 @@ class Keys:
     def leader(self) -> str:
         return f"{self.tag}:scheduler:leader"
 
+    def retry_counter(self, deployment: str, what: str, minute: int) -> str:
+        """Attempts (``req``) or retries (``ret``) sent to a deployment in one minute (the retry budget)."""
+        return f"{self.tag}:retry:{deployment}:{what}:{minute}"
+
+    def attempt_metrics(self, name: str) -> str:
+        """A hash of attempt counters for /metrics (``shared.attempt_metrics``): attempts, latency, tokens, cost."""
+        return f"{self.tag}:metrics:{name}"
+
+    @property
+    def auth_epoch(self) -> str:
+        """A random string replaced whenever a key is revoked or a tenant disabled (``shared.db.tenants``)."""
+        return f"{self.tag}:auth:epoch"
+
+    @property
+    def celery_prefix(self) -> str:
+        """Prefix of the Celery broker's own keys (kombu's ``global_keyprefix``)."""
+        return f"{self.prefix}:celery:"
+
     def reply_channel(self, instance: str) -> str:
         """Pub/sub channel of one api process: workers announce finished jobs there."""
         return f"{self.tag}:done:{instance}"
@@ -64,9 +84,11 @@ class Keys:
         """The Celery execution queue of a lane."""
         return f"{self.prefix}.exec.{lane}"
 
-    def budget_bucket(self, *parts: str) -> str:
-        """A token bucket of the budget tree (hash: level, ts, cap, rate), e.g. ``dep:<name>:tpm``."""
-        return f"{self.tag}:budget:" + ":".join(parts)
+    def budget_bucket(self, level: str, *parts: str) -> str:
+        """A token bucket of the budget tree (hash: level, ts, cap, rate), one per ``budget.Scope``:
+        ``dep:<deployment>:<axis>``, ``lane:<lane>:<deployment>:<axis>``, ``tenant:<tenant>:<hard|soft>``,
+        ``feature:<tenant>:<feature>:hard``."""
+        return f"{self.tag}:budget:" + ":".join(({"deployment": "dep"}.get(level, level), *parts))
 
     @property
     def budget_reservations(self) -> str:

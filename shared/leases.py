@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from importlib import resources
 from typing import Any
 
 import redis
 from redis.exceptions import NoScriptError
 
 from shared.keys import Keys
+from shared.lua import script
 from shared.queues import Envelope
 from shared.redis_batch import ScriptCall
 
-_lua = resources.files("shared.lua")
-_CLAIM = _lua.joinpath("claim_lease.lua").read_text()
-_RELEASE = _lua.joinpath("release_lease.lua").read_text()
+_CLAIM = script("lease_claim")
+_RELEASE = script("lease_release")
 
 
 class AttemptLeases:

@@ -10,16 +10,17 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import orjson
 import redis
 
 from shared.keys import Keys
+from shared.lanes import Lane
+from shared.lua import script
 
-_POP_LUA = resources.files("shared.lua").joinpath("pop_waiting.lua").read_text()
-_PROMOTE_LUA = resources.files("shared.lua").joinpath("promote_delayed.lua").read_text()
+_POP_LUA = script("queue_pop")
+_PROMOTE_LUA = script("queue_promote")
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Envelope:
     id: str
     tenant: str
     feature: str
-    lane: str
+    lane: Lane
     model: str
     chain: list[str]
     request: dict[str, Any]
@@ -83,7 +84,7 @@ def read_entry(raw: str | bytes | dict[str, Any]) -> Envelope | Unreadable:
     fields: Any = None
     try:
         fields = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
-        env = Envelope(**fields)
+        env = Envelope(**{**fields, "lane": Lane(fields["lane"])})
         wrong = [name for name, kind in _TYPES if not isinstance(getattr(env, name), kind)
                  or isinstance(getattr(env, name), bool)]
         if wrong or not all(isinstance(d, str) for d in env.chain) or not env.chain:
@@ -152,7 +153,23 @@ class WaitingQueues:
             pipe.execute()
 
     def promote_due(self, now: float, limit: int = 1000) -> int:
-        return int(self._promote(keys=[self.keys.delayed], args=[now, limit, self.keys.tag]))
+        """Move due retries to the front of their queues (two round trips: read them, then move
+        them in one script that gets every key it touches). An entry that is not an envelope is
+        dropped from the delayed set; its job stays queued in SQL and expires at its deadline."""
+        k = self.keys
+        due = self.r.zrangebyscore(k.delayed, "-inf", now, start=0, num=limit)
+        keys, args, unreadable = [k.delayed, k.wake], [], []
+        for raw in due:
+            env = read_entry(raw)
+            if isinstance(env, Unreadable):
+                unreadable.append(raw)
+                continue
+            keys += [k.waiting(env.lane, env.tenant), k.active_tenants(env.lane), k.waiting_count(env.lane),
+                     k.waiting_tokens(env.lane)]
+            args += [raw, env.tenant, env.estimate]
+        if unreadable:
+            self.r.zrem(k.delayed, *unreadable)
+        return int(self._promote(keys=keys, args=args)) if args else 0
 
     def next_due_in(self, now: float) -> float:
         """Seconds until the earliest parked retry is due (inf when none)."""

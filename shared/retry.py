@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from importlib import resources
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,8 +20,9 @@ from tenacity import wait_random_exponential
 
 from shared.config import RetryConfig
 from shared.keys import Keys
+from shared.lua import script
 
-_BUDGET_LUA = resources.files("shared.lua").joinpath("retry_budget.lua").read_text()
+_BUDGET_LUA = script("retry_budget")
 COUNTER_TTL_S = 120  # per-minute counters outlive their minute, so the budget can look back at it
 
 
@@ -76,4 +76,4 @@ class RetryPolicy:
         return float(self._wait(SimpleNamespace(attempt_number=attempt)))  # type: ignore[arg-type]
 
     def _key(self, deployment: str, what: str) -> str:
-        return f"{self.keys.tag}:retry:{deployment}:{what}:{int(time.time() // 60)}"
+        return self.keys.retry_counter(deployment, what, int(time.time() // 60))

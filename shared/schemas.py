@@ -25,9 +25,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from shared.errors import echo
+from shared.lanes import Lane
 from shared.storable import problem_in
 
-Priority = Literal["interactive", "standard", "batch"]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 MAX_DEADLINE_S = 366 * 86_400  # a job may wait at most this long; beyond it is a caller's mistake
 
@@ -146,7 +146,7 @@ class JobTags(Storable):
     """How the native API and the headers tag a job (the tenant always comes from the API key)."""
 
     feature: Feature = "default"
-    priority: Priority | None = None
+    priority: Lane | None = None
     task: Task = None
     deadline: Deadline = None
     idempotency_key: IdempotencyKey = None
@@ -164,7 +164,7 @@ class JobRequest(ChatRequest):
     """``POST /v1/jobs``: the chat request plus the job's tags."""
 
     feature: Feature = "default"
-    priority: Priority | None = None
+    priority: Lane | None = None
     task: Task = None
     deadline: Deadline = None
     idempotency_key: IdempotencyKey = None

@@ -13,25 +13,22 @@ the tenant's config (``TenantConfig``) here, once per request, before anything i
 
 from __future__ import annotations
 
-from shared.config import LANES, Lane, Settings
+from shared.config import Settings
 from shared.errors import InvalidRequest, PermissionDenied
+from shared.lanes import Lane
 
 OTHER_FEATURE = "other"
-
-
-def _rank(lane: str) -> int:
-    return LANES.index(lane)  # type: ignore[arg-type]
 
 
 def allowed_lanes(settings: Settings, tenant: str, key_max_lane: str | None = None) -> list[Lane]:
     """The lanes a key may ask for, highest priority first."""
     ceiling = settings.tenant(tenant).max_lane
-    if key_max_lane is not None and _rank(key_max_lane) > _rank(ceiling):
-        ceiling = key_max_lane  # type: ignore[assignment]
-    return list(LANES[_rank(ceiling):])
+    if key_max_lane is not None and Lane(key_max_lane).rank > ceiling.rank:
+        ceiling = Lane(key_max_lane)
+    return ceiling.and_below()
 
 
-def resolve_lane(settings: Settings, tenant: str, feature: str, requested: str | None, default: Lane,
+def resolve_lane(settings: Settings, tenant: str, feature: str, requested: Lane | None, default: Lane,
                  key_max_lane: str | None = None) -> Lane:
     """The lane a job runs in (see the module docstring); PermissionDenied for a lane the key may not use."""
     feature_cfg = settings.tenant(tenant).features.get(feature)
@@ -45,7 +42,7 @@ def resolve_lane(settings: Settings, tenant: str, feature: str, requested: str |
             f"This key may not use the {requested} lane; it may use {', '.join(allowed)}. "
             "Ask the gateway operator to raise the tenant's or the key's max_lane.", param="priority",
             code="lane_not_allowed")
-    return requested  # type: ignore[return-value]
+    return Lane(requested)
 
 
 def check_feature(settings: Settings, tenant: str, feature: str) -> None:

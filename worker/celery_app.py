@@ -15,8 +15,9 @@ from celery import Celery
 from kombu import Exchange, Queue
 from kombu.transport import redis as redis_transport
 
-from shared.config import LANES, Settings, get_settings
+from shared.config import Settings, get_settings
 from shared.keys import Keys
+from shared.lanes import LANES
 from shared.queues import Envelope
 
 EXECUTE_TASK = "gateway.execute"
@@ -74,7 +75,7 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={
             "visibility_timeout": 3600,
             "queue_order_strategy": "priority",  # interactive first, then standard, then batch
-            "global_keyprefix": f"{settings.key_prefix}:celery:",  # no clash with other apps/tests
+            "global_keyprefix": keys.celery_prefix,  # no clash with other apps/tests
         },
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in map(keys.exec_queue, LANES)],
         task_default_queue=keys.exec_queue("standard"),

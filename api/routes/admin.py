@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminDep, GatewayDep
 from api.service import Gateway
-from shared.config import LANES
+from shared.lanes import LANES
 
 router = APIRouter()
 

@@ -12,6 +12,7 @@ from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import body_of
 from api.responses import OrjsonResponse
 from api.routes.common import submit_and_wait, tags_from
+from shared.lanes import Lane
 from shared.schemas import ChatRequest
 
 router = APIRouter()
@@ -28,7 +29,7 @@ async def chat_completions(
     tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
                      idempotency_key=idempotency_key, metadata=body.metadata)
     submitted, view = await submit_and_wait(gw, waiter, caller, body, tags, gw.settings.api.max_sync_wait_s,
-                                            default_lane="interactive")
+                                            default_lane=Lane.INTERACTIVE)
     result = raise_unless_succeeded(view, submitted.view["id"])
     assert view is not None
     headers = gateway_headers(view)

@@ -17,8 +17,8 @@ from api.auth import Caller
 from api.metrics import FAST_LANE_SENT, SHED, SUBMITTED, SYNC_WAIT
 from api.service import Gateway, Submitted
 from api.waiter import CompletionWaiter
-from shared.config import Lane
 from shared.errors import InvalidRequest, Overloaded, echo
+from shared.lanes import Lane
 from shared.schemas import ChatRequest, JobTags
 
 log = logging.getLogger("gateway.api")
@@ -70,7 +70,7 @@ async def submit_and_wait(gw: Gateway, waiter: CompletionWaiter, caller: Caller,
     started = time.monotonic()
     try:
         lane = gw.lane_for(caller, tags, default_lane)
-        limiter = _INTERACTIVE if lane == "interactive" else _BULK
+        limiter = _INTERACTIVE if lane == Lane.INTERACTIVE else _BULK
         submitted = await _submit(gw, limiter, caller, chat, tags, lane, reply_to)
     except Overloaded as exc:
         SHED.labels(reason=exc.code or "overloaded").inc()

@@ -20,6 +20,7 @@ from api.responses import OrjsonResponse
 from api.routes.common import _BULK, submit_and_wait
 from api.service import BatchSubmitted, Gateway
 from shared.errors import Overloaded, Unavailable
+from shared.lanes import Lane
 from shared.schemas import JobBatchRequest, JobRequest
 
 router = APIRouter()
@@ -37,7 +38,7 @@ async def submit_job(
     if idempotency_key and not tags.idempotency_key:
         tags.idempotency_key = idempotency_key
     wait_s = min(wait, gw.settings.api.max_sync_wait_s) if wait else None
-    submitted, done = await submit_and_wait(gw, waiter, caller, body.chat(), tags, wait_s, default_lane="standard")
+    submitted, done = await submit_and_wait(gw, waiter, caller, body.chat(), tags, wait_s, default_lane=Lane.STANDARD)
     view = done or submitted.view
     status = 200 if done else (202 if submitted.created else 200)
     return OrjsonResponse(view, status_code=status, headers=gateway_headers(view))

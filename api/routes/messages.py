@@ -14,6 +14,7 @@ from api.openapi import body_of
 from api.responses import OrjsonResponse
 from api.routes.common import submit_and_wait, tags_from
 from shared.errors import InvalidRequest, clip
+from shared.lanes import Lane
 from shared.schemas import ChatRequest, Storable
 from shared.translate import anthropic_to_openai_request, openai_to_anthropic_response
 
@@ -44,7 +45,7 @@ async def messages(
     tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
                      idempotency_key=idempotency_key, metadata=None)
     submitted, view = await submit_and_wait(gw, waiter, caller, chat, tags, gw.settings.api.max_sync_wait_s,
-                                            default_lane="interactive")
+                                            default_lane=Lane.INTERACTIVE)
     result = raise_unless_succeeded(view, submitted.view["id"])
     assert view is not None
     message = openai_to_anthropic_response(result, body.model)

@@ -28,9 +28,9 @@ import orjson
 import redis
 from prometheus_client import Counter
 
-from shared.breaker.lua import script
 from shared.config import BreakerConfig, Settings
 from shared.keys import Keys
+from shared.lua import script
 from shared.redis_batch import ScriptCall
 
 # Failures of the caller's own request: the deployment answered, correctly, so they are not evidence.
@@ -144,9 +144,9 @@ class Breakers:
         self.keys = keys
         self.configs = dict(configs)
         self._default = BreakerConfig()
-        self._allow = client.register_script(script("allow.lua"))
-        self._record = client.register_script(script("record.lua"))
-        self._state = client.register_script(script("state.lua"))
+        self._allow = client.register_script(script("breaker_allow"))
+        self._record = client.register_script(script("breaker_record"))
+        self._state = client.register_script(script("breaker_state"))
 
     @classmethod
     def from_settings(cls, client: redis.Redis, keys: Keys, settings: Settings) -> Breakers:

@@ -23,16 +23,45 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import redis
 
-from shared.budget.lua import script
 from shared.keys import Keys
+from shared.lua import script
 from shared.redis_batch import ScriptCall
 
 EXPIRE_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a bucket limits: its level of the budget tree and whose it is. Code asks the scope, never
+    the key (``shared.keys`` builds the key from it, ``Scope.key``)."""
+
+    level: Literal["deployment", "lane", "tenant", "feature"]
+    deployment: str | None = None
+    axis: str | None = None  # rpm, tpm, itpm, otpm (deployment and lane buckets)
+    lane: str | None = None
+    tenant: str | None = None
+    feature: str | None = None
+    limit: Literal["hard", "soft"] = "hard"  # tenant and feature buckets
+
+    def key(self, keys: Keys) -> str:
+        return keys.budget_bucket(self.level, *(p for p in (self.lane, self.deployment, self.tenant, self.feature,
+                                                             self.axis) if p is not None),
+                                  *((self.limit,) if self.level in ("tenant", "feature") else ()))
+
+    def owned_by(self, tenant: str) -> bool:
+        """A bucket only ``tenant`` draws from: being blocked there holds up nobody else."""
+        return self.level in ("tenant", "feature") and self.tenant == tenant
+
+    def labels(self) -> dict[str, str]:
+        """The scope as metric labels (empty where it does not apply)."""
+        return {"level": self.level, "deployment": self.deployment or "", "axis": self.axis or "",
+                "lane": self.lane or "", "tenant": self.tenant or "", "feature": self.feature or "",
+                "limit": self.limit if self.level in ("tenant", "feature") else ""}
 
 
 @dataclass(frozen=True)
@@ -49,6 +78,7 @@ class Bucket:
     cost: float
     floor: float = 0.0
     borrowable: bool = False
+    scope: Scope | None = None
 
     def never_fits(self) -> bool:
         """True when even a full bucket could not pay this cost above the floor."""
@@ -96,11 +126,11 @@ class BudgetStore:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.r = client
         self.keys = keys
-        self._reserve = client.register_script(script("reserve.lua"))
-        self._settle = client.register_script(script("settle.lua"))
-        self._expire = client.register_script(script("expire.lua"))
-        self._pull_down = client.register_script(script("pull_down.lua"))
-        self._levels = client.register_script(script("levels.lua"))
+        self._reserve = client.register_script(script("budget_reserve"))
+        self._settle = client.register_script(script("budget_settle"))
+        self._expire = client.register_script(script("budget_expire"))
+        self._pull_down = client.register_script(script("budget_pull_down"))
+        self._levels = client.register_script(script("budget_levels"))
 
     @property
     def _record_keys(self) -> list[str]:

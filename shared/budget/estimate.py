@@ -17,9 +17,9 @@ from typing import Any
 
 import redis
 
-from shared.budget.lua import script
 from shared.config import DeploymentConfig
 from shared.keys import Keys
+from shared.lua import script
 from shared.tokens import TOKENS_PER_MESSAGE, count_content_tokens, count_message_tokens
 
 RATIO_MIN, RATIO_MAX = 0.5, 2.0
@@ -78,7 +78,7 @@ class Calibrator:
         self.r = client
         self.keys = keys
         self.cache_s = cache_s
-        self._ewma = client.register_script(script("ewma.lua"))
+        self._ewma = client.register_script(script("budget_ewma"))
         self._cache: dict[str, tuple[float, tuple[float | None, int]]] = {}
 
     def observe(self, model: str, estimated_input: int, reported_input: int) -> None:

@@ -26,14 +26,14 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from shared.budget.buckets import Bucket
+from shared.budget.buckets import Bucket, Scope
 from shared.budget.estimate import Estimate
 from shared.config import DeploymentConfig, Settings
 from shared.keys import Keys
+from shared.lanes import Lane
 
 BURST_S = 60.0  # seconds of a per-minute deployment limit a provider lets through at once
 TENANT_BURST_S = 60.0  # tenant and feature limits allow one minute's worth at once
-INTERACTIVE = "interactive"
 TOKEN_AXES = ("tpm", "itpm", "otpm")
 RESERVATION_MARGIN_S = 60.0  # a reservation outlives its attempt's total timeout by this much
 
@@ -50,6 +50,7 @@ class Meter:
     limit: int
     capacity: float
     rate: float
+    scope: Scope
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,8 @@ class BudgetTree:
             limit = getattr(dep.limits, axis)
             if limit:
                 rate = limit * dep.headroom / 60.0
-                key = self.keys.budget_bucket("dep", deployment, axis)
-                out.append(Meter(axis, key, limit, capacity=rate * burst, rate=rate))
+                scope = Scope("deployment", deployment=deployment, axis=axis)
+                out.append(Meter(axis, scope.key(self.keys), limit, capacity=rate * burst, rate=rate, scope=scope))
         return out
 
     def deployment_bucket_keys(self, deployment: str) -> dict[str, str]:
@@ -102,9 +103,9 @@ class BudgetTree:
         return {m.axis: m.key for m in self.meters(deployment)}
 
     def _reserve_share(self, lane: str) -> float:
-        if lane == INTERACTIVE:
+        if lane == Lane.INTERACTIVE:
             return 0.0
-        return self.settings.lanes[INTERACTIVE].reserve  # type: ignore[index]
+        return self.settings.lanes[Lane.INTERACTIVE].reserve
 
     def _deployment_path(self, deployment: str, lane: str, estimate: Estimate) -> list[Bucket]:
         share = self._reserve_share(lane)
@@ -112,32 +113,31 @@ class BudgetTree:
         out = []
         for m in self.meters(deployment):
             cost = _axis_cost(m.axis, estimate)
-            out.append(Bucket(m.key, m.capacity, m.rate, cost, floor=share * m.capacity))
+            out.append(Bucket(m.key, m.capacity, m.rate, cost, floor=share * m.capacity, scope=m.scope))
             if ceiling < 1 and m.axis in TOKEN_AXES:
-                key = self.keys.budget_bucket("lane", lane, deployment, m.axis)
-                out.append(Bucket(key, ceiling * m.capacity, ceiling * m.rate, cost))
+                scope = Scope("lane", deployment=deployment, axis=m.axis, lane=lane)
+                out.append(Bucket(scope.key(self.keys), ceiling * m.capacity, ceiling * m.rate, cost, scope=scope))
         return out
 
     # -- tenant level -----------------------------------------------------------------------------
 
-    def _per_minute(self, key: str, tpm: int, cost: float, *, borrowable: bool = False) -> Bucket:
+    def _per_minute(self, scope: Scope, tpm: int, cost: float) -> Bucket:
         rate = tpm / 60.0
-        return Bucket(key, rate * TENANT_BURST_S, rate, cost, borrowable=borrowable)
+        return Bucket(scope.key(self.keys), rate * TENANT_BURST_S, rate, cost, borrowable=scope.limit == "soft",
+                      scope=scope)
 
     def _tenant_path(self, tenant: str, feature: str | None, estimate: Estimate) -> list[Bucket]:
         cfg = self.settings.tenants.get(tenant)
         if cfg is None:
             return []
-        k, cost, out = self.keys, estimate.total, []
+        cost, out = estimate.total, []
         if cfg.hard_tpm:
-            out.append(self._per_minute(k.budget_bucket("tenant", tenant, "hard"), cfg.hard_tpm, cost))
+            out.append(self._per_minute(Scope("tenant", tenant=tenant), cfg.hard_tpm, cost))
         if cfg.soft_tpm:
-            out.append(self._per_minute(k.budget_bucket("tenant", tenant, "soft"), cfg.soft_tpm, cost,
-                                        borrowable=True))
+            out.append(self._per_minute(Scope("tenant", tenant=tenant, limit="soft"), cfg.soft_tpm, cost))
         feature_cfg = cfg.features.get(feature) if feature else None
         if feature_cfg and feature_cfg.hard_tpm:
-            key = k.budget_bucket("feature", tenant, feature or "", "hard")
-            out.append(self._per_minute(key, feature_cfg.hard_tpm, cost))
+            out.append(self._per_minute(Scope("feature", tenant=tenant, feature=feature), feature_cfg.hard_tpm, cost))
         return out
 
     # -- the whole path ---------------------------------------------------------------------------
@@ -246,28 +246,28 @@ class BudgetTree:
         for b in self.buckets_for(deployment=deployment, lane=lane, tenant=tenant, feature=feature,
                                   estimate=estimate):
             if not b.borrowable and b.never_fits():
-                unit = "requests" if b.key.endswith(":rpm") else "tokens"
-                return (f"this request needs {b.cost:.0f} {unit} of {self.describe(b.key, lane)}, "
+                unit = "requests" if b.scope is not None and b.scope.axis == "rpm" else "tokens"
+                return (f"this request needs {b.cost:.0f} {unit} of {self.describe(b, lane)}, "
                         f"but at most {math.floor(b.capacity - b.floor)} can ever be admitted there; "
                         f"lower max_tokens or shorten the prompt")
         return None
 
-    def describe(self, key: str, lane: str) -> str:
-        """A bucket key in words, with the numbers it is made of."""
-        parts = key.removeprefix(self.keys.budget_bucket("")).split(":")
-        if parts[0] == "dep":
-            return self._describe_deployment(parts[1], parts[2], lane)
-        if parts[0] == "lane":
-            ceiling = self.settings.lanes[parts[1]].ceiling  # type: ignore[index]
-            return f"the {parts[1]} lane's {ceiling:.0%} ceiling of deployment {parts[2]} {parts[3].upper()}"
-        if parts[0] == "tenant":
-            cfg = self.settings.tenants[parts[1]]
-            tpm = cfg.hard_tpm if parts[2] == "hard" else cfg.soft_tpm
-            return f"tenant {parts[1]}'s {parts[2]} limit ({tpm} TPM)"
-        if parts[0] == "feature":
-            cap = self.settings.tenants[parts[1]].features[parts[2]].hard_tpm
-            return f"feature {parts[2]} of tenant {parts[1]} (limit {cap} TPM)"
-        return key
+    def describe(self, bucket: Bucket, lane: str) -> str:
+        """A bucket in words, with the numbers it is made of."""
+        s = bucket.scope
+        if s is None:
+            return bucket.key
+        if s.level == "deployment":
+            return self._describe_deployment(str(s.deployment), str(s.axis), lane)
+        if s.level == "lane":
+            ceiling = self.settings.lanes[s.lane].ceiling  # type: ignore[index]
+            return f"the {s.lane} lane's {ceiling:.0%} ceiling of deployment {s.deployment} {str(s.axis).upper()}"
+        cfg = self.settings.tenant(str(s.tenant))
+        if s.level == "tenant":
+            tpm = cfg.hard_tpm if s.limit == "hard" else cfg.soft_tpm
+            return f"tenant {s.tenant}'s {s.limit} limit ({tpm} TPM)"
+        cap = cfg.features[str(s.feature)].hard_tpm
+        return f"feature {s.feature} of tenant {s.tenant} (limit {cap} TPM)"
 
     def _describe_deployment(self, deployment: str, axis: str, lane: str) -> str:
         dep = self.settings.deployment(deployment)

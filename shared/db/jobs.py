@@ -25,11 +25,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from shared.db.ids import is_job_id, new_job_id
-from shared.db.models import LANES, STATUSES, TERMINAL_STATUSES, Attempt, Job, Tenant, utcnow
+from shared.db.models import STATUSES, TERMINAL_STATUSES, Attempt, Job, Tenant, utcnow
 from shared.errors import Conflict, InvalidRequest, NotFound, echo
+from shared.lanes import LANE_NAMES
 
 __all__ = [
-    "LANES", "OPEN_STATUSES", "STATUSES", "TERMINAL_STATUSES", "MAX_PAGE_SIZE",
+    "OPEN_STATUSES", "STATUSES", "TERMINAL_STATUSES", "MAX_PAGE_SIZE",
     "NewJob", "create_job", "create_jobs", "fail_jobs", "get_job", "get_job_any", "list_jobs", "cancel_job",
     "mark_admitted", "return_to_queue",
     "start_attempt", "finish_attempt", "record_attempt", "list_attempts", "complete_job", "expire_job", "overdue_jobs",
@@ -154,7 +155,7 @@ def create_job(
     so a caller may still change it and flush. ``admitted_deployment`` (fast lane, admitted before
     the insert under a ``job_id`` chosen up front) writes the job as admitted there at once.
     """
-    _check_choice(lane, LANES, "priority")
+    _check_choice(lane, LANE_NAMES, "priority")
     key = idempotency_key
     now = utcnow()
     if key is not None and (existing := _by_idempotency_key(session, tenant_id, key)):
@@ -193,7 +194,7 @@ def create_jobs(session: Session, tenant_id: str, rows: Sequence[NewJob]) -> lis
     Keys must be distinct within ``rows`` (the caller refuses duplicates before).
     """
     for row in rows:
-        _check_choice(row.lane, LANES, "priority")
+        _check_choice(row.lane, LANE_NAMES, "priority")
     now = utcnow()
     used = _keys_in_use(session, tenant_id, [r.idempotency_key for r in rows if r.idempotency_key], now)
     views: list[tuple[dict[str, Any], bool] | None] = [None] * len(rows)

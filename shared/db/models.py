@@ -29,8 +29,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from shared.db.ids import new_job_id
+from shared.lanes import LANE_NAMES
 
-LANES = ("interactive", "standard", "batch")
 STATUSES = ("queued", "admitted", "running", "succeeded", "failed", "cancelled", "expired")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "expired"})
 ATTEMPT_STATUSES = ("running", "succeeded", "failed", "timeout", "rate_limited")
@@ -100,7 +100,7 @@ class ApiKey(Base):
     """
 
     __tablename__ = "api_keys"
-    __table_args__ = (CheckConstraint(f"max_lane IS NULL OR max_lane IN {LANES!r}", name="max_lane"),)
+    __table_args__ = (CheckConstraint(f"max_lane IS NULL OR max_lane IN {LANE_NAMES!r}", name="max_lane"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -127,7 +127,7 @@ class Job(Base):
         Index("ix_jobs_finished_at_unpurged", "finished_at",  # retention: finished jobs that still hold content
               sqlite_where=text(UNPURGED), postgresql_where=text(UNPURGED)),
         CheckConstraint(f"status IN {STATUSES!r}", name="status"),
-        CheckConstraint(f"lane IN {LANES!r}", name="lane"),
+        CheckConstraint(f"lane IN {LANE_NAMES!r}", name="lane"),
     )
 
     id: Mapped[str] = mapped_column(String(30), primary_key=True, default=new_job_id)

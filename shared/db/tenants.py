@@ -27,9 +27,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.config import get_settings
-from shared.db.models import LANES, ApiKey, Job, Tenant, utcnow
+from shared.db.models import ApiKey, Job, Tenant, utcnow
 from shared.errors import AuthError, Conflict, InvalidRequest, NotFound
 from shared.keys import Keys
+from shared.lanes import LANE_NAMES
 from shared.redis_conn import sync_redis
 
 KEY_PREFIX = "gw-"
@@ -117,8 +118,8 @@ def create_key(session: Session, tenant_id: str, name: str = "default",
     """A new key for the tenant and its plaintext, which is never stored and cannot be shown again.
     ``max_lane``: the highest-priority lane the key may ask for (None: whatever its tenant may)."""
     get_tenant(session, tenant_id)
-    if max_lane is not None and max_lane not in LANES:
-        raise InvalidRequest(f"unknown lane {max_lane!r}; use one of {', '.join(LANES)}", param="max_lane")
+    if max_lane is not None and max_lane not in LANE_NAMES:
+        raise InvalidRequest(f"unknown lane {max_lane!r}; use one of {', '.join(LANE_NAMES)}", param="max_lane")
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(
         tenant_id=tenant_id, name=name, prefix=plaintext[:DISPLAY_PREFIX_LEN], key_hash=hash_key(plaintext),
@@ -196,7 +197,7 @@ def authenticate(session: Session, plaintext_key: str) -> Identity:
 
 def auth_epoch_key(keys: Keys) -> str:
     """The Redis string every api compares its cached keys against (see the module docstring)."""
-    return f"{keys.tag}:auth:epoch"
+    return keys.auth_epoch
 
 
 def _new_epoch_after_commit(session: Session) -> None:

@@ -1,12 +1,26 @@
-"""Lua scripts next to the Python that loads them; ``with_prelude`` builds one with its helpers."""
+"""Every Lua script the gateway runs in Redis, in this one folder, named ``<concept>_<verb>.lua``.
+
+Each script's header documents its KEYS and ARGV; scripts touch only the keys they are given (every
+key shape is built in ``shared.keys``). ``script(name)`` returns a script ready to load: the shared
+helpers (``common.lua``: fmt, clock) and its family's prelude (``<concept>_lib.lua``, when there is
+one) put in front of it.
+"""
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 
+_HERE = resources.files(__name__)
 
-def with_prelude(package: str, name: str) -> str:
-    """``_common.lua`` (fmt, clock), then the package's own ``_lib.lua``, then the script ``name``."""
-    here = resources.files(package)
-    common = resources.files(__name__).joinpath("_common.lua").read_text()
-    return common + here.joinpath("_lib.lua").read_text() + here.joinpath(name).read_text()
+
+@cache
+def script(name: str) -> str:
+    """The source of ``<name>.lua`` with its preludes, e.g. ``script("budget_reserve")``."""
+    family = name.split("_", 1)[0]
+    lib = _HERE.joinpath(f"{family}_lib.lua")
+    parts = [_HERE.joinpath("common.lua").read_text()] if lib.is_file() else []
+    if lib.is_file():
+        parts.append(lib.read_text())
+    parts.append(_HERE.joinpath(f"{name}.lua").read_text())
+    return "".join(parts)

@@ -1,6 +1,6 @@
 -- Header sync: lower buckets to what the provider says is left. Never raises a level.
 --
--- KEYS[1..]   {gw}:budget:<name>      the buckets (see _lib.lua)
+-- KEYS[1..]   {gw}:budget:<name>      the buckets (see budget_lib.lua)
 -- ARGV[1]     now (seconds) or '' for the Redis clock
 -- ARGV[2..]   per bucket, three values: remaining, capacity, rate
 --

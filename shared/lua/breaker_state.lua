@@ -2,9 +2,9 @@
 -- An open breaker whose open_s has passed reads as half-open with every probe slot free: the move
 -- itself is written by the next allow or record.
 --
--- KEYS[4i-3 .. 4i]   the breaker of deployment i (see _lib.lua)
+-- KEYS[4i-3 .. 4i]   the breaker of deployment i (see breaker_lib.lua)
 -- ARGV[1]            now (seconds) or '' for the Redis clock
--- ARGV[2+8(i-1) ..]  the configuration of deployment i (8 values, see `config` in _lib.lua)
+-- ARGV[2+8(i-1) ..]  the configuration of deployment i (8 values, see `config` in breaker_lib.lua)
 --
 -- Returns per deployment a JSON object: state, calls, failures, consecutive_429, opened_at,
 -- half_open_at, probes_in_flight, probes_ok, retry_in_s, since, now.

@@ -1,4 +1,4 @@
--- Shared prelude of the breaker scripts; breakers.py prepends it to every script before loading.
+-- Shared prelude of the breaker scripts; shared.lua.script puts it in front of every breaker_* script.
 --
 -- One deployment's breaker is four keys (KEYS order in every script, 4 per deployment):
 --   +0  {gw}:breaker:<dep>:state   hash: s (closed | open | half_open), opened_at, consec (rate-limit
@@ -14,7 +14,7 @@
 
 local LOG_SIZE = 100
 
--- fmt(x) and clock(arg) come from shared/lua/_common.lua, put in front of this file.
+-- fmt(x) and clock(arg) come from shared/lua/common.lua, put in front of this file.
 
 -- ARGV[a .. a+7]: window_s, buckets, min_calls, failure_rate, consecutive_429, open_s, probes,
 -- probe_timeout_s.

@@ -2,7 +2,7 @@
 --
 -- KEYS[1]     {gw}:budget:resv        hash: reservation id -> JSON {c = {bucket key -> charged}, x = expiry}
 -- KEYS[2]     {gw}:budget:resv:exp    sorted set: reservation id scored by expiry
--- KEYS[3..]   {gw}:budget:<name>      the buckets (see _lib.lua)
+-- KEYS[3..]   {gw}:budget:<name>      the buckets (see budget_lib.lua)
 -- ARGV[1]     now (seconds) or '' for the Redis clock
 -- ARGV[2]     reservation id
 -- ARGV[3]     ttl of the reservation, seconds

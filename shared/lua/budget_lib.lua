@@ -1,4 +1,4 @@
--- Shared prelude of the budget scripts; buckets.py prepends it to every script before loading.
+-- Shared prelude of the budget scripts; shared.lua.script puts it in front of every budget_* script.
 --
 -- A bucket is a hash {tag}:budget:<name> with fields
 --   level  tokens (or requests) available now, may be negative (debt), never above cap
@@ -8,7 +8,7 @@
 -- Numbers are stored with 17 significant digits and returned as strings: Lua numbers turn into
 -- integer replies, which would truncate fractions.
 
--- fmt(x) and clock(arg) come from shared/lua/_common.lua, put in front of this file.
+-- fmt(x) and clock(arg) come from shared/lua/common.lua, put in front of this file.
 
 local function clamp(level, cap)
   if level > cap then return cap end

@@ -1,9 +1,9 @@
 -- May a new attempt go to this deployment now? Closed: yes. Open: no, until open_s has passed.
 -- Half-open: yes while probe slots remain, and the slot is taken in the same step.
 --
--- KEYS[1..4]  the breaker of one deployment (see _lib.lua)
+-- KEYS[1..4]  the breaker of one deployment (see breaker_lib.lua)
 -- ARGV[1]     now (seconds) or '' for the Redis clock
--- ARGV[2..9]  the configuration (see `config` in _lib.lua)
+-- ARGV[2..9]  the configuration (see `config` in breaker_lib.lua)
 --
 -- Returns {allowed 1|0, state, probe ticket or '', seconds until worth asking again, transitions...}
 -- where transitions are flat groups of four: from, to, at, reason.

@@ -1,6 +1,6 @@
 -- Read bucket levels refilled to now, changing nothing (admin endpoint, metrics).
 --
--- KEYS[1..]   {gw}:budget:<name>      the buckets (see _lib.lua)
+-- KEYS[1..]   {gw}:budget:<name>      the buckets (see budget_lib.lua)
 -- ARGV[1]     now (seconds) or '' for the Redis clock
 --
 -- Returns one string per key: the level, or '' for a bucket never used (it is full).

@@ -1,4 +1,4 @@
--- Helpers every prelude-using script shares (the budget and breaker scripts); shared.lua.with_prelude
+-- Helpers every prelude-using script shares (the budget and breaker scripts); shared.lua.script
 -- puts this file first.
 
 -- Numbers go back as strings with 17 significant digits: Lua numbers become integer replies,

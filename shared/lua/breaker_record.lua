@@ -1,8 +1,8 @@
 -- Feed one attempt's outcome to the breaker and apply the state machine.
 --
--- KEYS[1..4]  the breaker of one deployment (see _lib.lua)
+-- KEYS[1..4]  the breaker of one deployment (see breaker_lib.lua)
 -- ARGV[1]     now (seconds) or '' for the Redis clock
--- ARGV[2..9]  the configuration (see `config` in _lib.lua)
+-- ARGV[2..9]  the configuration (see `config` in breaker_lib.lua)
 -- ARGV[10]    verdict: 'ok', 'fail', 'rate_limit' (a failure that also counts toward consecutive_429),
 --             or 'ignore' (not evidence either way: a client error, or a probe slot given back unused)
 -- ARGV[11]    probe: '' for an ordinary call, a ticket from allow, or '*' for "a probe, ticket unknown"
