@@ -29,7 +29,6 @@ import contextlib
 import logging
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -40,15 +39,17 @@ import redis
 
 from api.auth import Authenticator, Caller
 from shared.admission import Admitter, QueueState
+from shared.budget import prompt_tokens
 from shared.config import Settings
 from shared.db import jobs
 from shared.db.ids import new_job_id
 from shared.db.session import session_scope
+from shared.envelope import Envelope, JobSpec
 from shared.errors import GatewayError, InvalidRequest, Overloaded, PermissionDenied, Unavailable, echo
 from shared.keys import Keys
 from shared.lanes import Lane
 from shared.leases import AttemptLeases
-from shared.queues import Envelope, WaitingQueues
+from shared.queues import WaitingQueues
 from shared.redis_batch import RedisBatch
 from shared.redis_conn import sync_redis
 from shared.routing import chain_for
@@ -113,13 +114,12 @@ class Gateway:
                       lambda r: got.__setitem__("queues", QueueState.parse(r)))
         batch.script(self.admitter.breakers.states_call(list(env.chain)), lambda b: got.__setitem__("breakers", b))
         if env.lane == Lane.INTERACTIVE:
-            env.token = uuid.uuid4().hex
             # When the api may send it itself (a caller waits), long enough for the whole attempt on
             # any deployment of the chain, since that path has no claim step; a worker that gets the
             # job instead (no free slot) claims it as usual.
             lease_s = (max(attempt_lease_s(self.settings.deployment(d), self.settings) for d in env.chain)
                        if may_send_here else self.settings.admission.dispatch_lease_s)
-            batch.command(lambda pipe: pipe.set(self.keys.lease(env.id), env.token, px=int(lease_s * 1000)))
+            batch.command(lambda pipe: self.leases.grant_in(pipe, env, lease_s))
         try:
             batch.execute()
         except (redis.RedisError, OSError) as exc:
@@ -184,11 +184,12 @@ class Gateway:
 
     def _envelope(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any],
                   deadline_at: Callable[[float], datetime], reply_to: str | None = None) -> Envelope:
-        return Envelope(
-            id=new_job_id(), tenant=tenant, feature=feature, lane=lane, model=model,
-            chain=chain_for(self.settings, model), request=request,
-            deadline=deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
-        )
+        """The job as accepted: its prompt counted here, once (every estimate after uses the count)."""
+        chain = chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
+        job = JobSpec(id=new_job_id(), tenant=tenant, feature=feature, lane=lane, model=model, request=request,
+                      deadline=deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
+                      prompt_tokens=prompt_tokens(request))
+        return Envelope(job, chain=chain)
 
     def _take_attempt_slot(self) -> bool:
         return self.settings.api.fast_lane_attempts > 0 and self.attempt_slots.acquire(blocking=False)
@@ -253,7 +254,7 @@ class Gateway:
         self._shed_batch(tenant, envs, self._queue_states(tenant, {env.lane for env in envs}))
         key_id = caller.identity.key_id if caller.identity else None
         rows = [jobs.NewJob(env.id, env.feature, env.lane, item.task, env.model, env.request,
-                            datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.estimate, key_id)
+                            datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.tokens, key_id)
                 for env, item in zip(envs, items, strict=True)]
         with session_scope() as db:
             results = jobs.create_jobs(db, tenant, rows)
@@ -301,7 +302,7 @@ class Gateway:
             self._check_room(tenant, lane, count, queues[lane], next(e for e in envs if e.lane == lane))
         batch_tokens: Counter[str] = Counter()
         for env in envs:
-            batch_tokens[env.lane] += env.estimate
+            batch_tokens[env.lane] += env.tokens
         earlier: Counter[str] = Counter()
         for index, env in enumerate(envs):
             above = sum(batch_tokens[lane] for lane in Lane(env.lane).and_above() if lane != env.lane)
@@ -311,7 +312,7 @@ class Gateway:
                 self.admitter.check_queue(env, ahead)
             except Overloaded as exc:
                 raise _for_item(index, exc) from exc
-            earlier[env.lane] += env.estimate
+            earlier[env.lane] += env.tokens
 
     def _check_room(self, tenant: str, lane: str, count: int, state: QueueState, sample: Envelope) -> None:
         """``check_queue``'s queue cap for ``count`` jobs at once (its Retry-After, too)."""

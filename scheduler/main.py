@@ -29,9 +29,10 @@ from shared.config import Settings, get_settings
 from shared.db import jobs, retention
 from shared.db.models import Job, utcnow
 from shared.db.session import session_scope
+from shared.envelope import Envelope
 from shared.keys import Keys
 from shared.leases import AttemptLeases
-from shared.queues import Envelope, WaitingQueues
+from shared.queues import WaitingQueues
 from shared.redis_conn import sync_redis
 from shared.signals import announce
 from worker.celery_app import send_attempts
@@ -55,7 +56,7 @@ class Scheduler:
         self.admitter = Admitter(self.settings, self.redis, self.keys)
         self.policy = FairQueuing(self.settings, self.admitter, self.queues)
         self.leases = AttemptLeases(self.redis, self.keys)
-        self.reconciler = Reconciler(self.settings, self.queues, self.leases,
+        self.reconciler = Reconciler(self.settings, self.queues, self.leases, self.admitter,
                                      every_s=self.settings.admission.reconcile_every_s)
         self._last_sweep = 0.0
         self._next_purge = 0.0

@@ -29,8 +29,10 @@ from typing import Any
 
 from shared.admission import Admitter
 from shared.config import Settings
+from shared.envelope import Envelope, Unreadable, read_entry
+from shared.errors import is_outage
 from shared.lanes import LANES
-from shared.queues import Envelope, Unreadable, WaitingQueues, read_entry
+from shared.queues import WaitingQueues
 
 log = logging.getLogger("gateway.scheduler")
 
@@ -70,7 +72,7 @@ class FairQueuing:
             if len(self._tags) > 100_000:  # heads of cancelled jobs never charged: forget old ones
                 self._tags.clear()
             start = max(self.vtime[lane], self.finish.get((lane, env.tenant), 0.0))
-            self._tags[key] = (start, start + max(env.estimate, 1) / self.weight(env.tenant))
+            self._tags[key] = (start, start + max(env.tokens, 1) / self.weight(env.tenant))
         return self._tags[key][1]
 
     def charge(self, lane: str, env: Envelope) -> None:
@@ -129,6 +131,8 @@ class FairQueuing:
             try:
                 verdict = self._decide(env, result, alone=len(heads) == 1)
             except Exception as exc:  # noqa: BLE001 - a job that breaks admission fails alone
+                if is_outage(exc):
+                    raise  # Redis is down: the round is retried, the job is not at fault
                 log.exception("job %s could not be admitted and is failed", env.id)
                 verdict = f"it could not be admitted ({type(exc).__name__}: {str(exc)[:200]})"
             if verdict == "admitted":

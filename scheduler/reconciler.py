@@ -22,15 +22,18 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 
+from shared.admission import Admitter
+from shared.budget import prompt_tokens
 from shared.config import Settings
 from shared.db.models import Job, utcnow
-from shared.db.session import session_scope
-from shared.errors import GatewayError, clip
-from shared.lanes import LANE_NAMES
+from shared.db.session import get_engine, session_scope
+from shared.envelope import Envelope, JobSpec
+from shared.errors import GatewayError, clip, is_outage
+from shared.lanes import LANE_NAMES, Lane
 from shared.leases import AttemptLeases
-from shared.queues import Envelope, WaitingQueues
+from shared.queues import WaitingQueues
 from shared.routing import chain_for
 from shared.schemas import ChatRequest
 
@@ -41,9 +44,11 @@ BATCH = 500
 
 
 class Reconciler:
-    def __init__(self, settings: Settings, queues: WaitingQueues, leases: AttemptLeases,
-                 every_s: float = 5.0) -> None:
+    def __init__(self, settings: Settings, queues: WaitingQueues, leases: AttemptLeases, admitter: Admitter,
+                 every_s: float = 5.0, engine: Engine | None = None) -> None:
         self.settings = settings
+        self.engine = engine or get_engine(settings.database_url)
+        self.admitter = admitter
         self.queues = queues
         self.leases = leases
         self.every_s = every_s
@@ -58,7 +63,7 @@ class Reconciler:
 
     def run_once(self) -> dict[str, int]:
         cutoff = utcnow() - timedelta(seconds=GRACE_S)
-        with session_scope(readonly=True) as db:  # ids only: a row's content is read when it is put back
+        with session_scope(self.engine, readonly=True) as db:  # ids only: a row's content is read when it is put back
             queued = list(db.scalars(select(Job.id).where(Job.status == "queued", Job.created_at < cutoff)
                                      .limit(BATCH)))
             admitted = list(db.scalars(select(Job.id).where(Job.status.in_(("admitted", "running")),
@@ -78,6 +83,8 @@ class Reconciler:
                 return False  # it finished or moved on meanwhile
             env.dumps()  # what the push will do: fail here, for this job only
         except Exception as exc:  # noqa: BLE001 - any row, however malformed, fails alone
+            if is_outage(exc):
+                raise  # Redis or the store is down: the round is retried, the job is not at fault
             log.error("job %s cannot be re-queued and is failed: %r", job_id, exc)
             self._fail(job_id, f"cannot be re-queued: {_reason(exc)}")
             return False
@@ -87,7 +94,7 @@ class Reconciler:
         return True
 
     def _envelope_of(self, job_id: str) -> Envelope | None:
-        with session_scope(readonly=True) as db:
+        with session_scope(self.engine, readonly=True) as db:
             job = db.get(Job, job_id)
             return self.envelope_of(job) if job is not None else None
 
@@ -99,21 +106,21 @@ class Reconciler:
         if job.lane not in LANE_NAMES:
             raise ValueError(f"unknown lane {job.lane!r}")
         request = ChatRequest.model_validate(job.request).provider_payload()
-        return Envelope(
-            id=job.id, tenant=job.tenant_id, feature=job.feature, lane=job.lane, model=job.model,
-            chain=chain_for(self.settings, job.model), request=request, deadline=job.deadline.timestamp(),
-            attempt=job.attempts + 1, estimate=job.estimate_tokens or 0,
-        )
+        spec = JobSpec(id=job.id, tenant=job.tenant_id, feature=job.feature, lane=Lane(job.lane), model=job.model,
+                       request=request, deadline=job.deadline.timestamp(), prompt_tokens=prompt_tokens(request))
+        env = Envelope(spec, chain=chain_for(self.settings, job.model), attempt=job.attempts + 1)
+        self.admitter.prepare(env)
+        return env
 
     def _back_to_queued(self, job_id: str) -> bool:
-        with session_scope() as db:
+        with session_scope(self.engine) as db:
             result: Any = db.execute(
                 update(Job).where(Job.id == job_id, Job.status.in_(("admitted", "running")))
                 .values(status="queued").execution_options(synchronize_session=False))
             return bool(result.rowcount == 1)
 
     def _fail(self, job_id: str, reason: str) -> None:
-        with session_scope() as db:
+        with session_scope(self.engine) as db:
             db.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "admitted", "running")))
                        .values(status="failed", finished_at=utcnow(), error={"type": "invalid_job", "message": reason})
                        .execution_options(synchronize_session=False))

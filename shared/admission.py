@@ -19,10 +19,10 @@ import redis
 from shared.breaker import Breakers, Permit
 from shared.budget import Admission, Bucket, BudgetStore, BudgetTree, Calibrator, Estimate, estimate
 from shared.config import Settings
+from shared.envelope import Envelope
 from shared.errors import InvalidRequest, Overloaded
 from shared.keys import Keys
 from shared.lanes import Lane
-from shared.queues import Envelope
 
 
 @dataclass
@@ -89,14 +89,14 @@ class Admitter:
         dep = self.settings.deployment(deployment)
         kind = self.tree.provider_kind(deployment)
         learned = self.calibrator.learned_output(env.tenant, env.feature, dep.model) if kind != "openai" else None
-        return estimate(env.request, dep, kind, learned_output=learned,
+        return estimate(env.request, dep, kind, prompt=env.job.prompt_tokens, learned_output=learned,
                         calibration=self.calibrator.ratio(dep.model))
 
     def prepare(self, env: Envelope) -> Estimate:
-        """Fill the envelope's estimate for its preferred deployment; reject what can never fit."""
+        """Give the envelope its estimate for its preferred deployment (what the queues count it as);
+        reject what can never fit."""
         deployment = self.candidates(env)[0]
-        est = self.estimate(env, deployment)
-        env.est_input, env.est_output, env.estimate = est.input_tokens, est.output_tokens, est.total
+        est = env.estimate = self.estimate(env, deployment)
         reason = self.tree.too_large(deployment=deployment, lane=env.lane, tenant=env.tenant,
                                      feature=env.feature, estimate=est)
         if reason:
@@ -134,7 +134,7 @@ class Admitter:
             else:
                 decision = self._reserve(env, deployment, allow_borrow)
             if decision.ok:
-                env.deployment, env.probe, env.ticket = deployment, permit.probe, permit.ticket
+                env.admitted(deployment, decision.estimate, probe=permit.probe, ticket=permit.ticket)
                 return decision
             if permit.probe:
                 self.breakers.release(deployment, permit)
@@ -142,8 +142,7 @@ class Admitter:
             if decision.admission.wait_s < env.deadline - time.time():
                 break  # it will fit here in time: wait for it rather than fall back
         if first is None:  # every breaker on the chain is open
-            return Decision(False, env.chain[0], Estimate(env.est_input, env.est_output),
-                            Admission(False, None, self._breaker_wait(env)), [])
+            return Decision(False, env.chain[0], env.estimate, Admission(False, None, self._breaker_wait(env)), [])
         return first
 
     def permit(self, deployment: str, snapshot: Mapping[str, Any] | None = None) -> Permit:
@@ -169,8 +168,6 @@ class Admitter:
         buckets = self.buckets(env, deployment, est)
         admission = self.store.try_reserve(self.reservation_id(env), buckets,
                                            ttl_s=self.tree.reservation_ttl(deployment), allow_borrow=allow_borrow)
-        if admission.ok:
-            env.est_input, env.est_output, env.estimate = est.input_tokens, est.output_tokens, est.total
         return Decision(admission.ok, deployment, est, admission, buckets)
 
     def _breaker_wait(self, env: Envelope) -> float:
@@ -179,9 +176,7 @@ class Admitter:
         return max(0.1, min(waits))
 
     def _unchecked(self, env: Envelope, deployment: str) -> Decision:
-        est = self.estimate(env, deployment)
-        env.est_input, env.est_output, env.estimate = est.input_tokens, est.output_tokens, est.total
-        return Decision(True, deployment, est, Admission(True, None, 0.0), [])
+        return Decision(True, deployment, self.estimate(env, deployment), Admission(True, None, 0.0), [])
 
     @staticmethod
     def reservation_id(env: Envelope) -> str:
@@ -202,7 +197,7 @@ class Admitter:
                 f"Tenant {env.tenant!r} already has {depth} jobs waiting in the {env.lane} lane (the limit is "
                 f"{lane_cfg.max_queue_per_tenant}); retry after {retry_after:.0f}s or submit fewer at once.",
                 retry_after=retry_after, code="queue_full")
-        expected_wait = (ahead + env.estimate) / rate if rate else 0.0
+        expected_wait = (ahead + env.tokens) / rate if rate else 0.0
         left = env.deadline - time.time()
         if expected_wait > left:
             raise Overloaded(

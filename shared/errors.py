@@ -33,6 +33,14 @@ def echo(value: object, limit: int = ECHO_CHARS) -> str:
     return repr(value) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
 
 
+def is_outage(exc: BaseException) -> bool:
+    """Redis or the SQL store failing, not the job: whoever caught it must retry, never fail the job."""
+    import redis
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(exc, redis.RedisError | OSError | OperationalError | InterfaceError)
+
+
 class GatewayError(Exception):
     status = 500
     type = "api_error"

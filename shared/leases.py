@@ -17,9 +17,9 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
+from shared.envelope import Envelope
 from shared.keys import Keys
 from shared.lua import script
-from shared.queues import Envelope
 from shared.redis_batch import ScriptCall
 
 _CLAIM = script("lease_claim")
@@ -37,9 +37,13 @@ class AttemptLeases:
         """Give each admitted envelope a new token and hold the lease for it (one round trip)."""
         with self.r.pipeline(transaction=False) as pipe:
             for env in envs:
-                env.token = uuid.uuid4().hex
-                pipe.set(self.keys.lease(env.id), env.token, px=int(ttl_s * 1000))
+                self.grant_in(pipe, env, ttl_s)
             pipe.execute()
+
+    def grant_in(self, pipe: Any, env: Envelope, ttl_s: float) -> None:
+        """``grant`` for one envelope, as a command added to a round trip made anyway."""
+        env.token = uuid.uuid4().hex
+        pipe.set(self.keys.lease(env.id), env.token, px=int(ttl_s * 1000))
 
     def claim(self, env: Envelope, ttl_s: float, *, count: tuple[str, int] | None = None) -> bool:
         """Take the lease for this dispatch. ``count`` = (counter key, TTL s): add 1 to it in the same

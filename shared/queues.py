@@ -1,101 +1,20 @@
-"""The job envelope and the waiting queues (one Redis list per lane x tenant).
-
-The envelope is what travels through Redis and Celery: everything a worker needs to send one
-attempt, so the hot path never reads the SQL store. The SQL row stays the durable truth.
-"""
+"""The waiting queues: one Redis list of envelopes (``shared.envelope``) per lane x tenant, kept with
+the counts the api and the scheduler read (jobs and estimated tokens waiting per lane), a set of the
+job ids Redis holds (for the reconciler), and a sorted set of retries waiting out their backoff."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
-import orjson
 import redis
 
+from shared.envelope import Envelope, Unreadable, read_entry
 from shared.keys import Keys
-from shared.lanes import Lane
 from shared.lua import script
 
 _POP_LUA = script("queue_pop")
 _PROMOTE_LUA = script("queue_promote")
-
-
-@dataclass
-class Envelope:
-    id: str
-    tenant: str
-    feature: str
-    lane: Lane
-    model: str
-    chain: list[str]
-    request: dict[str, Any]
-    deadline: float
-    enqueued_at: float = field(default_factory=time.time)
-    attempt: int = 1
-    estimate: int = 0
-    deployment: str | None = None
-    reply_to: str | None = None
-    est_input: int = 0
-    est_output: int = 0
-    not_before: float = 0.0
-    probe: bool = False
-    token: str = ""
-    ticket: str = ""
-
-    def dumps(self) -> str:
-        """The JSON of ``asdict(self)``, byte for byte; orjson reads the dataclass without copying it."""
-        return orjson.dumps(self).decode()
-
-    @classmethod
-    def loads(cls, raw: str | bytes) -> Envelope:
-        return cls(**orjson.loads(raw))
-
-    def expired(self, now: float | None = None) -> bool:
-        return (now or time.time()) >= self.deadline
-
-
-# The fields whose type the scheduler and the worker rely on before anything else looks at a job.
-_TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
-    ("id", str), ("tenant", str), ("feature", str), ("lane", str), ("model", str), ("chain", list),
-    ("request", dict), ("deadline", (int, float)), ("attempt", int), ("estimate", int),
-)
-
-
-@dataclass
-class Unreadable:
-    """A queued entry this version cannot run (corrupted, or written by an older version): the scheduler
-    and the workers fail its job with ``reason`` (when its id is known) and go on with the others."""
-
-    id: str
-    tenant: str
-    reason: str
-    reply_to: str | None = None
-    estimate: int = 0
-
-    def expired(self, now: float | None = None) -> bool:
-        return False
-
-
-def read_entry(raw: str | bytes | dict[str, Any]) -> Envelope | Unreadable:
-    """The envelope in ``raw`` (JSON, or its dict from a Celery message), or why it is not one."""
-    fields: Any = None
-    try:
-        fields = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
-        env = Envelope(**{**fields, "lane": Lane(fields["lane"])})
-        wrong = [name for name, kind in _TYPES if not isinstance(getattr(env, name), kind)
-                 or isinstance(getattr(env, name), bool)]
-        if wrong or not all(isinstance(d, str) for d in env.chain) or not env.chain:
-            raise TypeError(f"fields of the wrong type: {', '.join(wrong) or 'chain'}")
-        return env
-    except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, it is one job's problem
-        known = fields if isinstance(fields, dict) else {}
-        reply_to = known.get("reply_to")
-        return Unreadable(id=str(known.get("id") or ""), tenant=str(known.get("tenant") or ""),
-                          reason=f"its queued envelope is unreadable ({type(exc).__name__}: {str(exc)[:200]})",
-                          reply_to=reply_to if isinstance(reply_to, str) else None)
 
 
 class WaitingQueues:
@@ -114,7 +33,7 @@ class WaitingQueues:
             (pipe.lpush if front else pipe.rpush)(queue, env.dumps())
             pipe.sadd(k.active_tenants(env.lane), env.tenant)
             pipe.incr(k.waiting_count(env.lane))
-            pipe.incrby(k.waiting_tokens(env.lane), env.estimate)
+            pipe.incrby(k.waiting_tokens(env.lane), env.tokens)
             pipe.sadd(k.queued_ids, env.id)
             pipe.lpush(k.wake, "1")
             pipe.ltrim(k.wake, 0, 0)
@@ -132,7 +51,7 @@ class WaitingQueues:
         for env in envs:
             by_queue[(env.lane, env.tenant)].append(env.dumps())
             count[env.lane] += 1
-            tokens[env.lane] += env.estimate
+            tokens[env.lane] += env.tokens
         with self.r.pipeline(transaction=True) as pipe:
             for (lane, tenant), payloads in by_queue.items():
                 pipe.rpush(k.waiting(lane, tenant), *payloads)
@@ -166,7 +85,7 @@ class WaitingQueues:
                 continue
             keys += [k.waiting(env.lane, env.tenant), k.active_tenants(env.lane), k.waiting_count(env.lane),
                      k.waiting_tokens(env.lane)]
-            args += [raw, env.tenant, env.estimate]
+            args += [raw, env.tenant, env.tokens]
         if unreadable:
             self.r.zrem(k.delayed, *unreadable)
         return int(self._promote(keys=keys, args=args)) if args else 0

@@ -24,10 +24,11 @@ from shared.breaker import Breakers
 from shared.config import DeploymentConfig, Settings, get_settings
 from shared.db import jobs
 from shared.db.session import session_scope
+from shared.envelope import Envelope, Unreadable
 from shared.errors import InvalidRequest
 from shared.keys import Keys
 from shared.leases import AttemptLeases
-from shared.queues import Envelope, Unreadable, WaitingQueues
+from shared.queues import WaitingQueues
 from shared.redis_batch import RedisBatch
 from shared.redis_conn import sync_redis
 from shared.retry import RetryDecision, RetryPolicy

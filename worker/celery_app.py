@@ -7,7 +7,6 @@ that redelivery from being billed twice. Results go to the SQL store, not to a C
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import redis
@@ -16,9 +15,9 @@ from kombu import Exchange, Queue
 from kombu.transport import redis as redis_transport
 
 from shared.config import Settings, get_settings
+from shared.envelope import Envelope
 from shared.keys import Keys
 from shared.lanes import LANES
-from shared.queues import Envelope
 
 EXECUTE_TASK = "gateway.execute"
 EXECUTE_MANY_TASK = "gateway.execute_many"
@@ -89,7 +88,7 @@ celery_app = make_celery(get_settings())
 def send_attempt(env: Envelope) -> None:
     """Hand one admitted attempt to the workers of its lane (the fast lane: one job, one message)."""
     queue = Keys(get_settings().key_prefix).exec_queue(env.lane)
-    celery_app.send_task(EXECUTE_TASK, args=[asdict(env)], queue=queue,
+    celery_app.send_task(EXECUTE_TASK, args=[env.to_dict()], queue=queue,
                          argsrepr=f"job {env.id} attempt {env.attempt}", kwargsrepr="{}")  # not the whole request
 
 
@@ -106,10 +105,10 @@ def send_attempts(envs: list[Envelope]) -> None:
             for i in range(0, len(group), DISPATCH_CHUNK):
                 chunk = group[i:i + DISPATCH_CHUNK]
                 if len(chunk) == 1:
-                    name, args = EXECUTE_TASK, [asdict(chunk[0])]
+                    name, args = EXECUTE_TASK, [chunk[0].to_dict()]
                     shown = f"job {chunk[0].id} attempt {chunk[0].attempt}"
                 else:
-                    name, args = EXECUTE_MANY_TASK, [[asdict(env) for env in chunk]]
+                    name, args = EXECUTE_MANY_TASK, [[env.to_dict() for env in chunk]]
                     shown = "jobs " + ", ".join(f"{env.id}#{env.attempt}" for env in chunk)
                 celery_app.send_task(name, args=args, queue=keys.exec_queue(lane), producer=producer,
                                      argsrepr=shown, kwargsrepr="{}")

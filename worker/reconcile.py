@@ -20,10 +20,10 @@ import time
 from typing import Any
 
 from shared.admission import Admitter
-from shared.budget import Estimate, prompt_tokens
+from shared.budget import Estimate
 from shared.config import Settings
+from shared.envelope import Envelope
 from shared.keys import Keys
-from shared.queues import Envelope
 from shared.redis_batch import ScriptCall
 from shared.redis_conn import sync_redis
 from worker.providers import ProviderCallError, ProviderResult, rate_limit_state
@@ -69,7 +69,7 @@ def reconcile_calls(env: Envelope, deployment: str, settings: Settings, *, resul
     elif error is not None and error.kind in NOT_PROCESSED:
         calls = [adm.store.settle_call(rid, {})]
     else:  # it may have been processed: keep what was reserved
-        calls = [adm.store.settle_call(rid, {b.key: b.cost for b in adm.buckets(env, deployment, _reserved(env))})]
+        calls = [adm.store.settle_call(rid, {b.key: b.cost for b in adm.buckets(env, deployment, env.estimate)})]
     headers = result.headers if result is not None else (error.headers if error is not None else {})
     targets = adm.tree.header_targets(deployment, rate_limit_state(headers), age_s=call_s) if headers else []
     if (pull_down := adm.store.pull_down_call(targets)) is not None:
@@ -80,20 +80,16 @@ def reconcile_calls(env: Envelope, deployment: str, settings: Settings, *, resul
 def _settle_success(adm: Admitter, env: Envelope, deployment: str, result: ProviderResult) -> ScriptCall:
     used = Estimate(result.usage.input_tokens, result.usage.output_tokens)
     costs = adm.tree.settle_costs(deployment=deployment, lane=env.lane, tenant=env.tenant, feature=env.feature,
-                                  reserved=_reserved(env), used=used)
+                                  reserved=env.estimate, used=used)
     model = adm.settings.deployment(deployment).model
     try:
         if _calibration_due(model):
-            adm.calibrator.observe(model, prompt_tokens(env.request), used.input_tokens)
+            adm.calibrator.observe(model, env.job.prompt_tokens, used.input_tokens)
         if adm.tree.provider_kind(deployment) != "openai":
             adm.calibrator.observe_output(env.tenant, env.feature, model, used.output_tokens)
     except Exception:  # a missed calibration sample costs nothing; the settlement must still go out
         log.exception("could not record the calibration sample of job %s", env.id)
     return adm.store.settle_call(adm.reservation_id(env), costs)
-
-
-def _reserved(env: Envelope) -> Estimate:
-    return Estimate(env.est_input, env.est_output)
 
 
 def _calibration_due(model: str) -> bool:

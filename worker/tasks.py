@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from shared.config import get_settings
-from shared.queues import Unreadable, read_entry
+from shared.envelope import Unreadable, read_entry
 from worker.attempt import fail_unreadable, run_attempt
 from worker.celery_app import EXECUTE_MANY_TASK, EXECUTE_TASK, celery_app
 

@@ -57,9 +57,11 @@ def output_cap(request: dict[str, Any], deployment: DeploymentConfig) -> int:
 
 
 def estimate(request: dict[str, Any], deployment: DeploymentConfig, provider_kind: str, *,
-             learned_output: float | None = None, calibration: float = 1.0) -> Estimate:
-    """What ``deployment``'s meter will charge for ``request`` (see the module docstring)."""
-    input_tokens = math.ceil(prompt_tokens(request, deployment.model) * calibration)
+             prompt: int | None = None, learned_output: float | None = None, calibration: float = 1.0) -> Estimate:
+    """What ``deployment``'s meter will charge for ``request`` (see the module docstring). ``prompt``:
+    its ``prompt_tokens`` when already counted (a job's are counted once, when it is accepted)."""
+    counted = prompt_tokens(request, deployment.model) if prompt is None else prompt
+    input_tokens = math.ceil(counted * calibration)
     cap = output_cap(request, deployment)
     output = cap
     if provider_kind == "anthropic" and learned_output is not None:

@@ -27,7 +27,7 @@ for _, raw in ipairs(popped) do
   -- An entry that is not valid JSON (corrupted) is popped all the same; the scheduler fails its job.
   local ok, env = pcall(cjson.decode, raw)
   if ok and type(env) == 'table' then
-    tokens = tokens + (tonumber(env['estimate']) or 0)
+    tokens = tokens + (tonumber(env['tokens'] or env['estimate']) or 0)  -- 'estimate': an older version's
     if type(env['id']) == 'string' then
       redis.call('SREM', KEYS[5], env['id'])
     end

@@ -17,8 +17,8 @@ from shared.db import jobs
 from shared.db.models import Job
 from shared.db.session import session_scope
 from shared.keys import Keys
-from shared.queues import Envelope
 from tests.conftest import PREFIX, REDIS_URL, Stack, wait_for_status
+from tests.envelopes import make_envelope
 
 GOOD = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "still serving?"}]}
 
@@ -76,9 +76,9 @@ def _push_raw(r: redis.Redis, lane: str, tenant: str, raw: bytes, job_id: str | 
 def test_a_queued_envelope_the_scheduler_cannot_read_fails_its_job_and_not_the_queue(stack: Stack) -> None:
     r = redis.Redis.from_url(REDIS_URL)
     old_version = _plant(GOOD, age_s=0)
-    envelope = Envelope(id=old_version, tenant="acme", feature="poison", lane="batch", model="gpt-4o-mini",
-                        chain=["gpt-4o-mini@sim"], request=GOOD, deadline=datetime.now(UTC).timestamp() + 600)
-    fields = {**orjson.loads(envelope.dumps()), "field_from_a_newer_version": 1}
+    envelope = make_envelope("acme", request=GOOD, chain=["gpt-4o-mini@sim"], model="gpt-4o-mini",
+                             job_id=old_version, feature="poison")
+    fields = {k: v for k, v in orjson.loads(envelope.dumps()).items() if k != "request"}  # an incompatible version
     wrong_types = _plant(GOOD, age_s=0)
     bad_types = {**orjson.loads(envelope.dumps()), "id": wrong_types, "estimate": "lots", "chain": "nope"}
     _push_raw(r, "batch", "acme", b"{this is not json", None)

@@ -15,9 +15,11 @@ from scheduler.policy import FairQueuing
 from shared.admission import Admitter
 from shared.budget import Bucket
 from shared.config import Settings
+from shared.envelope import Envelope
 from shared.keys import Keys
-from shared.queues import Envelope, WaitingQueues
+from shared.queues import WaitingQueues
 from tests.conftest import REDIS_URL
+from tests.envelopes import make_envelope
 
 
 @pytest.fixture
@@ -42,11 +44,10 @@ def build(client: redis.Redis, *, tpm: int = 10_000_000, tenants: dict[str, Any]
     return FairQueuing(settings, admitter, queues), queues, admitter, keys
 
 
-def job(tenant: str, max_tokens: int, lane: str = "batch") -> Envelope:
-    return Envelope(id=f"job_{uuid.uuid4().hex}", tenant=tenant, feature="f", lane=lane, model="m", chain=["d"],
-                    request={"model": "gpt-4o-mini", "max_tokens": max_tokens,
-                             "messages": [{"role": "user", "content": "x"}]},
-                    deadline=time.time() + 600)
+def job(tenant: str, max_tokens: int, lane: str = "batch", deadline_s: float = 600) -> Envelope:
+    return make_envelope(tenant, lane, request={"model": "gpt-4o-mini", "max_tokens": max_tokens,
+                                                "messages": [{"role": "user", "content": "x"}]},
+                         deadline_s=deadline_s)
 
 
 def push(queues: WaitingQueues, admitter: Admitter, *envs: Envelope) -> None:
@@ -58,7 +59,7 @@ def push(queues: WaitingQueues, admitter: Admitter, *envs: Envelope) -> None:
 def tokens_by_tenant(admitted: list[Envelope]) -> Counter[str]:
     out: Counter[str] = Counter()
     for env in admitted:
-        out[env.tenant] += env.estimate
+        out[env.tenant] += env.tokens
     return out
 
 
@@ -76,7 +77,7 @@ def test_weights_share_tokens_three_to_one(client: redis.Redis) -> None:
     admitted = fq.run_round(40, time.time()).admitted
     share = tokens_by_tenant(admitted)
     assert len(admitted) == 40
-    assert 28 <= share["a"] / admitted[0].estimate <= 32  # 30 of 40 for weight 3 of 4
+    assert 28 <= share["a"] / admitted[0].tokens <= 32  # 30 of 40 for weight 3 of 4
 
 
 def test_fairness_is_on_tokens_not_requests(client: redis.Redis) -> None:
@@ -133,8 +134,7 @@ def test_a_large_job_is_held_for_not_starved_by_small_ones(client: redis.Redis) 
 
 def test_expired_jobs_are_shed_not_admitted(client: redis.Redis) -> None:
     fq, queues, admitter, _ = build(client)
-    late = job("a", 10)
-    late.deadline = time.time() - 1
+    late = job("a", 10, deadline_s=-1)
     push(queues, admitter, late, job("a", 10))
     result = fq.run_round(10, time.time())
     assert [e.id for e, _ in result.expired] == [late.id]

@@ -6,7 +6,7 @@ import time
 
 import redis
 
-from shared.queues import Envelope
+from shared.envelope import Envelope
 from tests.scheduler.test_fair_queuing import build, client, job, push  # noqa: F401 - client is a fixture
 
 
@@ -22,7 +22,7 @@ def test_a_round_pops_exactly_what_it_decided_on(client: redis.Redis) -> None:  
         assert left == [e.id for e in pushed if e.id not in taken]  # queue order kept, nothing lost
     rest = [e for pushed in envs.values() for e in pushed if e.id not in taken]
     assert queues.waiting_in_lane("batch") == len(rest)
-    assert queues.waiting_tokens("batch") == sum(e.estimate for e in rest)
+    assert queues.waiting_tokens("batch") == sum(e.tokens for e in rest)
 
 
 def test_retries_that_are_due_are_promoted_by_the_round(client: redis.Redis) -> None:  # noqa: F811

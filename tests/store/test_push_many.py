@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -10,9 +9,11 @@ from typing import Any
 import pytest
 import redis
 
+from shared.envelope import Envelope
 from shared.keys import Keys
-from shared.queues import Envelope, WaitingQueues
+from shared.queues import WaitingQueues
 from tests.conftest import REDIS_URL
+from tests.envelopes import make_envelope
 
 QueuesFactory = Callable[[], tuple[WaitingQueues, Keys]]
 
@@ -38,9 +39,7 @@ def new_queues(client: redis.Redis) -> Iterator[QueuesFactory]:
 
 
 def envelope(lane: str, tenant: str, estimate: int) -> Envelope:
-    return Envelope(id=f"job_{uuid.uuid4().hex}", tenant=tenant, feature="f", lane=lane, model="m", chain=["d"],
-                    request={"model": "m", "messages": [{"role": "user", "content": "x"}]},
-                    deadline=time.time() + 600, estimate=estimate)
+    return make_envelope(tenant, lane, tokens=estimate)
 
 
 def state(client: redis.Redis, keys: Keys) -> dict[str, Any]:
