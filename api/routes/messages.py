@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import ConfigDict, Field, ValidationError
 
-from api.delivery import anthropic_sse, gateway_headers, raise_unless_succeeded
+from api.answers import AnthropicMessage
+from api.delivery import STREAM_EVENTS, anthropic_sse, gateway_headers, raise_unless_succeeded
 from api.deps import GatewayDep, SubmitterDep, WaiterDep, read_body
-from api.openapi import body_of
+from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
-from api.routes.common import submit_and_wait, tags_from
+from api.routes.common import FeatureHeader, IdempotencyHeader, PriorityHeader, submit_and_wait, tags_from
 from shared.errors import InvalidRequest, clip
 from shared.schemas import ChatRequest, Storable
 from shared.translate import anthropic_to_openai_request, openai_to_anthropic_response
@@ -32,12 +33,14 @@ class MessagesRequest(Storable):
     metadata: dict[str, Any] | None = None
 
 
-@router.post("/v1/messages", openapi_extra=body_of(MessagesRequest))
+@router.post("/v1/messages", response_model=None, openapi_extra=body_of(MessagesRequest), responses={
+    200: answer(AnthropicMessage, "The finished job's answer; with `stream: true`, Anthropic's stream events",
+                headers=JOB_HEADERS, content=sse("the event as JSON", list(STREAM_EVENTS))),
+    **errors(*BODY, *TENANT_KEY, 404, 409, 502, 504, anthropic=True)})
 async def messages(
     request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
-    x_gateway_feature: Annotated[str | None, Header()] = None,
-    x_gateway_priority: Annotated[str | None, Header()] = None,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    x_gateway_feature: FeatureHeader = None, x_gateway_priority: PriorityHeader = None,
+    idempotency_key: IdempotencyHeader = None,
 ) -> object:
     body = await read_body(request, MessagesRequest)
     chat = _to_chat(body)
