@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from api.answers import AnthropicError, OpenAIError
+from shared.storable import INT_MAX, INT_MIN, MAX_DEPTH
 
 _BODIES: dict[str, type[BaseModel]] = {}
 _REF = "#/components/schemas/{model}"
@@ -89,6 +90,55 @@ def sse(data: str, events: list[str] | None = None) -> dict[str, Any]:
         "properties": {"data": {"type": "string", "description": data}, "event": event}}}}
 
 
+# What ``shared.storable`` refuses in any body, said in its schema: NUL in strings and keys, integers
+# beyond 64 bits; a free-form value (``dict[str, Any]``) is a ``JsonValue`` held to the same rules.
+_NO_NUL = "^[^\\x00]*$"
+_JSON_VALUE = "JsonValue"
+_JSON_VALUE_REF = {"$ref": _REF.format(model=_JSON_VALUE)}
+
+
+def _json_value(levels: int) -> dict[str, Any]:
+    """Any JSON with the rules spelled out ``levels`` deep: schema-driven generators give up on a recursive
+    schema, and two levels say it; the api checks every level."""
+    inner = _json_value(levels - 1) if levels > 1 else {}
+    return {"type": ["string", "number", "boolean", "null", "array", "object"],
+            "pattern": _NO_NUL, "minimum": INT_MIN, "maximum": INT_MAX,
+            "items": inner, "propertyNames": {"pattern": _NO_NUL}, "additionalProperties": inner}
+
+
+_JSON_VALUE_SCHEMA = {
+    "description": f"Any JSON the gateway can store: strings and keys without NUL, numbers within signed 64 bits "
+                   f"(at every level), at most {MAX_DEPTH} levels deep.", **_json_value(2)}
+
+
+def _storable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (a body model's, from pydantic) with the rules above added wherever they apply."""
+    if not schema:
+        return dict(_JSON_VALUE_REF)
+    out = dict(schema)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in out:
+            out[key] = [_storable(s) for s in out[key]]
+    if "properties" in out:
+        out["properties"] = {name: _storable(s) for name, s in out["properties"].items()}
+    if isinstance(out.get("items"), dict):
+        out["items"] = _storable(out["items"])
+    kind = out.get("type")
+    if kind == "string" and not {"pattern", "enum", "const", "format"} & out.keys():
+        out["pattern"] = _NO_NUL
+    elif kind == "integer":
+        out.setdefault("minimum", INT_MIN)
+        out.setdefault("maximum", INT_MAX)
+    elif kind == "object":
+        extra = out.get("additionalProperties", True)
+        if extra is True:
+            out["additionalProperties"] = _JSON_VALUE_REF
+        elif isinstance(extra, dict):
+            out["additionalProperties"] = _storable(extra)
+        out["propertyNames"] = {"pattern": _NO_NUL}
+    return out
+
+
 def body_of(model: type[BaseModel]) -> dict[str, Any]:
     """``openapi_extra`` for a route whose JSON body is ``model``."""
     _BODIES[model.__name__] = model
@@ -132,10 +182,11 @@ def install_openapi(app: FastAPI) -> None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
                                  description=DESCRIPTION)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components[_JSON_VALUE] = _JSON_VALUE_SCHEMA
             for name, model in _BODIES.items():
                 model_schema = model.model_json_schema(ref_template=_REF)
-                components.update(model_schema.pop("$defs", {}))
-                components[name] = model_schema
+                components.update({n: _storable(s) for n, s in model_schema.pop("$defs", {}).items()})
+                components[name] = _storable(model_schema)
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     operation.get("responses", {}).pop("422", None)
