@@ -159,8 +159,8 @@ def answer(model: type[BaseModel], description: str, *, headers: dict[str, Any] 
 
 def job_links(job_id: str = "$response.body#/id") -> dict[str, Any]:
     """Links from an answer that names a job (at ``job_id``) to the operations that take its id."""
-    return {name: {"operationRef": f"#/paths/~1v1~1jobs~1{{job_id}}/{method}", "parameters": {"job_id": job_id}}
-            for name, method in (("GetJob", "get"), ("CancelJob", "delete"))}
+    return {name: {"operationId": operation, "parameters": {"job_id": job_id}}
+            for name, operation in (("GetJob", "get_job"), ("CancelJob", "cancel_job"))}
 
 
 def errors(*statuses: int, anthropic: bool = False) -> dict[int | str, dict[str, Any]]:
