@@ -35,7 +35,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await waiter.stop()
 
-    app = FastAPI(title="AI gateway", version="0.1.0", lifespan=lifespan)
+    # Operation ids are the route functions' names (get_job, not get_job_v1_jobs__job_id__get): links
+    # in the document and clients generated from it use them.
+    app = FastAPI(title="AI gateway", version="0.1.0", lifespan=lifespan,
+                  generate_unique_id_function=lambda route: route.name)
     install_error_handlers(app)
     install_openapi(app)
     for module in (chat, messages, jobs, admin, health):

@@ -12,7 +12,8 @@ from typing import Any
 
 import orjson
 
-from shared.errors import Conflict, GatewayTimeout, Overloaded, ProviderError
+from shared.errors import Conflict, GatewayTimeout, InvalidRequest, Overloaded, ProviderError
+from worker.providers.errors import answer_for
 
 
 def gateway_headers(view: dict[str, Any]) -> dict[str, str]:
@@ -48,7 +49,11 @@ def raise_unless_succeeded(view: dict[str, Any] | None, job_id: str) -> dict[str
                          "give it a longer deadline.", retry_after=5, headers=headers)
     if status == "cancelled":
         raise Conflict(f"Job {job_id} was cancelled before it was sent.", headers=headers)
-    raise ProviderError(f"Job {job_id} failed: {error.get('type', 'error')}: {reason}", headers=headers)
+    kind = str(error.get("type") or "error")
+    # A request the provider (or the translation to its format) refused is the caller's to fix: a 400,
+    # as a provider that timed out is a 504; the rest is the upstream's failure, a 502.
+    failure = {400: InvalidRequest, 504: GatewayTimeout}.get(answer_for(kind)[0], ProviderError)
+    raise failure(f"Job {job_id} failed: {kind}: {reason}", headers=headers, code=f"provider_{kind}")
 
 
 def openai_sse(result: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
@@ -66,6 +71,10 @@ def openai_sse(result: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
     if include_usage:
         yield _event({**base, "choices": [], "usage": result.get("usage")})
     yield b"data: [DONE]\n\n"
+
+
+STREAM_EVENTS = ("message_start", "content_block_start", "content_block_delta", "content_block_stop",
+                 "message_delta", "message_stop")  # what ``anthropic_sse`` sends, in this order
 
 
 def anthropic_sse(message: dict[str, Any]) -> Iterator[bytes]:

@@ -21,9 +21,16 @@ from shared.errors import AuthError, PermissionDenied
 
 M = TypeVar("M", bound=BaseModel)
 
-# Both SDKs' ways of sending a key; declared as security schemes so the OpenAPI document says so.
-_bearer = HTTPBearer(auto_error=False, description="A tenant's API key (OpenAI SDK), or the operators' key")
-_x_api_key = APIKeyHeader(name="x-api-key", auto_error=False, description="A tenant's API key (Anthropic SDK)")
+# Both SDKs' ways of sending a key, declared as security schemes so the OpenAPI document says which
+# routes take which key: a tenant's, or the operators' (the same two headers, schemes of their own).
+_bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
+                     description="A tenant's API key as `Authorization: Bearer <key>` (the OpenAI SDK)")
+_x_api_key = APIKeyHeader(name="x-api-key", auto_error=False, scheme_name="XApiKey",
+                          description="A tenant's API key as `x-api-key: <key>` (the Anthropic SDK)")
+_operators_bearer = HTTPBearer(auto_error=False, scheme_name="OperatorsKey",
+                               description="The operators' key (`GATEWAY_ADMIN_KEY`) as `Authorization: Bearer`")
+_operators_x_api_key = APIKeyHeader(name="x-api-key", auto_error=False, scheme_name="OperatorsXApiKey",
+                                    description="The operators' key (`GATEWAY_ADMIN_KEY`) as `x-api-key`")
 
 
 async def _gateway(request: Request) -> Gateway:
@@ -34,8 +41,7 @@ async def _waiter(request: Request) -> CompletionWaiter:
     return request.app.state.waiter  # type: ignore[no-any-return]
 
 
-async def _maybe_api_key(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-                         x_api_key: Annotated[str | None, Depends(_x_api_key)]) -> str | None:
+def _key_of(bearer: HTTPAuthorizationCredentials | None, x_api_key: str | None) -> str | None:
     """The caller's key: ``Authorization: Bearer`` (OpenAI SDK) or ``x-api-key`` (Anthropic SDK)."""
     if bearer is not None and bearer.credentials.strip():
         return bearer.credentials.strip()
@@ -44,12 +50,26 @@ async def _maybe_api_key(bearer: Annotated[HTTPAuthorizationCredentials | None, 
     return None
 
 
-async def _api_key(request: Request, api_key: Annotated[str | None, Depends(_maybe_api_key)]) -> str:
+async def _maybe_api_key(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                         x_api_key: Annotated[str | None, Depends(_x_api_key)]) -> str | None:
+    return _key_of(bearer, x_api_key)
+
+
+async def _maybe_operators_key(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_operators_bearer)],
+                               x_api_key: Annotated[str | None, Depends(_operators_x_api_key)]) -> str | None:
+    return _key_of(bearer, x_api_key)
+
+
+def _required(request: Request, api_key: str | None) -> str:
     if api_key:
         return api_key
     request.app.state.gateway.auth.on_failure("missing_api_key")
     raise AuthError("Missing API key. Send 'Authorization: Bearer <key>' (or 'x-api-key: <key>'); "
                     "create one with 'gateway keys create --tenant <tenant>'.", code="missing_api_key")
+
+
+async def _api_key(request: Request, api_key: Annotated[str | None, Depends(_maybe_api_key)]) -> str:
+    return _required(request, api_key)
 
 
 def _source(request: Request) -> str:
@@ -72,21 +92,26 @@ async def _submitter(request: Request, api_key: Annotated[str, Depends(_api_key)
     return gw.auth.cached(api_key) or await _caller(request, api_key)
 
 
-async def _admin(request: Request, api_key: Annotated[str, Depends(_api_key)]) -> Caller:
+def _operator(request: Request, api_key: str | None) -> Caller:
+    key = _required(request, api_key)
     gw: Gateway = request.app.state.gateway
     if gw.auth.admin_key() is None:
         raise PermissionDenied(f"Admin routes are off: set {gw.settings.api.admin_key_env} in the api's "
                                "environment.", code="admin_disabled")
-    if not gw.auth.is_admin(api_key):
+    if not gw.auth.is_admin(key):
         raise AuthError("This route needs the operators' key, not a tenant key.")
-    return Caller(api_key, admin=True)
+    return Caller(key, admin=True)
 
 
-async def _metrics_reader(request: Request, api_key: Annotated[str | None, Depends(_maybe_api_key)]) -> None:
+async def _admin(request: Request, api_key: Annotated[str | None, Depends(_maybe_operators_key)]) -> Caller:
+    return _operator(request, api_key)
+
+
+async def _metrics_reader(request: Request, api_key: Annotated[str | None, Depends(_maybe_operators_key)]) -> None:
     """/metrics names every tenant and its spend: the operators' key, unless ``api.metrics_public``."""
     gw: Gateway = request.app.state.gateway
     if not gw.settings.api.metrics_public:
-        await _admin(request, await _api_key(request, api_key))
+        _operator(request, api_key)
 
 
 async def read_body(request: Request, model: type[M], context: dict[str, Any] | None = None) -> M:

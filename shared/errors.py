@@ -122,6 +122,10 @@ class Unavailable(GatewayError):
     type = "api_error"
     code = "queue_unavailable"
 
+    def __init__(self, message: str, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.headers.setdefault("retry-after", "2")  # every 503 says when to come back
+
 
 class GatewayTimeout(GatewayError):
     status = 504

@@ -19,6 +19,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -91,14 +92,22 @@ def _check_deadline(value: datetime | float | None) -> datetime | float | None:
 Feature = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$"),
                     AfterValidator(_normal_feature)]
 Deadline = Annotated[datetime | StrictInt | StrictFloat | None,
-                     Field(description="an ISO 8601 time, or seconds from now (at most 366 days)"),
-                     BeforeValidator(_deadline_input), AfterValidator(_check_deadline)]
+                     BeforeValidator(_deadline_input), AfterValidator(_check_deadline),
+                     WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DEADLINE_S},
+                                               {"type": "string", "format": "date-time"}, {"type": "null"}],
+                                     "description": "seconds from now, or a future ISO 8601 time; at most 366 days "
+                                                    "away"})]
 IdempotencyKey = Annotated[str | None, Field(min_length=1, max_length=255)]
 Task = Annotated[str | None, Field(max_length=64)]
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # The document says what ``_has_content`` checks: only an assistant message may have neither.
+    model_config = ConfigDict(extra="allow", json_schema_extra={"anyOf": [
+        {"properties": {"role": {"const": "assistant"}}},
+        {"properties": {"content": {"not": {"type": "null"}}}, "required": ["content"]},
+        {"properties": {"tool_calls": {"type": "array", "minItems": 1}}, "required": ["tool_calls"]},
+    ]})
 
     role: Role
     content: str | list[dict[str, Any]] | None = None
@@ -118,8 +127,8 @@ class ChatRequest(Storable):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str = Field(min_length=1)
-    messages: list[Message] = Field(min_length=1)
+    model: str = Field(min_length=1, examples=["gpt-4o-mini"])
+    messages: list[Message] = Field(min_length=1, examples=[[{"role": "user", "content": "Hello"}]])
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)

@@ -11,14 +11,17 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
+from api.answers import Budgets
 from api.deps import AdminDep, GatewayDep
+from api.openapi import OPERATORS_KEY, answer, errors
 from api.service import Gateway
 from shared.lanes import LANES
 
 router = APIRouter()
 
 
-@router.get("/v1/admin/budgets")
+@router.get("/v1/admin/budgets", response_model=None,
+            responses={200: answer(Budgets, "Live budgets, queues and breakers"), **errors(*OPERATORS_KEY)})
 async def budgets(admin: AdminDep, gw: GatewayDep) -> dict[str, Any]:
     return await run_in_threadpool(budget_snapshot, gw)
 

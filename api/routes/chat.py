@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from api.answers import ChatCompletion, ModelList
 from api.delivery import gateway_headers, openai_sse, raise_unless_succeeded
 from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, read_body
-from api.openapi import body_of
+from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
-from api.routes.common import submit_and_wait, tags_from
+from api.routes.common import FeatureHeader, IdempotencyHeader, PriorityHeader, submit_and_wait, tags_from
 from shared.lanes import Lane
 from shared.schemas import ChatRequest
 
 router = APIRouter()
 
 
-@router.post("/v1/chat/completions", openapi_extra=body_of(ChatRequest))
+@router.post("/v1/chat/completions", response_model=None, openapi_extra=body_of(ChatRequest), responses={
+    200: answer(ChatCompletion, "The finished job's answer; with `stream: true`, OpenAI's chat.completion.chunk events",
+                headers=JOB_HEADERS,
+                content=sse("a chat.completion.chunk as JSON; `[DONE]` last")),
+    **errors(*BODY, *TENANT_KEY, 404, 409, 502, 504)})
 async def chat_completions(
     request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
-    x_gateway_feature: Annotated[str | None, Header()] = None,
-    x_gateway_priority: Annotated[str | None, Header()] = None,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    x_gateway_feature: FeatureHeader = None, x_gateway_priority: PriorityHeader = None,
+    idempotency_key: IdempotencyHeader = None,
 ) -> object:
     body = await read_body(request, ChatRequest)
     tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
@@ -40,7 +42,8 @@ async def chat_completions(
     return OrjsonResponse(result, headers=headers)
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", response_model=None,
+            responses={200: answer(ModelList, "The models this gateway serves"), **errors(*TENANT_KEY)})
 async def list_models(caller: CallerDep, gw: GatewayDep) -> dict[str, object]:
     names = list(gw.settings.models) + [d.name for d in gw.settings.deployments]
     return {"object": "list",

@@ -6,10 +6,11 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
+from fastapi import Header
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -18,7 +19,7 @@ from api.metrics import FAST_LANE_SENT, SHED, SUBMITTED, SYNC_WAIT
 from api.service import Gateway, Submitted
 from api.waiter import CompletionWaiter
 from shared.errors import InvalidRequest, Overloaded, echo
-from shared.lanes import Lane
+from shared.lanes import LANE_NAMES, Lane
 from shared.schemas import ChatRequest, JobTags
 
 log = logging.getLogger("gateway.api")
@@ -33,6 +34,21 @@ _INTERACTIVE = anyio.CapacityLimiter(SUBMIT_THREADS)
 _BULK = anyio.CapacityLimiter(8)
 STORE_CHECK_S = 5.0
 RESPONSE_FIRST_S = 0.1  # the longest an answered submit waits for its response to go out
+
+
+# The tag headers, as the document shows them; ``tags_from`` checks them (a 400 that names the header).
+FeatureHeader = Annotated[str | None, Header(
+    description="the feature the call is for (default `default`)",
+    json_schema_extra={"pattern": r"^[A-Za-z0-9_.:-]+$", "maxLength": 64})]
+PriorityHeader = Annotated[str | None, Header(
+    description="the lane: interactive (default here), standard or batch",
+    json_schema_extra={"enum": list(LANE_NAMES)})]
+IdempotencyHeader = Annotated[str | None, Header(
+    description="returns the job this key made in the last 24 h instead of a new one",
+    json_schema_extra={"minLength": 1, "maxLength": 255})]
+
+
+_HEADERS = {"feature": "X-Gateway-Feature", "priority": "X-Gateway-Priority", "idempotency_key": "Idempotency-Key"}
 
 
 def size_submit_threads(gw: Gateway) -> None:
@@ -55,7 +71,7 @@ def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err.get("loc") else "tags"
         raise InvalidRequest(
-            f"Invalid {field} {echo(raw.get(field))} (from the X-Gateway-{field.title()} header or "
+            f"Invalid {field} {echo(raw.get(field))} (from the {_HEADERS.get(field, field)} header or "
             f"metadata.{field}): {err['msg']}. Priority is one of interactive, standard, batch.",
             param=field,
         ) from exc

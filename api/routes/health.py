@@ -9,20 +9,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from api.answers import Health, Readiness
 from api.deps import GatewayDep, MetricsReaderDep
 from api.metrics import BudgetCollector
+from api.openapi import OPERATORS_KEY, answer, errors
 from api.responses import OrjsonResponse
 from shared.db.session import session_scope
 
 router = APIRouter()
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=None, responses={200: answer(Health, "The api process is up")})
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={200: answer(Readiness, "Redis and the store answer"),
+                                   503: answer(Readiness, "Redis or the store does not answer; `checks` says which")})
 async def readyz(gw: GatewayDep) -> OrjsonResponse:
     checks = await run_in_threadpool(_checks, gw)
     ok = all(v == "ok" for v in checks.values())
@@ -46,9 +49,10 @@ def _checks(gw: object) -> dict[str, str]:
     return checks
 
 
-@router.get("/metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
-                             "description": "Prometheus text exposition format"}})
+@router.get("/metrics", response_class=Response, responses={
+    200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+          "description": "Prometheus text exposition format (`text/plain; version=1.0.0`)"},
+    **errors(*OPERATORS_KEY)})
 async def metrics(reader: MetricsReaderDep, gw: GatewayDep) -> Response:
     """This process's metrics, or, under ``gateway api --workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set),
     every api process's counters summed: a scrape lands on one process at random. They name every

@@ -8,17 +8,19 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from api.answers import JobBatch, JobPage, JobView
 from api.auth import Caller
 from api.delivery import gateway_headers
 from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, parse_body, read_body
 from api.metrics import SHED, SUBMITTED
-from api.openapi import body_of
+from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, header, job_links
 from api.responses import OrjsonResponse
-from api.routes.common import _BULK, submit_and_wait
+from api.routes.common import _BULK, IdempotencyHeader, submit_and_wait
 from api.service import BatchSubmitted, Gateway
+from shared.db.jobs import STATUSES
 from shared.errors import Overloaded, Unavailable
 from shared.lanes import Lane
 from shared.schemas import JobBatchRequest, JobRequest
@@ -27,11 +29,15 @@ router = APIRouter()
 _uploads: dict[int, asyncio.Semaphore] = {}  # per event loop (the api's, and each test client's)
 
 
-@router.post("/v1/jobs", status_code=202, openapi_extra=body_of(JobRequest))
+@router.post("/v1/jobs", status_code=202, openapi_extra=body_of(JobRequest), responses={
+    202: answer(JobView, "The job, accepted", headers=JOB_HEADERS, links=job_links()),
+    200: answer(JobView, "The job, finished within `wait`, or the job an `idempotency_key` already made",
+                headers=JOB_HEADERS, links=job_links()),
+    **errors(*BODY, *TENANT_KEY, 404, 409)})
 async def submit_job(
     request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
     wait: Annotated[float | None, Query(ge=0, le=86_400, description="seconds to wait for the result")] = None,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: IdempotencyHeader = None,
 ) -> OrjsonResponse:
     body = await read_body(request, JobRequest)
     tags = body.tags()
@@ -44,7 +50,10 @@ async def submit_job(
     return OrjsonResponse(view, status_code=status, headers=gateway_headers(view))
 
 
-@router.post("/v1/jobs/batch", status_code=202, openapi_extra=body_of(JobBatchRequest))
+@router.post("/v1/jobs/batch", status_code=202, openapi_extra=body_of(JobBatchRequest), responses={
+    202: answer(JobBatch, "The jobs, in the order sent", links=job_links("$response.body#/data/0/id"), headers={
+        "x-gateway-jobs-created": header("how many of them are new (the rest repeat an idempotency key)", r"^\d+$")}),
+    **errors(*BODY, *TENANT_KEY, 409)})
 async def submit_jobs(request: Request, caller: CallerDep, gw: GatewayDep) -> OrjsonResponse:
     """Many jobs in one request, all or nothing; each is queued for the scheduler (never admitted inline).
 
@@ -94,16 +103,19 @@ def _count_by_lane(batch: BatchSubmitted) -> dict[str, int]:
     return counts
 
 
-@router.get("/v1/jobs/{job_id}")
+@router.get("/v1/jobs/{job_id}", responses={200: answer(JobView, "The job", headers=JOB_HEADERS),
+                                            **errors(*TENANT_KEY, 404)})
 async def get_job(job_id: str, caller: CallerDep, gw: GatewayDep) -> OrjsonResponse:
     view = await run_in_threadpool(gw.get, caller, job_id)
     return OrjsonResponse(view, headers=gateway_headers(view))
 
 
-@router.get("/v1/jobs")
+@router.get("/v1/jobs", responses={200: answer(JobPage, "One page of the tenant's jobs, newest first"),
+                                    **errors(*TENANT_KEY, 400)})
 async def list_jobs(
     caller: CallerDep, gw: GatewayDep,
-    status: str | None = None, feature: str | None = None,
+    status: Annotated[str | None, Query(json_schema_extra={"enum": list(STATUSES)})] = None,
+    feature: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None,
 ) -> OrjsonResponse:
     page = await run_in_threadpool(gw.list, caller, status=status, feature=feature, limit=limit,
@@ -111,7 +123,8 @@ async def list_jobs(
     return OrjsonResponse(page)
 
 
-@router.delete("/v1/jobs/{job_id}")
+@router.delete("/v1/jobs/{job_id}", responses={200: answer(JobView, "The job, cancelled", headers=JOB_HEADERS),
+                                               **errors(*TENANT_KEY, 404, 409)})
 async def cancel_job(job_id: str, caller: CallerDep, gw: GatewayDep) -> OrjsonResponse:
     view = await run_in_threadpool(gw.cancel, caller, job_id)
     return OrjsonResponse(view, headers=gateway_headers(view))

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from api.delivery import anthropic_sse, gateway_headers, raise_unless_succeeded
+from api.answers import AnthropicMessage
+from api.delivery import STREAM_EVENTS, anthropic_sse, gateway_headers, raise_unless_succeeded
 from api.deps import GatewayDep, SubmitterDep, WaiterDep, read_body
-from api.openapi import body_of
+from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
-from api.routes.common import submit_and_wait, tags_from
+from api.routes.common import FeatureHeader, IdempotencyHeader, PriorityHeader, submit_and_wait, tags_from
 from shared.errors import InvalidRequest, clip
 from shared.lanes import Lane
 from shared.schemas import ChatRequest, Storable
@@ -21,24 +22,94 @@ from shared.translate import anthropic_to_openai_request, openai_to_anthropic_re
 router = APIRouter()
 
 
-class MessagesRequest(Storable):
-    """The fields Anthropic requires; the rest passes through the translation."""
+class _Open(BaseModel):
+    """Anthropic's objects, checked for what the translation reads; their other fields pass (or are dropped)."""
 
     model_config = ConfigDict(extra="allow")
 
-    model: str = Field(min_length=1)
-    messages: list[dict[str, Any]] = Field(min_length=1)
+
+class TextBlock(_Open):
+    type: Literal["text"]
+    text: str
+
+
+class ImageBlock(_Open):
+    type: Literal["image"]
+    source: dict[str, Any] = Field(description="{type: base64, media_type, data} or {type: url, url}")
+
+
+class ToolUseBlock(_Open):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolResultBlock(_Open):
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: str | list[TextBlock] | None = None
+
+
+class ThinkingBlock(_Open):
+    type: Literal["thinking", "redacted_thinking"]
+
+
+class UserTurn(_Open):
+    role: Literal["user"]
+    content: str | list[Annotated[TextBlock | ImageBlock | ToolResultBlock, Field(discriminator="type")]]
+
+
+class AssistantTurn(_Open):
+    role: Literal["assistant"]
+    content: str | list[Annotated[TextBlock | ToolUseBlock | ThinkingBlock, Field(discriminator="type")]]
+
+
+class Tool(_Open):
+    type: Literal["custom"] | None = Field(None, description="client tools only; server tools are not supported")
+    name: str = Field(min_length=1)
+    description: str | None = None
+    input_schema: dict[str, Any]
+
+
+class ToolChoice(_Open):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = Field(None, description="the tool, with type tool")
+    disable_parallel_tool_use: bool | None = None
+
+
+class RequestMetadata(_Open):
+    user_id: str | None = None
+
+
+class MessagesRequest(Storable):
+    """An Anthropic Messages request: what the translation to the canonical format reads is checked here,
+    so a request it cannot read is a 400 naming the field; other top-level fields are dropped."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, examples=["claude-haiku-4-5"])
+    messages: list[Annotated[UserTurn | AssistantTurn, Field(discriminator="role")]] = Field(
+        min_length=1, examples=[[{"role": "user", "content": "Hello"}]])
     max_tokens: int = Field(ge=1)
+    system: str | list[TextBlock] | None = None
+    stop_sequences: list[str] | None = None
+    temperature: float | None = Field(None, ge=0, le=1)
+    top_p: float | None = Field(None, ge=0, le=1)
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
     stream: bool = False
-    metadata: dict[str, Any] | None = None
+    metadata: RequestMetadata | None = None
 
 
-@router.post("/v1/messages", openapi_extra=body_of(MessagesRequest))
+@router.post("/v1/messages", response_model=None, openapi_extra=body_of(MessagesRequest), responses={
+    200: answer(AnthropicMessage, "The finished job's answer; with `stream: true`, Anthropic's stream events",
+                headers=JOB_HEADERS, content=sse("the event as JSON", list(STREAM_EVENTS))),
+    **errors(*BODY, *TENANT_KEY, 404, 409, 502, 504, anthropic=True)})
 async def messages(
     request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
-    x_gateway_feature: Annotated[str | None, Header()] = None,
-    x_gateway_priority: Annotated[str | None, Header()] = None,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    x_gateway_feature: FeatureHeader = None, x_gateway_priority: PriorityHeader = None,
+    idempotency_key: IdempotencyHeader = None,
 ) -> object:
     body = await read_body(request, MessagesRequest)
     chat = _to_chat(body)

@@ -27,8 +27,8 @@ from ops.storm.traffic import (
     backlog_jobs,
     copilot_traffic,
 )
-from shared.config import LANES
 from shared.keys import Keys
+from shared.lanes import LANES
 
 SAMPLE_S = 0.5
 FINAL = ("succeeded", "failed", "expired", "cancelled")

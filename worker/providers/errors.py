@@ -67,6 +67,11 @@ _PUBLIC: dict[str, str] = {
 _SECRET_LIKE = re.compile(r"\b(?:sk|gw|key|pk|rk)[-_][\w*.-]{2,}|\*{3,}\w*", re.I)
 
 
+def answer_for(kind: str) -> tuple[int, str]:
+    """The status and error type a caller gets for a job that ended on a failure of ``kind``."""
+    return _GATEWAY_ANSWER.get(kind, (ProviderError.status, ProviderError.type))
+
+
 class ProviderCallError(ProviderError):
     """One failed attempt at one deployment, with what the retry policy needs to decide.
 
@@ -84,7 +89,7 @@ class ProviderCallError(ProviderError):
         self.kind = kind
         self.deployment = deployment
         self.upstream_status = upstream_status
-        self.status, self.type = _GATEWAY_ANSWER.get(kind, (ProviderError.status, ProviderError.type))
+        self.status, self.type = answer_for(kind)
         self.body = body
         self.headers = headers or {}
         self.retryable = kind in RETRYABLE_KINDS if retryable is None else retryable

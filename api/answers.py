@@ -1,0 +1,209 @@
+"""What callers get back, as pydantic models for the OpenAPI document (``api.openapi``).
+
+Only the document uses them: routes return prepared dicts rendered by orjson (``api.responses``), since
+validating every answer would cost CPU on the hot path. They describe those dicts (``shared.db.jobs.job_view``,
+``api.errors.error_body``, ``shared.translate``) and ``tests/e2e/test_openapi.py`` holds them to it
+against a real stack. Provider answers are the provider's: those models allow extra fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.lanes import Lane
+
+JobStatus = Literal["queued", "admitted", "running", "succeeded", "failed", "cancelled", "expired"]
+
+
+class _Open(BaseModel):
+    """A provider's (or a translation's) object: these fields, and whatever else it sends."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str = Field(description="what went wrong and what to change")
+    type: str = Field(description="invalid_request_error, authentication_error, rate_limit_error, ...")
+    param: str | None = Field(description="the field or parameter at fault, as jobs.3.messages")
+    code: str | None = Field(description="a stable code: model_not_found, job_too_large, queue_full, ...")
+
+
+class OpenAIError(BaseModel):
+    """Every error outside ``/v1/messages``, in OpenAI's shape."""
+
+    error: OpenAIErrorDetail
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str = Field(description="invalid_request_error, authentication_error, rate_limit_error, ...")
+    message: str
+
+
+class AnthropicError(BaseModel):
+    """Every error of ``/v1/messages``, in Anthropic's shape."""
+
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+
+
+# -- OpenAI chat completion -----------------------------------------------------------------------
+
+
+class ChatCompletionMessage(_Open):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChatCompletionChoice(_Open):
+    index: int = 0
+    message: ChatCompletionMessage
+    finish_reason: str | None = None
+
+
+class ChatCompletion(_Open):
+    """OpenAI's ``chat.completion``, as the provider (or the translation from Anthropic) answered. The
+    gateway checks that it has a choice with a message; the rest is the provider's."""
+
+    id: str | None = None
+    object: str = Field("chat.completion")
+    created: int | None = None
+    model: str | None = None
+    choices: list[ChatCompletionChoice] = Field(min_length=1)
+    usage: dict[str, Any] | None = None
+
+
+# -- Anthropic message ----------------------------------------------------------------------------
+
+
+class AnthropicUsage(_Open):
+    input_tokens: int
+    output_tokens: int
+
+
+class AnthropicMessage(BaseModel):
+    """Anthropic's Messages answer, translated from the job's ``chat.completion``."""
+
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    model: str
+    content: list[dict[str, Any]] = Field(description="text and tool_use blocks")
+    stop_reason: str | None
+    stop_sequence: str | None
+    usage: AnthropicUsage
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+
+
+class JobUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class JobError(_Open):
+    type: str = Field(description="why the job ended without a result: bad_request, timeout, deadline_exceeded, ...")
+    message: str
+
+
+class JobView(BaseModel):
+    """A job as the native API shows it (``shared.db.jobs.job_view``); times are Unix seconds."""
+
+    id: str
+    object: Literal["gateway.job"]
+    status: JobStatus
+    tenant: str
+    feature: str
+    priority: Lane
+    task: str | None
+    model: str
+    model_used: str | None
+    deployment: str | None
+    idempotency_key: str | None
+    created_at: int
+    admitted_at: int | None
+    finished_at: int | None
+    deadline: int
+    queued_ms: int | None
+    usage: JobUsage
+    cost_usd: float
+    cache_status: str
+    attempts: int
+    result: ChatCompletion | None = Field(description="the answer once succeeded; null after retention drops it")
+    error: JobError | None
+
+
+class JobPage(BaseModel):
+    """``GET /v1/jobs``: newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    object: Literal["list"]
+    data: list[JobView]
+    has_more: bool
+    next_cursor: str | None
+
+
+class JobBatch(BaseModel):
+    """``POST /v1/jobs/batch``: one job per item, in the order sent."""
+
+    object: Literal["list"]
+    data: list[JobView]
+
+
+# -- models, health, operators --------------------------------------------------------------------
+
+
+class ModelCard(BaseModel):
+    id: str = Field(description="a model name from the config, or a deployment's name")
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(description="redis and database: 'ok' or the error")
+
+
+class BucketLevel(BaseModel):
+    key: str
+    level: float
+    capacity: float
+    rate_per_s: float
+    borrowable: bool
+    reservations: int
+    reserved: float
+
+
+class LaneQueue(BaseModel):
+    waiting: int
+    tokens: float
+    tenants: dict[str, int] = Field(description="jobs waiting per tenant")
+
+
+class SchedulerState(BaseModel):
+    leader: str | None
+
+
+class Budgets(BaseModel):
+    """``GET /v1/admin/budgets``: live bucket levels, queues per lane, breakers and the scheduler's leader."""
+
+    buckets: list[BucketLevel]
+    queues: dict[Lane, LaneQueue]
+    breakers: dict[str, dict[str, Any]] = Field(description="per deployment: state, calls, failures, ...")
+    scheduler: SchedulerState
