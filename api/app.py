@@ -15,19 +15,20 @@ from api.routes import admin, chat, health, jobs, messages
 from api.routes.common import size_submit_threads
 from api.service import Gateway
 from api.waiter import CompletionWaiter
-from shared.config import Settings, get_settings
-from worker.attempt import warm_up
+from execution.context import AttemptContext
+from shared.config import Settings
+from shared.dispatch import Dispatch
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+def create_app(settings: Settings, dispatch: Dispatch) -> FastAPI:
+    """The api, handing the attempts it does not send itself to ``dispatch`` (``cli`` injects Celery's)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gateway = Gateway(settings)
+        # The api sends fast-lane attempts itself: its first caller should not pay for their set-up.
+        gateway = Gateway(settings, dispatch, AttemptContext(settings).warm_up())
         gateway.auth.on_failure = lambda reason: AUTH_FAILURES.labels(reason=reason).inc()
         size_submit_threads(gateway)
-        warm_up(settings)  # the api sends fast-lane attempts itself: its first caller should not pay for set-up
         waiter = CompletionWaiter(settings.redis_url, gateway.keys.reply_channel)
         await waiter.start()
         app.state.gateway, app.state.waiter = gateway, waiter

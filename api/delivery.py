@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
+from execution.providers.errors import answer_for
 from shared.errors import Conflict, GatewayTimeout, InvalidRequest, Overloaded, ProviderError
-from worker.providers.errors import answer_for
 
 
 def gateway_headers(view: dict[str, Any]) -> dict[str, str]:

@@ -12,10 +12,10 @@ admitted (one statement).
 
 A fast-lane job whose caller waits is then sent by the api itself, on the request's thread, while
 it has a free slot (``api.fast_lane_attempts`` per process): the same attempt a worker would run
-(``worker.attempt.run_attempt``: call, record, settlement), minus the Celery hand-off, the lease
+(``execution.attempt.run_inline``: call, record, settlement), minus the Celery hand-off, the lease
 claim and the completion signal, which cost the caller ~3 ms. Its guarantees are the worker's: the
 job row and the lease exist before the call, so an api killed mid-call leaves a lease that expires
-and a job the reconciler sends again; a retry goes back to the scheduler and a worker like any
+and a job recovery sends again; a retry goes back to the scheduler and a worker like any
 other. Without a free slot, or without a waiting caller, the job goes to a Celery worker.
 
 A bulk submit (``submit_many``) pays per batch what a submit pays per job: two Redis round trips
@@ -38,25 +38,26 @@ from typing import Any
 import redis
 
 from api.auth import Authenticator, Caller
+from execution.attempt import run_inline
+from execution.context import AttemptContext
 from shared.admission import Admitter, QueueState
+from shared.attempt_leases import AttemptLeases
 from shared.budget import prompt_tokens
 from shared.config import Settings
 from shared.db import jobs
 from shared.db.ids import new_job_id
 from shared.db.session import session_scope
+from shared.dispatch import Dispatch
 from shared.envelope import Envelope, JobSpec
 from shared.errors import GatewayError, InvalidRequest, Overloaded, PermissionDenied, Unavailable, echo
 from shared.keys import Keys
 from shared.lanes import Lane
-from shared.leases import AttemptLeases
 from shared.queues import WaitingQueues
 from shared.redis_batch import RedisBatch
 from shared.redis_conn import sync_redis
 from shared.routing import chain_for
 from shared.schemas import ChatRequest, JobRequest, JobTags
 from shared.tenancy import check_feature, resolve_lane
-from worker.attempt import attempt_lease_s, run_attempt
-from worker.celery_app import send_attempt
 
 log = logging.getLogger("gateway.api")
 
@@ -86,8 +87,10 @@ class _Ahead:
 class Gateway:
     """The api's view of the system: settings, the store and the queues."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, dispatch: Dispatch, attempts: AttemptContext | None = None) -> None:
         self.settings = settings
+        self.dispatch = dispatch
+        self.attempts = attempts or AttemptContext(settings)  # for the fast-lane attempts it sends itself
         self.keys = Keys(settings.key_prefix)
         self.redis = sync_redis(settings.redis_url)
         self.queues = WaitingQueues(self.redis, self.keys)
@@ -117,7 +120,7 @@ class Gateway:
             # When the api may send it itself (a caller waits), long enough for the whole attempt on
             # any deployment of the chain, since that path has no claim step; a worker that gets the
             # job instead (no free slot) claims it as usual.
-            lease_s = (max(attempt_lease_s(self.settings.deployment(d), self.settings) for d in env.chain)
+            lease_s = (max(self.attempts.lease_s(self.settings.deployment(d)) for d in env.chain)
                        if may_send_here else self.settings.admission.dispatch_lease_s)
             batch.command(lambda pipe: self.leases.grant_in(pipe, env, lease_s))
         try:
@@ -197,7 +200,7 @@ class Gateway:
     def _send_here(self, env: Envelope, view: dict[str, Any],
                    answer: Callable[[Submitted], None] | None) -> Submitted:
         """Run the admitted job's attempt on this thread (its lease taken by ``_read_ahead``). An
-        attempt that breaks here (the store or Redis failing) is the reconciler's once its lease
+        attempt that breaks here (the store or Redis failing) is recovery's once its lease
         expires, as when a worker dies; the caller's wait then reads the store."""
         done: list[Submitted] = []
 
@@ -207,9 +210,9 @@ class Gateway:
                 answer(done[0])
 
         try:
-            run_attempt(env, self.settings, held=True, deliver=deliver)
+            run_inline(env, self.attempts, deliver)
         except Exception:
-            log.exception("attempt %s of job %s failed in the api; the reconciler will send it again",
+            log.exception("attempt %s of job %s failed in the api; recovery will send it again",
                           env.attempt, env.id)
         finally:
             self.attempt_slots.release()
@@ -232,7 +235,7 @@ class Gateway:
     def _hand_off(self, env: Envelope, fast: bool) -> None:
         try:
             if fast:
-                send_attempt(env)
+                self.dispatch.send(env)
             else:
                 self.queues.push(env)
         except (redis.RedisError, OSError) as exc:

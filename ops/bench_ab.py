@@ -22,8 +22,8 @@ import threading
 import time
 from typing import Any
 
+from cli.main import _tune_gc
 from ops.bench_gateway import Stack, free_port
-from ops.cli import _tune_gc
 
 CLIENT = r'''
 import statistics, sys, time
@@ -74,10 +74,10 @@ def main() -> None:
     module, attr, arms = parse_toggle(args.toggle)
     import uvicorn
 
-    from api.app import create_app
+    from cli.main import api_app
 
     _tune_gc()  # as `gateway api` does
-    app = create_app()
+    app = api_app()
 
     async def toggled(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":

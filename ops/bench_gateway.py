@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import yaml
 
-from ops.health import NotReady, wait_for_http
+from cli.health import NotReady, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS_PER_CLIENT = 8
@@ -81,7 +81,7 @@ class Stack:
         self.names: list[str] = []
 
     def _spawn(self, *args: str) -> None:
-        name = args[1] if args[0] == "ops.cli" else args[0]
+        name = args[1] if args[0] == "cli" else args[0]
         log = open(self.tmp / f"{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
         self.procs.append(subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=self.env,
                                            stdout=log, stderr=subprocess.STDOUT))
@@ -96,7 +96,7 @@ class Stack:
         return used
 
     def start(self) -> str:
-        subprocess.run([sys.executable, "-m", "ops.cli", "migrate"], cwd=ROOT, env=self.env, check=True,
+        subprocess.run([sys.executable, "-m", "cli", "migrate"], cwd=ROOT, env=self.env, check=True,
                        capture_output=True)
         key = subprocess.run(
             [sys.executable, "-c", "from shared.db.session import session_scope;"
@@ -105,11 +105,11 @@ class Stack:
             cwd=ROOT, env=self.env, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         self._spawn("ops.sim", "--port", str(self.sim_port), "--rpm", "100000000", "--tpm", "100000000000")
         for _ in range(self.workers):
-            self._spawn("ops.cli", "worker", "--concurrency", str(self.concurrency))
-        self._spawn("ops.cli", "scheduler")
+            self._spawn("cli", "worker", "--concurrency", str(self.concurrency))
+        self._spawn("cli", "scheduler")
         urls = [f"{self.sim_url}/healthz"]
         if self.with_api:  # else the caller runs the api itself (ops/bench_ab.py)
-            self._spawn("ops.cli", "api", "--port", str(self.api_port))
+            self._spawn("cli", "api", "--port", str(self.api_port))
             urls.append(f"{self.api_url}/readyz")
         for url in urls:
             try:

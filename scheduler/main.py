@@ -2,7 +2,7 @@
 
 It holds the leader lease and sleeps on the wake list (arrivals and refunds push to it) or until the
 first blocked bucket will have refilled, never on a fixed poll. Each round picks fairly
-(``scheduler.policy``), reserves in Redis, then one SQL transaction marks the batch admitted (a job
+(``scheduler.fair_queuing``), reserves in Redis, then one SQL transaction marks the batch admitted (a job
 cancelled meanwhile is skipped by the conditional update and its reservation released), and each
 admitted envelope goes to its lane's execution queue.
 """
@@ -21,21 +21,21 @@ import redis
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
-from scheduler.lease import LeaderLease
-from scheduler.policy import FairQueuing, Round
-from scheduler.reconciler import Reconciler
+from scheduler.fair_queuing import FairQueuing, Round
+from scheduler.leader import LeaderLease
+from scheduler.recovery import Recovery
 from shared.admission import Admitter
-from shared.config import Settings, get_settings
+from shared.attempt_leases import AttemptLeases
+from shared.config import Settings
 from shared.db import jobs, retention
 from shared.db.models import Job, utcnow
-from shared.db.session import session_scope
+from shared.db.session import get_engine, session_scope
+from shared.dispatch import Dispatch
 from shared.envelope import Envelope
 from shared.keys import Keys
-from shared.leases import AttemptLeases
 from shared.queues import WaitingQueues
 from shared.redis_conn import sync_redis
 from shared.signals import announce
-from worker.celery_app import send_attempts
 
 log = logging.getLogger("gateway.scheduler")
 
@@ -46,18 +46,20 @@ PURGE_EVERY_S = 60.0  # retention; every sweep instead while a backlog lasts
 
 
 class Scheduler:
-    def __init__(self, settings: Settings | None = None, instance: str | None = None) -> None:
-        self.settings = settings or get_settings()
+    def __init__(self, settings: Settings, dispatch: Dispatch, instance: str | None = None) -> None:
+        self.settings = settings
+        self.dispatch = dispatch
         self.keys = Keys(self.settings.key_prefix)
         self.redis = sync_redis(self.settings.redis_url)
         self.queues = WaitingQueues(self.redis, self.keys)
         self.instance = instance or f"scheduler-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         self.lease = LeaderLease(self.redis, self.keys.leader, self.instance)
         self.admitter = Admitter(self.settings, self.redis, self.keys)
-        self.policy = FairQueuing(self.settings, self.admitter, self.queues)
+        self.fair_queuing = FairQueuing(self.settings, self.admitter, self.queues)
         self.leases = AttemptLeases(self.redis, self.keys)
-        self.reconciler = Reconciler(self.settings, self.queues, self.leases, self.admitter,
-                                     every_s=self.settings.admission.reconcile_every_s)
+        self.engine = get_engine(settings.database_url)
+        self.recovery = Recovery(self.settings, self.queues, self.leases, self.admitter,
+                                 every_s=self.settings.admission.reconcile_every_s, engine=self.engine)
         self._last_sweep = 0.0
         self._next_purge = 0.0
 
@@ -97,10 +99,10 @@ class Scheduler:
         if not self.lease.still_valid():
             return Round()
         self._sweep()
-        self.reconciler.maybe_run()
-        result = self.policy.run_round(BATCH, time.time())  # promotes due retries first
+        self.recovery.maybe_run()
+        result = self.fair_queuing.run_round(BATCH, time.time())  # promotes due retries first
         if result.admitted or result.expired or result.failed:  # an empty round (a wake-up with nothing due)
-            send_attempts(self.record(result))                  # writes nothing
+            self.dispatch.send_many(self.record(result))                  # writes nothing
         return result
 
     def record(self, result: Round) -> list[Envelope]:
@@ -108,7 +110,7 @@ class Scheduler:
         now = time.time()
         to_send, ended = [], []
         self.leases.grant(result.admitted, self.settings.admission.dispatch_lease_s)
-        with session_scope() as db:
+        with session_scope(self.engine) as db:
             for env, reason in result.expired:
                 if jobs.expire_job(db, env.id, reason):
                     job = jobs.get_job_any(db, env.id)
@@ -140,7 +142,7 @@ class Scheduler:
             return
         self._last_sweep = now
         self.admitter.store.expire()
-        with session_scope() as db:
+        with session_scope(self.engine) as db:
             db.execute(
                 update(Job)
                 .where(Job.status == "queued", Job.deadline < utcnow())
@@ -157,7 +159,7 @@ class Scheduler:
             return
         self._next_purge = now + PURGE_EVERY_S
         try:
-            done = retention.purge(self.settings.retention)
+            done = retention.purge(self.settings.retention, engine=self.engine)
         except SQLAlchemyError as exc:
             log.warning("retention purge failed (%s); next try in %.0fs", exc, PURGE_EVERY_S)
             return
@@ -167,9 +169,9 @@ class Scheduler:
             log.info("retention: dropped the content of %d finished jobs, deleted %d", done.blanked, done.deleted)
 
 
-def run_scheduler(settings: Settings | None = None) -> None:
+def run_scheduler(settings: Settings, dispatch: Dispatch) -> None:
     stop = threading.Event()
     try:
-        Scheduler(settings).run(stop)
+        Scheduler(settings, dispatch).run(stop)
     except KeyboardInterrupt:
         stop.set()

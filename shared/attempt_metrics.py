@@ -3,7 +3,7 @@
 Attempts run in Celery workers and in the api processes (the fast lane), several of each. Counters
 kept per process would each need a scrape target and would reset with every restart; kept in Redis
 they are one shared truth that every api replica reports the same, as the budget gauges are. The
-process that ends an attempt adds them to the round trip it makes anyway (``worker.attempt._finish``).
+process that ends an attempt adds them to the round trip it makes anyway (``execution.attempt._finish``).
 
     gateway_attempts_total{deployment, status}             attempts by outcome (succeeded, or the error kind)
     gateway_attempt_seconds{deployment}                    histogram of the provider call's length

@@ -214,7 +214,7 @@ class AdmissionConfig(_Strict):
 
     enabled: bool = True
     dispatch_lease_s: float = Field(60.0, gt=0, description="how long an admitted job may wait for a worker "
-                                    "before the reconciler dispatches it again")
+                                    "before recovery dispatches it again")
     reconcile_every_s: float = Field(5.0, gt=0)
     lease_margin_s: float = Field(30.0, gt=0, description="added to a deployment's total timeout for "
                                   "the lease a worker holds while it calls")

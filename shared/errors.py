@@ -11,7 +11,7 @@
     ├── PayloadTooLarge             413  invalid_request_error
     ├── Overloaded                  429  rate_limit_error (carries retry_after)
     ├── ProviderError               502  upstream failure after the gateway gave up
-    │   └── ProviderCallError       4xx/502/504: one failed attempt (worker/providers/errors.py)
+    │   └── ProviderCallError       4xx/502/504: one failed attempt (execution/providers/errors.py)
     ├── Unavailable                 503  api_error: the gateway's own Redis or capacity is out
     └── GatewayTimeout              504  timeout_error: a sync wait ran out (the job goes on)
 """

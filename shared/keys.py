@@ -41,7 +41,7 @@ class Keys:
 
     @property
     def queued_ids(self) -> str:
-        """A set of the ids of jobs waiting in Redis (queues and delayed retries), for the reconciler."""
+        """A set of the ids of jobs waiting in Redis (queues and delayed retries), for recovery."""
         return f"{self.tag}:queued_ids"
 
     @property

@@ -1,6 +1,6 @@
 """The waiting queues: one Redis list of envelopes (``shared.envelope``) per lane x tenant, kept with
 the counts the api and the scheduler read (jobs and estimated tokens waiting per lane), a set of the
-job ids Redis holds (for the reconciler), and a sorted set of retries waiting out their backoff."""
+job ids Redis holds (for recovery), and a sorted set of retries waiting out their backoff."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ import httpx
 import pytest
 import redis
 
-from ops.health import wait_for_http
+from cli.health import wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,9 +147,9 @@ def stack(sim_url: str) -> Iterator[Stack]:
             ensure_tenant(db, tenant)
             keys[tenant] = create_key(db, tenant, name="tests")[1]
     procs = {
-        "worker": spawn("ops.cli", "worker", "--concurrency", "16", log="worker"),
-        "scheduler": spawn("ops.cli", "scheduler", log="scheduler"),
-        "api": spawn("ops.cli", "api", "--port", str(API_PORT), log="api"),
+        "worker": spawn("cli", "worker", "--concurrency", "16", log="worker"),
+        "scheduler": spawn("cli", "scheduler", log="scheduler"),
+        "api": spawn("cli", "api", "--port", str(API_PORT), log="api"),
     }
     url = f"http://127.0.0.1:{API_PORT}"
     stack = Stack(url=url, sim_url=sim_url, keys=keys, tmp=_TMP, procs=procs)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from ops import cli
+from cli import main as cli
 from shared.config import Settings, check_provider_keys, get_settings, load_settings
 from shared.errors import ConfigError
 from shared.tenancy import resolve_lane

@@ -7,6 +7,7 @@ that redelivery from being billed twice. Results go to the SQL store, not to a C
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -15,15 +16,9 @@ from kombu import Exchange, Queue
 from kombu.transport import redis as redis_transport
 
 from shared.config import Settings, get_settings
-from shared.envelope import Envelope
 from shared.keys import Keys
-from shared.lanes import LANES
-
-EXECUTE_TASK = "gateway.execute"
-EXECUTE_MANY_TASK = "gateway.execute_many"
-# Envelopes per message when the scheduler dispatches a round: Celery's cost per message (publish,
-# delivery, three task events, ack) is ~2 ms of CPU, paid once for the chunk instead of per job.
-DISPATCH_CHUNK = 16
+from shared.lanes import LANES, Lane
+from worker.tasks import register_tasks
 
 
 class _OneClientChannel(redis_transport.Channel):
@@ -54,8 +49,9 @@ class _Transport(redis_transport.Transport):
 
 
 def make_celery(settings: Settings) -> Celery:
+    """The app every gateway process uses to publish or consume attempts, its tasks registered."""
     keys = Keys(settings.key_prefix)
-    app = Celery("gateway", broker=settings.redis_url, include=["worker.tasks"])
+    app = Celery("gateway", broker=settings.redis_url)
     app.conf.update(
         broker_transport=_Transport,
         task_serializer="json",
@@ -77,38 +73,21 @@ def make_celery(settings: Settings) -> Celery:
             "global_keyprefix": keys.celery_prefix,  # no clash with other apps/tests
         },
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in map(keys.exec_queue, LANES)],
-        task_default_queue=keys.exec_queue("standard"),
+        task_default_queue=keys.exec_queue(Lane.STANDARD),
     )
+    register_tasks(app, settings)
     return app
 
 
-celery_app = make_celery(get_settings())
+def __getattr__(name: str) -> Celery:
+    """``celery_app`` for the tools that find an app by name (``celery -A worker.celery_app:celery_app
+    flower``), built from the process's settings (``GATEWAY_CONFIG``). The gateway's own processes
+    build theirs with ``make_celery`` and pass it on."""
+    if name == "celery_app":
+        return _default_app()
+    raise AttributeError(name)
 
 
-def send_attempt(env: Envelope) -> None:
-    """Hand one admitted attempt to the workers of its lane (the fast lane: one job, one message)."""
-    queue = Keys(get_settings().key_prefix).exec_queue(env.lane)
-    celery_app.send_task(EXECUTE_TASK, args=[env.to_dict()], queue=queue,
-                         argsrepr=f"job {env.id} attempt {env.attempt}", kwargsrepr="{}")  # not the whole request
-
-
-def send_attempts(envs: list[Envelope]) -> None:
-    """Hand a scheduler round's admissions to the workers: one message per lane and chunk of
-    ``DISPATCH_CHUNK`` envelopes, all published over one broker connection. A worker runs the
-    attempts of a message side by side, each claimed, recorded and settled on its own."""
-    keys = Keys(get_settings().key_prefix)
-    by_lane: dict[str, list[Envelope]] = {}
-    for env in envs:
-        by_lane.setdefault(env.lane, []).append(env)
-    with celery_app.producer_or_acquire() as producer:
-        for lane, group in by_lane.items():
-            for i in range(0, len(group), DISPATCH_CHUNK):
-                chunk = group[i:i + DISPATCH_CHUNK]
-                if len(chunk) == 1:
-                    name, args = EXECUTE_TASK, [chunk[0].to_dict()]
-                    shown = f"job {chunk[0].id} attempt {chunk[0].attempt}"
-                else:
-                    name, args = EXECUTE_MANY_TASK, [[env.to_dict() for env in chunk]]
-                    shown = "jobs " + ", ".join(f"{env.id}#{env.attempt}" for env in chunk)
-                celery_app.send_task(name, args=args, queue=keys.exec_queue(lane), producer=producer,
-                                     argsrepr=shown, kwargsrepr="{}")
+@lru_cache(maxsize=1)
+def _default_app() -> Celery:
+    return make_celery(get_settings())

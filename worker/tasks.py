@@ -1,9 +1,9 @@
-"""Celery tasks: the thin shell around ``worker.attempt``.
+"""Celery tasks: the thin shell around ``execution.attempt``.
 
-``execute`` carries one attempt (the fast lane); ``execute_many`` a chunk of a scheduler round,
-run side by side on the process's attempt pool so that a slow call holds up only its own job's
-record, never its neighbours'. The message is acknowledged once every attempt in it has ended;
-a redelivered message finds the finished ones' leases gone and drops them unsent.
+``execute`` carries one attempt (a fast-lane job the api did not send itself); ``execute_many`` a
+chunk of a scheduler round, run side by side on the process's attempt pool so that a slow call holds
+up only its own job's record, never its neighbours'. The message is acknowledged once every attempt
+in it has ended; a redelivered message finds the finished ones' leases gone and drops them unsent.
 """
 
 from __future__ import annotations
@@ -13,46 +13,62 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
-from shared.config import get_settings
+from celery import Celery
+
+from execution.attempt import fail_unreadable, run_dispatched
+from execution.context import AttemptContext
+from shared.config import Settings
 from shared.envelope import Unreadable, read_entry
-from worker.attempt import fail_unreadable, run_attempt
-from worker.celery_app import EXECUTE_MANY_TASK, EXECUTE_TASK, celery_app
 
 log = logging.getLogger("gateway.worker")
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+
+EXECUTE_TASK = "gateway.execute"
+EXECUTE_MANY_TASK = "gateway.execute_many"
 
 
-def attempt_pool() -> ThreadPoolExecutor:
-    """Threads for the attempts of ``execute_many`` messages: as many calls in flight as the worker's
-    configured concurrency (they only wait on I/O)."""
-    global _pool
-    with _pool_lock:  # the first messages may arrive on several Celery threads at once
-        if _pool is None:
-            _pool = ThreadPoolExecutor(get_settings().worker.concurrency, thread_name_prefix="attempt")
-        return _pool
+class _Executor:
+    """What a worker process runs attempts with, made when its first message arrives (after any fork):
+    the attempt context and a pool of as many threads as calls it may hold in flight."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._ready: tuple[AttemptContext, ThreadPoolExecutor] | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> tuple[AttemptContext, ThreadPoolExecutor]:
+        with self._lock:  # the first messages may arrive on several Celery threads at once
+            if self._ready is None:
+                pool = ThreadPoolExecutor(self.settings.worker.concurrency, thread_name_prefix="attempt")
+                self._ready = (AttemptContext(self.settings).warm_up(), pool)
+            return self._ready
+
+    def attempt(self, raw: Any) -> None:
+        """Run the attempt in ``raw``; an envelope this version cannot read fails its job, nothing else."""
+        ctx, _ = self.get()
+        env = read_entry(raw)
+        if isinstance(env, Unreadable):
+            fail_unreadable(env, ctx)
+            return
+        run_dispatched(env, ctx)
+
+    def attempts(self, envelopes: Any) -> None:
+        _, pool = self.get()
+        chunk = envelopes if isinstance(envelopes, list) else [envelopes]
+        futures = [pool.submit(self.attempt, raw) for raw in chunk]
+        wait(futures)
+        for future in futures:
+            if (exc := future.exception()) is not None:
+                log.error("an attempt failed in the worker: %r", exc, exc_info=exc)
 
 
-def _attempt(raw: dict[str, Any]) -> None:
-    """Run the attempt in ``raw``; an envelope this version cannot read fails its job, nothing else."""
-    env = read_entry(raw)
-    if isinstance(env, Unreadable):
-        fail_unreadable(env)
-        return
-    run_attempt(env)
+def register_tasks(app: Celery, settings: Settings) -> None:
+    """Give ``app`` the two tasks, running attempts with ``settings``."""
+    executor = _Executor(settings)
 
+    @app.task(name=EXECUTE_TASK)
+    def execute(envelope: dict[str, Any]) -> None:
+        executor.attempt(envelope)
 
-@celery_app.task(name=EXECUTE_TASK)
-def execute(envelope: dict[str, Any]) -> None:
-    _attempt(envelope)
-
-
-@celery_app.task(name=EXECUTE_MANY_TASK)
-def execute_many(envelopes: list[dict[str, Any]]) -> None:
-    if not isinstance(envelopes, list):
-        envelopes = [envelopes]
-    futures = [attempt_pool().submit(_attempt, raw) for raw in envelopes]
-    wait(futures)
-    for future in futures:
-        if (exc := future.exception()) is not None:
-            log.error("an attempt failed in the worker: %r", exc, exc_info=exc)
+    @app.task(name=EXECUTE_MANY_TASK)
+    def execute_many(envelopes: list[dict[str, Any]]) -> None:
+        executor.attempts(envelopes)

@@ -157,7 +157,7 @@ async def _wait(gw: Gateway, waiter: CompletionWaiter, submitted: Submitted,
     deadline = time.monotonic() + wait_s
     while True:
         # Woken by the completion signal; between slices the store has the last word, for a job
-        # the reconciler re-queued (its new dispatch knows no waiter) or a signal lost with Redis.
+        # recovery re-queued (its new dispatch knows no waiter) or a signal lost with Redis.
         done = await waiter.wait(view["id"], min(STORE_CHECK_S, max(0.0, deadline - time.monotonic())))
         if done is None:
             done = await _poll_store(gw, view["id"], 0)

@@ -94,9 +94,9 @@ class ChaosStack(StormStack):
         if role == "worker":
             self.spawn_worker()
         elif role == "scheduler":
-            self._spawn("ops.cli", "scheduler")
+            self._spawn("cli", "scheduler")
         else:
-            self._spawn("ops.cli", "api", "--port", str(self.api_port))
+            self._spawn("cli", "api", "--port", str(self.api_port))
 
     def restart_redis(self) -> tuple[float, float]:
         """kill -9 the gateway's Redis and start an empty one on the same port: (killed at, up at)."""

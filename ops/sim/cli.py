@@ -1,4 +1,4 @@
-"""``gateway sim``: the command line of the provider simulator (registered in ops/cli.py)."""
+"""``gateway sim``: the command line of the provider simulator (registered in cli/main.py)."""
 
 from __future__ import annotations
 

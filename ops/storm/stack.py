@@ -12,8 +12,8 @@ import subprocess
 import sys
 import time
 
+from cli.health import NotReady, wait_for_http
 from ops.bench_gateway import ROOT, Stack
-from ops.health import NotReady, wait_for_http
 from ops.storm.scenario import GATEWAY_SIM_KEY, Scenario
 
 _CREATE_KEYS = """
@@ -53,15 +53,15 @@ class StormStack(Stack):
         self._spawn("ops.sim", "--port", str(self.sim_port), "--config", str(self.sim_config))
         keys: dict[str, str] = {}
         if self.gateway:
-            subprocess.run([sys.executable, "-m", "ops.cli", "migrate"], cwd=ROOT, env=self.env, check=True,
+            subprocess.run([sys.executable, "-m", "cli", "migrate"], cwd=ROOT, env=self.env, check=True,
                            capture_output=True)
             out = subprocess.run([sys.executable, "-c", _CREATE_KEYS, *self.scenario.tenant_ids], cwd=ROOT,
                                  env=self.env, check=True, capture_output=True, text=True).stdout
             keys = json.loads(out.strip().splitlines()[-1])
             for _ in range(self.workers):
                 self.spawn_worker()
-            self._spawn("ops.cli", "scheduler")
-            self._spawn("ops.cli", "api", "--port", str(self.api_port))
+            self._spawn("cli", "scheduler")
+            self._spawn("cli", "api", "--port", str(self.api_port))
         self._wait_up(f"{self.sim_url}/healthz")
         if self.gateway:
             self._wait_up(f"{self.api_url}/readyz")
@@ -70,7 +70,7 @@ class StormStack(Stack):
 
     def spawn_worker(self) -> None:
         """One more Celery worker process (threads pool) with this stack's environment."""
-        self._spawn("ops.cli", "worker", "--concurrency", str(self.concurrency), "--pool", "threads")
+        self._spawn("cli", "worker", "--concurrency", str(self.concurrency), "--pool", "threads")
 
     def _wait_up(self, url: str, timeout: float = 60) -> None:
         try:

@@ -37,7 +37,7 @@ TENANT_BURST_S = 60.0  # tenant and feature limits allow one minute's worth at o
 TOKEN_AXES = ("tpm", "itpm", "otpm")
 RESERVATION_MARGIN_S = 60.0  # a reservation outlives its attempt's total timeout by this much
 
-# Header axis (shared by worker/providers/ratelimits.py) -> deployment bucket axis.
+# Header axis (shared by execution/providers/ratelimits.py) -> deployment bucket axis.
 HEADER_AXES = {"requests": "rpm", "tokens": "tpm", "input_tokens": "itpm", "output_tokens": "otpm"}
 
 
@@ -174,7 +174,7 @@ class BudgetTree:
                        age_s: float = 0.0) -> list[tuple[str, float, float, float]]:
         """``BudgetStore.pull_down_many`` targets from a provider's rate-limit headers.
 
-        ``state`` is ``worker.providers.ratelimits.rate_limit_state`` output. The provider's
+        ``state`` is ``execution.providers.ratelimits.rate_limit_state`` output. The provider's
         ``remaining`` includes the headroom slice we never use, so our remaining is the provider's
         minus (provider capacity - our capacity).
 

@@ -105,7 +105,7 @@ def _begin_immediate(dbapi_connection: Any, wait_s: float = 10.0) -> None:
 
 def _lenient_json(text: str) -> Any:
     """SQLite stores JSON as text that nothing validates: a corrupted value reads as a marker instead of
-    an exception, so one bad row can never break a listing or a process (the reconciler fails its job)."""
+    an exception, so one bad row can never break a listing or a process (recovery fails its job)."""
     try:
         return json.loads(text)
     except ValueError:

@@ -47,7 +47,7 @@ def test_kill_9_a_worker_with_calls_in_flight(stack: Stack) -> None:
         worker = stack.procs["worker"]
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
-        stack.procs["worker"] = spawn("ops.cli", "worker", "--concurrency", "16", log="worker-after-kill")
+        stack.procs["worker"] = spawn("cli", "worker", "--concurrency", "16", log="worker-after-kill")
         done = [wait_for_status(c, job_id, {"succeeded", "failed", "expired"}, timeout=90) for job_id in ids]
     assert [j["status"] for j in done] == ["succeeded"] * len(ids)
     with session_scope(readonly=True) as db:
@@ -96,9 +96,9 @@ def island(sim_url: str) -> Iterator[Island]:
         ensure_tenant(db, "acme")
         key = create_key(db, "acme", name="island")[1]
         db.commit()
-    procs = [spawn("ops.cli", "worker", "--concurrency", "16", env=env, log="island-worker"),
-             spawn("ops.cli", "scheduler", env=env, log="island-scheduler"),
-             spawn("ops.cli", "api", "--port", str(api_port), env=env, log="island-api")]
+    procs = [spawn("cli", "worker", "--concurrency", "16", env=env, log="island-worker"),
+             spawn("cli", "scheduler", env=env, log="island-scheduler"),
+             spawn("cli", "api", "--port", str(api_port), env=env, log="island-api")]
     island = Island(f"http://127.0.0.1:{api_port}", key, port, db_url, procs + [redis_proc])
     try:
         wait_http(f"{island.url}/healthz", procs[2])

@@ -21,7 +21,7 @@ def _leader(r: redis.Redis) -> str | None:
 
 def test_killing_the_leader_hands_over_to_the_standby(stack: Stack) -> None:
     r = redis.Redis.from_url(REDIS_URL)
-    standby = spawn("ops.cli", "scheduler", log="scheduler-standby")
+    standby = spawn("cli", "scheduler", log="scheduler-standby")
     leader = stack.procs["scheduler"]
     deadline = time.monotonic() + 15
     while f"-{leader.pid}-" not in (_leader(r) or "") and time.monotonic() < deadline:

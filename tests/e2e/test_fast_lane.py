@@ -54,7 +54,7 @@ def other_api(stack: Stack) -> Iterator[Callable[..., tuple[str, Any]]]:
 
     def start(**env: str) -> tuple[str, Any]:
         port = free_port()
-        proc = spawn("ops.cli", "api", "--port", str(port), env=env, log=f"api-{port}")
+        proc = spawn("cli", "api", "--port", str(port), env=env, log=f"api-{port}")
         started.append(proc)
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz", proc)

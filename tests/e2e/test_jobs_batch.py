@@ -15,10 +15,12 @@ from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from api.limits import BodyGuard
-from api.service import Gateway, Unavailable
+from api.service import Gateway
+from cli.main import celery_dispatch
 from shared.config import get_settings
 from shared.db.models import Attempt
 from shared.db.session import session_scope
+from shared.errors import Unavailable
 from shared.schemas import JobRequest
 from tests.conftest import Stack, hold_leader_lease, wait_for_status
 
@@ -207,7 +209,7 @@ def test_a_batch_body_may_be_larger_than_a_single_jobs(stack: Stack) -> None:
 def test_when_redis_refuses_the_batch_after_the_commit_every_job_fails_with_the_reason(
         stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     feature = unique("no-redis")
-    gateway = Gateway(get_settings())
+    gateway = Gateway(get_settings(), celery_dispatch(get_settings()))
 
     def refuse(envs: object) -> None:
         raise redis.ConnectionError("Redis went away")

@@ -46,7 +46,7 @@ def test_attempts_tokens_latency_and_cost_are_exported_from_api_and_worker_attem
 
 def test_an_api_with_several_processes_reports_the_counters_of_all_of_them(stack: Stack) -> None:
     port = free_port()
-    proc = spawn("ops.cli", "api", "--port", str(port), "--workers", "2", log=f"api-{port}")
+    proc = spawn("cli", "api", "--port", str(port), "--workers", "2", log=f"api-{port}")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/healthz", proc)

@@ -94,10 +94,11 @@ def test_a_queued_envelope_the_scheduler_cannot_read_fails_its_job_and_not_the_q
 
 
 def test_a_dispatched_envelope_a_worker_cannot_read_fails_its_job(stack: Stack) -> None:
-    from worker.celery_app import EXECUTE_MANY_TASK, EXECUTE_TASK, celery_app
+    from worker.celery_app import celery_app
+    from worker.tasks import EXECUTE_MANY_TASK, EXECUTE_TASK
 
     one, many = _plant(GOOD, age_s=0), _plant(GOOD, age_s=0)
-    with session_scope() as db:  # as if admitted: the scheduler and the reconciler leave them to the worker
+    with session_scope() as db:  # as if admitted: the scheduler and recovery leave them to the worker
         db.execute(update(Job).where(Job.id.in_([one, many])).values(status="admitted",
                                                                       admitted_at=datetime.now(UTC)))
     queue = Keys(get_settings().key_prefix).exec_queue("batch")

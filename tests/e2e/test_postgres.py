@@ -42,9 +42,9 @@ def pg_gateway(sim_url: str) -> Iterator[tuple[str, str]]:
             ensure_tenant(db, "acme")
             key = create_key(db, "acme", name="pg")[1]
             db.commit()
-        procs = [spawn("ops.cli", "worker", "--concurrency", "8", env=env, log="pg-worker"),
-                 spawn("ops.cli", "scheduler", env=env, log="pg-scheduler"),
-                 spawn("ops.cli", "api", "--port", str(port), env=env, log="pg-api")]
+        procs = [spawn("cli", "worker", "--concurrency", "8", env=env, log="pg-worker"),
+                 spawn("cli", "scheduler", env=env, log="pg-scheduler"),
+                 spawn("cli", "api", "--port", str(port), env=env, log="pg-api")]
         wait_http(f"http://127.0.0.1:{port}/healthz", procs[2])
         yield f"http://127.0.0.1:{port}", key
     finally:

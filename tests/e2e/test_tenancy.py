@@ -140,7 +140,7 @@ def test_a_providers_error_text_reaches_operators_not_tenants(stack: Stack, faul
 def strict_api(stack: Stack) -> Iterator[str]:
     """An api process of its own that allows 3 failed authentications per source and minute."""
     port = free_port()
-    proc = spawn("ops.cli", "api", "--port", str(port), env={"GATEWAY_API__AUTH_FAILURES_PER_MINUTE": "3"},
+    proc = spawn("cli", "api", "--port", str(port), env={"GATEWAY_API__AUTH_FAILURES_PER_MINUTE": "3"},
                  log="strict-api")
     url = f"http://127.0.0.1:{port}"
     try:

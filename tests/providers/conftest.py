@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from execution.providers import AnthropicAdapter, OpenAIAdapter, ProviderAdapter, close_clients
 from shared.config import DeploymentConfig, ProviderConfig, Timeouts
-from worker.providers import AnthropicAdapter, OpenAIAdapter, ProviderAdapter, close_clients
 
 ADAPTER = {"openai": OpenAIAdapter, "anthropic": AnthropicAdapter}
 WEATHER_TOOL = {

@@ -9,11 +9,11 @@ import time
 import httpx
 import pytest
 
+from execution.providers import OpenAIAdapter, ProviderCallError, retry_after_s
+from execution.providers.openai_adapter import AZURE_API_VERSION
 from shared.config import Timeouts
 from shared.errors import InvalidRequest
 from tests.providers.conftest import CHAT, make_deployment, make_provider
-from worker.providers import OpenAIAdapter, ProviderCallError, retry_after_s
-from worker.providers.openai_adapter import AZURE_API_VERSION
 
 OPENAI_OK = {
     "id": "chatcmpl-1",

@@ -7,9 +7,9 @@ import logging
 import genai_prices.update_prices as update_prices
 import pytest
 
+from execution.providers import Usage
 from shared.config import DeploymentConfig, Price
 from shared.pricing import cost_usd, price_known
-from worker.providers import Usage
 
 
 def deployment(model: str, price: Price | None = None) -> DeploymentConfig:

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
+from execution.providers import Usage
 from shared import pricing
 from shared.config import DeploymentConfig
-from worker.providers import Usage
 
 
 @pytest.mark.parametrize(("model", "kind"), [("gpt-4o-mini", "openai"), ("claude-haiku-4-5", "anthropic")])

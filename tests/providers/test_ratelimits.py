@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.providers import rate_limit_state
-from worker.providers.ratelimits import parse_duration
+from execution.providers import rate_limit_state
+from execution.providers.ratelimits import parse_duration
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from execution.providers import ProviderAdapter, ProviderCallError, adapter_for, close_clients, rate_limit_state
+from execution.providers.http import shared_client
 from shared.config import Timeouts
 from tests.conftest import free_port
 from tests.providers.conftest import CHAT, WEATHER_TOOL, make_deployment, make_provider
-from worker.providers import ProviderAdapter, ProviderCallError, adapter_for, close_clients, rate_limit_state
-from worker.providers.http import shared_client
 
 
 @pytest.fixture

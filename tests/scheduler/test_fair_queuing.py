@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from scheduler.policy import FairQueuing
+from scheduler.fair_queuing import FairQueuing
 from shared.admission import Admitter
 from shared.budget import Bucket
 from shared.config import Settings

@@ -16,6 +16,7 @@ def bare_scheduler() -> main.Scheduler:
     scheduler = main.Scheduler.__new__(main.Scheduler)
     scheduler.settings = get_settings()
     scheduler._next_purge = 0.0
+    scheduler.engine = None  # type: ignore[assignment]
     return scheduler
 
 
@@ -24,7 +25,7 @@ def test_a_purge_a_minute_and_one_a_sweep_while_a_backlog_lasts(monkeypatch: pyt
     clock = [0.0]
     ran: list[float] = []
 
-    def purge(config: object) -> retention.Purged:
+    def purge(config: object, engine: object = None) -> retention.Purged:
         ran.append(clock[0])
         return next(answers)
 
@@ -38,7 +39,7 @@ def test_a_purge_a_minute_and_one_a_sweep_while_a_backlog_lasts(monkeypatch: pyt
 
 def test_a_failed_purge_is_logged_and_tried_again_a_minute_later(monkeypatch: pytest.MonkeyPatch,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
-    def locked(config: object) -> retention.Purged:
+    def locked(config: object, engine: object = None) -> retention.Purged:
         raise OperationalError("UPDATE jobs", {}, Exception("database is locked"))
 
     monkeypatch.setattr(retention, "purge", locked)

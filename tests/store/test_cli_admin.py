@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from ops.cli_admin import keys_app, migrate, tenants_app
+from cli.admin import keys_app, migrate, tenants_app
 from shared.config import get_settings
 from shared.db import migrate as migrations
 from shared.db import tenants

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ops import cli
+from cli import main as cli
 from shared.config import get_settings
 from shared.db import migrate, tenants
 from shared.db.session import get_engine, make_engine, session_scope

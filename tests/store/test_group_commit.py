@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from execution.group_commit import GroupCommit
 from shared.db import jobs
 from tests.store.conftest import Scope, new_job
-from worker.group_commit import GroupCommit
 
 pytestmark = pytest.mark.usefixtures("two_tenants")
 

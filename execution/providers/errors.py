@@ -18,8 +18,8 @@ from typing import Any, Literal
 import httpx
 import orjson
 
+from execution.providers.ratelimits import number
 from shared.errors import ProviderError
-from worker.providers.ratelimits import number
 
 Kind = Literal[
     "rate_limit", "overloaded", "server", "timeout", "connection",

@@ -7,12 +7,12 @@
 Sync API over one pooled httpx client per process; workers call it from their thread pool.
 """
 
-from worker.providers.anthropic_adapter import AnthropicAdapter
-from worker.providers.base import ProviderAdapter, ProviderResult, Usage
-from worker.providers.errors import RETRYABLE_KINDS, Kind, ProviderCallError, retry_after_s
-from worker.providers.openai_adapter import OpenAIAdapter
-from worker.providers.ratelimits import rate_limit_state
-from worker.providers.registry import adapter_for, close_clients
+from execution.providers.anthropic_adapter import AnthropicAdapter
+from execution.providers.base import ProviderAdapter, ProviderResult, Usage
+from execution.providers.errors import RETRYABLE_KINDS, Kind, ProviderCallError, retry_after_s
+from execution.providers.openai_adapter import OpenAIAdapter
+from execution.providers.ratelimits import rate_limit_state
+from execution.providers.registry import adapter_for, close_clients
 
 __all__ = [
     "RETRYABLE_KINDS", "AnthropicAdapter", "Kind", "OpenAIAdapter", "ProviderAdapter", "ProviderCallError",

@@ -14,19 +14,24 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
 from rich.console import Console
 
-from ops.cli_admin import keys_app, migrate, tenants_app
-from ops.health import NotReady, wait_for_http
+from cli.admin import keys_app, migrate, tenants_app
+from cli.health import NotReady, wait_for_http
 from ops.sim.cli import sim
-from shared.config import check_provider_keys, get_settings
+from shared.config import Settings, check_provider_keys, get_settings
+from shared.dispatch import Dispatch
+from shared.keys import Keys
 from shared.lanes import LANES
 from shared.private_files import write_private
 from shared.redis_conn import redis_answers
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 app = typer.Typer(help="The AI gateway: one place every LLM call goes through.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants", help="Create and list tenants.")
@@ -82,8 +87,24 @@ def api(config: ConfigOpt = None, host: str | None = None, port: int | None = No
     s = get_settings()
     if workers > 1:
         _share_metrics_between_processes()
-    uvicorn.run("api.app:create_app", factory=True, host=host or s.api.host, port=port or s.api.port,
+    uvicorn.run("cli.main:api_app", factory=True, host=host or s.api.host, port=port or s.api.port,
                 workers=workers, access_log=False, log_level="warning", **uvicorn_options(s))
+
+
+def api_app() -> FastAPI:
+    """uvicorn's factory (each ``--workers`` process calls it): the api, with Celery as its dispatch."""
+    from api.app import create_app
+
+    settings = get_settings()
+    return create_app(settings, celery_dispatch(settings))
+
+
+def celery_dispatch(settings: Settings) -> Dispatch:
+    """How the api and the scheduler hand attempts to the workers: Celery, on the settings' Redis."""
+    from worker.celery_app import make_celery
+    from worker.dispatch import CeleryDispatch
+
+    return CeleryDispatch(make_celery(settings), Keys(settings.key_prefix))
 
 
 def _share_metrics_between_processes() -> None:
@@ -103,25 +124,26 @@ def scheduler(config: ConfigOpt = None) -> None:
 
     _use_config(config)
     _tune_gc()
-    run_scheduler()
+    settings = get_settings()
+    run_scheduler(settings, celery_dispatch(settings))
 
 
 @app.command()
 def worker(config: ConfigOpt = None,
-           concurrency: Annotated[int | None, typer.Option("--concurrency", "-c")] = None,
+           concurrency: Annotated[int | None, typer.Option(help="calls in flight (worker.concurrency)")] = None,
            pool: str | None = None) -> None:
     """Run a Celery worker on every lane's execution queue."""
     _use_config(config)
     _require_provider_keys()
-    from shared.keys import Keys
-    from worker.attempt import warm_up
-    from worker.celery_app import celery_app
+    from worker.celery_app import make_celery
 
     s = get_settings()
-    warm_up(s)
+    if concurrency:
+        s = s.model_copy(update={"worker": s.worker.model_copy(update={"concurrency": concurrency})})
+    celery_app = make_celery(s)
     _tune_gc()
     queues = ",".join(Keys(s.key_prefix).exec_queue(lane) for lane in LANES)
-    celery_app.worker_main(["worker", "-P", pool or s.worker.pool, "-c", str(concurrency or s.worker.concurrency),
+    celery_app.worker_main(["worker", "-P", pool or s.worker.pool, "-c", str(s.worker.concurrency),
                             "-Q", queues, "-E", f"--loglevel={os.environ.get('GATEWAY_LOG_LEVEL', 'WARNING')}",
                             "--without-gossip", "--without-mingle"])
 
@@ -140,7 +162,7 @@ def up(config: ConfigOpt = None,
         migrate()
         keys = _demo_keys()
         _ensure_admin_key(s.api.admin_key_env)
-        base = [sys.executable, "-m", "ops.cli"]
+        base = [sys.executable, "-m", "cli"]
         if s.sim.enabled:
             children.append(subprocess.Popen(base + ["sim", "--host", s.sim.host, "--port", str(s.sim.port),
                                                      "--rpm", str(s.sim.rpm), "--tpm", str(s.sim.tpm)]))

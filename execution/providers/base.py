@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 
+from execution.providers import errors, http
 from shared.config import DeploymentConfig, ProviderConfig
-from worker.providers import errors, http
 
 
 @dataclass(frozen=True, slots=True)

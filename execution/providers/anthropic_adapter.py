@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
+from execution.providers.base import ProviderAdapter
 from shared.config import DeploymentConfig, ProviderConfig
 from shared.translate import anthropic_to_openai_response, openai_to_anthropic_request
-from worker.providers.base import ProviderAdapter
 
 
 class AnthropicAdapter(ProviderAdapter):

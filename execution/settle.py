@@ -6,11 +6,11 @@
 - The provider's rate-limit headers pull the deployment's buckets down to what it says is left, so
   traffic the gateway does not see (another service on the same account) is accounted for.
 - The estimate calibration learns from the reported usage; the scheduler is woken for the refund
-  (``wake_scheduler``, which the worker sends with the lease release: one round trip for both).
+  (``wake_scheduler``, sent with the lease release: one round trip for both).
 
 The input calibration (a per-model moving average) takes at most one sample per model and process
-every ``CALIBRATE_EVERY_S``: at hundreds of attempts per second each sample would cost a tokenizer
-pass and a round trip while the average stays where it is; a quiet model keeps all of its samples.
+every ``CALIBRATE_EVERY_S``: at hundreds of attempts per second each sample would cost a round trip
+while the average stays where it is; a quiet model keeps all of its samples.
 """
 
 from __future__ import annotations
@@ -19,16 +19,14 @@ import logging
 import time
 from typing import Any
 
+from execution.providers import ProviderCallError, ProviderResult, rate_limit_state
 from shared.admission import Admitter
 from shared.budget import Estimate
-from shared.config import Settings
 from shared.envelope import Envelope
 from shared.keys import Keys
 from shared.redis_batch import ScriptCall
-from shared.redis_conn import sync_redis
-from worker.providers import ProviderCallError, ProviderResult, rate_limit_state
 
-log = logging.getLogger("gateway.worker")
+log = logging.getLogger("gateway.attempt")
 
 # Refused before any work: the provider's meter did not count these, so neither does ours. A 503/529
 # ("overloaded") keeps its charge: refunding it would let the scheduler send the next job to a failing
@@ -39,30 +37,17 @@ CALIBRATE_EVERY_S = 0.1
 _last_calibrated: dict[str, float] = {}
 
 
-_ADMITTERS: dict[int, Admitter] = {}
-
-
-def release_reservation(env: Envelope, settings: Settings) -> None:
+def release_reservation(env: Envelope, admitter: Admitter) -> None:
     """Give back an attempt's whole reservation (it was never sent)."""
-    adm = _admitter(settings)
-    adm.store.release(adm.reservation_id(env))
+    admitter.store.release(admitter.reservation_id(env))
 
 
-def _admitter(settings: Settings) -> Admitter:
-    """One per process and settings object (settings are loaded once per process)."""
-    adm = _ADMITTERS.get(id(settings))
-    if adm is None:
-        adm = _ADMITTERS[id(settings)] = Admitter(settings, sync_redis(settings.redis_url), Keys(settings.key_prefix))
-    return adm
-
-
-def reconcile_calls(env: Envelope, deployment: str, settings: Settings, *, result: ProviderResult | None = None,
-                    error: ProviderCallError | None = None, call_s: float = 0.0) -> list[ScriptCall]:
+def settle_calls(env: Envelope, deployment: str, adm: Admitter, *, result: ProviderResult | None = None,
+                 error: ProviderCallError | None = None, call_s: float = 0.0) -> list[ScriptCall]:
     """Settle the attempt's reservation and sync the deployment's buckets to the provider's headers, as
     script calls the worker sends in one round trip with the attempt's other end-of-attempt steps
     (the calibration's occasional samples are taken here, at once). ``call_s``: how long the call
     took, so how old its headers' counts are (``BudgetTree.header_targets``)."""
-    adm = _admitter(settings)
     rid = adm.reservation_id(env)
     if result is not None:
         calls = [_settle_success(adm, env, deployment, result)]
@@ -102,7 +87,7 @@ def _calibration_due(model: str) -> bool:
 
 
 def wake_scheduler(pipe: Any, keys: Keys) -> None:
-    """Add to ``pipe`` the scheduler's wake-up for a refund, after ``reconcile`` settled it. One token at
+    """Add to ``pipe`` the scheduler's wake-up for a refund, after the settlement. One token at
     most stays in the list: a burst of refunds is one wake-up, not one scheduling round each."""
     pipe.lpush(keys.wake, "1")
     pipe.ltrim(keys.wake, 0, 0)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 
+from execution.providers import http
+from execution.providers.anthropic_adapter import AnthropicAdapter
+from execution.providers.base import ProviderAdapter
+from execution.providers.openai_adapter import OpenAIAdapter
 from shared.config import DeploymentConfig, ProviderConfig
-from worker.providers import http
-from worker.providers.anthropic_adapter import AnthropicAdapter
-from worker.providers.base import ProviderAdapter
-from worker.providers.openai_adapter import OpenAIAdapter
 
 ADAPTERS: dict[str, type[ProviderAdapter]] = {"openai": OpenAIAdapter, "anthropic": AnthropicAdapter}
 

@@ -4,7 +4,7 @@ Every dispatch (an admission) gets a fresh token, stored under the job's lease k
 carried by the Celery message. The worker claims the lease when it starts (extending it to the
 attempt's total timeout) and drops it when the attempt is recorded. An admitted job with no lease
 was orphaned (worker killed, message lost with a Redis restart, scheduler killed before sending):
-the reconciler dispatches it again with a new token, and a stale message that still turns up finds
+recovery dispatches it again with a new token, and a stale message that still turns up finds
 a token that is not its own and is dropped before it can call the provider.
 """
 

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from execution.providers.base import ProviderAdapter
 from shared.config import DeploymentConfig, ProviderConfig
-from worker.providers.base import ProviderAdapter
 
 AZURE_API_VERSION = "2024-10-21"
 _AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com")

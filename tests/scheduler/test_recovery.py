@@ -1,4 +1,4 @@
-"""The reconciler puts back what Redis forgot, fails what can never run, and never blames a job for an
+"""Recovery puts back what Redis forgot, fails what can never run, and never blames a job for an
 outage: a Redis that is down while it works is retried, not written into the job's record."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import pytest
 import redis
 from sqlalchemy import update
 
-from scheduler.reconciler import Reconciler
+from scheduler.recovery import Recovery
 from shared.admission import Admitter
+from shared.attempt_leases import AttemptLeases
 from shared.config import get_settings
 from shared.db import jobs
 from shared.db.migrate import upgrade
@@ -21,7 +22,6 @@ from shared.db.models import Job
 from shared.db.session import get_engine, session_scope
 from shared.db.tenants import ensure_tenant
 from shared.keys import Keys
-from shared.leases import AttemptLeases
 from shared.queues import WaitingQueues
 from tests.conftest import REDIS_URL
 
@@ -29,9 +29,9 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}
 
 
 @pytest.fixture
-def reconciler(tmp_path: Path) -> Iterator[Reconciler]:
-    """A reconciler on a store and a key prefix of its own (the suite's stack shares neither)."""
-    url = f"sqlite:///{tmp_path}/reconciler.db"
+def recovery(tmp_path: Path) -> Iterator[Recovery]:
+    """Recovery on a store and a key prefix of its own (the suite's stack shares neither)."""
+    url = f"sqlite:///{tmp_path}/recovery.db"
     upgrade(url)
     engine = get_engine(url)
     with session_scope(engine) as db:
@@ -40,14 +40,14 @@ def reconciler(tmp_path: Path) -> Iterator[Reconciler]:
     keys = Keys(f"rc{uuid.uuid4().hex[:8]}")
     settings = get_settings()
     queues, leases = WaitingQueues(client, keys), AttemptLeases(client, keys)
-    yield Reconciler(settings, queues, leases, Admitter(settings, client, keys), engine=engine)
+    yield Recovery(settings, queues, leases, Admitter(settings, client, keys), engine=engine)
     for key in client.scan_iter(match=f"{keys.tag}*"):
         client.delete(key)
 
 
-def _lost_job(reconciler: Reconciler, request: dict) -> str:
-    """A queued job Redis does not hold, old enough for the reconciler to look at."""
-    with session_scope(reconciler.engine) as db:
+def _lost_job(recovery: Recovery, request: dict) -> str:
+    """A queued job Redis does not hold, old enough for recovery to look at."""
+    with session_scope(recovery.engine) as db:
         job, _ = jobs.create_job(db, tenant_id="acme", feature="f", lane="batch", task=None, model="gpt-4o-mini",
                                  request=request, deadline=datetime.now(UTC) + timedelta(hours=1),
                                  idempotency_key=None)
@@ -55,35 +55,35 @@ def _lost_job(reconciler: Reconciler, request: dict) -> str:
         return job.id
 
 
-def _status(reconciler: Reconciler, job_id: str) -> str:
-    with session_scope(reconciler.engine, readonly=True) as db:
+def _status(recovery: Recovery, job_id: str) -> str:
+    with session_scope(recovery.engine, readonly=True) as db:
         job = jobs.get_job_any(db, job_id)
         assert job is not None
         return job.status
 
 
-def test_a_lost_job_goes_back_to_its_queue_with_its_estimate(reconciler: Reconciler) -> None:
-    job_id = _lost_job(reconciler, CHAT)
-    assert reconciler.run_once()["requeued"] == 1
-    assert reconciler.queues.missing([job_id]) == []
-    assert reconciler.queues.waiting_tokens("batch") > 0  # re-estimated, not zero
-    assert _status(reconciler, job_id) == "queued"
+def test_a_lost_job_goes_back_to_its_queue_with_its_estimate(recovery: Recovery) -> None:
+    job_id = _lost_job(recovery, CHAT)
+    assert recovery.run_once()["requeued"] == 1
+    assert recovery.queues.missing([job_id]) == []
+    assert recovery.queues.waiting_tokens("batch") > 0  # re-estimated, not zero
+    assert _status(recovery, job_id) == "queued"
 
 
-def test_a_job_that_can_never_run_is_failed_and_the_others_go_back(reconciler: Reconciler) -> None:
-    bad, good = _lost_job(reconciler, {**CHAT, "seed": 2**70}), _lost_job(reconciler, CHAT)
-    assert reconciler.run_once()["requeued"] == 1
-    assert _status(reconciler, bad) == "failed" and _status(reconciler, good) == "queued"
-    assert reconciler.queues.missing([good]) == []
+def test_a_job_that_can_never_run_is_failed_and_the_others_go_back(recovery: Recovery) -> None:
+    bad, good = _lost_job(recovery, {**CHAT, "seed": 2**70}), _lost_job(recovery, CHAT)
+    assert recovery.run_once()["requeued"] == 1
+    assert _status(recovery, bad) == "failed" and _status(recovery, good) == "queued"
+    assert recovery.queues.missing([good]) == []
 
 
-def test_redis_down_while_it_works_fails_no_job(reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch) -> None:
-    job_id = _lost_job(reconciler, CHAT)
+def test_redis_down_while_it_works_fails_no_job(recovery: Recovery, monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id = _lost_job(recovery, CHAT)
 
     def down(*args: object, **kwargs: object) -> None:
         raise redis.ConnectionError("Redis went away")
 
-    monkeypatch.setattr(reconciler.queues, "push", down)
+    monkeypatch.setattr(recovery.queues, "push", down)
     with pytest.raises(redis.ConnectionError):  # the scheduler's loop logs it and runs the round again
-        reconciler.run_once()
-    assert _status(reconciler, job_id) == "queued"
+        recovery.run_once()
+    assert _status(recovery, job_id) == "queued"

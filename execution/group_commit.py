@@ -23,9 +23,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from shared.db.session import session_scope
-
-log = logging.getLogger("gateway.worker")
+log = logging.getLogger("gateway.attempt")
 T = TypeVar("T")
 MAX_GROUP = 64
 
@@ -33,8 +31,7 @@ Write = Callable[[Session], Any]
 
 
 class GroupCommit:
-    def __init__(self, scope: Callable[[], AbstractContextManager[Session]] = session_scope,
-                 max_group: int = MAX_GROUP) -> None:
+    def __init__(self, scope: Callable[[], AbstractContextManager[Session]], max_group: int = MAX_GROUP) -> None:
         self.scope = scope
         self.max_group = max_group
         self._queue: queue.SimpleQueue[tuple[Write, Future[Any]]] = queue.SimpleQueue()
@@ -83,5 +80,3 @@ class GroupCommit:
         else:
             done.set_result(result)
 
-
-group_commit = GroupCommit()

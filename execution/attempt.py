@@ -1,9 +1,20 @@
 """One attempt of one job against one deployment, and what its outcome does to the job.
 
-    claim the lease (and count the attempt) ─▶ call the provider
-        ─▶ decide: done, or retry later ─▶ record attempt + job (one transaction) ─▶ park the retry
-        ─▶ one round trip: feed the breaker, wake the waiter, settle the budget (worker.reconcile),
-           release the lease and wake the scheduler
+Two entry points, one attempt:
+
+- ``run_dispatched``: a Celery worker's attempt. It claims the lease the scheduler granted with the
+  dispatch (a redelivered or stale message finds it taken and stops), counting the attempt, and checks
+  the breaker in the same round trip (a job admitted before the breaker opened goes back unsent).
+- ``run_inline``: the api's fast lane. The lease was taken for the whole attempt before the job was
+  admitted and the breaker read a moment ago, so there is nothing to claim; the caller is handed the
+  job's view as soon as it is recorded, before the attempt's last round trip.
+
+Then the same steps for both:
+
+    call the provider ─▶ decide: done, or retry later ─▶ record attempt + job (one transaction)
+        ─▶ park the retry ─▶ the end steps (``END_STEPS``), one round trip: tell the waiting caller,
+           count the attempt, count metrics, feed the breaker, settle the budget (``execution.settle``),
+           release the lease, wake the scheduler
 
 A worker never sleeps and retries on its own: a retry goes back to the scheduler with a not-before
 time and is admitted against the budget like any job, on whichever deployment of the chain may
@@ -19,29 +30,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from execution.context import AttemptContext
+from execution.providers import ProviderCallError, ProviderResult, adapter_for
+from execution.settle import release_reservation, settle_calls, wake_scheduler
 from shared import attempt_metrics, pricing
-from shared.breaker import Breakers
-from shared.config import DeploymentConfig, Settings, get_settings
+from shared.config import DeploymentConfig
 from shared.db import jobs
-from shared.db.session import session_scope
 from shared.envelope import Envelope, Unreadable
 from shared.errors import InvalidRequest
-from shared.keys import Keys
-from shared.leases import AttemptLeases
-from shared.queues import WaitingQueues
 from shared.redis_batch import RedisBatch
-from shared.redis_conn import sync_redis
-from shared.retry import RetryDecision, RetryPolicy
+from shared.retry import RetryDecision
 from shared.signals import announce
 from shared.storable import storable_copy
 from shared.tenancy import metric_feature
-from worker.group_commit import group_commit
-from worker.providers import ProviderCallError, ProviderResult, adapter_for
-from worker.providers.base import Usage
-from worker.providers.http import shared_client
-from worker.reconcile import reconcile_calls, release_reservation, wake_scheduler
 
-log = logging.getLogger("gateway.worker")
+log = logging.getLogger("gateway.attempt")
+View = dict[str, Any]
 
 
 @dataclass
@@ -59,118 +63,117 @@ class Outcome:
         return self.result is not None
 
 
-class Context:
-    """The per-process Redis-backed helpers an attempt needs, built once."""
+@dataclass
+class Ended:
+    """An attempt that is over, for the end steps: its outcome, the job's view once recorded (None when
+    the record was refused: a redelivery), whether the job ended with it, and who sent it."""
 
-    def __init__(self, settings: Settings) -> None:
-        client, keys = sync_redis(settings.redis_url), Keys(settings.key_prefix)
-        self.settings = settings
-        self.redis = client
-        self.keys = keys
-        self.leases = AttemptLeases(client, keys)
-        self.breakers = Breakers.from_settings(client, keys, settings)
-        self.retries = RetryPolicy(client, keys, settings.retries)
-        self.queues = WaitingQueues(client, keys)
+    env: Envelope
+    outcome: Outcome
+    view: View | None
+    ends_job: bool
+    inline: bool
 
 
-_CONTEXTS: dict[int, Context] = {}
+def run_dispatched(env: Envelope, ctx: AttemptContext) -> View | None:
+    """A worker's attempt (see the module docstring); the job's view, None when it was not sent."""
+    deployment = ctx.deployment_for(env)
+    claimed, breaker = _claim(ctx, env, deployment.name, ctx.lease_s(deployment))
+    if not claimed:
+        log.warning("job %s was dispatched again after this message was sent; attempt %s dropped",
+                    env.id, env.attempt)
+        return None
+    if not env.probe and breaker != "closed":
+        _bounce(ctx, env)
+        return None
+    return _run(env, ctx, deployment, inline=False)
 
 
-def context(settings: Settings) -> Context:
-    ctx = _CONTEXTS.get(id(settings))
-    if ctx is None:
-        ctx = _CONTEXTS[id(settings)] = Context(settings)
-    return ctx
+def run_inline(env: Envelope, ctx: AttemptContext, deliver: Callable[[View], None]) -> View | None:
+    """The api's fast-lane attempt (see the module docstring): ``deliver`` gets the job's view as soon
+    as it is recorded; a retry goes back to the scheduler and announces its own end."""
+    return _run(env, ctx, ctx.deployment_for(env), inline=True, deliver=deliver)
 
 
-def warm_up(settings: Settings) -> None:
-    """Do at start what the first attempt would otherwise pay for (~50 ms on this machine): the Redis
-    helpers, every deployment's adapter, the pooled HTTP client and the price lookups (so a model
-    nobody priced is reported when the process starts, not at its first call)."""
-    context(settings)
-    shared_client()
-    for deployment in settings.deployments:
-        provider = settings.providers[deployment.provider]
-        adapter_for(deployment, provider)
-        pricing.cost_usd(deployment, provider.kind, Usage())
-
-
-def attempt_lease_s(deployment: DeploymentConfig, settings: Settings) -> float:
-    """How long an attempt on ``deployment`` may hold its lease: its whole timeout and a margin."""
-    return deployment.timeouts.total + settings.admission.lease_margin_s
-
-
-def run_attempt(env: Envelope, settings: Settings | None = None, *, held: bool = False,
-                deliver: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
-    """Send the attempt, record it, finish (or re-queue) the job. Returns the job's view.
-
-    The api's fast lane runs it on the caller's own request (``api.service``):
-    - ``held``: the caller took the lease for the whole attempt (``attempt_lease_s``) and read the
-      breaker a moment ago, so there is nothing to claim; the attempt is counted as it finishes.
-    - ``deliver``: takes the job's view as soon as it is recorded, before the finishing round trip,
-      instead of the completion signal on ``env.reply_to`` (a retry still announces its end there).
-    """
-    settings = settings or get_settings()
-    ctx = context(settings)
-    deployment = settings.deployment(env.deployment or env.chain[0])
-    if not held:
-        claimed, breaker = _claim(ctx, env, deployment.name, attempt_lease_s(deployment, settings))
-        if not claimed:
-            log.warning("job %s was dispatched again after this message was sent; attempt %s dropped",
-                        env.id, env.attempt)
-            return None
-        if not env.probe and breaker != "closed":
-            _bounce(ctx, env, settings)
-            return None
-    outcome = _call(deployment, settings, env.request)
+def _run(env: Envelope, ctx: AttemptContext, deployment: DeploymentConfig, *, inline: bool,
+         deliver: Callable[[View], None] | None = None) -> View | None:
+    outcome = _call(deployment, ctx, env.request)
     retry = None if outcome.ok else _decide_retry(ctx, env, outcome)
-    view = _record(env, outcome, retry)
+    view = _record(ctx, env, outcome, retry)
     if view is not None and retry is not None and retry.retry:
         ctx.queues.delay(_next_attempt(env, retry))
     if deliver is not None and view is not None:
         deliver(view)
-    ends_job = retry is None or not retry.retry
-    _finish(ctx, env, outcome, settings, announce_view=view if deliver is None and ends_job else None,
-            count=held)
+    ended = Ended(env, outcome, view, ends_job=retry is None or not retry.retry, inline=inline)
+    batch = RedisBatch(ctx.redis)
+    for step in END_STEPS:
+        step(ctx, batch, ended)
+    batch.execute()
     return view
 
 
-def fail_unreadable(entry: Unreadable) -> None:
+def fail_unreadable(entry: Unreadable, ctx: AttemptContext) -> None:
     """A dispatched envelope this version cannot run: its job (when the id is known) is failed with the
-    reason, so the reconciler does not send it again and again."""
+    reason, so recovery does not send it again and again."""
     log.error("job %s cannot run and is failed: %s", entry.id or "(unknown id)", entry.reason)
     if entry.id:
-        with session_scope() as db:
+        with ctx.store() as db:
             jobs.complete_job(db, entry.id, status="failed", error={"type": "invalid_job", "message": entry.reason})
 
 
-def _finish(ctx: Context, env: Envelope, outcome: Outcome, settings: Settings,
-            announce_view: dict[str, Any] | None, *, count: bool = False) -> None:
-    """The attempt's end in Redis, in one round trip: wake the sync caller (first: Redis runs the
-    pipeline in order, so the caller is answered before the rest runs), feed the shared breaker (it
-    logs and counts its transitions), settle the budget, drop the lease and wake the scheduler.
-    ``count``: count the attempt for the retry budget too (it was not counted by a claim)."""
-    batch = RedisBatch(ctx.redis)
-    if announce_view is not None and env.reply_to:
-        batch.command(lambda pipe: announce(pipe, env.reply_to, announce_view))
-    if count:
-        batch.command(lambda pipe: ctx.retries.count_attempt_in(pipe, outcome.deployment.name))
-    batch.command(lambda pipe: _count_for_metrics(pipe, ctx, env, outcome))
+# -- the end steps: each adds its commands to the attempt's last round trip, in this order ---------
+
+
+def _tell_the_caller(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
+    """First, so the waiting caller is answered before the rest runs (Redis runs a pipeline in order).
+    An inline attempt's caller was handed the view already."""
+    env = ended.env
+    if ended.view is not None and ended.ends_job and not ended.inline and env.reply_to:
+        batch.command(lambda pipe: announce(pipe, env.reply_to, ended.view))
+
+
+def _count_attempt(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
+    """For the retry budget: a worker's attempt was counted when it claimed its lease, an inline one here."""
+    if ended.inline:
+        batch.command(lambda pipe: ctx.retries.count_attempt_in(pipe, ended.outcome.deployment.name))
+
+
+def _count_metrics(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
+    batch.command(lambda pipe: _count_for_metrics(pipe, ctx, ended.env, ended.outcome))
+
+
+def _feed_breaker(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
+    """The shared breaker sees every outcome (it logs and counts its own transitions)."""
+    outcome, env = ended.outcome, ended.env
     batch.script(ctx.breakers.record_call(
         outcome.deployment.name, ok=outcome.ok, kind=outcome.error.kind if outcome.error else None,
         latency_s=outcome.latency_ms / 1000, probe=env.probe, ticket=env.ticket))
+
+
+def _settle(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
+    outcome, env = ended.outcome, ended.env
     try:
-        for call in reconcile_calls(env, outcome.deployment.name, settings, result=outcome.result,
-                                    error=outcome.error, call_s=outcome.latency_ms / 1000):
+        for call in settle_calls(env, outcome.deployment.name, ctx.admitter, result=outcome.result,
+                                 error=outcome.error, call_s=outcome.latency_ms / 1000):
             batch.script(call)
     except Exception:  # budgets heal by refill and expiry; never fail the recorded job over this
-        log.exception("could not reconcile the budget of job %s attempt %s", env.id, env.attempt)
-    batch.script(ctx.leases.release_call(env))
+        log.exception("could not settle the budget of job %s attempt %s", env.id, env.attempt)
+
+
+def _release_lease(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
+    batch.script(ctx.leases.release_call(ended.env))
+
+
+def _wake_scheduler(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
+    """For the refund the settlement made."""
     batch.command(lambda pipe: wake_scheduler(pipe, ctx.keys))
-    batch.execute()
 
 
-def _count_for_metrics(pipe: Any, ctx: Context, env: Envelope, outcome: Outcome) -> None:
+END_STEPS: tuple[Callable[[AttemptContext, RedisBatch, Ended], None], ...] = (
+    _tell_the_caller, _count_attempt, _count_metrics, _feed_breaker, _settle, _release_lease, _wake_scheduler)
+
+
+def _count_for_metrics(pipe: Any, ctx: AttemptContext, env: Envelope, outcome: Outcome) -> None:
     usage = outcome.result.usage if outcome.result is not None else None
     attempt_metrics.count_into(
         pipe, ctx.keys, deployment=outcome.deployment.name, tenant=env.tenant,
@@ -180,7 +183,7 @@ def _count_for_metrics(pipe: Any, ctx: Context, env: Envelope, outcome: Outcome)
         cost_usd=outcome.cost_usd)
 
 
-def _claim(ctx: Context, env: Envelope, deployment: str, lease_s: float) -> tuple[bool, str]:
+def _claim(ctx: AttemptContext, env: Envelope, deployment: str, lease_s: float) -> tuple[bool, str]:
     """Take the attempt's lease (counting the attempt) and read its breaker, in one round trip: a
     message admitted before the breaker opened must not reach a dead provider."""
     got: dict[str, Any] = {}
@@ -193,11 +196,11 @@ def _claim(ctx: Context, env: Envelope, deployment: str, lease_s: float) -> tupl
     return got["claimed"], got["breaker"]
 
 
-def _bounce(ctx: Context, env: Envelope, settings: Settings) -> None:
+def _bounce(ctx: AttemptContext, env: Envelope) -> None:
     """Hand the job back to the scheduler unsent: no attempt recorded, its reservation given back."""
-    with session_scope() as db:
+    with ctx.store() as db:
         back = jobs.return_to_queue(db, env.id)
-    release_reservation(env, settings)
+    release_reservation(env, ctx.admitter)
     if back:
         ctx.queues.delay(dataclasses.replace(env, deployment=None, chain=_retry_chain(env), not_before=time.time(),
                                              probe=False, ticket="", token="", enqueued_at=time.time()))
@@ -206,8 +209,8 @@ def _bounce(ctx: Context, env: Envelope, settings: Settings) -> None:
              env.id, env.deployment)
 
 
-def _call(deployment: DeploymentConfig, settings: Settings, request: dict[str, Any]) -> Outcome:
-    provider = settings.providers[deployment.provider]
+def _call(deployment: DeploymentConfig, ctx: AttemptContext, request: dict[str, Any]) -> Outcome:
+    provider = ctx.settings.providers[deployment.provider]
     started = time.perf_counter()
     try:
         result = adapter_for(deployment, provider).call(request)
@@ -221,7 +224,7 @@ def _call(deployment: DeploymentConfig, settings: Settings, request: dict[str, A
 
 def _unsendable(exc: Exception, deployment: str) -> ProviderCallError:
     """An attempt that broke inside the gateway (the request cannot be said in the deployment's format,
-    or its answer cannot be read): recorded as failed, never retried, never left for the reconciler
+    or its answer cannot be read): recorded as failed, never retried, never left for recovery
     to send again and again."""
     if isinstance(exc, InvalidRequest):
         return ProviderCallError(f"{deployment}: {exc.message}", kind="bad_request", deployment=deployment,
@@ -231,7 +234,7 @@ def _unsendable(exc: Exception, deployment: str) -> ProviderCallError:
                              kind="malformed", deployment=deployment, retryable=False)
 
 
-def _decide_retry(ctx: Context, env: Envelope, outcome: Outcome) -> RetryDecision:
+def _decide_retry(ctx: AttemptContext, env: Envelope, outcome: Outcome) -> RetryDecision:
     err = outcome.error
     assert err is not None
     # The retry is charged to the budget of the deployment it will go to first: the chain's next one.
@@ -256,17 +259,17 @@ def _retry_chain(env: Envelope) -> list[str]:
     return [d for d in env.chain if d != failed] + [failed]
 
 
-def _record(env: Envelope, outcome: Outcome, retry: RetryDecision | None) -> dict[str, Any] | None:
+def _record(ctx: AttemptContext, env: Envelope, outcome: Outcome, retry: RetryDecision | None) -> View | None:
     """Record the attempt and its effect on the job in one transaction, shared with the attempts other
-    threads finish at the same time (``worker.group_commit``).
+    threads finish at the same time (``execution.group_commit``).
 
     The (job, attempt number) key is unique: when a redelivered message ran the same attempt again,
     the second record is refused here and nothing is billed or stored twice.
     """
     if outcome.ok:
-        view = group_commit.write(lambda db: _record_success(db, env, outcome))
+        view = ctx.records.write(lambda db: _record_success(db, env, outcome))
     else:
-        view = group_commit.write(lambda db: _record_failure(db, env, outcome, retry))
+        view = ctx.records.write(lambda db: _record_failure(db, env, outcome, retry))
     if view is None:
         log.warning("attempt %s of job %s was already recorded (redelivery) or the job had finished; "
                     "not recorded again", env.attempt, env.id)

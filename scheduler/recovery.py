@@ -11,7 +11,7 @@ A grace period keeps it away from jobs that are only between two steps of a heal
 
 A row it cannot put back (written by an older version, a model no longer configured, a request that
 no longer validates or cannot be serialised) is failed with the reason, and the others go on: one bad
-row must never stop the reconciler, or the scheduler that runs it.
+row must never stop recovery, or the scheduler that runs it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, select, update
 
 from shared.admission import Admitter
+from shared.attempt_leases import AttemptLeases
 from shared.budget import prompt_tokens
 from shared.config import Settings
 from shared.db.models import Job, utcnow
@@ -32,18 +33,17 @@ from shared.db.session import get_engine, session_scope
 from shared.envelope import Envelope, JobSpec
 from shared.errors import GatewayError, clip, is_outage
 from shared.lanes import LANE_NAMES, Lane
-from shared.leases import AttemptLeases
 from shared.queues import WaitingQueues
 from shared.routing import chain_for
 from shared.schemas import ChatRequest
 
-log = logging.getLogger("gateway.reconciler")
+log = logging.getLogger("gateway.recovery")
 
 GRACE_S = 5.0
 BATCH = 500
 
 
-class Reconciler:
+class Recovery:
     def __init__(self, settings: Settings, queues: WaitingQueues, leases: AttemptLeases, admitter: Admitter,
                  every_s: float = 5.0, engine: Engine | None = None) -> None:
         self.settings = settings
@@ -73,7 +73,7 @@ class Reconciler:
         requeued = sum(self._requeue(job_id) for job_id in lost)
         redispatched = sum(self._requeue(job_id, orphan=True) for job_id in admitted if job_id not in held)
         if requeued or redispatched:
-            log.warning("reconciler put back %d lost queued jobs and %d orphaned attempts", requeued, redispatched)
+            log.warning("recovery put back %d lost queued jobs and %d orphaned attempts", requeued, redispatched)
         return {"requeued": requeued, "redispatched": redispatched}
 
     def _requeue(self, job_id: str, *, orphan: bool = False) -> bool:

@@ -1,0 +1,63 @@
+"""What a process needs to run attempts, built once from its settings and passed in (never a global)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+from sqlalchemy.orm import Session
+
+from execution.group_commit import GroupCommit
+from execution.providers import adapter_for
+from execution.providers.base import Usage
+from execution.providers.http import shared_client
+from shared import pricing
+from shared.admission import Admitter
+from shared.attempt_leases import AttemptLeases
+from shared.breaker import Breakers
+from shared.config import DeploymentConfig, Settings
+from shared.db.session import get_engine, session_scope
+from shared.envelope import Envelope
+from shared.keys import Keys
+from shared.queues import WaitingQueues
+from shared.redis_conn import sync_redis
+from shared.retry import RetryPolicy
+
+
+class AttemptContext:
+    """The Redis-backed helpers of one process's attempts: leases, breakers, retry budget, queues, budgets."""
+
+    def __init__(self, settings: Settings) -> None:
+        client, keys = sync_redis(settings.redis_url), Keys(settings.key_prefix)
+        self.settings = settings
+        self.redis = client
+        self.keys = keys
+        self.leases = AttemptLeases(client, keys)
+        self.breakers = Breakers.from_settings(client, keys, settings)
+        self.retries = RetryPolicy(client, keys, settings.retries)
+        self.queues = WaitingQueues(client, keys)
+        self.admitter = Admitter(settings, client, keys)
+        self.engine = get_engine(settings.database_url)
+        self.records = GroupCommit(self.store)
+
+    def store(self) -> AbstractContextManager[Session]:
+        """One transaction on this process's result store."""
+        return session_scope(self.engine)
+
+    def deployment_for(self, env: Envelope) -> DeploymentConfig:
+        """Where this attempt goes: where it was admitted, else its chain's first."""
+        return self.settings.deployment(env.deployment or env.chain[0])
+
+    def lease_s(self, deployment: DeploymentConfig) -> float:
+        """How long an attempt on ``deployment`` may hold its lease: its whole timeout and a margin."""
+        return deployment.timeouts.total + self.settings.admission.lease_margin_s
+
+    def warm_up(self) -> AttemptContext:
+        """Do at start what the first attempt would otherwise pay for (~50 ms on this machine): every
+        deployment's adapter, the pooled HTTP client and the price lookups (so a model nobody priced is
+        reported when the process starts, not at its first call)."""
+        shared_client()
+        for deployment in self.settings.deployments:
+            provider = self.settings.providers[deployment.provider]
+            adapter_for(deployment, provider)
+            pricing.cost_usd(deployment, provider.kind, Usage())
+        return self
