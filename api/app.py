@@ -8,12 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.gateway import Gateway
 from api.limits import BodyGuard
 from api.metrics import AUTH_FAILURES, install_collector
 from api.openapi import install_openapi
 from api.routes import admin, chat, health, jobs, messages
 from api.routes.common import size_submit_threads
-from api.service import Gateway
 from api.waiter import CompletionWaiter
 from execution.context import AttemptContext
 from shared.config import Settings

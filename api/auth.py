@@ -24,10 +24,11 @@ import time
 from dataclasses import dataclass
 
 import redis
+from sqlalchemy import Engine
 
 from shared.config import Settings
 from shared.db.session import session_scope
-from shared.db.tenants import DISPLAY_PREFIX_LEN, Identity, KeyCache, auth_epoch_key, authenticate, hash_key
+from shared.db.tenants import DISPLAY_PREFIX_LEN, Identity, KeyCache, authenticate, hash_key
 from shared.errors import AuthError, Overloaded, PermissionDenied
 from shared.keys import Keys
 
@@ -84,10 +85,11 @@ class _FailureBudget:
 class Authenticator:
     """Keys to callers, with the caches and the throttle described in the module docstring."""
 
-    def __init__(self, settings: Settings, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis, keys: Keys, engine: Engine) -> None:
         self.settings = settings
+        self.engine = engine
         self.redis = client
-        self.epoch_key = auth_epoch_key(keys)
+        self.epoch_key = keys.auth_epoch
         self.cache = KeyCache()
         self.failures = _FailureBudget(settings.api.auth_failures_per_minute)
         self._bad: dict[str, tuple[float, str, str]] = {}  # digest -> expires, code, message
@@ -125,7 +127,7 @@ class Authenticator:
             raise Overloaded(f"Too many failed authentications from this address; retry after {wait_s:.0f}s.",
                              retry_after=wait_s, code="too_many_auth_failures")
         try:
-            with session_scope(readonly=True) as db:
+            with session_scope(self.engine, readonly=True) as db:
                 identity = authenticate(db, api_key)
         except AuthError as exc:
             self._remember_bad(digest, exc, api_key, source)

@@ -12,8 +12,7 @@ from typing import Any
 
 import orjson
 
-from execution.providers.errors import answer_for
-from shared.errors import Conflict, GatewayTimeout, InvalidRequest, Overloaded, ProviderError
+from shared.errors import Conflict, GatewayTimeout, InvalidRequest, Overloaded, ProviderError, answer_for
 
 
 def gateway_headers(view: dict[str, Any]) -> dict[str, str]:

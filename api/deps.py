@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Caller
-from api.service import Gateway
+from api.gateway import Gateway
 from api.waiter import CompletionWaiter
 from shared.errors import AuthError, PermissionDenied
 

@@ -21,6 +21,8 @@ from shared.db import migrate as migrations
 from shared.db import tenants as store
 from shared.db.session import get_engine, session_scope
 from shared.errors import GatewayError
+from shared.keys import Keys
+from shared.redis_conn import sync_redis
 
 tenants_app = typer.Typer(help="Create, list and disable tenants.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys (hashed; shown once).", no_args_is_help=True)
@@ -39,6 +41,12 @@ def _admin_session() -> Iterator[Session]:
     except GatewayError as exc:
         err_console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(1) from None
+
+
+def _auth_epoch() -> store.AuthEpoch:
+    """Where revocations are announced to every api process (their key caches)."""
+    settings = get_settings()
+    return store.AuthEpoch(sync_redis(settings.redis_url), Keys(settings.key_prefix))
 
 
 def _when(moment: datetime | None) -> str:
@@ -85,7 +93,7 @@ def tenants_list() -> None:
 def tenants_disable(tenant_id: str) -> None:
     """Refuse every call of the tenant at once and cancel its queued jobs (its keys stay, `enable` restores them)."""
     with _admin_session() as session:
-        store.set_tenant_disabled(session, tenant_id, True)
+        store.set_tenant_disabled(session, tenant_id, _auth_epoch(), True)
     console.print(f"tenant [bold]{tenant_id}[/bold] disabled")
 
 
@@ -93,7 +101,7 @@ def tenants_disable(tenant_id: str) -> None:
 def tenants_enable(tenant_id: str) -> None:
     """Accept the tenant's calls again."""
     with _admin_session() as session:
-        store.set_tenant_disabled(session, tenant_id, False)
+        store.set_tenant_disabled(session, tenant_id, _auth_epoch(), False)
     console.print(f"tenant [bold]{tenant_id}[/bold] enabled")
 
 
@@ -133,5 +141,5 @@ def keys_list(
 def keys_revoke(key: str = typer.Argument(..., metavar="KEY_ID_OR_PREFIX")) -> None:
     """Revoke a key by id or displayed prefix: it fails authentication from now on; its queued jobs are cancelled."""
     with _admin_session() as session:
-        revoked = store.revoke_key(session, key)
+        revoked = store.revoke_key(session, key, _auth_epoch())
     console.print(f"revoked API key {revoked.id} ({revoked.prefix}…) of tenant {revoked.tenant_id}")

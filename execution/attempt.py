@@ -228,7 +228,7 @@ def _unsendable(exc: Exception, deployment: str) -> ProviderCallError:
     to send again and again."""
     if isinstance(exc, InvalidRequest):
         return ProviderCallError(f"{deployment}: {exc.message}", kind="bad_request", deployment=deployment,
-                                 body={"error": {"message": exc.message}}, retryable=False)
+                                 body={"error": {"message": exc.message}}, retryable=False, detail=exc.message)
     log.exception("attempt on %s broke in the gateway", deployment)
     return ProviderCallError(f"{deployment}: the call could not be made or read: {type(exc).__name__}: {exc}",
                              kind="malformed", deployment=deployment, retryable=False)

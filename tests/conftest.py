@@ -19,12 +19,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 import redis
 
 from cli.health import wait_for_http
+
+if TYPE_CHECKING:
+    from shared.db.tenants import AuthEpoch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,6 +68,16 @@ os.environ.update({
     "GATEWAY_ADMIN_KEY": "gw-admin-tests",
 })
 ADMIN = {"Authorization": "Bearer gw-admin-tests"}  # the operators' key (/metrics, /v1/admin/*)
+
+
+def _auth_epoch() -> AuthEpoch:
+    from shared.db.tenants import AuthEpoch
+    from shared.keys import Keys
+
+    return AuthEpoch(redis.Redis.from_url(REDIS_URL, decode_responses=True), Keys(PREFIX))
+
+
+EPOCH = _auth_epoch()  # where the tests' revocations are announced to the stack's api processes
 
 
 @pytest.fixture(autouse=True)

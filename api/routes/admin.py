@@ -13,8 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.answers import Budgets
 from api.deps import AdminDep, GatewayDep
+from api.gateway import Gateway
 from api.openapi import OPERATORS_KEY, answer, errors
-from api.service import Gateway
 from shared.lanes import LANES
 
 router = APIRouter()

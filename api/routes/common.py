@@ -14,9 +14,10 @@ from fastapi import Header
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from api.accept import Submitted
 from api.auth import Caller
+from api.gateway import Gateway
 from api.metrics import FAST_LANE_SENT, SHED, SUBMITTED, SYNC_WAIT
-from api.service import Gateway, Submitted
 from api.waiter import CompletionWaiter
 from shared.errors import InvalidRequest, Overloaded, echo
 from shared.lanes import LANE_NAMES, Lane
@@ -108,7 +109,7 @@ _FINISHING: set[asyncio.Future[Any]] = set()  # submits that answered early and 
 
 async def _submit(gw: Gateway, limiter: anyio.CapacityLimiter, caller: Caller, chat: ChatRequest, tags: JobTags,
                   lane: Lane, reply_to: str | None) -> Submitted:
-    """``gw.submit`` on a thread. It returns as soon as the submit has answered: a job the api sends
+    """``gw.accept.submit`` on a thread. It returns as soon as the submit has answered: a job the api sends
     itself answers once its attempt is recorded, and the thread then ends the attempt (budget,
     breaker, lease) once the response is out. Until then it waits: its Python work would hold the
     GIL while this thread writes the response."""
@@ -120,7 +121,7 @@ async def _submit(gw: Gateway, limiter: anyio.CapacityLimiter, caller: Caller, c
         loop.call_soon_threadsafe(_resolve, early, submitted)
         responded.wait(RESPONSE_FIRST_S)
 
-    work = asyncio.ensure_future(anyio.to_thread.run_sync(gw.submit, caller, chat, tags, lane, reply_to, answer,
+    work = asyncio.ensure_future(anyio.to_thread.run_sync(gw.accept.submit, caller, chat, tags, lane, reply_to, answer,
                                                           limiter=limiter))
     try:
         await asyncio.wait((early, work), return_when=asyncio.FIRST_COMPLETED)

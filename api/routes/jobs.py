@@ -13,13 +13,14 @@ from starlette.concurrency import run_in_threadpool
 
 from api.answers import JobBatch, JobPage, JobView
 from api.auth import Caller
+from api.bulk import BatchSubmitted
 from api.delivery import gateway_headers
 from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, parse_body, read_body
+from api.gateway import Gateway
 from api.metrics import SHED, SUBMITTED
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, header, job_links
 from api.responses import OrjsonResponse
 from api.routes.common import _BULK, IdempotencyHeader, submit_and_wait
-from api.service import BatchSubmitted, Gateway
 from shared.db.jobs import STATUSES
 from shared.errors import Overloaded, Unavailable
 from shared.lanes import Lane
@@ -87,7 +88,7 @@ async def _upload_turn(gw: Gateway) -> AsyncIterator[None]:
 def _submit_batch(gw: Gateway, caller: Caller, raw: bytes) -> BatchSubmitted:
     items = parse_body(raw, JobBatchRequest, {"max_jobs": gw.settings.api.max_batch_jobs}).jobs
     try:
-        batch = gw.submit_many(caller, items)
+        batch = gw.bulk.submit_many(caller, items)
     except Overloaded as exc:
         SHED.labels(reason=exc.code or "overloaded").inc(len(items))
         raise

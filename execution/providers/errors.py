@@ -1,7 +1,5 @@
-"""Why a provider call failed, and whether sending it again could help.
-
-    ProviderError (shared.errors, 502)
-    └── ProviderCallError   kind, upstream_status, body, headers, retryable, retry_after_s, deployment
+"""Why a provider call failed, and whether sending it again could help: the wire's failures turned
+into ``shared.errors.ProviderCallError``.
 
 Every failure of an attempt ends here: HTTP error statuses via ``from_response``, httpx transport failures
 via ``from_transport`` (the one place httpx exceptions are mapped), unusable 200s via ``malformed``.
@@ -13,21 +11,13 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import orjson
 
 from execution.providers.ratelimits import number
-from shared.errors import ProviderError
-
-Kind = Literal[
-    "rate_limit", "overloaded", "server", "timeout", "connection",
-    "bad_request", "auth", "not_found", "malformed", "refusal",
-]
-RETRYABLE_KINDS: frozenset[str] = frozenset(
-    {"rate_limit", "overloaded", "server", "timeout", "connection", "malformed"}
-)
+from shared.errors import RETRYABLE_KINDS, Kind, ProviderCallError
 
 _STATUS_KIND: dict[int, Kind] = {
     400: "bad_request", 401: "auth", 403: "auth", 404: "not_found", 408: "timeout", 409: "server",
@@ -41,73 +31,6 @@ _SPEND_LIMIT = re.compile(
 )
 _CONTENT_POLICY = re.compile(r"content_policy|content_filter|safety", re.I)
 _BODY_EXCERPT = 2000
-# What the caller sees if this is the last word: their request is at fault (400) or the upstream (5xx).
-_GATEWAY_ANSWER: dict[str, tuple[int, str]] = {
-    "bad_request": (400, "invalid_request_error"),
-    "refusal": (400, "invalid_request_error"),
-    "timeout": (504, "upstream_error"),
-}
-
-
-# What a tenant is told about a failure: the provider's own text can carry the tail of the provider key,
-# account and deployment names, so only a request the provider rejected keeps its (scrubbed) detail,
-# since the caller must change something. Operators read the whole text in the attempt record and logs.
-_PUBLIC: dict[str, str] = {
-    "rate_limit": "the provider refused the call for its rate limit",
-    "overloaded": "the provider was overloaded",
-    "server": "the provider failed with a server error",
-    "timeout": "the provider did not answer in time",
-    "connection": "the provider could not be reached",
-    "auth": "the provider refused the gateway's credentials; the gateway's operators can see why",
-    "not_found": "the provider does not serve the model this route is configured with",
-    "malformed": "the provider's answer could not be used",
-    "bad_request": "the provider rejected the request",
-    "refusal": "the provider refused the request under its content policy",
-}
-_SECRET_LIKE = re.compile(r"\b(?:sk|gw|key|pk|rk)[-_][\w*.-]{2,}|\*{3,}\w*", re.I)
-
-
-def answer_for(kind: str) -> tuple[int, str]:
-    """The status and error type a caller gets for a job that ended on a failure of ``kind``."""
-    return _GATEWAY_ANSWER.get(kind, (ProviderError.status, ProviderError.type))
-
-
-class ProviderCallError(ProviderError):
-    """One failed attempt at one deployment, with what the retry policy needs to decide.
-
-    ``status``/``type`` are what the api answers when the gateway gives up (GatewayError's meaning):
-    400 when the provider rejected the request itself, 504 after a timeout, else 502. The provider's
-    own HTTP status is ``upstream_status`` (None when no answer came: timeout, connection failure).
-    """
-
-    def __init__(
-        self, message: str, *, kind: Kind, deployment: str = "", upstream_status: int | None = None,
-        body: dict[str, Any] | str | None = None, headers: dict[str, str] | None = None,
-        retryable: bool | None = None, retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(message, code=f"provider_{kind}")
-        self.kind = kind
-        self.deployment = deployment
-        self.upstream_status = upstream_status
-        self.status, self.type = answer_for(kind)
-        self.body = body
-        self.headers = headers or {}
-        self.retryable = kind in RETRYABLE_KINDS if retryable is None else retryable
-        self.retry_after_s = retry_after_s
-
-    def public_message(self) -> str:
-        """What the tenant may read (see ``_PUBLIC``)."""
-        text = _PUBLIC.get(self.kind, "the provider call failed")
-        detail = provider_message(self.body) if self.body is not None else ""
-        if self.kind in ("bad_request", "refusal") and detail:
-            scrubbed = _SECRET_LIKE.sub("[redacted]", detail.replace(self.deployment, "[deployment]")
-                                        if self.deployment else detail)
-            text += f": {scrubbed[:300]}"
-        return text
-
-    def __repr__(self) -> str:
-        return (f"ProviderCallError(kind={self.kind!r}, upstream_status={self.upstream_status}, "
-                f"retryable={self.retryable}, retry_after_s={self.retry_after_s}, deployment={self.deployment!r})")
 
 
 def from_response(status: int, headers: dict[str, str], content: bytes, deployment: str) -> ProviderCallError:
@@ -119,7 +42,7 @@ def from_response(status: int, headers: dict[str, str], content: bytes, deployme
     return ProviderCallError(
         f"{deployment}: provider answered HTTP {status} ({kind}): {detail or 'no error message'}",
         kind=kind, deployment=deployment, upstream_status=status, body=body, headers=headers,
-        retryable=retryable, retry_after_s=retry_after_s(headers),
+        retryable=retryable, retry_after_s=retry_after_s(headers), detail=detail,
     )
 
 

@@ -26,12 +26,10 @@ from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.config import get_settings
 from shared.db.models import ApiKey, Job, Tenant, utcnow
 from shared.errors import AuthError, Conflict, InvalidRequest, NotFound
 from shared.keys import Keys
 from shared.lanes import LANE_NAMES
-from shared.redis_conn import sync_redis
 
 KEY_PREFIX = "gw-"
 DISPLAY_PREFIX_LEN = 12
@@ -89,7 +87,7 @@ def list_tenants(session: Session) -> list[Tenant]:
     return list(session.scalars(select(Tenant).order_by(Tenant.id)))
 
 
-def set_tenant_disabled(session: Session, tenant_id: str, disabled: bool = True) -> Tenant:
+def set_tenant_disabled(session: Session, tenant_id: str, epoch: AuthEpoch, disabled: bool = True) -> Tenant:
     """Disabling a tenant makes every one of its keys fail authentication at once, and cancels the
     jobs it has waiting (queued, not yet sent): nothing is sent or billed for it afterwards."""
     tenant = get_tenant(session, tenant_id)
@@ -97,7 +95,7 @@ def set_tenant_disabled(session: Session, tenant_id: str, disabled: bool = True)
     session.flush()
     if disabled:
         _cancel_queued(session, Job.tenant_id == tenant_id, f"tenant {tenant_id!r} was disabled")
-    _new_epoch_after_commit(session)
+    epoch.replace_after_commit(session)
     return tenant
 
 
@@ -151,7 +149,7 @@ def _find_key(session: Session, key_id_or_prefix: str) -> ApiKey:
     return matches[0]
 
 
-def revoke_key(session: Session, key_id_or_prefix: str) -> ApiKey:
+def revoke_key(session: Session, key_id_or_prefix: str, epoch: AuthEpoch) -> ApiKey:
     """Revoke by numeric id or by the displayed prefix; revoking twice keeps the first time. The jobs
     the key has waiting (queued, not yet sent) are cancelled: nothing is sent or billed for it afterwards."""
     key = _find_key(session, key_id_or_prefix)
@@ -160,7 +158,7 @@ def revoke_key(session: Session, key_id_or_prefix: str) -> ApiKey:
         session.flush()
     _cancel_queued(session, (Job.tenant_id == key.tenant_id) & (Job.key_id == key.id),
                    f"its API key {key.prefix}… was revoked")
-    _new_epoch_after_commit(session)
+    epoch.replace_after_commit(session)
     return key
 
 
@@ -195,23 +193,23 @@ def authenticate(session: Session, plaintext_key: str) -> Identity:
 # -- the api's key cache -------------------------------------------------------------------------
 
 
-def auth_epoch_key(keys: Keys) -> str:
-    """The Redis string every api compares its cached keys against (see the module docstring)."""
-    return keys.auth_epoch
+class AuthEpoch:
+    """The random string in Redis every api compares its cached keys against (see the module docstring)."""
 
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.key = keys.auth_epoch
 
-def _new_epoch_after_commit(session: Session) -> None:
-    """Once the change is committed (never before: an api could re-cache the old answer), bump the epoch."""
-    event.listen(session, "after_commit", _write_new_epoch, once=True)
+    def replace_after_commit(self, session: Session) -> None:
+        """Once the change is committed (never before: an api could re-cache the old answer), replace it."""
+        event.listen(session, "after_commit", self._replace, once=True)
 
-
-def _write_new_epoch(_session: Session) -> None:
-    settings = get_settings()
-    try:
-        sync_redis(settings.redis_url).set(auth_epoch_key(Keys(settings.key_prefix)), uuid.uuid4().hex)
-    except (redis.RedisError, OSError) as exc:
-        log.error("could not tell the api processes that a key was revoked or a tenant disabled (%s): "
-                  "keys they cached stay valid for up to %.0f s", exc, AUTH_CACHE_TTL_S)
+    def _replace(self, _session: Session) -> None:
+        try:
+            self.redis.set(self.key, uuid.uuid4().hex)
+        except (redis.RedisError, OSError) as exc:
+            log.error("could not tell the api processes that a key was revoked or a tenant disabled (%s): "
+                      "keys they cached stay valid for up to %.0f s", exc, AUTH_CACHE_TTL_S)
 
 
 class KeyCache:

@@ -16,7 +16,7 @@ from shared.db.models import Job, utcnow
 from shared.db.session import session_scope
 from shared.db.tenants import create_key, list_keys, revoke_key
 from shared.keys import Keys
-from tests.conftest import PREFIX, REDIS_URL, Stack, hold_leader_lease, wait_for_status
+from tests.conftest import EPOCH, PREFIX, REDIS_URL, Stack, hold_leader_lease, wait_for_status
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Summarise this."}], "max_tokens": 16}
 
@@ -149,7 +149,7 @@ def test_a_revoked_key_is_refused_at_once(stack: Stack) -> None:
         assert ok.status_code == 200
         with session_scope() as db:
             key = next(k for k in list_keys(db, "acme") if plaintext.startswith(k.prefix) and k.name == "short-lived")
-            revoke_key(db, key.prefix)
+            revoke_key(db, key.prefix, EPOCH)
         refused = c.get("/v1/jobs", headers={"Authorization": f"Bearer {plaintext}"})
     assert refused.status_code == 401
     assert refused.json()["error"]["type"] == "authentication_error"

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
+from api.gateway import Gateway
 from api.limits import BodyGuard
-from api.service import Gateway
 from cli.main import celery_dispatch
 from shared.config import get_settings
 from shared.db.models import Attempt
@@ -217,7 +217,7 @@ def test_when_redis_refuses_the_batch_after_the_commit_every_job_fails_with_the_
     monkeypatch.setattr(gateway.queues, "push_many", refuse)
     items = [JobRequest.model_validate({**CHAT, "feature": feature}) for _ in range(3)]
     with pytest.raises(Unavailable):
-        gateway.submit_many(gateway.auth.check(stack.keys["acme"], "tests"), items)
+        gateway.bulk.submit_many(gateway.auth.check(stack.keys["acme"], "tests"), items)
     with stack.client() as c:
         stored = jobs_of(c, feature)
     assert len(stored) == 3

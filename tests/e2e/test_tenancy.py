@@ -15,7 +15,7 @@ from sqlalchemy import select
 from shared.db import jobs, tenants
 from shared.db.models import Attempt
 from shared.db.session import session_scope
-from tests.conftest import ADMIN, Stack, free_port, hold_leader_lease, spawn, stop, wait_for_status, wait_http
+from tests.conftest import ADMIN, EPOCH, Stack, free_port, hold_leader_lease, spawn, stop, wait_for_status, wait_http
 from tests.e2e.test_bad_input import _count_jobs
 
 CHAT = {"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
@@ -112,9 +112,9 @@ def test_what_a_tenant_queued_is_cancelled_when_its_key_stops(stack: Stack, how:
             queued = [c.post("/v1/jobs", json={**CHAT, "priority": "batch"}).json()["id"] for _ in range(3)]
             with session_scope() as db:
                 if how == "revoke the key":
-                    tenants.revoke_key(db, key[:tenants.DISPLAY_PREFIX_LEN])
+                    tenants.revoke_key(db, key[:tenants.DISPLAY_PREFIX_LEN], EPOCH)
                 else:
-                    tenants.set_tenant_disabled(db, tenant)
+                    tenants.set_tenant_disabled(db, tenant, EPOCH)
         refused = c.get(f"/v1/jobs/{queued[0]}")
     assert refused.status_code == 401
     with session_scope(readonly=True) as db:

@@ -8,6 +8,7 @@ import redis
 from shared.config import get_settings
 from shared.db import tenants
 from shared.keys import Keys
+from tests.conftest import EPOCH
 from tests.store.conftest import Scope
 
 
@@ -15,7 +16,7 @@ from tests.store.conftest import Scope
 def epoch() -> redis.Redis:
     settings = get_settings()
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    return lambda: client.get(tenants.auth_epoch_key(Keys(settings.key_prefix)))  # type: ignore[return-value]
+    return lambda: client.get(Keys(settings.key_prefix).auth_epoch)  # type: ignore[return-value]
 
 
 ACME = tenants.Identity("acme", 1)
@@ -27,7 +28,7 @@ def test_revoking_a_key_replaces_the_epoch_once_committed(scope: Scope, two_tena
         key, _ = tenants.create_key(s, "acme")
     before = epoch()  # type: ignore[operator]
     with scope() as s:
-        tenants.revoke_key(s, str(key.id))
+        tenants.revoke_key(s, str(key.id), EPOCH)
         assert epoch() == before  # type: ignore[operator]  # not before the commit: an api could re-cache
     assert epoch() != before  # type: ignore[operator]
 
@@ -36,11 +37,11 @@ def test_disabling_a_tenant_replaces_the_epoch_and_a_rollback_does_not(scope: Sc
                                                                        epoch: object) -> None:
     before = epoch()  # type: ignore[operator]
     with pytest.raises(RuntimeError), scope() as s:
-        tenants.set_tenant_disabled(s, "acme")
+        tenants.set_tenant_disabled(s, "acme", EPOCH)
         raise RuntimeError("rolled back")
     assert epoch() == before  # type: ignore[operator]
     with scope() as s:
-        tenants.set_tenant_disabled(s, "acme")
+        tenants.set_tenant_disabled(s, "acme", EPOCH)
     assert epoch() != before  # type: ignore[operator]
 
 

@@ -6,6 +6,7 @@ from sqlalchemy import select
 from shared.db import tenants
 from shared.db.models import ApiKey
 from shared.errors import AuthError, Conflict, InvalidRequest, NotFound
+from tests.conftest import EPOCH
 from tests.store.conftest import Scope
 
 
@@ -71,19 +72,19 @@ def test_revoked_key_fails_at_once(scope: Scope, two_tenants: tuple[str, str], b
         key, plaintext = tenants.create_key(s, "acme")
         _, other = tenants.create_key(s, "acme", "other")
     with scope() as s:
-        revoked = tenants.revoke_key(s, str(key.id) if by == "id" else key.prefix)
+        revoked = tenants.revoke_key(s, str(key.id) if by == "id" else key.prefix, EPOCH)
     assert revoked.revoked_at is not None
     with scope(readonly=True) as s:
         with pytest.raises(AuthError, match="API key revoked"):
             tenants.authenticate(s, plaintext)
         assert tenants.authenticate(s, other).tenant == "acme"
     with scope() as s:  # revoking again keeps the first revocation time
-        assert tenants.revoke_key(s, key.prefix).revoked_at == revoked.revoked_at
+        assert tenants.revoke_key(s, key.prefix, EPOCH).revoked_at == revoked.revoked_at
 
 
 def test_revoke_unknown_key_is_not_found(scope: Scope) -> None:
     with pytest.raises(NotFound, match="no API key"), scope() as s:
-        tenants.revoke_key(s, "gw-nothere")
+        tenants.revoke_key(s, "gw-nothere", EPOCH)
 
 
 def test_list_keys_by_tenant(scope: Scope, two_tenants: tuple[str, str]) -> None:
@@ -99,10 +100,10 @@ def test_list_keys_by_tenant(scope: Scope, two_tenants: tuple[str, str]) -> None
 def test_disabled_tenant_cannot_authenticate(scope: Scope, two_tenants: tuple[str, str]) -> None:
     with scope() as s:
         _, plaintext = tenants.create_key(s, "acme")
-        tenants.set_tenant_disabled(s, "acme")
+        tenants.set_tenant_disabled(s, "acme", EPOCH)
     with pytest.raises(AuthError, match="tenant disabled"), scope(readonly=True) as s:
         tenants.authenticate(s, plaintext)
     with scope() as s:
-        tenants.set_tenant_disabled(s, "acme", False)
+        tenants.set_tenant_disabled(s, "acme", EPOCH, False)
     with scope(readonly=True) as s:
         assert tenants.authenticate(s, plaintext).tenant == "acme"
