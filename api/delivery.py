@@ -39,7 +39,7 @@ def raise_unless_succeeded(view: dict[str, Any] | None, job_id: str) -> dict[str
             f"Fetch it later with GET /v1/jobs/{job_id}.", headers={"x-gateway-job-id": job_id})
     status = view.get("status")
     if status == "succeeded":
-        return view["result"]  # type: ignore[no-any-return]
+        return view["result"]
     error = view.get("error") or {}
     reason = error.get("message") or status
     headers = gateway_headers(view)

@@ -34,11 +34,11 @@ _operators_x_api_key = APIKeyHeader(name="x-api-key", auto_error=False, scheme_n
 
 
 async def _gateway(request: Request) -> Gateway:
-    return request.app.state.gateway  # type: ignore[no-any-return]
+    return request.app.state.gateway
 
 
 async def _waiter(request: Request) -> CompletionWaiter:
-    return request.app.state.waiter  # type: ignore[no-any-return]
+    return request.app.state.waiter
 
 
 def _key_of(bearer: HTTPAuthorizationCredentials | None, x_api_key: str | None) -> str | None:

@@ -127,9 +127,9 @@ def fail_unreadable(entry: Unreadable, ctx: AttemptContext) -> None:
 def _tell_the_caller(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
     """First, so the waiting caller is answered before the rest runs (Redis runs a pipeline in order).
     An inline attempt's caller was handed the view already."""
-    env = ended.env
-    if ended.view is not None and ended.ends_job and not ended.inline and env.reply_to:
-        batch.command(lambda pipe: announce(pipe, env.reply_to, ended.view))
+    env, view = ended.env, ended.view
+    if view is not None and ended.ends_job and not ended.inline and env.reply_to:
+        batch.command(lambda pipe: announce(pipe, env.reply_to, view))
 
 
 def _count_attempt(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
@@ -280,7 +280,8 @@ def _record_success(db: Any, env: Envelope, outcome: Outcome) -> dict[str, Any] 
     result = outcome.result
     assert result is not None
     usage = result.usage
-    tokens = {"tokens_in": usage.input_tokens, "tokens_out": usage.output_tokens, "cost_usd": outcome.cost_usd}
+    tokens: dict[str, Any] = {"tokens_in": usage.input_tokens, "tokens_out": usage.output_tokens,
+                              "cost_usd": outcome.cost_usd}
     return jobs.record_attempt(
         db, env.id, env.attempt, deployment=outcome.deployment.name, status="succeeded",
         http_status=result.status, latency_ms=outcome.latency_ms, **tokens,

@@ -207,7 +207,8 @@ async def added_latency(stack: Stack, key: str, rate: float, seconds: float) -> 
 
     for i in range(50):  # warm-up: connections, caches
         await pair(i)
-    diffs.clear(), direct_ms.clear(), gateway_ms.clear()
+    for samples in (diffs, direct_ms, gateway_ms):
+        samples.clear()
     tasks = []
     cpu_before = stack.cpu_seconds()
     start = time.perf_counter()
@@ -217,7 +218,8 @@ async def added_latency(stack: Stack, key: str, rate: float, seconds: float) -> 
         tasks.append(asyncio.create_task(pair(i)))
     await asyncio.gather(*tasks)
     cpu = cpu_ms_per_job(cpu_before, stack.cpu_seconds(), n)
-    await direct.aclose(), await gateway.aclose()
+    await direct.aclose()
+    await gateway.aclose()
     return {"cpu_ms": cpu, "pairs": len(diffs), "errors": errors, "direct_p50": statistics.median(direct_ms),
             "gateway_p50": statistics.median(gateway_ms), "added_p50": statistics.median(diffs),
             "added_p90": pct(diffs, 0.90), "added_p99": pct(diffs, 0.99)}
@@ -296,7 +298,8 @@ async def _count(client: httpx.AsyncClient, feature: str) -> int:
     """Finished jobs of the run, counted by paging the listing (what a user of the API would do)."""
     total, cursor = 0, None
     while True:
-        params = {"feature": feature, "status": "succeeded", "limit": 500, **({"cursor": cursor} if cursor else {})}
+        params: dict[str, str | int] = {"feature": feature, "status": "succeeded", "limit": 500,
+                                        **({"cursor": cursor} if cursor else {})}
         page = (await client.get("/v1/jobs", params=params)).json()
         total += len(page["data"])
         if not page["has_more"]:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up and run the whole test suite (lint + pytest against real Redis, PostgreSQL, Celery, HTTP).
+# Set up and run the whole test suite (lint, types, then pytest against real Redis, PostgreSQL, Celery, HTTP).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ops/bootstrap.sh
@@ -7,6 +7,7 @@ start_redis
 start_postgres
 
 .venv/bin/ruff check .
+.venv/bin/mypy   # the packages and settings in pyproject.toml ([tool.mypy]), with the pydantic plugin
 set +e
 .venv/bin/pytest "$@"
 code=$?

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from typing import Any
 
 import redis
 from sqlalchemy import update
@@ -31,7 +32,7 @@ from shared.db import jobs, retention
 from shared.db.models import Job, utcnow
 from shared.db.session import get_engine, session_scope
 from shared.dispatch import Dispatch
-from shared.envelope import Envelope
+from shared.envelope import Envelope, Unreadable
 from shared.keys import Keys
 from shared.queues import WaitingQueues
 from shared.redis_conn import sync_redis
@@ -108,7 +109,8 @@ class Scheduler:
     def record(self, result: Round) -> list[Envelope]:
         """Mark admissions and expiries in SQL in one transaction; returns the envelopes to send."""
         now = time.time()
-        to_send, ended = [], []
+        to_send: list[Envelope] = []
+        ended: list[tuple[Envelope | Unreadable, dict[str, Any] | None]] = []
         self.leases.grant(result.admitted, self.settings.admission.dispatch_lease_s)
         with session_scope(self.engine) as db:
             for env, reason in result.expired:
@@ -129,9 +131,9 @@ class Scheduler:
                 to_send.append(env)
             else:  # cancelled or expired meanwhile: give its reservation back at once
                 self.admitter.store.release(self.admitter.reservation_id(env))
-        for env, view in ended:
+        for entry, view in ended:
             if view:
-                announce(self.redis, env.reply_to, view)
+                announce(self.redis, entry.reply_to, view)
         return to_send
 
     def _sweep(self) -> None:

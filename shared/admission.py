@@ -188,7 +188,7 @@ class Admitter:
         """Refuse (429) a job that would overflow its queue or could not start before its deadline."""
         if not self.settings.admission.enabled:
             return
-        lane_cfg = self.settings.lanes[env.lane]  # type: ignore[index]
+        lane_cfg = self.settings.lanes[env.lane]
         rate = self.token_rate(env)
         depth, ahead = queues.depth, queues.tokens_ahead
         retry_after = max(1.0, ahead / rate) if rate else 60.0
@@ -212,7 +212,7 @@ class Admitter:
         meters = [m for m in self.tree.meters(deployment) if m.axis in ("tpm", "itpm")]
         if not meters:
             return math.inf
-        share = self.settings.lanes[env.lane].ceiling  # type: ignore[index]
+        share = self.settings.lanes[env.lane].ceiling
         if env.lane != Lane.INTERACTIVE:
             share = min(share, 1 - self.settings.lanes[Lane.INTERACTIVE].reserve)
         return meters[0].rate * share

@@ -48,7 +48,7 @@ class AttemptLeases:
     def claim(self, env: Envelope, ttl_s: float, *, count: tuple[str, int] | None = None) -> bool:
         """Take the lease for this dispatch. ``count`` = (counter key, TTL s): add 1 to it in the same
         step when the claim succeeds (the retry budget's attempt count, ``RetryPolicy.attempt_counter``)."""
-        return self.claim_call(env, ttl_s, count=count).run()  # type: ignore[no-any-return]
+        return self.claim_call(env, ttl_s, count=count).run()
 
     def claim_call(self, env: Envelope, ttl_s: float, *, count: tuple[str, int] | None = None) -> ScriptCall:
         """``claim`` as a script call to send in a batch with others."""

@@ -30,9 +30,14 @@ _PRICE_PROVIDER = {"openai": "openai", "anthropic": "anthropic"}
 class TokenUsage(Protocol):
     """Token counts of one attempt; ``input_tokens`` includes the cached ones."""
 
-    input_tokens: int
-    output_tokens: int
-    cached_input_tokens: int
+    @property
+    def input_tokens(self) -> int: ...
+
+    @property
+    def output_tokens(self) -> int: ...
+
+    @property
+    def cached_input_tokens(self) -> int: ...
 
 
 def cost_usd(deployment: DeploymentConfig, provider_kind: str, usage: TokenUsage) -> float:

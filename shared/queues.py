@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from typing import cast
 
 import redis
 
@@ -76,8 +77,10 @@ class WaitingQueues:
         them in one script that gets every key it touches). An entry that is not an envelope is
         dropped from the delayed set; its job stays queued in SQL and expires at its deadline."""
         k = self.keys
-        due = self.r.zrangebyscore(k.delayed, "-inf", now, start=0, num=limit)
-        keys, args, unreadable = [k.delayed, k.wake], [], []
+        due = cast(list[str], self.r.zrangebyscore(k.delayed, "-inf", now, start=0, num=limit))
+        keys: list[str] = [k.delayed, k.wake]
+        args: list[str | int] = []
+        unreadable: list[str] = []
         for raw in due:
             env = read_entry(raw)
             if isinstance(env, Unreadable):
@@ -92,7 +95,7 @@ class WaitingQueues:
 
     def next_due_in(self, now: float) -> float:
         """Seconds until the earliest parked retry is due (inf when none)."""
-        first = self.r.zrange(self.keys.delayed, 0, 0, withscores=True)
+        first = cast(list[tuple[str, float]], self.r.zrange(self.keys.delayed, 0, 0, withscores=True))
         return max(0.0, first[0][1] - now) if first else float("inf")
 
     def pop(self, lane: str, tenant: str, count: int = 1) -> list[Envelope | Unreadable]:
@@ -113,7 +116,7 @@ class WaitingQueues:
         return int(self.r.get(self.keys.waiting_tokens(lane)) or 0)
 
     def active_tenants(self, lane: str) -> list[str]:
-        return sorted(self.r.smembers(self.keys.active_tenants(lane)))
+        return sorted(cast(set[str], self.r.smembers(self.keys.active_tenants(lane))))
 
     def waiting_in_lane(self, lane: str) -> int:
         return int(self.r.get(self.keys.waiting_count(lane)) or 0)

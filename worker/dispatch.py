@@ -4,6 +4,7 @@ execution queue, which the workers consume (``worker.tasks``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from celery import Celery
 
@@ -37,6 +38,7 @@ class CeleryDispatch:
             for lane, group in by_lane.items():
                 for i in range(0, len(group), DISPATCH_CHUNK):
                     chunk = group[i:i + DISPATCH_CHUNK]
+                    args: list[Any]
                     if len(chunk) == 1:
                         name, args = EXECUTE_TASK, [chunk[0].to_dict()]
                         shown = f"job {chunk[0].id} attempt {chunk[0].attempt}"

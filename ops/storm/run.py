@@ -180,7 +180,7 @@ def _jobs_from_store(database_url: str, scenario: Scenario, storm_at: float) -> 
             latency[job_id] = (ms or 0) / 1000
         for job in db.scalars(select(Job).where(Job.feature == SUMMARIZER)):
             done = _unix(job.finished_at) if job.status in FINAL else None
-            call = Call(SUMMARIZER, job.tenant_id, storm_at, scenario.charged(job.request), done=done,
+            call = Call(SUMMARIZER, job.tenant_id, storm_at, scenario.charged(job.request or {}), done=done,
                         ok=job.status == "succeeded", status=200 if job.status == "succeeded" else 0,
                         attempts=job.attempts, tokens_in=job.tokens_in, tokens_out=job.tokens_out,
                         cost_usd=float(job.cost_usd or 0))

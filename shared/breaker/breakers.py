@@ -197,7 +197,7 @@ class Breakers:
 
     def _feed(self, deployment: str, cfg: BreakerConfig, judged: str, probe: str, kind: str,
               now: float | None) -> Recorded:
-        return self._feed_call(deployment, cfg, judged, probe, kind, now).run()  # type: ignore[no-any-return]
+        return self._feed_call(deployment, cfg, judged, probe, kind, now).run()
 
     def _feed_call(self, deployment: str, cfg: BreakerConfig, judged: str, probe: str, kind: str,
                    now: float | None) -> ScriptCall:
@@ -216,7 +216,7 @@ class Breakers:
     def states(self, deployments: Iterable[str] | None = None, *, now: float | None = None) -> dict[str, Any]:
         """Several breakers (all configured ones by default) in one round trip; reads only."""
         names = list(self.configs if deployments is None else deployments)
-        return self.states_call(names, now=now).run() if names else {}  # type: ignore[no-any-return]
+        return self.states_call(names, now=now).run() if names else {}
 
     def states_call(self, names: list[str], *, now: float | None = None) -> ScriptCall:
         """``states`` of these breakers as a script call to send in a batch with others."""

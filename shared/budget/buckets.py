@@ -167,7 +167,7 @@ class BudgetStore:
         False, and nothing changes, when the reservation is unknown, expired or already settled, so a
         redelivered attempt never refunds twice.
         """
-        return self.settle_call(reservation_id, actual, now=now).run()  # type: ignore[no-any-return]
+        return self.settle_call(reservation_id, actual, now=now).run()
 
     def settle_call(self, reservation_id: str, actual: Mapping[str, float], *,
                     now: float | None = None) -> ScriptCall:
