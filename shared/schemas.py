@@ -151,14 +151,18 @@ class ChatRequest(Storable):
         return self.max_completion_tokens or self.max_tokens
 
 
-class JobTags(Storable):
-    """How the native API and the headers tag a job (the tenant always comes from the API key)."""
+class _Tags(BaseModel):
+    """How a job is tagged: the native API's fields, and the compatible routes' headers."""
 
     feature: Feature = "default"
     priority: Lane | None = None
     task: Task = None
     deadline: Deadline = None
     idempotency_key: IdempotencyKey = None
+
+
+class JobTags(_Tags, Storable):
+    """A job's tags on their own (the tenant always comes from the API key)."""
 
     def deadline_at(self, default_s: float, now: datetime | None = None) -> datetime:
         now = now or datetime.now(UTC)
@@ -169,14 +173,8 @@ class JobTags(Storable):
         return self.deadline if self.deadline.tzinfo else self.deadline.replace(tzinfo=UTC)
 
 
-class JobRequest(ChatRequest):
+class JobRequest(ChatRequest, _Tags):
     """``POST /v1/jobs``: the chat request plus the job's tags."""
-
-    feature: Feature = "default"
-    priority: Lane | None = None
-    task: Task = None
-    deadline: Deadline = None
-    idempotency_key: IdempotencyKey = None
 
     def tags(self) -> JobTags:
         return JobTags.model_construct(feature=self.feature, priority=self.priority, task=self.task,

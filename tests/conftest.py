@@ -104,6 +104,20 @@ def spawn(*args: str, env: dict[str, str] | None = None, log: str) -> subprocess
                             env={**os.environ, **(env or {})})
 
 
+@contextmanager
+def serving(module: str, *args: str, env: dict[str, str] | None = None, log: str) -> Iterator[str]:
+    """A process of its own (``python -m module *args --port P``) answering /healthz on a free port; its
+    URL, and the process stopped afterwards."""
+    port = free_port()
+    proc = spawn(module, *args, "--port", str(port), env=env, log=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/healthz", proc)
+        yield url
+    finally:
+        stop(proc)
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()

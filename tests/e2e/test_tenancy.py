@@ -15,7 +15,7 @@ from sqlalchemy import select
 from shared.db import jobs, tenants
 from shared.db.models import Attempt
 from shared.db.session import session_scope
-from tests.conftest import ADMIN, EPOCH, Stack, free_port, hold_leader_lease, spawn, stop, wait_for_status, wait_http
+from tests.conftest import ADMIN, EPOCH, Stack, hold_leader_lease, serving, wait_for_status
 from tests.e2e.test_bad_input import _count_jobs
 
 CHAT = {"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
@@ -139,15 +139,8 @@ def test_a_providers_error_text_reaches_operators_not_tenants(stack: Stack, faul
 @pytest.fixture
 def strict_api(stack: Stack) -> Iterator[str]:
     """An api process of its own that allows 3 failed authentications per source and minute."""
-    port = free_port()
-    proc = spawn("cli", "api", "--port", str(port), env={"GATEWAY_API__AUTH_FAILURES_PER_MINUTE": "3"},
-                 log="strict-api")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/healthz", proc)
+    with serving("cli", "api", env={"GATEWAY_API__AUTH_FAILURES_PER_MINUTE": "3"}, log="strict-api") as url:
         yield url
-    finally:
-        stop(proc)
 
 
 def test_failed_authentication_is_counted_and_throttled_per_source(stack: Stack, strict_api: str) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from execution.providers import AnthropicAdapter, OpenAIAdapter, ProviderAdapter, close_clients
 from shared.config import DeploymentConfig, ProviderConfig, Timeouts
+from tests.conftest import serving
 
 ADAPTER = {"openai": OpenAIAdapter, "anthropic": AnthropicAdapter}
 WEATHER_TOOL = {
@@ -76,15 +77,8 @@ models:
 @pytest.fixture(scope="session")
 def strict_sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second simulator that refuses unknown keys (401) and unknown models (404)."""
-    from tests.conftest import free_port, spawn, stop, wait_http
 
     config = tmp_path_factory.mktemp("strict-sim") / "sim.yaml"
     config.write_text(STRICT_SIM_CONFIG)
-    port = free_port()
-    proc = spawn("ops.sim", "--host", "127.0.0.1", "--port", str(port), "--config", str(config), log="strict-sim")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/healthz", proc)
+    with serving("ops.sim", "--host", "127.0.0.1", "--config", str(config), log="strict-sim") as url:
         yield url
-    finally:
-        stop(proc)
