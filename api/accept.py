@@ -95,7 +95,7 @@ class Acceptor:
         env.enqueued_at = time.time()
         if fast and reply_to and self._take_slot():
             return self._send_here(env, view, answer)
-        self._hand_off(env, fast)
+        self._hand_off(env, fast, short_lease=may_send_here)
         return Submitted(view, created=True)
 
     def _admit_inline(self, env: Envelope, ahead: _Ahead) -> bool:
@@ -118,11 +118,11 @@ class Acceptor:
                       lambda r: got.__setitem__("queues", QueueState.parse(r)))
         batch.script(self.gw.admitter.breakers.states_call(list(env.chain)), lambda b: got.__setitem__("breakers", b))
         if env.lane == Lane.INTERACTIVE:
-            # When the api may send it itself (a caller waits), long enough for the whole attempt on
-            # any deployment of the chain, since that path has no claim step; a worker that gets the
-            # job instead (no free slot) claims it as usual.
-            lease_s = (max(self.gw.attempts.lease_s(self.gw.settings.deployment(d)) for d in env.chain)
-                       if may_send_here else self.gw.settings.admission.dispatch_lease_s)
+            # When the api may send it itself (a caller waits), a call's short lease, which its heartbeat
+            # keeps alive from the moment the call starts (that path has no claim step); otherwise the
+            # lease of a dispatch waiting for a worker.
+            admission = self.gw.settings.admission
+            lease_s = admission.attempt_lease_s if may_send_here else admission.dispatch_lease_s
             batch.command(lambda pipe: self.gw.leases.grant_in(pipe, env, lease_s))
         try:
             batch.execute()
@@ -183,9 +183,11 @@ class Acceptor:
             )
             return jobs.job_view(job), created
 
-    def _hand_off(self, env: Envelope, fast: bool) -> None:
+    def _hand_off(self, env: Envelope, fast: bool, *, short_lease: bool = False) -> None:
         try:
             if fast:
+                if short_lease:  # taken for a call here, but no slot was free: it waits for a worker instead
+                    self.gw.leases.extend(env, self.gw.settings.admission.dispatch_lease_s)
                 self.gw.dispatch.send(env)
             else:
                 self.gw.queues.push(env)

@@ -78,21 +78,26 @@ class Ended:
 def run_dispatched(env: Envelope, ctx: AttemptContext) -> View | None:
     """A worker's attempt (see the module docstring); the job's view, None when it was not sent."""
     deployment = ctx.deployment_for(env)
-    claimed, breaker = _claim(ctx, env, deployment.name, ctx.lease_s(deployment))
+    claimed, breaker = _claim(ctx, env, deployment.name, ctx.settings.admission.attempt_lease_s)
     if not claimed:
+        ctx.keeper.drop(env)
         log.warning("job %s was dispatched again after this message was sent; attempt %s dropped",
                     env.id, env.attempt)
         return None
     if not env.probe and breaker != "closed":
+        ctx.keeper.drop(env)
         _bounce(ctx, env)
         return None
+    ctx.keeper.hold(env, ctx.call_limit_s(deployment))
     return _run(env, ctx, deployment, inline=False)
 
 
 def run_inline(env: Envelope, ctx: AttemptContext, deliver: Callable[[View], None]) -> View | None:
     """The api's fast-lane attempt (see the module docstring): ``deliver`` gets the job's view as soon
     as it is recorded; a retry goes back to the scheduler and announces its own end."""
-    return _run(env, ctx, ctx.deployment_for(env), inline=True, deliver=deliver)
+    deployment = ctx.deployment_for(env)
+    ctx.keeper.hold(env, ctx.call_limit_s(deployment))
+    return _run(env, ctx, deployment, inline=True, deliver=deliver)
 
 
 def _run(env: Envelope, ctx: AttemptContext, deployment: DeploymentConfig, *, inline: bool,
@@ -105,6 +110,7 @@ def _run(env: Envelope, ctx: AttemptContext, deployment: DeploymentConfig, *, in
     if deliver is not None and view is not None:
         deliver(view)
     ended = Ended(env, outcome, view, ends_job=retry is None or not retry.retry, inline=inline)
+    ctx.keeper.drop(env)  # the end steps release the lease: no heartbeat may bring it back
     batch = RedisBatch(ctx.redis)
     for step in END_STEPS:
         step(ctx, batch, ended)

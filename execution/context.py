@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from sqlalchemy.orm import Session
 
 from execution.group_commit import GroupCommit
+from execution.lease_keeper import LeaseKeeper
 from execution.providers import adapter_for
 from execution.providers.base import Usage
 from execution.providers.http import shared_client
@@ -38,6 +39,7 @@ class AttemptContext:
         self.admitter = Admitter(settings, client, keys)
         self.engine = get_engine(settings.database_url)
         self.records = GroupCommit(self.store)
+        self.keeper = LeaseKeeper(self.leases, settings.admission)
 
     def store(self) -> AbstractContextManager[Session]:
         """One transaction on this process's result store."""
@@ -47,9 +49,15 @@ class AttemptContext:
         """Where this attempt goes: where it was admitted, else its chain's first."""
         return self.settings.deployment(env.deployment or env.chain[0])
 
-    def lease_s(self, deployment: DeploymentConfig) -> float:
-        """How long an attempt on ``deployment`` may hold its lease: its whole timeout and a margin."""
+    def call_limit_s(self, deployment: DeploymentConfig) -> float:
+        """How long a call on ``deployment`` may keep its lease alive: its whole timeout and a margin
+        (the heartbeat keeps a short lease renewed until then, ``execution.lease_keeper``)."""
         return deployment.timeouts.total + self.settings.admission.lease_margin_s
+
+    @property
+    def longest_call_s(self) -> float:
+        """``call_limit_s`` of the slowest deployment: how long any call of this process may keep its lease."""
+        return max(self.call_limit_s(d) for d in self.settings.deployments)
 
     def warm_up(self) -> AttemptContext:
         """Do at start what the first attempt would otherwise pay for (~50 ms on this machine): every

@@ -46,6 +46,7 @@ class Round:
     failed: list[tuple[Envelope | Unreadable, str]] = field(default_factory=list)  # jobs that cannot run
     wake_in: float = math.inf
     held: set[str] = field(default_factory=set)
+    quiet: bool = False  # nothing was waiting at all: no queue, no parked retry
 
     def blocked(self, wait_s: float) -> None:
         self.wake_in = min(self.wake_in, max(wait_s, 0.001))
@@ -84,23 +85,27 @@ class FairQueuing:
     def run_round(self, limit: int, now: float) -> Round:
         result = Round()
         self._breakers = None
-        for lane, tenants in self._active_tenants(now).items():
+        for lane, tenants in self._active_tenants(now, result).items():
             if tenants:
                 self._run_lane(lane, tenants, limit, now, result)
             if len(result.admitted) >= limit:
                 break
         return result
 
-    def _active_tenants(self, now: float) -> dict[str, list[str]]:
+    def _active_tenants(self, now: float, result: Round) -> dict[str, list[str]]:
         """Tenants with something waiting, per lane in priority order, in one round trip that also
-        looks at the earliest parked retry: retries that are due are moved to their queues first."""
+        looks at the earliest parked retry: retries that are due are moved to their queues first, and
+        the round says when the next one will be (so the scheduler wakes for it)."""
         with self.queues.r.pipeline(transaction=False) as pipe:
             for lane in LANES:
                 pipe.smembers(self.queues.keys.active_tenants(lane))
             pipe.zrange(self.queues.keys.delayed, 0, 0, withscores=True)
             *replies, first_due = pipe.execute()
         if first_due and first_due[0][1] <= now and self.queues.promote_due(now):
-            return self._active_tenants(now)
+            return self._active_tenants(now, result)
+        if first_due:
+            result.blocked(first_due[0][1] - now)
+        result.quiet = not first_due and not any(replies)
         return {lane: sorted(members) for lane, members in zip(LANES, replies, strict=True)}
 
     def _breaker_states(self) -> dict[str, Any] | None:

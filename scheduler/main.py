@@ -41,7 +41,6 @@ from shared.signals import announce
 log = logging.getLogger("gateway.scheduler")
 
 BATCH = 256
-IDLE_WAKE_S = 1.0
 SWEEP_EVERY_S = 2.0
 PURGE_EVERY_S = 60.0  # retention; every sweep instead while a backlog lasts
 
@@ -54,7 +53,7 @@ class Scheduler:
         self.redis = sync_redis(self.settings.redis_url)
         self.queues = WaitingQueues(self.redis, self.keys)
         self.instance = instance or f"scheduler-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
-        self.lease = LeaderLease(self.redis, self.keys.leader, self.instance)
+        self.lease = LeaderLease(self.redis, self.keys.leader, self.instance, settings.scheduler.leader_lease_s)
         self.admitter = Admitter(self.settings, self.redis, self.keys)
         self.fair_queuing = FairQueuing(self.settings, self.admitter, self.queues)
         self.leases = AttemptLeases(self.redis, self.keys)
@@ -63,6 +62,8 @@ class Scheduler:
                                  every_s=self.settings.admission.reconcile_every_s, engine=self.engine)
         self._last_sweep = 0.0
         self._next_purge = 0.0
+        self._quiet = False  # the last round found nothing waiting, and nothing woke the scheduler since
+        self._renewed = False  # the lease was renewed by a wait that nothing interrupted: no hold needed
 
     def run(self, stop: threading.Event) -> None:
         log.info("scheduler %s started", self.instance)
@@ -82,18 +83,32 @@ class Scheduler:
             self.lease.release()
 
     def _lead_once(self, leading: bool, stop: threading.Event) -> bool:
-        if not self.lease.hold():
+        renewed, self._renewed = self._renewed, False
+        if not (renewed and self.lease.still_valid()) and not self.lease.hold():
             if leading:
                 log.warning("scheduler %s lost the leader lease", self.instance)
-            stop.wait(1.0)
+            stop.wait(min(self.lease.holder_left_s + 0.005, self.settings.scheduler.leader_lease_s))
             return False
         if not leading:
             log.info("scheduler %s is the leader", self.instance)
         result = self.step()
         if not result.admitted and not result.expired:
-            wake_in = min(result.wake_in, self.queues.next_due_in(time.time()), IDLE_WAKE_S)
-            self.queues.wait_for_wake(timeout=max(wake_in, 0.001))
+            self._wait(min(result.wake_in, self.lease.longest_wait_s), quiet=result.quiet)
         return True
+
+    def _wait(self, timeout_s: float, *, quiet: bool) -> None:
+        """Sleep until there is work (an arrival or a refund wakes it) or ``timeout_s`` passed, renewing
+        the leader lease in the same round trip. When the round found nothing waiting and nothing
+        woke it, the next round is skipped (every push and refund wakes it): an idle leader costs one
+        round trip a wait, plus the sweep's and recovery's every few seconds."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            sent = self.lease.hold_in(pipe)
+            self.queues.wait_for_wake_in(pipe, max(timeout_s, 0.001))
+            held, woken = pipe.execute(raise_on_error=False)
+        self._renewed = self.lease.took(held, sent) and woken is None
+        if isinstance(woken, Exception):
+            raise woken
+        self._quiet = quiet and woken is None
 
     def step(self) -> Round:
         """Run one admission round: reserve, record, send. Returns what it did."""
@@ -101,6 +116,8 @@ class Scheduler:
             return Round()
         self._sweep()
         self.recovery.maybe_run()
+        if self._quiet:  # nothing waited last time and nothing was pushed since: no round to run
+            return Round(quiet=True)
         result = self.fair_queuing.run_round(BATCH, time.time())  # promotes due retries first
         if result.admitted or result.expired or result.failed:  # an empty round (a wake-up with nothing due)
             self.dispatch.send_many(self.record(result))                  # writes nothing

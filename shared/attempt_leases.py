@@ -24,6 +24,7 @@ from shared.redis_batch import ScriptCall
 
 _CLAIM = script("lease_claim")
 _RELEASE = script("lease_release")
+_RENEW = script("lease_renew")
 
 
 class AttemptLeases:
@@ -32,6 +33,7 @@ class AttemptLeases:
         self.keys = keys
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(_RENEW)
 
     def grant(self, envs: Iterable[Envelope], ttl_s: float) -> None:
         """Give each admitted envelope a new token and hold the lease for it (one round trip)."""
@@ -79,6 +81,16 @@ class AttemptLeases:
     def release_call(self, env: Envelope) -> ScriptCall:
         """``release`` as a script call to send in a batch with others."""
         return ScriptCall(self._release, [self.keys.lease(env.id)], [env.token])
+
+    def extend(self, env: Envelope, ttl_s: float) -> None:
+        """Give ``env``'s lease ``ttl_s`` more seconds, if it still holds its token (one round trip)."""
+        self.renew([env.id], [env.token], ttl_s)
+
+    def renew(self, job_ids: list[str], tokens: list[str], ttl_s: float) -> list[bool]:
+        """The heartbeat (``execution.lease_keeper``): renew these leases under these tokens, one round
+        trip; per job, whether the lease is still this holder's."""
+        held = self._renew(keys=[self.keys.lease(j) for j in job_ids], args=[*tokens, int(ttl_s * 1000)])
+        return [bool(h) for h in held]
 
     def held(self, job_ids: list[str]) -> set[str]:
         """Which of these jobs have a live lease."""

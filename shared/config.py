@@ -213,11 +213,28 @@ class AdmissionConfig(_Strict):
     """Budget-aware admission; ``enabled: false`` sends every job at once (for comparison runs only)."""
 
     enabled: bool = True
-    dispatch_lease_s: float = Field(60.0, gt=0, description="how long an admitted job may wait for a worker "
-                                    "before recovery dispatches it again")
-    reconcile_every_s: float = Field(5.0, gt=0)
-    lease_margin_s: float = Field(30.0, gt=0, description="added to a deployment's total timeout for "
-                                  "the lease a worker holds while it calls")
+    dispatch_lease_s: float = Field(60.0, gt=0, description="how long an admitted job may wait in the execution "
+                                    "queue for a worker to take it before recovery dispatches it again")
+    attempt_lease_s: float = Field(6.0, gt=0, description="how long a call's lease lives without a heartbeat: a "
+                                   "worker or api killed mid-call is noticed this long after, whatever the call's "
+                                   "length")
+    heartbeat_s: float = Field(1.5, gt=0, description="how often a process renews the leases of all its calls in "
+                               "flight (one round trip)")
+    reconcile_every_s: float = Field(2.0, gt=0, description="how often recovery looks for lost and orphaned jobs")
+    lease_margin_s: float = Field(30.0, gt=0, description="how long past its deployment's total timeout a call may "
+                                  "keep its lease alive before it counts as stuck (then it is sent again)")
+
+    @model_validator(mode="after")
+    def _heartbeat_fits(self) -> AdmissionConfig:
+        if self.heartbeat_s * 2 > self.attempt_lease_s:
+            raise ValueError(f"heartbeat_s ({self.heartbeat_s}) must be at most half of attempt_lease_s "
+                             f"({self.attempt_lease_s}), or a live call could lose its lease between two beats")
+        return self
+
+
+class SchedulerConfig(_Strict):
+    leader_lease_s: float = Field(1.5, gt=0, description="the leader lease: a standby takes over this long after "
+                                  "the leading scheduler dies; the leader renews it every third of it")
 
 
 class RetentionConfig(_Strict):
@@ -301,6 +318,7 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     retries: RetryConfig = Field(default_factory=RetryConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     sim: SimConfig = Field(default_factory=SimConfig)

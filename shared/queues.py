@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import redis
 
@@ -93,11 +93,6 @@ class WaitingQueues:
             self.r.zrem(k.delayed, *unreadable)
         return int(self._promote(keys=keys, args=args)) if args else 0
 
-    def next_due_in(self, now: float) -> float:
-        """Seconds until the earliest parked retry is due (inf when none)."""
-        first = cast(list[tuple[str, float]], self.r.zrange(self.keys.delayed, 0, 0, withscores=True))
-        return max(0.0, first[0][1] - now) if first else float("inf")
-
     def pop(self, lane: str, tenant: str, count: int = 1) -> list[Envelope | Unreadable]:
         k = self.keys
         raw = self._pop(keys=[k.waiting(lane, tenant), k.active_tenants(lane), k.waiting_count(lane),
@@ -123,6 +118,10 @@ class WaitingQueues:
 
     def depth(self, lane: str, tenant: str) -> int:
         return int(self.r.llen(self.keys.waiting(lane, tenant)))
+
+    def wait_for_wake_in(self, pipe: Any, timeout: float) -> None:
+        """``wait_for_wake`` as a command of ``pipe`` (after commands that must go in the same round trip)."""
+        pipe.blpop([self.keys.wake], timeout=timeout)
 
     def wait_for_wake(self, timeout: float) -> bool:
         """Block until something is pushed (or ``timeout`` seconds pass)."""

@@ -52,8 +52,11 @@ class _Executor:
         run_dispatched(env, ctx)
 
     def attempts(self, envelopes: Any) -> None:
-        _, pool = self.get()
+        ctx, pool = self.get()
         chunk = envelopes if isinstance(envelopes, list) else [envelopes]
+        for env in map(read_entry, chunk):  # waiting for a thread, they are this process's: keep their leases
+            if not isinstance(env, Unreadable):
+                ctx.keeper.hold(env, ctx.longest_call_s)
         futures = [pool.submit(self.attempt, raw) for raw in chunk]
         wait(futures)
         for future in futures:
