@@ -241,12 +241,17 @@ def _unsendable(exc: Exception, deployment: str) -> ProviderCallError:
 
 
 def _decide_retry(ctx: AttemptContext, env: Envelope, outcome: Outcome) -> RetryDecision:
+    """A retry goes to the chain's next deployment. While that is one this job has not tried yet (a
+    fallback: a failed breaker probe of the primary included), it is admitted at once against the
+    fallback's own limits and spends no retry budget: nothing is sent again to the failing one, so a
+    caller never fails while a fallback could serve. A retry that returns to a deployment already
+    tried waits out backoff and Retry-After and is charged to that deployment's retry budget."""
     err = outcome.error
     assert err is not None
-    # The retry is charged to the budget of the deployment it will go to first: the chain's next one.
     goes_to = _retry_chain(env)[0]
-    decision = ctx.retries.decide(deployment=goes_to, attempt=env.attempt,
-                                  retryable=err.retryable, kind=err.kind, retry_after_s=err.retry_after_s)
+    fallback = env.attempt < len(env.chain)  # each failure moves its deployment last: the next is untried
+    decision = ctx.retries.decide(deployment=goes_to, attempt=env.attempt, retryable=err.retryable,
+                                  kind=err.kind, retry_after_s=err.retry_after_s, fallback=fallback)
     if decision.retry and decision.not_before >= env.deadline:
         return RetryDecision(False, f"a retry would start after the job's deadline ({decision.reason})")
     return decision

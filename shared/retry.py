@@ -2,10 +2,12 @@
 
 A retry is decided once, where the attempt ended: only for failures that may succeed later (429,
 5xx, 529, timeouts, connection errors, malformed answers), never for 4xx or a provider's "don't
-retry"; within the job's attempt cap and the deployment's retry budget (retries at most ~10% of the
-minute's attempts, as in the SRE book and Envoy/gRPC retry throttling). It is then re-admitted
-against the budget like any job, no sooner than full-jitter exponential backoff (tenacity's
-``wait_random_exponential``) and the provider's own Retry-After.
+retry"; within the job's attempt cap. A retry on a fallback the job has not tried yet is re-admitted
+at once against that deployment's own limits. A retry that returns to a deployment already tried
+also needs that deployment's retry budget (retries at most ~10% of the minute's attempts, as in the
+SRE book and Envoy/gRPC retry throttling) and waits out full-jitter exponential backoff (tenacity's
+``wait_random_exponential``) and the provider's own Retry-After: retries never multiply the load on
+a failing deployment.
 """
 
 from __future__ import annotations
@@ -59,11 +61,16 @@ class RetryPolicy:
         return self._key(deployment, "req"), COUNTER_TTL_S
 
     def decide(self, *, deployment: str, attempt: int, retryable: bool, kind: str,
-               retry_after_s: float | None, now: float | None = None) -> RetryDecision:
+               retry_after_s: float | None, now: float | None = None, fallback: bool = False) -> RetryDecision:
+        """Whether and when to retry on ``deployment``. ``fallback``: it is another deployment than the
+        one that failed, not yet tried by this job: no backoff and no retry budget (see
+        ``execution.attempt._decide_retry``)."""
         if not retryable:
             return RetryDecision(False, f"{kind} is not retryable")
         if attempt >= self.config.max_attempts:
             return RetryDecision(False, f"gave up after {attempt} attempts (the cap is {self.config.max_attempts})")
+        if fallback:
+            return RetryDecision(True, f"{kind}: retry {attempt + 1} on the fallback {deployment}", now or time.time())
         if not self._take(keys=[self._key(deployment, "req"), self._key(deployment, "ret")],
                           args=[self.config.budget_ratio, self.config.budget_floor_per_min, COUNTER_TTL_S]):
             return RetryDecision(False, f"retry budget of {deployment} exhausted (retries are capped at "

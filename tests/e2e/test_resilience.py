@@ -6,6 +6,7 @@ Each test injects faults into the simulator scoped to a model of its own (see ga
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anthropic
@@ -88,3 +89,20 @@ def test_a_provider_that_says_dont_retry_is_not_retried(stack: Stack) -> None:
         done = wait_for_status(c, job["id"], {"succeeded", "failed"})
     assert done["status"] == "failed"
     assert len(_attempts(job["id"])) == 1  # 429 "request too large" with x-should-retry: false
+
+
+def test_no_caller_fails_while_a_fallback_can_serve(stack: Stack, faults: Any) -> None:
+    """An outage of the primary longer than its breaker's open time: every call whose attempt on the
+    primary fails (a burst of 16 before the breaker opens, more than a retry budget's floor of 10, and
+    each half-open probe after) goes on to the fallback at once, without spending a retry budget, so
+    none of the callers sees an error."""
+    faults(kind="outage", status=503, model="gpt-flaky", duration_s=6)
+    with stack.client() as c, ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: c.post("/v1/chat/completions", json=_job("flaky")), range(16)))
+        until = time.monotonic() + 7  # past two open periods (open_s: 2): the probes fail too
+        while time.monotonic() < until:
+            answers.append(c.post("/v1/chat/completions", json=_job("flaky")))
+    assert [r.status_code for r in answers] == [200] * len(answers)
+    failed_first = [r for r in answers if _attempts(r.headers["x-gateway-job-id"])[0].status == "failed"]
+    assert len(failed_first) > 10
+    assert all(r.headers["x-gateway-deployment"] == "claude-haiku@sim" for r in failed_first)
