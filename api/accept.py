@@ -70,11 +70,13 @@ class Acceptor:
         self.gw = gw
 
     def submit(self, caller: Caller, chat: ChatRequest, tags: JobTags, lane: Lane, reply_to: str | None,
-               answer: Callable[[Submitted], None] | None = None) -> Submitted:
+               answer: Callable[[Submitted], None] | None = None,
+               stored: Callable[[dict[str, Any]], None] | None = None) -> Submitted:
         """Validate against the budgets, then admit inline (fast lane) and persist, or persist and queue.
-        ``lane`` comes from ``Gateway.lane_for``. A job the api sends itself (``_send_here``) is handed
-        to ``answer`` as soon as its attempt is recorded, before the attempt's last round trip; the
-        return value is the same."""
+        ``lane`` comes from ``Gateway.lane_for``. ``stored`` gets the job's view as soon as it is in the
+        store (an answer that begins before the job ends can name it). A job the api sends itself
+        (``_send_here``) is handed to ``answer`` as soon as its attempt is recorded, before the
+        attempt's last round trip; the return value is the same."""
         gw = self.gw
         env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(), tags.deadline_at,
                           reply_to=reply_to)
@@ -89,6 +91,8 @@ class Acceptor:
             else:
                 self._drop_lease(env)
             view, created = self._persist(env, tags, estimate, fast, caller)
+            if stored is not None:
+                stored(view)
             if not created:
                 return Submitted(view, created=False)  # a repeated idempotency key: nothing new to send
             undo.pop_all()

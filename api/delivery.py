@@ -6,13 +6,27 @@ becomes an error in the caller's dialect that says what happened and what to do.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 
-from shared.errors import Conflict, GatewayTimeout, InvalidRequest, Overloaded, ProviderError, answer_for
+from api.errors import error_body
+from shared.errors import (
+    Conflict,
+    GatewayError,
+    GatewayTimeout,
+    InvalidRequest,
+    Overloaded,
+    ProviderError,
+    answer_for,
+)
+
+if TYPE_CHECKING:
+    from api.gateway import Gateway
 
 
 def gateway_headers(view: dict[str, Any]) -> dict[str, str]:
@@ -106,3 +120,48 @@ def _event(data: dict[str, Any]) -> bytes:
 
 def _named(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def error_event(path: str, exc: GatewayError) -> bytes:
+    """A failure after a stream's first byte: an error event in the caller's dialect (OpenAI's SDK raises
+    on a ``data`` line holding ``error``; Anthropic's on an ``error`` event)."""
+    body = error_body(path, exc.status, exc.message, type_=exc.type, code=exc.code, param=exc.param)
+    return _named("error", body) if path.startswith("/v1/messages") else _event(body)
+
+
+async def keepalive(finish: asyncio.Task[Any], filler: bytes, every_s: float = 10.0) -> AsyncIterator[bytes]:
+    """``filler`` every ``every_s`` until ``finish`` is done: proxies and clients see a live answer."""
+    while not finish.done():
+        done, _ = await asyncio.wait((finish,), timeout=every_s)
+        if not done:
+            yield filler
+
+
+async def stream_when_done(path: str, finish: asyncio.Task[tuple[Any, dict[str, Any] | None]], job_id: str,
+                           replay: Callable[[dict[str, Any]], Iterator[bytes]]) -> AsyncIterator[bytes]:
+    """A stream begun before its job ended (its headers name the job): keep-alive comments while the job
+    runs, then its answer as ``replay`` renders it, or an error event saying why there is none."""
+    async for comment in keepalive(finish, b": waiting for the answer\n\n"):
+        yield comment
+    try:
+        _, view = finish.result()
+        result = raise_unless_succeeded(view, job_id)
+    except GatewayError as exc:
+        yield error_event(path, exc)
+        return
+    for event in replay(result):
+        yield event
+
+
+async def view_when_done(gw: Gateway, finish: asyncio.Task[tuple[Any, dict[str, Any] | None]],
+                         job_id: str) -> AsyncIterator[bytes]:
+    """A sync wait on /v1/jobs begun before its job ended (its headers name the job): JSON whitespace
+    while the job runs, then the job as it is when the wait ends (finished, or still running)."""
+    async for space in keepalive(finish, b"\n"):
+        yield space
+    try:
+        _, view = finish.result()
+    except GatewayError:  # refused after it was stored (Redis down at the hand-off): the store says how
+        view = None
+    latest = view or await run_in_threadpool(gw.view_any, job_id)
+    yield orjson.dumps(latest)

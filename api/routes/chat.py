@@ -6,11 +6,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from api.answers import ChatCompletion, ModelList
-from api.delivery import gateway_headers, openai_sse, raise_unless_succeeded
+from api.delivery import gateway_headers, openai_sse, raise_unless_succeeded, stream_when_done
 from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
-from api.routes.common import FeatureHeader, IdempotencyHeader, PriorityHeader, submit_and_wait, tags_from
+from api.routes.common import (
+    FeatureHeader,
+    IdempotencyHeader,
+    PriorityHeader,
+    submit_and_wait,
+    submit_early,
+    tags_from,
+)
 from shared.lanes import Lane
 from shared.schemas import ChatRequest
 
@@ -30,16 +37,16 @@ async def chat_completions(
     body = await read_body(request, ChatRequest)
     tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
                      idempotency_key=idempotency_key, metadata=body.metadata)
-    submitted, view = await submit_and_wait(gw, waiter, caller, body, tags, gw.settings.api.max_sync_wait_s,
-                                            default_lane=Lane.INTERACTIVE)
+    wait_s = gw.settings.api.max_sync_wait_s
+    if body.stream:  # the headers, naming the job, go out at once; the events when the answer is there
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        stored, finish = await submit_early(gw, waiter, caller, body, tags, wait_s, Lane.INTERACTIVE)
+        events = stream_when_done(request.url.path, finish, stored["id"], lambda r: openai_sse(r, include_usage))
+        return StreamingResponse(events, media_type="text/event-stream", headers=gateway_headers(stored))
+    submitted, view = await submit_and_wait(gw, waiter, caller, body, tags, wait_s, default_lane=Lane.INTERACTIVE)
     result = raise_unless_succeeded(view, submitted.view["id"])
     assert view is not None
-    headers = gateway_headers(view)
-    if body.stream:
-        include_usage = bool((body.stream_options or {}).get("include_usage"))
-        return StreamingResponse(openai_sse(result, include_usage), media_type="text/event-stream",
-                                 headers=headers)
-    return OrjsonResponse(result, headers=headers)
+    return OrjsonResponse(result, headers=gateway_headers(view))
 
 
 @router.get("/v1/models", response_model=None,

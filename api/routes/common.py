@@ -78,17 +78,21 @@ def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str
         ) from exc
 
 
+Finished = tuple[Submitted, dict[str, Any] | None]
+
+
 async def submit_and_wait(gw: Gateway, waiter: CompletionWaiter, caller: Caller, chat: ChatRequest,
-                          tags: JobTags, wait_s: float | None,
-                          default_lane: Lane) -> tuple[Submitted, dict[str, Any] | None]:
+                          tags: JobTags, wait_s: float | None, default_lane: Lane,
+                          stored: asyncio.Future[dict[str, Any]] | None = None) -> Finished:
     """Submit; when ``wait_s`` is given, wait for the job to finish. Returns the final view or None.
-    The lane is decided first, so an interactive job takes the interactive threads and nothing else does."""
+    The lane is decided first, so an interactive job takes the interactive threads and nothing else does.
+    ``stored`` is given the job's view as soon as it is in the store (see ``submit_early``)."""
     reply_to = waiter.channel if wait_s else None
     started = time.monotonic()
     try:
         lane = gw.lane_for(caller, tags, default_lane)
         limiter = _INTERACTIVE if lane == Lane.INTERACTIVE else _BULK
-        submitted = await _submit(gw, limiter, caller, chat, tags, lane, reply_to)
+        submitted = await _submit(gw, limiter, caller, chat, tags, lane, reply_to, stored)
     except Overloaded as exc:
         SHED.labels(reason=exc.code or "overloaded").inc()
         raise
@@ -107,8 +111,24 @@ async def submit_and_wait(gw: Gateway, waiter: CompletionWaiter, caller: Caller,
 _FINISHING: set[asyncio.Future[Any]] = set()  # submits that answered early and still run their last step
 
 
+async def submit_early(gw: Gateway, waiter: CompletionWaiter, caller: Caller, chat: ChatRequest, tags: JobTags,
+                       wait_s: float, default_lane: Lane) -> tuple[dict[str, Any], asyncio.Task[Finished]]:
+    """For an answer that begins before the job ends (a stream, a sync wait on /v1/jobs): returns the job
+    as soon as it is stored, so its id goes out in the answer's headers at once (a caller whose
+    connection drops can still find its job), with the rest of ``submit_and_wait`` as a task. What
+    refuses the job before it is stored (a 4xx, a 429) is raised here, as a plain error answer."""
+    stored: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    finish = asyncio.create_task(submit_and_wait(gw, waiter, caller, chat, tags, wait_s, default_lane, stored))
+    await asyncio.wait((stored, finish), return_when=asyncio.FIRST_COMPLETED)
+    _FINISHING.add(finish)  # kept (and its errors logged) even when the caller goes away
+    finish.add_done_callback(_finished)
+    if stored.done():
+        return stored.result(), finish
+    return finish.result()[0].view, finish  # refused before it was stored: raises
+
+
 async def _submit(gw: Gateway, limiter: anyio.CapacityLimiter, caller: Caller, chat: ChatRequest, tags: JobTags,
-                  lane: Lane, reply_to: str | None) -> Submitted:
+                  lane: Lane, reply_to: str | None, stored: asyncio.Future[dict[str, Any]] | None = None) -> Submitted:
     """``gw.accept.submit`` on a thread. It returns as soon as the submit has answered: a job the api sends
     itself answers once its attempt is recorded, and the thread then ends the attempt (budget,
     breaker, lease) once the response is out. Until then it waits: its Python work would hold the
@@ -121,8 +141,12 @@ async def _submit(gw: Gateway, limiter: anyio.CapacityLimiter, caller: Caller, c
         loop.call_soon_threadsafe(_resolve, early, submitted)
         responded.wait(RESPONSE_FIRST_S)
 
+    def on_stored(view: dict[str, Any]) -> None:
+        if stored is not None:
+            loop.call_soon_threadsafe(_resolve, stored, view)
+
     work = asyncio.ensure_future(anyio.to_thread.run_sync(gw.accept.submit, caller, chat, tags, lane, reply_to, answer,
-                                                          limiter=limiter))
+                                                          on_stored, limiter=limiter))
     try:
         await asyncio.wait((early, work), return_when=asyncio.FIRST_COMPLETED)
     finally:  # answered early, or the caller went away: the thread runs on, watched from here
@@ -137,9 +161,9 @@ async def _submit(gw: Gateway, limiter: anyio.CapacityLimiter, caller: Caller, c
     return work.result()
 
 
-def _resolve(future: asyncio.Future[Submitted], submitted: Submitted) -> None:
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
-        future.set_result(submitted)
+        future.set_result(value)
 
 
 def _finished(work: asyncio.Future[Any]) -> None:

@@ -9,18 +9,19 @@ from typing import Annotated
 
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.answers import JobBatch, JobPage, JobView
 from api.auth import Caller
 from api.bulk import BatchSubmitted
-from api.delivery import gateway_headers
+from api.delivery import gateway_headers, view_when_done
 from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, parse_body, read_body
 from api.gateway import Gateway
 from api.metrics import SHED, SUBMITTED
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, header, job_links
 from api.responses import OrjsonResponse
-from api.routes.common import _BULK, IdempotencyHeader, submit_and_wait
+from api.routes.common import _BULK, IdempotencyHeader, submit_and_wait, submit_early
 from shared.db.jobs import STATUSES
 from shared.errors import Overloaded, Unavailable
 from shared.lanes import Lane
@@ -32,23 +33,27 @@ _uploads: dict[int, asyncio.Semaphore] = {}  # per event loop (the api's, and ea
 
 @router.post("/v1/jobs", status_code=202, openapi_extra=body_of(JobRequest), responses={
     202: answer(JobView, "The job, accepted", headers=JOB_HEADERS, links=job_links()),
-    200: answer(JobView, "The job, finished within `wait`, or the job an `idempotency_key` already made",
+    200: answer(JobView, "With `wait`: the job when the wait ended (finished, or still running); the headers, "
+                "naming the job, are sent at once. Without: the job an `idempotency_key` already made",
                 headers=JOB_HEADERS, links=job_links()),
     **errors(*BODY, *TENANT_KEY, 404, 409)})
 async def submit_job(
     request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
     wait: Annotated[float | None, Query(ge=0, le=86_400, description="seconds to wait for the result")] = None,
     idempotency_key: IdempotencyHeader = None,
-) -> OrjsonResponse:
+) -> Response:
     body = await read_body(request, JobRequest)
     tags = body.tags()
     if idempotency_key and not tags.idempotency_key:
         tags.idempotency_key = idempotency_key
-    wait_s = min(wait, gw.settings.api.max_sync_wait_s) if wait else None
-    submitted, done = await submit_and_wait(gw, waiter, caller, body.chat(), tags, wait_s, default_lane=Lane.STANDARD)
-    view = done or submitted.view
-    status = 200 if done else (202 if submitted.created else 200)
-    return OrjsonResponse(view, status_code=status, headers=gateway_headers(view))
+    if wait:  # the job's id goes out before the wait: a caller whose connection drops can still find it
+        wait_s = min(wait, gw.settings.api.max_sync_wait_s)
+        stored, finish = await submit_early(gw, waiter, caller, body.chat(), tags, wait_s, Lane.STANDARD)
+        return StreamingResponse(view_when_done(gw, finish, stored["id"]), media_type="application/json",
+                                 headers=gateway_headers(stored))
+    submitted, _ = await submit_and_wait(gw, waiter, caller, body.chat(), tags, None, default_lane=Lane.STANDARD)
+    view = submitted.view
+    return OrjsonResponse(view, status_code=202 if submitted.created else 200, headers=gateway_headers(view))
 
 
 @router.post("/v1/jobs/batch", status_code=202, openapi_extra=body_of(JobBatchRequest), responses={

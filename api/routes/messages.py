@@ -9,11 +9,18 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.answers import AnthropicMessage
-from api.delivery import STREAM_EVENTS, anthropic_sse, gateway_headers, raise_unless_succeeded
+from api.delivery import STREAM_EVENTS, anthropic_sse, gateway_headers, raise_unless_succeeded, stream_when_done
 from api.deps import GatewayDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
-from api.routes.common import FeatureHeader, IdempotencyHeader, PriorityHeader, submit_and_wait, tags_from
+from api.routes.common import (
+    FeatureHeader,
+    IdempotencyHeader,
+    PriorityHeader,
+    submit_and_wait,
+    submit_early,
+    tags_from,
+)
 from shared.errors import InvalidRequest, clip
 from shared.lanes import Lane
 from shared.schemas import ChatRequest, Storable
@@ -115,15 +122,16 @@ async def messages(
     chat = _to_chat(body)
     tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
                      idempotency_key=idempotency_key, metadata=None)
-    submitted, view = await submit_and_wait(gw, waiter, caller, chat, tags, gw.settings.api.max_sync_wait_s,
-                                            default_lane=Lane.INTERACTIVE)
+    wait_s = gw.settings.api.max_sync_wait_s
+    if body.stream:  # the headers, naming the job, go out at once; the events when the answer is there
+        stored, finish = await submit_early(gw, waiter, caller, chat, tags, wait_s, Lane.INTERACTIVE)
+        events = stream_when_done(request.url.path, finish, stored["id"],
+                                  lambda r: anthropic_sse(openai_to_anthropic_response(r, body.model)))
+        return StreamingResponse(events, media_type="text/event-stream", headers=gateway_headers(stored))
+    submitted, view = await submit_and_wait(gw, waiter, caller, chat, tags, wait_s, default_lane=Lane.INTERACTIVE)
     result = raise_unless_succeeded(view, submitted.view["id"])
     assert view is not None
-    message = openai_to_anthropic_response(result, body.model)
-    headers = gateway_headers(view)
-    if body.stream:
-        return StreamingResponse(anthropic_sse(message), media_type="text/event-stream", headers=headers)
-    return OrjsonResponse(message, headers=headers)
+    return OrjsonResponse(openai_to_anthropic_response(result, body.model), headers=gateway_headers(view))
 
 
 def _to_chat(body: MessagesRequest) -> ChatRequest:
