@@ -67,7 +67,7 @@ class Gateway:
         chain = chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
         job = JobSpec(id=new_job_id(), tenant=tenant, feature=feature, lane=lane, model=model, request=request,
                       deadline=deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
-                      prompt_tokens=prompt_tokens(request))
+                      prompt_tokens=prompt_tokens(request), prompt_chars=prompt_tokens(request, by_chars=True))
         return Envelope(job, chain=chain)
 
     # -- reads -------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@
 - The estimate calibration learns from the reported usage; the scheduler is woken for the refund
   (``wake_scheduler``, sent with the lease release: one round trip for both).
 
-The input calibration (a per-model moving average) takes at most one sample per model and process
-every ``CALIBRATE_EVERY_S``: at hundreds of attempts per second each sample would cost a round trip
-while the average stays where it is; a quiet model keeps all of its samples.
+The input calibration (how each deployment counts prompts) takes at most one sample per deployment
+and process every ``CALIBRATE_EVERY_S``, sent with the settlement: at hundreds of attempts per second
+the averages would stay where they are; a quiet deployment keeps all of its samples.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def settle_calls(env: Envelope, deployment: str, adm: Admitter, *, result: Provi
     took, so how old its headers' counts are (``BudgetTree.header_targets``)."""
     rid = adm.reservation_id(env)
     if result is not None:
-        calls = [_settle_success(adm, env, deployment, result)]
+        calls = _settle_success(adm, env, deployment, result)
     elif error is not None and error.kind in NOT_PROCESSED:
         calls = [adm.store.settle_call(rid, {})]
     else:  # it may have been processed: keep what was reserved
@@ -62,27 +62,30 @@ def settle_calls(env: Envelope, deployment: str, adm: Admitter, *, result: Provi
     return calls
 
 
-def _settle_success(adm: Admitter, env: Envelope, deployment: str, result: ProviderResult) -> ScriptCall:
+def _settle_success(adm: Admitter, env: Envelope, deployment: str, result: ProviderResult) -> list[ScriptCall]:
     used = Estimate(result.usage.input_tokens, result.usage.output_tokens)
     costs = adm.tree.settle_costs(deployment=deployment, lane=env.lane, tenant=env.tenant, feature=env.feature,
                                   reserved=env.estimate, used=used)
+    calls = [adm.store.settle_call(adm.reservation_id(env), costs)]
     model = adm.settings.deployment(deployment).model
     try:
-        if _calibration_due(model):
-            adm.calibrator.observe(model, env.job.prompt_tokens, used.input_tokens)
+        sample = adm.calibrator.observe_call(deployment, env.job.prompt_tokens, env.job.prompt_chars,
+                                             used.input_tokens)
+        if sample is not None and _calibration_due(deployment):
+            calls.append(sample)
         if adm.tree.provider_kind(deployment) != "openai":
             adm.calibrator.observe_output(env.tenant, env.feature, model, used.output_tokens)
     except Exception:  # a missed calibration sample costs nothing; the settlement must still go out
         log.exception("could not record the calibration sample of job %s", env.id)
-    return adm.store.settle_call(adm.reservation_id(env), costs)
+    return calls
 
 
-def _calibration_due(model: str) -> bool:
-    """True at most once per ``CALIBRATE_EVERY_S`` per model (races between threads only add a sample)."""
+def _calibration_due(deployment: str) -> bool:
+    """True at most once per ``CALIBRATE_EVERY_S`` per deployment (races between threads only add a sample)."""
     now = time.monotonic()
-    if now - _last_calibrated.get(model, -CALIBRATE_EVERY_S) < CALIBRATE_EVERY_S:
+    if now - _last_calibrated.get(deployment, -CALIBRATE_EVERY_S) < CALIBRATE_EVERY_S:
         return False
-    _last_calibrated[model] = now
+    _last_calibrated[deployment] = now
     return True
 
 

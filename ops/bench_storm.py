@@ -63,6 +63,8 @@ def _rows(batch_tenants: list[str]) -> list[tuple[str, Callable[[dict[str, Any]]
         ("drain / minimum (tokens / TPM)", lambda s: _f(s["drain"]["drain_over_min"], "{:.3f}x")),
         ("drain / minimum beside copilot", lambda s: _f(s["drain"]["drain_over_min_with_copilot"], "{:.3f}x")),
         ("Jain's index (summarizers)", lambda s: _f(s["fairness"]["jain"], "{:.3f}")),
+        ("input estimate error p50 / p90 / p99", lambda s: " / ".join(
+            _f(s.get("estimate_error", {}).get(k), "{:.1%}") for k in ("p50", "p90", "p99"))),
         ("cost: copilot (all tenants)", lambda s: f"${s['cost']['by_feature'].get('copilot', 0):.4f}"),
         ("cost: copilot per tenant min/med/max", lambda s: "$" + "/".join(
             f"{s['cost']['copilot_per_tenant'][k]:.5f}" for k in ("min", "median", "max"))),

@@ -107,7 +107,8 @@ class Recovery:
             raise ValueError(f"unknown lane {job.lane!r}")
         request = ChatRequest.model_validate(job.request).provider_payload()
         spec = JobSpec(id=job.id, tenant=job.tenant_id, feature=job.feature, lane=Lane(job.lane), model=job.model,
-                       request=request, deadline=job.deadline.timestamp(), prompt_tokens=prompt_tokens(request))
+                       request=request, deadline=job.deadline.timestamp(), prompt_tokens=prompt_tokens(request),
+                       prompt_chars=prompt_tokens(request, by_chars=True))
         env = Envelope(spec, chain=chain_for(self.settings, job.model), attempt=job.attempts + 1)
         self.admitter.prepare(env)
         return env

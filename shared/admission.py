@@ -89,8 +89,8 @@ class Admitter:
         dep = self.settings.deployment(deployment)
         kind = self.tree.provider_kind(deployment)
         learned = self.calibrator.learned_output(env.tenant, env.feature, dep.model) if kind != "openai" else None
-        return estimate(env.request, dep, kind, prompt=env.job.prompt_tokens, learned_output=learned,
-                        calibration=self.calibrator.ratio(dep.model))
+        prompt = self.calibrator.prompt_input(deployment, env.job.prompt_tokens, env.job.prompt_chars)
+        return estimate(env.request, dep, kind, prompt=prompt, learned_output=learned)
 
     def prepare(self, env: Envelope) -> Estimate:
         """Give the envelope its estimate for its preferred deployment (what the queues count it as);

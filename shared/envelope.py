@@ -40,7 +40,8 @@ class JobSpec:
     request: dict[str, Any]
     deadline: float
     reply_to: str | None = None
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # the tokenizer's count, taken once
+    prompt_chars: int = 0  # the prompt as characters / 4 (0: not counted, an older version's envelope)
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(JobSpec))
@@ -155,7 +156,7 @@ def _upgraded(data: dict[str, Any]) -> dict[str, Any]:
 # The fields whose type the scheduler and the worker rely on before anything else looks at a job.
 _TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
     ("id", str), ("tenant", str), ("feature", str), ("model", str), ("chain", list), ("request", dict),
-    ("deadline", (int, float)), ("attempt", int), ("prompt_tokens", int),
+    ("deadline", (int, float)), ("attempt", int), ("prompt_tokens", int), ("prompt_chars", int),
 )
 
 

@@ -100,9 +100,9 @@ class Keys:
         """A sorted set of reservation ids scored by expiry (epoch seconds of the Redis clock)."""
         return f"{self.tag}:budget:resv:exp"
 
-    def input_calibration(self, model: str) -> str:
-        """EWMA of reported / estimated prompt tokens for one model (hash: value, n)."""
-        return f"{self.tag}:calib:in:{model}"
+    def input_calibration(self, deployment: str) -> str:
+        """How one deployment counts prompts (hash: tok, chr, etok, echr, n; ``budget_calibrate.lua``)."""
+        return f"{self.tag}:calib:in:{deployment}"
 
     def output_estimate(self, tenant: str, feature: str, model: str) -> str:
         """EWMA of output tokens for one tenant x feature x model (hash: value, n)."""

@@ -18,7 +18,7 @@ def make_envelope(tenant: str, lane: str = "batch", *, request: dict[str, Any] |
     request = request or {"model": model, "messages": [{"role": "user", "content": "x"}]}
     job = JobSpec(id=job_id or f"job_{uuid.uuid4().hex}", tenant=tenant, feature=feature, lane=Lane(lane),
                   model=model, request=request, deadline=time.time() + deadline_s,
-                  prompt_tokens=prompt_tokens(request))
+                  prompt_tokens=prompt_tokens(request), prompt_chars=prompt_tokens(request, by_chars=True))
     env = Envelope(job, chain=chain or ["d"])
     if tokens is not None:
         env.estimate = Estimate(tokens, 0)

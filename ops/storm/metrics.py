@@ -213,7 +213,19 @@ def summarize(obs: Observed, scenario: Scenario) -> dict[str, Any]:
         "fairness": _fairness(calls, obs, scenario),
         "cost": _costs(obs, calls),
         "cpu_cores": cpu_by_window(obs),
+        "estimate_error": estimate_errors(calls),
     }
+
+
+def estimate_errors(calls: list[Call]) -> dict[str, float | None]:
+    """How far the gateway's input estimate at acceptance was from the input the provider reported,
+    |estimate / reported - 1| over the backlog jobs that succeeded: percentiles (None without data)."""
+    errors = sorted(abs(c.estimated_in / c.tokens_in - 1) for c in calls
+                    if c.ok and c.estimated_in is not None and c.tokens_in > 0)
+    if not errors:
+        return {"p50": None, "p90": None, "p99": None, "jobs": 0}
+    return {"p50": errors[len(errors) // 2], "p90": errors[int(len(errors) * 0.9)],
+            "p99": errors[min(len(errors) - 1, int(len(errors) * 0.99))], "jobs": len(errors)}
 
 
 def _cpu_cores(samples: list[dict[str, Any]], rel: float) -> dict[str, list[tuple[float, float]]]:

@@ -183,7 +183,8 @@ def _jobs_from_store(database_url: str, scenario: Scenario, storm_at: float) -> 
             call = Call(SUMMARIZER, job.tenant_id, storm_at, scenario.charged(job.request or {}), done=done,
                         ok=job.status == "succeeded", status=200 if job.status == "succeeded" else 0,
                         attempts=job.attempts, tokens_in=job.tokens_in, tokens_out=job.tokens_out,
-                        cost_usd=float(job.cost_usd or 0))
+                        cost_usd=float(job.cost_usd or 0),
+                        estimated_in=(job.estimate_tokens or 0) - int((job.request or {}).get("max_tokens") or 0))
             if call.ok and done is not None:
                 call.accepted = done - latency.get(job.id, 0.0)
             out.append(call)

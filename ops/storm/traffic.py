@@ -44,6 +44,7 @@ class Call:
     tokens_out: int = 0
     cost_usd: float = 0.0
     job_id: str | None = None  # the gateway's job, to read where its time went from the store
+    estimated_in: int | None = None  # the gateway's input estimate when it accepted the job (backlog jobs)
     phases: dict[str, float] | None = None  # seconds in each step of the gateway path
 
     @property

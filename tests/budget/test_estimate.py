@@ -50,25 +50,43 @@ def test_calibration_scales_the_input_up_to_a_whole_token() -> None:
     assert estimate({"messages": MESSAGES}, DEP, "openai", calibration=1.1).input_tokens == -(-raw * 11 // 10)
 
 
-def test_the_input_ratio_follows_reported_usage_and_is_clamped(client: redis.Redis, keys: Keys) -> None:
+def test_a_deployment_that_counts_by_tokenizer_is_learned_with_its_ratio(client: redis.Redis, keys: Keys) -> None:
     calib = Calibrator(client, keys, cache_s=0)
-    assert calib.ratio("m") == 1.0
-    calib.observe("m", 100, 120)
-    assert calib.ratio("m") == pytest.approx(1.2)
-    calib.observe("m", 100, 100)
-    assert calib.ratio("m") == pytest.approx(1.18)
-    calib.observe("wild", 100, 1_000)
-    assert calib.ratio("wild") == 2.0
-    calib.observe("m", 0, 50)  # nothing to learn from
-    assert calib.ratio("m") == pytest.approx(1.18)
+    assert calib.prompt_input("d", 100, 150) == 100  # nothing learned yet: the tokenizer's count
+    for tok, chars in ((100, 150), (40, 90), (300, 310)):  # it reports 1.2 x the tokenizer, whatever the text
+        calib.observe("d", tok, chars, round(tok * 1.2))
+    assert calib.prompt_input("d", 1000, 5000) == 1200
+
+
+def test_a_deployment_that_counts_by_characters_is_learned_whatever_the_text(client: redis.Redis,
+                                                                             keys: Keys) -> None:
+    """Random letters, English, code: the tokenizer's ratio to the provider's count swings with the text,
+    the characters rule does not; the estimate follows the rule that predicts, and the text it meets."""
+    calib = Calibrator(client, keys, cache_s=0)
+    for tok, chars in ((12_142, 6_000), (1_000, 1_100), (500, 260), (2_000, 2_300), (7_000, 3_500)):
+        calib.observe("c", tok, chars, chars)
+    assert calib.prompt_input("c", 20_000, 9_000) == 9_000
+    assert calib.prompt_input("c", 20_000, 0) == 20_000  # no characters count (an older envelope)
+
+
+def test_a_learned_ratio_is_kept_within_bounds_and_a_missing_count_teaches_nothing(client: redis.Redis,
+                                                                                   keys: Keys) -> None:
+    calib = Calibrator(client, keys, cache_s=0)
+    for _ in range(3):
+        calib.observe("wild", 100, 100, 1_000)
+    assert calib.prompt_input("wild", 100, 100) == 500  # clamped at 5x
+    calib.observe("fresh", 0, 100, 50)
+    calib.observe("fresh", 100, 100, 0)
+    assert calib.prompt_input("fresh", 100, 100) == 100
 
 
 def test_reads_are_cached_for_a_few_seconds(client: redis.Redis, keys: Keys) -> None:
     reader, writer = Calibrator(client, keys, cache_s=3600), Calibrator(client, keys)
-    assert reader.ratio("m") == 1.0
-    writer.observe("m", 100, 150)
-    assert reader.ratio("m") == 1.0
-    assert Calibrator(client, keys).ratio("m") == pytest.approx(1.5)
+    assert reader.prompt_input("m", 100, 100) == 100
+    for _ in range(3):
+        writer.observe("m", 100, 100, 150)
+    assert reader.prompt_input("m", 100, 100) == 100
+    assert Calibrator(client, keys).prompt_input("m", 100, 100) == 150
 
 
 def test_output_is_learned_per_tenant_and_feature_after_a_few_samples(
