@@ -29,7 +29,7 @@ def create_app(settings: Settings, dispatch: Dispatch) -> FastAPI:
         gateway = Gateway(settings, dispatch, AttemptContext(settings).warm_up())
         gateway.auth.on_failure = lambda reason: AUTH_FAILURES.labels(reason=reason).inc()
         size_submit_threads(gateway)
-        waiter = CompletionWaiter(settings.redis_url, gateway.keys.reply_channel)
+        waiter = CompletionWaiter(settings.redis_url, gateway.keys.reply_channel, gateway.keys.tenant_done)
         await waiter.start()
         app.state.gateway, app.state.waiter = gateway, waiter
         install_collector(gateway)

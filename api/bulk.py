@@ -1,8 +1,15 @@
 """Accepting a batch (``POST /v1/jobs/batch``): all or nothing, every job queued for the scheduler.
 
-A bulk submit pays per batch what a submit pays per job: two Redis round trips before, one SQL
-transaction (one SELECT of the idempotency keys, one executemany INSERT) and one Redis pipeline
-after; per item only the token estimate and the envelope are built.
+Everything that can refuse the batch is checked before anything is written: each item, its fit
+against every budget, the queue caps and deadlines, idempotency keys. The tokenizer (a few ms for a
+long prompt) is not needed for that: a prompt's characters count is an upper bound of its tokens
+(no token is shorter than a byte), and only an item whose bound would not fit is counted exactly.
+The batch is then written in chunks, growing from ``FIRST_CHUNK``: each chunk's prompts are counted,
+its jobs inserted in one transaction and pushed in one pipeline, so the first jobs of a large batch
+reach the scheduler while the rest are still being written.
+
+If the store or Redis fails half way, the chunks written before are queued and the answer is an error:
+sending the batch again with the same idempotency keys returns those jobs instead of making new ones.
 """
 
 from __future__ import annotations
@@ -10,8 +17,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +26,7 @@ import redis
 
 from api.auth import Caller
 from shared.admission import QueueState
+from shared.budget import prompt_tokens
 from shared.db import jobs
 from shared.db.session import session_scope
 from shared.envelope import Envelope
@@ -43,35 +51,69 @@ class BulkAcceptor:
         self.gw = gw
 
     def submit_many(self, caller: Caller, items: Sequence[JobRequest]) -> BatchSubmitted:
-        """Accept a batch all or nothing: every item is checked, and the batch shed as a whole, before
-        anything is written. Every new job is queued for the scheduler, even an interactive one."""
+        """Accept a batch all or nothing (see the module docstring). Every new job is queued for the
+        scheduler, even an interactive one."""
         _refuse_repeated_keys(items)
         tenant = caller.tenant
-        envs = [self._bulk_envelope(caller, index, item) for index, item in enumerate(items)]
+        envs = [self._checked(caller, index, item) for index, item in enumerate(items)]
         self._shed_batch(tenant, envs, self._queue_states(tenant, {env.lane for env in envs}))
+        self._refuse_reused_keys(tenant, envs, items)
+        views: list[dict[str, Any]] = []
+        created = 0
+        for start, end in _chunks(len(envs)):
+            chunk_views, chunk_created = self._write(caller, envs[start:end], items[start:end])
+            views += chunk_views
+            created += chunk_created
+        return BatchSubmitted(views, created)
+
+    def _checked(self, caller: Caller, index: int, item: JobRequest) -> Envelope:
+        """The item's envelope, checked without the tokenizer where a bound will do (module docstring);
+        its estimate until its chunk is written is by characters. Errors name the item."""
+        try:
+            tags = item.tags()
+            lane = self.gw.lane_for(caller, tags, Lane.STANDARD)
+            request = item.payload()
+            chars = prompt_tokens(request, by_chars=True)
+            env = self.gw.envelope(caller.tenant, tags.feature, lane, item.model, request, tags.deadline_at,
+                                   counted=(chars * 4, chars))  # no tokenizer count exceeds the bytes
+            try:
+                self.gw.admitter.prepare(env)
+            except InvalidRequest:  # the bound does not fit: count exactly, which may fit
+                env.job = replace(env.job, prompt_tokens=prompt_tokens(request))
+                self.gw.admitter.prepare(env)
+            env.job = replace(env.job, prompt_tokens=chars)
+            self.gw.admitter.prepare(env)
+        except (InvalidRequest, Overloaded, PermissionDenied) as exc:
+            raise _for_item(index, exc) from exc
+        return env
+
+    def _refuse_reused_keys(self, tenant: str, envs: list[Envelope], items: Sequence[JobRequest]) -> None:
+        """A key the tenant used in the last 24 h for another request refuses the batch before anything
+        is written (the chunks would find it only after writing the ones before)."""
+        keyed = {item.idempotency_key: index for index, item in enumerate(items) if item.idempotency_key}
+        if not keyed:
+            return
+        with session_scope(self.gw.engine, readonly=True) as db:
+            for key, job in jobs.keys_in_use(db, tenant, list(keyed)).items():
+                jobs.repeat_at(keyed[key], job, envs[keyed[key]].request)
+
+    def _write(self, caller: Caller, envs: list[Envelope], items: Sequence[JobRequest]) -> tuple[list[Any], int]:
+        """One chunk: its prompts counted, its jobs inserted in one transaction and pushed in one pipeline."""
+        for env in envs:
+            env.job = replace(env.job, prompt_tokens=prompt_tokens(env.request))
+            self.gw.admitter.prepare(env)  # the exact estimate: what the queues count
         key_id = caller.identity.key_id if caller.identity else None
         rows = [jobs.NewJob(env.id, env.feature, env.lane, item.task, env.model, env.request,
                             datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.tokens, key_id)
                 for env, item in zip(envs, items, strict=True)]
         with session_scope(self.gw.engine) as db:
-            results = jobs.create_jobs(db, tenant, rows)
+            results = jobs.create_jobs(db, caller.tenant, rows)
         created = [env for env, (_, new) in zip(envs, results, strict=True) if new]
         enqueued_at = time.time()
         for env in created:
             env.enqueued_at = enqueued_at
         self._hand_off_many(created)
-        return BatchSubmitted([view for view, _ in results], len(created))
-
-    def _bulk_envelope(self, caller: Caller, index: int, item: JobRequest) -> Envelope:
-        """The item's envelope with its estimate (``prepare``, once); errors name the item."""
-        try:
-            tags = item.tags()
-            lane = self.gw.lane_for(caller, tags, Lane.STANDARD)
-            env = self.gw.envelope(caller.tenant, tags.feature, lane, item.model, item.payload(), tags.deadline_at)
-            self.gw.admitter.prepare(env)
-        except (InvalidRequest, Overloaded, PermissionDenied) as exc:
-            raise _for_item(index, exc) from exc
-        return env
+        return [view for view, _ in results], len(created)
 
     def _queue_states(self, tenant: str, lanes: Iterable[str]) -> dict[str, QueueState]:
         """The tenant's queues in each of ``lanes``, read in one round trip."""
@@ -134,6 +176,16 @@ class BulkAcceptor:
                 jobs.fail_jobs(db, [env.id for env in envs], {"type": "queue_unavailable", "message": str(exc)})
             raise Unavailable("The gateway's queue (Redis) is unavailable; the jobs were not accepted. "
                               "Retry shortly.") from exc
+
+
+FIRST_CHUNK, LAST_CHUNK = 16, 256  # jobs per transaction: small first (the first jobs flow at once), then growing
+
+
+def _chunks(total: int) -> Iterator[tuple[int, int]]:
+    start, size = 0, FIRST_CHUNK
+    while start < total:
+        yield start, min(total, start + size)
+        start, size = start + size, min(LAST_CHUNK, size * 4)
 
 
 def _refuse_repeated_keys(items: Sequence[JobRequest]) -> None:

@@ -24,6 +24,7 @@ from shared.db.ids import new_job_id
 from shared.db.session import get_engine, session_scope
 from shared.dispatch import Dispatch
 from shared.envelope import Envelope, JobSpec
+from shared.errors import NotFound, echo
 from shared.keys import Keys
 from shared.lanes import Lane
 from shared.queues import WaitingQueues
@@ -62,12 +63,15 @@ class Gateway:
         return resolve_lane(self.settings, identity.tenant, tags.feature, tags.priority, default, identity.max_lane)
 
     def envelope(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any],
-                 deadline_at: Callable[[float], datetime], reply_to: str | None = None) -> Envelope:
-        """The job as accepted: its prompt counted here, once (every estimate after uses the count)."""
+                 deadline_at: Callable[[float], datetime], reply_to: str | None = None,
+                 counted: tuple[int, int] | None = None) -> Envelope:
+        """The job as accepted: its prompt counted here, once (every estimate after uses the count), or
+        ``counted`` (tokens, characters / 4) when the caller counted it already."""
         chain = chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
+        tokens, chars = counted or (prompt_tokens(request), prompt_tokens(request, by_chars=True))
         job = JobSpec(id=new_job_id(), tenant=tenant, feature=feature, lane=lane, model=model, request=request,
                       deadline=deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
-                      prompt_tokens=prompt_tokens(request), prompt_chars=prompt_tokens(request, by_chars=True))
+                      prompt_tokens=tokens, prompt_chars=chars)
         return Envelope(job, chain=chain)
 
     # -- reads -------------------------------------------------------------------------------------
@@ -75,6 +79,16 @@ class Gateway:
     def get(self, caller: Caller, job_id: str) -> View:
         with session_scope(self.engine, readonly=True) as db:
             return jobs.job_view(jobs.get_job(db, caller.tenant, job_id))
+
+    def views(self, caller: Caller, job_ids: list[str]) -> list[View]:
+        """The tenant's jobs by id, in the order asked (one query); NotFound names one that is not its."""
+        with session_scope(self.engine, readonly=True) as db:
+            found = {job.id: job for job in jobs.get_jobs(db, caller.tenant, job_ids)}
+            missing = next((job_id for job_id in job_ids if job_id not in found), None)
+            if missing is not None:
+                raise NotFound(f"job {echo(missing)} not found; check the ids returned by POST /v1/jobs",
+                               param="ids")
+            return [jobs.job_view(found[job_id]) for job_id in job_ids]
 
     def list(self, caller: Caller, *, status: str | None, feature: str | None, limit: int,
              cursor: str | None) -> View:

@@ -40,7 +40,7 @@ from shared.envelope import Envelope, Unreadable
 from shared.errors import InvalidRequest
 from shared.redis_batch import RedisBatch
 from shared.retry import RetryDecision
-from shared.signals import announce
+from shared.signals import announce, announce_end
 from shared.storable import storable_copy
 from shared.tenancy import metric_feature
 
@@ -132,10 +132,13 @@ def fail_unreadable(entry: Unreadable, ctx: AttemptContext) -> None:
 
 def _tell_the_caller(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
     """First, so the waiting caller is answered before the rest runs (Redis runs a pipeline in order).
-    An inline attempt's caller was handed the view already."""
+    An inline attempt's caller was handed the view already; long-polling callers learn of any end."""
     env, view = ended.env, ended.view
-    if view is not None and ended.ends_job and not ended.inline and env.reply_to:
+    if view is None or not ended.ends_job:
+        return
+    if not ended.inline and env.reply_to:
         batch.command(lambda pipe: announce(pipe, env.reply_to, view))
+    batch.command(lambda pipe: announce_end(pipe, ctx.keys, env.tenant, env.id, view["status"]))
 
 
 def _count_attempt(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:

@@ -36,7 +36,7 @@ from shared.envelope import Envelope, Unreadable
 from shared.keys import Keys
 from shared.queues import WaitingQueues
 from shared.redis_conn import sync_redis
-from shared.signals import announce
+from shared.signals import announce, announce_end
 
 log = logging.getLogger("gateway.scheduler")
 
@@ -151,6 +151,7 @@ class Scheduler:
         for entry, view in ended:
             if view:
                 announce(self.redis, entry.reply_to, view)
+                announce_end(self.redis, self.keys, view["tenant"], view["id"], view["status"])
         return to_send
 
     def _sweep(self) -> None:

@@ -76,6 +76,11 @@ class Keys:
         """Prefix of the Celery broker's own keys (kombu's ``global_keyprefix``)."""
         return f"{self.prefix}:celery:"
 
+    def tenant_done(self, tenant: str) -> str:
+        """Pub/sub channel where each of the tenant's jobs announces its end ({id, status}), for callers
+        long-polling ``GET /v1/jobs`` (api processes subscribe while someone waits)."""
+        return f"{self.tag}:done:tenant:{tenant}"
+
     def reply_channel(self, instance: str) -> str:
         """Pub/sub channel of one api process: workers announce finished jobs there."""
         return f"{self.tag}:done:{instance}"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request
@@ -22,8 +23,10 @@ from api.metrics import SHED, SUBMITTED
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, header, job_links
 from api.responses import OrjsonResponse
 from api.routes.common import _BULK, IdempotencyHeader, submit_and_wait, submit_early
+from api.waiter import CompletionWaiter
 from shared.db.jobs import STATUSES
-from shared.errors import Overloaded, Unavailable
+from shared.db.models import TERMINAL_STATUSES
+from shared.errors import InvalidRequest, Overloaded, Unavailable
 from shared.lanes import Lane
 from shared.schemas import JobBatchRequest, JobRequest
 
@@ -109,24 +112,68 @@ def _count_by_lane(batch: BatchSubmitted) -> dict[str, int]:
     return counts
 
 
+WaitQuery = Annotated[float | None, Query(ge=0, le=86_400, description=(
+    "seconds to wait for the job(s) to end (long-poll; capped at api.max_sync_wait_s): the answer comes as "
+    "soon as they have, or when the wait ends, with the jobs as they are then"))]
+
+
 @router.get("/v1/jobs/{job_id}", responses={200: answer(JobView, "The job", headers=JOB_HEADERS),
                                             **errors(*TENANT_KEY, 404)})
-async def get_job(job_id: str, caller: CallerDep, gw: GatewayDep) -> OrjsonResponse:
-    view = await run_in_threadpool(gw.get, caller, job_id)
+async def get_job(job_id: str, caller: CallerDep, gw: GatewayDep, waiter: WaiterDep,
+                  wait: WaitQuery = None) -> OrjsonResponse:
+    if wait:
+        view = (await _long_poll(gw, waiter, caller, [job_id], wait))[0]
+    else:
+        view = await run_in_threadpool(gw.get, caller, job_id)
     return OrjsonResponse(view, headers=gateway_headers(view))
 
 
-@router.get("/v1/jobs", responses={200: answer(JobPage, "One page of the tenant's jobs, newest first"),
-                                    **errors(*TENANT_KEY, 400)})
+@router.get("/v1/jobs", responses={200: answer(JobPage, "One page of the tenant's jobs, newest first; with "
+                                                        "`ids`, those jobs in that order"),
+                                    **errors(*TENANT_KEY, 400, 404)})
 async def list_jobs(
-    caller: CallerDep, gw: GatewayDep,
+    caller: CallerDep, gw: GatewayDep, waiter: WaiterDep,
     status: Annotated[str | None, Query(json_schema_extra={"enum": list(STATUSES)})] = None,
     feature: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None,
+    ids: Annotated[str | None, Query(max_length=MAX_IDS * 40, description=(
+        f"up to {MAX_IDS} job ids, comma-separated: these jobs (with `wait`: once all have ended)"))] = None,
+    wait: WaitQuery = None,
 ) -> OrjsonResponse:
+    if ids is not None:
+        job_ids = _job_ids(ids)
+        views = await _long_poll(gw, waiter, caller, job_ids, wait or 0)
+        return OrjsonResponse({"object": "list", "data": views, "has_more": False, "next_cursor": None})
+    if wait:
+        raise InvalidRequest("wait needs ids: name the jobs to wait for (ids=job_a,job_b)", param="wait")
     page = await run_in_threadpool(gw.list, caller, status=status, feature=feature, limit=limit,
                                    cursor=cursor)
     return OrjsonResponse(page)
+
+
+MAX_IDS = 100
+_RECHECK_S = 2.0  # a long-poll reads the store at least this often (an end announcement is not kept)
+
+
+def _job_ids(ids: str) -> list[str]:
+    job_ids = list(dict.fromkeys(i.strip() for i in ids.split(",") if i.strip()))
+    if not job_ids or len(job_ids) > MAX_IDS:
+        raise InvalidRequest(f"ids takes 1 to {MAX_IDS} job ids, comma-separated", param="ids")
+    return job_ids
+
+
+async def _long_poll(gw: Gateway, waiter: CompletionWaiter, caller: Caller, job_ids: list[str],
+                     wait: float) -> list[dict[str, Any]]:
+    """The jobs once every one of them has ended, or as they are when ``wait`` seconds have passed: woken
+    by their tenant's end announcements, reading the store at least every ``_RECHECK_S``."""
+    deadline = time.monotonic() + min(wait, gw.settings.api.max_sync_wait_s)
+    while True:
+        views = await run_in_threadpool(gw.views, caller, job_ids)
+        running = {v["id"] for v in views if v["status"] not in TERMINAL_STATUSES}
+        left = deadline - time.monotonic()
+        if not running or left <= 0:
+            return views
+        await waiter.any_ended(caller.tenant, running, min(_RECHECK_S, left))
 
 
 @router.delete("/v1/jobs/{job_id}", responses={200: answer(JobView, "The job, cancelled", headers=JOB_HEADERS),

@@ -234,6 +234,14 @@ def _keys_in_use(session: Session, tenant_id: str, keys: list[str], now: datetim
     return {job.idempotency_key: job for job in held if job.id not in expired and job.idempotency_key}
 
 
+def keys_in_use(session: Session, tenant_id: str, keys: list[str]) -> dict[str, Job]:
+    """The tenant's jobs holding any of ``keys`` within the window (read only: nothing is freed)."""
+    query = select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key.in_(keys),
+                              Job.created_at > utcnow() - IDEMPOTENCY_WINDOW)
+    return {job.idempotency_key: job for job in session.scalars(query.execution_options(populate_existing=True))
+            if job.idempotency_key}
+
+
 def _winners(session: Session, tenant_id: str, keys: list[str]) -> dict[str, Job]:
     """The jobs that took ``keys`` first (only a row with a key can be skipped by the INSERT)."""
     if not keys:
@@ -241,6 +249,11 @@ def _winners(session: Session, tenant_id: str, keys: list[str]) -> dict[str, Job
     query = select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key.in_(keys))
     return {job.idempotency_key: job for job in session.scalars(query.execution_options(populate_existing=True))
             if job.idempotency_key}
+
+
+def repeat_at(index: int, job: Job, request: dict[str, Any]) -> Job:
+    """``job``, when it was made by the same request as item ``index`` of a batch; else a Conflict naming it."""
+    return _repeat_at(index, job, request)
 
 
 def _repeat_at(index: int, job: Job, request: dict[str, Any]) -> Job:
@@ -299,6 +312,12 @@ def fail_jobs(session: Session, job_ids: Sequence[str], error: dict[str, Any]) -
 def get_job_any(session: Session, job_id: str) -> Job | None:
     """Any tenant's job (for the worker and scheduler, never for a caller-facing read)."""
     return session.get(Job, job_id, populate_existing=True)
+
+
+def get_jobs(session: Session, tenant_id: str, job_ids: Sequence[str]) -> list[Job]:
+    """The tenant's jobs among ``job_ids`` (others' and unknown ids are simply not there), one query."""
+    query = select(Job).where(Job.tenant_id == tenant_id, Job.id.in_(list(job_ids)))
+    return list(session.scalars(query.execution_options(populate_existing=True)))
 
 
 def get_job(session: Session, tenant_id: str, job_id: str) -> Job:

@@ -140,6 +140,36 @@ def test_a_key_reused_for_another_request_is_a_409_naming_the_item(stack: Stack)
     assert len(stored) == 1
 
 
+def test_a_key_reused_in_a_later_chunk_still_refuses_the_whole_batch(stack: Stack) -> None:
+    """A large batch is written in chunks (16, then 64, ...); a conflict deep in it is found before
+    anything is written, so the batch stays all or nothing."""
+    feature = unique("late-reuse")
+    with stack.client() as c:
+        c.post("/v1/jobs/batch", json={"jobs": [{**CHAT, "feature": feature, "idempotency_key": feature}]})
+        items = [{**CHAT, "feature": feature} for _ in range(120)]
+        items[110] = {**CHAT, "feature": feature, "idempotency_key": feature, "max_tokens": 99}
+        r = c.post("/v1/jobs/batch", json={"jobs": items})
+        stored = jobs_of(c, feature)
+    assert r.status_code == 409 and r.json()["error"]["param"] == "jobs.110.idempotency_key"
+    assert len(stored) == 1
+
+
+def test_a_batch_over_several_chunks_keeps_its_order_and_every_job_runs(stack: Stack) -> None:
+    feature = unique("chunks")
+    items = [{**CHAT, "feature": feature, "priority": "batch", "idempotency_key": f"{feature}-{i}"} for i in range(100)]
+    with stack.client() as c:
+        r = c.post("/v1/jobs/batch", json={"jobs": items})
+        ids = [job["id"] for job in r.json()["data"]]
+        again = c.post("/v1/jobs/batch", json={"jobs": items})
+        waited = c.get("/v1/jobs", params={"ids": ",".join(ids), "wait": 60})
+        assert waited.status_code == 200, waited.text
+        done = waited.json()["data"]
+    assert r.status_code == 202 and r.headers["x-gateway-jobs-created"] == "100"
+    assert [job["idempotency_key"] for job in r.json()["data"]] == [item["idempotency_key"] for item in items]
+    assert [job["id"] for job in again.json()["data"]] == ids and again.headers["x-gateway-jobs-created"] == "0"
+    assert {job["status"] for job in done} == {"succeeded"}
+
+
 def test_a_batch_over_the_queue_cap_is_a_429_and_nothing_is_queued(stack: Stack) -> None:
     """tests/gateway.test.yaml caps each tenant's batch lane at 20 waiting jobs."""
     fits, overflow, rest = unique("fits"), unique("overflow"), unique("rest")
