@@ -38,8 +38,9 @@ from shared.admission import QueueState
 from shared.db import jobs
 from shared.db.session import session_scope
 from shared.envelope import Envelope
-from shared.errors import GatewayError, Unavailable
+from shared.errors import GatewayError, InvalidRequest, Overloaded, Unavailable
 from shared.lanes import Lane
+from shared.privacy.vault import save_in
 from shared.redis_batch import RedisBatch
 from shared.schemas import ChatRequest, JobTags
 
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     from api.gateway import Gateway
 
 log = logging.getLogger("gateway.api")
+# What refuses a call after its key was accepted, and is written to the audit log as ``call.rejected``:
+# a bad request (blocked content and injections included) and shedding.
+REFUSALS = (InvalidRequest, Overloaded)
 
 
 @dataclass
@@ -54,6 +58,7 @@ class Submitted:
     view: dict[str, Any]
     created: bool
     sent_by_api: bool = False  # the api ran the first attempt itself (``view`` is its outcome)
+    screening: dict[str, Any] | None = None  # what redaction and the injection screen found (this request's)
 
 
 @dataclass
@@ -76,8 +81,19 @@ class Acceptor:
         to ``answer`` as soon as its attempt is recorded, before the attempt's last round trip; the
         return value is the same."""
         gw = self.gw
-        env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(), tags.deadline_at,
-                          reply_to=reply_to)
+        try:
+            env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(),
+                              tags.deadline_at, reply_to=reply_to, key_id=caller.key_id)
+            submitted = self._accept(caller, env, tags, reply_to, answer)
+        except REFUSALS as exc:
+            gw.record_refusal(caller, tags.feature, lane, chat.model, exc)
+            raise
+        submitted.screening = env.job.screening
+        return submitted
+
+    def _accept(self, caller: Caller, env: Envelope, tags: JobTags, reply_to: str | None,
+                answer: Callable[[Submitted], None] | None) -> Submitted:
+        gw = self.gw
         estimate = gw.admitter.prepare(env).total  # a job that can never fit is refused here, never queued
         may_send_here = bool(reply_to) and gw.settings.api.fast_lane_attempts > 0
         ahead = self._read_ahead(caller, env, may_send_here)
@@ -124,6 +140,9 @@ class Acceptor:
             lease_s = (max(self.gw.attempts.lease_s(self.gw.settings.deployment(d)) for d in env.chain)
                        if may_send_here else self.gw.settings.admission.dispatch_lease_s)
             batch.command(lambda pipe: self.gw.leases.grant_in(pipe, env, lease_s))
+        if env.vault:  # before the job exists anywhere a worker could pick it up
+            vault, ttl_s = env.vault, self.gw.vault_ttl_s(env)
+            batch.command(lambda pipe: save_in(pipe, self.gw.keys.vault(env.id), vault, ttl_s))
         try:
             batch.execute()
         except (redis.RedisError, OSError) as exc:
@@ -178,8 +197,8 @@ class Acceptor:
                 db, tenant_id=env.tenant, feature=env.feature, lane=env.lane, task=tags.task, model=env.model,
                 request=env.request, deadline=datetime.fromtimestamp(env.deadline, UTC),
                 idempotency_key=tags.idempotency_key, estimate_tokens=estimate, job_id=env.id,
-                admitted_deployment=env.deployment if admitted else None,
-                key_id=caller.identity.key_id if caller.identity else None,
+                admitted_deployment=env.deployment if admitted else None, key_id=caller.key_id,
+                screening=env.job.screening,
             )
             return jobs.job_view(job), created
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from api.accept import REFUSALS
 from api.auth import Caller
 from shared.admission import QueueState
 from shared.db import jobs
@@ -24,6 +25,7 @@ from shared.db.session import session_scope
 from shared.envelope import Envelope
 from shared.errors import GatewayError, InvalidRequest, Overloaded, PermissionDenied, Unavailable, echo
 from shared.lanes import Lane
+from shared.privacy.vault import save_in
 from shared.schemas import JobRequest
 
 if TYPE_CHECKING:
@@ -47,11 +49,15 @@ class BulkAcceptor:
         anything is written. Every new job is queued for the scheduler, even an interactive one."""
         _refuse_repeated_keys(items)
         tenant = caller.tenant
-        envs = [self._bulk_envelope(caller, index, item) for index, item in enumerate(items)]
-        self._shed_batch(tenant, envs, self._queue_states(tenant, {env.lane for env in envs}))
-        key_id = caller.identity.key_id if caller.identity else None
+        try:
+            envs = [self._bulk_envelope(caller, index, item) for index, item in enumerate(items)]
+            self._shed_batch(tenant, envs, self._queue_states(tenant, {env.lane for env in envs}))
+        except REFUSALS as exc:
+            self.gw.record_refusal(caller, "(batch)", Lane.BATCH, "(batch)", exc)
+            raise
         rows = [jobs.NewJob(env.id, env.feature, env.lane, item.task, env.model, env.request,
-                            datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.tokens, key_id)
+                            datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.tokens,
+                            caller.key_id, env.job.screening)
                 for env, item in zip(envs, items, strict=True)]
         with session_scope(self.gw.engine) as db:
             results = jobs.create_jobs(db, tenant, rows)
@@ -67,7 +73,8 @@ class BulkAcceptor:
         try:
             tags = item.tags()
             lane = self.gw.lane_for(caller, tags, Lane.STANDARD)
-            env = self.gw.envelope(caller.tenant, tags.feature, lane, item.model, item.payload(), tags.deadline_at)
+            env = self.gw.envelope(caller.tenant, tags.feature, lane, item.model, item.payload(), tags.deadline_at,
+                                   key_id=caller.key_id)
             self.gw.admitter.prepare(env)
         except (InvalidRequest, Overloaded, PermissionDenied) as exc:
             raise _for_item(index, exc) from exc
@@ -125,8 +132,10 @@ class BulkAcceptor:
             param="jobs")
 
     def _hand_off_many(self, envs: list[Envelope]) -> None:
-        """Push the committed jobs in one pipeline; if Redis refuses, fail them all (one UPDATE)."""
+        """Push the committed jobs in one pipeline (their vaults first, in one more); if Redis refuses,
+        fail them all (one UPDATE)."""
         try:
+            self._save_vaults(envs)
             self.gw.queues.push_many(envs)
         except (redis.RedisError, OSError) as exc:
             log.error("could not queue %d jobs of a batch: %s", len(envs), exc)
@@ -134,6 +143,18 @@ class BulkAcceptor:
                 jobs.fail_jobs(db, [env.id for env in envs], {"type": "queue_unavailable", "message": str(exc)})
             raise Unavailable("The gateway's queue (Redis) is unavailable; the jobs were not accepted. "
                               "Retry shortly.") from exc
+
+
+    def _save_vaults(self, envs: list[Envelope]) -> None:
+        """The tokenized values of the jobs that have any (``shared.privacy.vault``), in one round trip."""
+        holding = [env for env in envs if env.vault]
+        if not holding:
+            return
+        with self.gw.redis.pipeline(transaction=False) as pipe:
+            for env in holding:
+                assert env.vault is not None
+                save_in(pipe, self.gw.keys.vault(env.id), env.vault, self.gw.vault_ttl_s(env))
+            pipe.execute()
 
 
 def _refuse_repeated_keys(items: Sequence[JobRequest]) -> None:

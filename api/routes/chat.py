@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from api.answers import ChatCompletion, ModelList
-from api.delivery import gateway_headers, openai_sse, raise_unless_succeeded
+from api.delivery import gateway_headers, openai_sse, raise_unless_succeeded, screen_headers
 from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
@@ -34,7 +34,7 @@ async def chat_completions(
                                             default_lane=Lane.INTERACTIVE)
     result = raise_unless_succeeded(view, submitted.view["id"])
     assert view is not None
-    headers = gateway_headers(view)
+    headers = gateway_headers(view) | screen_headers(submitted.screening)
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         return StreamingResponse(openai_sse(result, include_usage), media_type="text/event-stream",

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api.answers import JobBatch, JobPage, JobView
 from api.auth import Caller
 from api.bulk import BatchSubmitted
-from api.delivery import gateway_headers
+from api.delivery import gateway_headers, screen_headers
 from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, parse_body, read_body
 from api.gateway import Gateway
 from api.metrics import SHED, SUBMITTED
@@ -48,7 +48,7 @@ async def submit_job(
     submitted, done = await submit_and_wait(gw, waiter, caller, body.chat(), tags, wait_s, default_lane=Lane.STANDARD)
     view = done or submitted.view
     status = 200 if done else (202 if submitted.created else 200)
-    return OrjsonResponse(view, status_code=status, headers=gateway_headers(view))
+    return OrjsonResponse(view, status_code=status, headers=gateway_headers(view) | screen_headers(submitted.screening))
 
 
 @router.post("/v1/jobs/batch", status_code=202, openapi_extra=body_of(JobBatchRequest), responses={

@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.answers import AnthropicMessage
-from api.delivery import STREAM_EVENTS, anthropic_sse, gateway_headers, raise_unless_succeeded
+from api.delivery import STREAM_EVENTS, anthropic_sse, gateway_headers, raise_unless_succeeded, screen_headers
 from api.deps import GatewayDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
@@ -120,7 +120,7 @@ async def messages(
     result = raise_unless_succeeded(view, submitted.view["id"])
     assert view is not None
     message = openai_to_anthropic_response(result, body.model)
-    headers = gateway_headers(view)
+    headers = gateway_headers(view) | screen_headers(submitted.screening)
     if body.stream:
         return StreamingResponse(anthropic_sse(message), media_type="text/event-stream", headers=headers)
     return OrjsonResponse(message, headers=headers)
