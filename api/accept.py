@@ -84,12 +84,10 @@ class Acceptor:
         try:
             env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(),
                               tags.deadline_at, reply_to=reply_to, key_id=caller.key_id)
-            submitted = self._accept(caller, env, tags, reply_to, answer)
+            return self._accept(caller, env, tags, reply_to, answer)
         except REFUSALS as exc:
             gw.record_refusal(caller, tags.feature, lane, chat.model, exc)
             raise
-        submitted.screening = env.job.screening
-        return submitted
 
     def _accept(self, caller: Caller, env: Envelope, tags: JobTags, reply_to: str | None,
                 answer: Callable[[Submitted], None] | None) -> Submitted:
@@ -105,14 +103,14 @@ class Acceptor:
             else:
                 self._drop_lease(env)
             view, created = self._persist(env, tags, estimate, fast, caller)
-            if not created:
-                return Submitted(view, created=False)  # a repeated idempotency key: nothing new to send
+            if not created:  # a repeated idempotency key: nothing new to send
+                return Submitted(view, created=False, screening=env.job.screening)
             undo.pop_all()
         env.enqueued_at = time.time()
         if fast and reply_to and self._take_slot():
             return self._send_here(env, view, answer)
         self._hand_off(env, fast)
-        return Submitted(view, created=True)
+        return Submitted(view, created=True, screening=env.job.screening)
 
     def _admit_inline(self, env: Envelope, ahead: _Ahead) -> bool:
         """True when the job is reserved now (interactive, nobody waiting ahead of it, budgets fit).
@@ -175,7 +173,7 @@ class Acceptor:
         done: list[Submitted] = []
 
         def deliver(latest: dict[str, Any]) -> None:
-            done.append(Submitted(latest, created=True, sent_by_api=True))
+            done.append(Submitted(latest, created=True, sent_by_api=True, screening=env.job.screening))
             if answer is not None:
                 answer(done[0])
 
@@ -186,7 +184,7 @@ class Acceptor:
                           env.attempt, env.id)
         finally:
             self.gw.fast_lane_slots.release()
-        return done[0] if done else Submitted(view, created=True)
+        return done[0] if done else Submitted(view, created=True, screening=env.job.screening)
 
     def _persist(self, env: Envelope, tags: JobTags, estimate: int, admitted: bool,
                  caller: Caller) -> tuple[dict[str, Any], bool]:
