@@ -39,7 +39,8 @@ def test_sealed_records_form_one_chain_per_tenant(scope: Scope, engine) -> None:
         rows = db.execute(select(AuditEvent.seq, AuditEvent.prev_hash, AuditEvent.hash)
                           .where(AuditEvent.tenant_id == "acme").order_by(AuditEvent.seq)).all()
     assert [r.seq for r in rows] == [1, 2, 3, 4]
-    assert rows[0].prev_hash == audit.GENESIS and all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+    assert rows[0].prev_hash == audit.GENESIS
+    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
 
 
 def test_a_changed_field_a_changed_content_and_a_removed_record_are_found(scope: Scope, engine) -> None:
