@@ -40,7 +40,7 @@ def _merged(actions: dict[str, Action], custom: dict[str, CustomPattern], level:
 
 def _custom_finder(pattern: str) -> Finder:
     compiled = re.compile(pattern)
-    return lambda text: (m.span() for m in compiled.finditer(text))
+    return lambda scan: (m.span() for m in compiled.finditer(scan.text))
 
 
 class Policies:

@@ -29,19 +29,19 @@ _WS = re.compile(r"\s+")
 # (signal, weight, pattern over the normalised text)
 _RULES: tuple[tuple[str, float, str], ...] = (
     ("ignore_instructions", 0.7,
-     r"\b(?:ignore|disregard|forget|override|bypass|skip|drop|abandon|neglect)\s(?:\w+\s){0,5}?(?:previous|prior|above|"
-     r"earlier|preceding|initial|original|system|all|any|your|the|these|those|developer'?s?)\s(?:\w+\s){0,3}?"
-     r"(?:instructions?|prompts?|rules|directions|directives|guidelines|guardrails|context|messages?|constraints|"
-     r"polic(?:y|ies)|restrictions|programming)\b"),
+     r"\b(?:ignore|disregard|forget|override|bypass|skip|drop|abandon|neglect)\s(?:\w+\s){0,3}?(?:previous|prior|above|"
+     r"earlier|preceding|initial|original|system|all|your|developer'?s?)\s(?:\w+\s){0,3}?(?:instructions?|prompts?|"
+     r"rules|directions|directives|guidelines|guardrails|constraints|polic(?:y|ies)|restrictions|programming)\b"),
     ("new_instructions", 0.45,
      r"\b(?:new|updated|revised|real|actual|true|secret|hidden|additional)\s(?:system\s)?(?:instructions?|"
      r"directives?|orders|task|objective|rules)\s?(?::|follow|are|is)|\bfrom now on\b|"
      r"\binstead,? (?:you (?:must|should|will)|do)\b"),
     ("persona_override", 0.5,
-     r"\byou are (?:now|no longer)\b|\b(?:act|behave|respond) as (?:if you (?:are|were) )?(?:an? )?(?:unrestricted|"
+     r"\byou are (?:now )?(?:an? |in )?(?:dan|unrestricted|unfiltered|uncensored|jailbroken|evil|free of)\b|"
+     r"\byou are no longer\b|\b(?:act|behave|respond) as (?:if you (?:are|were) )?(?:an? )?(?:unrestricted|"
      r"unfiltered|uncensored|jailbroken|evil|different)|\bpretend (?:to be|you are)\b.{0,40}\b(?:no|without) "
-     r"(?:rules|restrictions|limits|filters)|\b(?:developer|god|dan|jailbreak|debug|admin) mode\b|\bdo anything now\b|"
-     r"\bjailbr(?:eak|oken)\b"),
+     r"(?:any )?(?:rules|restrictions|limits|filters)|\b(?:you are|you're|enter|activate|enable|now in) (?:now )?(?:in )?"
+     r"(?:developer|dan|god|jailbreak) mode\b|\bdo anything now\b|\bjailbroken\b"),
     ("system_prompt_leak", 0.6,
      r"\b(?:reveal|show|print|repeat|output|display|tell me|give me|leak|dump|disclose|recite)\s(?:\w+\s){0,3}?"
      r"(?:system|initial|hidden|original|secret|developer|confidential)\s(?:prompt|instructions?|message|rules)\b|"
@@ -63,13 +63,28 @@ _RULES: tuple[tuple[str, float, str], ...] = (
      r"!\[[^\]]{0,100}\]\(https?://[^)\s]{1,300}[?&][\w-]{1,40}=|\b(?:send|forward|email|post|upload|transfer|"
      r"exfiltrate|leak)\s(?:\w+\s){0,6}?(?:to|at)\s(?:https?://|[\w.+-]{1,64}@[\w-]{1,63}\.)|\bcall (?:the )?"
      r"(?:tool|function) \w+ with\b.{0,80}\b(?:password|api key|credentials|token|secret)"),
-    ("encoded_payload", 0.3,
+    ("encoded_payload", 0.5,
      r"\b(?:decode|base64|rot13|hex)(?:-decode)?\s(?:\w+\s){0,4}?(?:and|then)\s(?:follow|execute|run|obey|do)\b"),
-    ("override_safety", 0.35,
-     r"\b(?:no|without|disable|turn off|remove|ignore)\s(?:\w+\s){0,2}?(?:ethical|safety|content) "
+    ("override_safety", 0.5,
+     r"\b(?:no|without|disable|turn off|remove|ignore|bypass|circumvent|evade)\s(?:\w+\s){0,2}?(?:ethical|safety|content) "
      r"(?:guidelines|filters?|restrictions|policy|policies|rules)\b"),
 )
 RULES = tuple((name, weight, re.compile(pattern)) for name, weight, pattern in _RULES)
+# Words each rule cannot match without: a substring test (C speed) skips a rule's regex on most texts.
+TRIGGERS: dict[str, tuple[str, ...]] = {
+    "ignore_instructions": ("ignor", "disregard", "forget", "overrid", "bypass", "skip", "drop", "abandon", "neglect"),
+    "new_instructions": ("new ", "updated", "revised", "real ", "actual", "true ", "secret", "hidden", "additional",
+                         "from now on", "instead"),
+    "persona_override": ("you are", "act as", "behave as", "respond as", "pretend", " mode", "do anything",
+                         "jailbr"),
+    "system_prompt_leak": ("prompt", "instruction", "repeat", "message", "rules"),
+    "role_marker": ("system", "assistant", "developer", "<|", "inst]", "<<sys", "##", "<sys", "</sys", "instr"),
+    "addressed_to_model": ("ai", "assistant", "chatbot", "model", "llm", "gpt", "claude", "agent"),
+    "conceal_from_user": ("tell", "inform", "mention", "alert", "let", "show", "secretly", "silently", "covertly"),
+    "exfiltration": ("http", "send", "forward", "email", "post", "upload", "transfer", "exfiltrat", "leak", "call "),
+    "encoded_payload": ("decode", "base64", "rot13", "hex"),
+    "override_safety": ("ethical", "safety", "content "),
+}
 
 
 @dataclass(frozen=True)
@@ -101,7 +116,8 @@ def normalise(text: str) -> str:
 def score_text(text: str) -> tuple[float, tuple[str, ...]]:
     """The text's injection score and the signals it raised."""
     norm = normalise(text)
-    signals = tuple(name for name, _, pattern in RULES if pattern.search(norm))
+    signals = tuple(name for name, _, pattern in RULES
+                    if any(word in norm for word in TRIGGERS[name]) and pattern.search(norm))
     keep = 1.0
     for name, weight, _ in RULES:
         if name in signals:
