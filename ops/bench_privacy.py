@@ -39,7 +39,8 @@ def policy() -> Policy:
 def long_prompt(tokens: int = 2000, seed: int = 3) -> dict[str, Any]:
     """A support conversation of ~``tokens`` tokens with sensitive values spread through it."""
     rng = random.Random(seed)
-    words = ["the", "customer", "asked", "about", "their", "order", "and", "we", "checked", "the", "account", "history", "before", "replying", "with", "a", "summary", "of", "the", "shipping", "status", "refund", "policy", "and", "next", "steps", "for", "the", "team", "to", "follow", "up", "on"]
+    words = ("the customer asked about their order and we checked the account history before replying with a "
+             "summary of the shipping status refund policy and next steps for the team to follow up on").split(" ")
     values = [v for samples in pii_samples(4, seed=seed).values() for v, _ in samples][:24]
     parts: list[str] = []
     while count_tokens(" ".join(parts)) < tokens:
@@ -108,20 +109,20 @@ def quality() -> None:
             flagged[f"{kind} -> {f.detector}"] += 1
     print(f"look-alikes flagged by any detector: {sum(flagged.values())} of {len(alikes)} sentences "
           f"({len({k for k, _ in alikes})} kinds){'; ' + str(dict(flagged)) if flagged else ''}")
-    samples = injection_samples()
+    calls = injection_samples()
     tp = fp = fn = 0
     missed: Counter[str] = Counter()
-    for attack, where, messages in samples:
+    for attack, where, messages in calls:
         hit = screen_request({"messages": messages}, "flag", pol.screen_threshold).verdict == "flagged"
         tp += attack and hit
         fp += hit and not attack
         fn += attack and not hit
         if attack and not hit:
             missed[where] += 1
-    attacks = sum(a for a, _, _ in samples)
+    attacks = sum(1 for a, _, _ in calls if a)
     print(f"\ninjection screen at threshold {pol.screen_threshold}: {attacks} adversarial "
-          f"({sum(1 for a, w, _ in samples if a and w != 'user')} indirect: tool results and retrieved documents), "
-          f"{len(samples) - attacks} benign")
+          f"({sum(1 for a, w, _ in calls if a and w != 'user')} indirect: tool results and retrieved documents), "
+          f"{len(calls) - attacks} benign")
     print(f"  precision {tp / max(1, tp + fp):.1%} ({fp} benign flagged), recall {tp / max(1, attacks):.1%} "
           f"(missed: {dict(missed) or 0})")
 

@@ -47,6 +47,7 @@ def _phones(rng: random.Random, n: int) -> Iterator[str]:
     while made < n:
         region = rng.choice(regions)
         example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+        assert example is not None
         digits = str(example.national_number)
         tail = "".join(rng.choice(string.digits) for _ in range(3))
         number = phonenumbers.parse(f"+{example.country_code}{digits[:-3]}{tail}")
@@ -175,7 +176,8 @@ def look_alikes(n: int = 600, seed: int = 8) -> list[tuple[str, str]]:
         "order number": lambda: f"ORD-{rng.randint(2019, 2026)}-{rng.randint(0, 999999):06d}",
         "order number (digits)": lambda: f"#{rng.randint(100_000_000, 999_999_999)}",
         "invoice": lambda: f"INV-{rng.randint(10000, 99999)}",
-        "tracking number": lambda: "1Z" + "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(16)),
+        "tracking number": lambda: "1Z" + "".join(rng.choice(string.ascii_uppercase + string.digits)
+                                                  for _ in range(16)),
         "date": lambda: f"{rng.randint(1990, 2030)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
         "time": lambda: f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}",
         "version": lambda: f"v{rng.randint(0, 20)}.{rng.randint(0, 40)}.{rng.randint(0, 99)}",
@@ -184,7 +186,8 @@ def look_alikes(n: int = 600, seed: int = 8) -> list[tuple[str, str]]:
         "sku": lambda: f"SKU-{rng.choice(string.ascii_uppercase)}{rng.choice(string.ascii_uppercase)}-"
                        f"{rng.randint(1000, 9999)}",
         "zip": lambda: f"{rng.randint(10000, 99999)}-{rng.randint(1000, 9999)}",
-        "isbn": lambda: f"978-{rng.randint(0, 9)}-{rng.randint(10, 99)}-{rng.randint(100000, 999999)}-{rng.randint(0, 9)}",
+        "isbn": lambda: f"978-{rng.randint(0, 9)}-{rng.randint(10, 99)}-{rng.randint(100000, 999999)}-"
+                        f"{rng.randint(0, 9)}",
         "price": lambda: f"${rng.randint(1, 99)},{rng.randint(100, 999)}.{rng.randint(0, 99):02d}",
         "card-length order id (no card network)": lambda: "9" + "".join(rng.choice(string.digits) for _ in range(15)),
         "word with @": lambda: f"@{rng.choice(['team', 'here', 'channel'])} see item {rng.randint(1, 99)}",
@@ -279,7 +282,8 @@ def injection_samples(seed: int = 9) -> list[tuple[bool, str, list[dict[str, obj
     for hidden in _INDIRECT:
         for doc in rng.sample(_BENIGN_TOOL, 5):
             out.append((True, "tool", _tool_call("Summarise the tool result.", f"{doc} {hidden}")))
-        out.append((True, "retrieved", [{"role": "user", "content": f"Use this document to answer.\n---\n{hidden}\n---"}]))
+        document = f"Use this document to answer.\n---\n{hidden}\n---"
+        out.append((True, "retrieved", [{"role": "user", "content": document}]))
     return out
 
 

@@ -45,7 +45,8 @@ class Scan:
     @property
     def windows(self) -> list[Span]:
         if self._windows is None:
-            self._windows = _merged((max(0, m.start() - _BEFORE), m.end() + _AFTER) for m in _DIGITS.finditer(self.text))
+            found = _DIGITS.finditer(self.text)
+            self._windows = _merged((max(0, m.start() - _BEFORE), m.end() + _AFTER) for m in found)
         return self._windows
 
     def near_digits(self, pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:

@@ -40,8 +40,8 @@ _RULES: tuple[tuple[str, float, str], ...] = (
      r"\byou are (?:now )?(?:an? |in )?(?:dan|unrestricted|unfiltered|uncensored|jailbroken|evil|free of)\b|"
      r"\byou are no longer\b|\b(?:act|behave|respond) as (?:if you (?:are|were) )?(?:an? )?(?:unrestricted|"
      r"unfiltered|uncensored|jailbroken|evil|different)|\bpretend (?:to be|you are)\b.{0,40}\b(?:no|without) "
-     r"(?:any )?(?:rules|restrictions|limits|filters)|\b(?:you are|you're|enter|activate|enable|now in) (?:now )?(?:in )?"
-     r"(?:developer|dan|god|jailbreak) mode\b|\bdo anything now\b|\bjailbroken\b"),
+     r"(?:any )?(?:rules|restrictions|limits|filters)|\b(?:you are|you're|enter|activate|enable|now in) "
+     r"(?:now )?(?:in )?(?:developer|dan|god|jailbreak) mode\b|\bdo anything now\b|\bjailbroken\b"),
     ("system_prompt_leak", 0.6,
      r"\b(?:reveal|show|print|repeat|output|display|tell me|give me|leak|dump|disclose|recite)\s(?:\w+\s){0,3}?"
      r"(?:system|initial|hidden|original|secret|developer|confidential)\s(?:prompt|instructions?|message|rules)\b|"
@@ -66,8 +66,8 @@ _RULES: tuple[tuple[str, float, str], ...] = (
     ("encoded_payload", 0.5,
      r"\b(?:decode|base64|rot13|hex)(?:-decode)?\s(?:\w+\s){0,4}?(?:and|then)\s(?:follow|execute|run|obey|do)\b"),
     ("override_safety", 0.5,
-     r"\b(?:no|without|disable|turn off|remove|ignore|bypass|circumvent|evade)\s(?:\w+\s){0,2}?(?:ethical|safety|content) "
-     r"(?:guidelines|filters?|restrictions|policy|policies|rules)\b"),
+     r"\b(?:no|without|disable|turn off|remove|ignore|bypass|circumvent|evade)\s(?:\w+\s){0,2}?"
+     r"(?:ethical|safety|content) (?:guidelines|filters?|restrictions|policy|policies|rules)\b"),
 )
 RULES = tuple((name, weight, re.compile(pattern)) for name, weight, pattern in _RULES)
 # Words each rule cannot match without: a substring test (C speed) skips a rule's regex on most texts.
