@@ -36,11 +36,14 @@ def policy() -> Policy:
     return Policies(settings).for_call("acme", "default")
 
 
+_WORDS = ("the customer asked about their order and we checked the account history before replying with a summary "
+          "of the shipping status refund policy and next steps for the team to follow up on")
+
+
 def long_prompt(tokens: int = 2000, seed: int = 3) -> dict[str, Any]:
     """A support conversation of ~``tokens`` tokens with sensitive values spread through it."""
     rng = random.Random(seed)
-    words = ("the customer asked about their order and we checked the account history before replying with a "
-             "summary of the shipping status refund policy and next steps for the team to follow up on").split(" ")
+    words = _WORDS.split(" ")
     values = [v for samples in pii_samples(4, seed=seed).values() for v, _ in samples][:24]
     parts: list[str] = []
     while count_tokens(" ".join(parts)) < tokens:
