@@ -32,6 +32,8 @@ CONTRACT: dict[tuple[str, str], tuple[set[int], tuple[str, ...]]] = {
     ("delete", "/v1/jobs/{job_id}"): ({200, 401, 403, 404, 409, 429, 500, 503}, TENANT),
     ("get", "/v1/models"): ({200, 401, 403, 429, 500, 503}, TENANT),
     ("get", "/v1/admin/budgets"): ({200, 401, 403, 500, 503}, OPERATORS),
+    ("get", "/v1/admin/audit"): ({200, 400, 401, 403, 500, 503}, OPERATORS),
+    ("get", "/v1/audit"): ({200, 400, 401, 403, 429, 500, 503}, TENANT),
     ("get", "/metrics"): ({200, 401, 403, 500, 503}, OPERATORS),
     ("get", "/healthz"): ({200}, ()),
     ("get", "/readyz"): ({200, 503}, ()),
