@@ -48,3 +48,13 @@ def test_a_failed_purge_is_logged_and_tried_again_a_minute_later(monkeypatch: py
     scheduler._purge(100.0)  # no exception escapes into the admission loop
     assert scheduler._next_purge == 100.0 + main.PURGE_EVERY_S
     assert "retention purge failed" in caplog.text
+
+
+def test_the_purge_drops_audit_content_too_and_comes_back_soon_while_a_backlog_lasts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[object] = []
+    monkeypatch.setattr(retention, "purge", lambda config, engine=None: retention.Purged())
+    monkeypatch.setattr(audit, "purge_content", lambda engine=None: calls.append(engine) or audit.BATCH_ROWS)
+    scheduler = bare_scheduler()
+    scheduler._purge(100.0)
+    assert len(calls) == 1 and scheduler._next_purge == 100.0 + main.SWEEP_EVERY_S
