@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import random
 import statistics
 import time
@@ -55,20 +56,26 @@ def long_prompt(tokens: int = 2000, seed: int = 3) -> dict[str, Any]:
                                                  {"role": "user", "content": " ".join(parts)}]}
 
 
-def timed(fn: Callable[[], Any], runs: int) -> list[float]:
+def timed(fn: Callable[[], Any], runs: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and this thread's CPU milliseconds per run: on a machine shared with other work the
+    wall clock includes the time the process waited for a core, the CPU time does not."""
     for _ in range(50):
         fn()
-    out = []
+    wall, cpu = [], []
     for _ in range(runs):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         fn()
-        out.append((time.perf_counter() - started) * 1000)
-    return out
+        wall.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.thread_time() - started_cpu) * 1000)
+    return wall, cpu
 
 
-def percentiles(ms: list[float]) -> str:
-    q = statistics.quantiles(ms, n=100)
-    return f"p50 {q[49]:.2f} ms, p90 {q[89]:.2f} ms, p99 {q[98]:.2f} ms, mean {statistics.fmean(ms):.2f} ms"
+def percentiles(both: tuple[list[float], list[float]]) -> str:
+    out = []
+    for name, ms in zip(("wall", "cpu"), both, strict=True):
+        q = statistics.quantiles(ms, n=100)
+        out.append(f"{name} p50 {q[49]:.2f} / p90 {q[89]:.2f} / p99 {q[98]:.2f} ms")
+    return " | ".join(out)
 
 
 def fresh(fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -80,6 +87,7 @@ def fresh(fn: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def latency(runs: int) -> None:
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     gc.collect()
     gc.freeze()  # as the api process runs (cli.main._tune_gc)
     gc.set_threshold(50_000, 20, 100)
