@@ -97,6 +97,7 @@ class Acceptor:
         ahead = self._read_ahead(caller, env, may_send_here)
         with contextlib.ExitStack() as undo:  # until the job is stored, give back what it took
             undo.callback(self._drop_lease, env)
+            undo.callback(self._drop_vault, env)
             fast = self._admit_inline(env, ahead)
             if fast:
                 undo.callback(gw.admitter.withdraw, env)
@@ -161,6 +162,12 @@ class Acceptor:
             with contextlib.suppress(redis.RedisError, OSError):  # else it expires with its TTL
                 self.gw.leases.release(env)
             env.token = ""
+
+    def _drop_vault(self, env: Envelope) -> None:
+        """The vault of a job that was not stored after all (refused, or a repeated idempotency key)."""
+        if env.vault:
+            with contextlib.suppress(redis.RedisError, OSError):  # else it expires with its TTL
+                self.gw.redis.delete(self.gw.keys.vault(env.id))
 
     def _take_slot(self) -> bool:
         return self.gw.settings.api.fast_lane_attempts > 0 and self.gw.fast_lane_slots.acquire(blocking=False)
