@@ -38,8 +38,9 @@ from shared.admission import QueueState
 from shared.db import jobs
 from shared.db.session import session_scope
 from shared.envelope import Envelope
-from shared.errors import GatewayError, Unavailable
+from shared.errors import GatewayError, InvalidRequest, Overloaded, Unavailable
 from shared.lanes import Lane
+from shared.privacy.vault import save_in
 from shared.redis_batch import RedisBatch
 from shared.schemas import ChatRequest, JobTags
 
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     from api.gateway import Gateway
 
 log = logging.getLogger("gateway.api")
+# What refuses a call after its key was accepted, and is written to the audit log as ``call.rejected``:
+# a bad request (blocked content and injections included) and shedding.
+REFUSALS = (InvalidRequest, Overloaded)
 
 
 @dataclass
@@ -54,6 +58,7 @@ class Submitted:
     view: dict[str, Any]
     created: bool
     sent_by_api: bool = False  # the api ran the first attempt itself (``view`` is its outcome)
+    screening: dict[str, Any] | None = None  # what redaction and the injection screen found (this request's)
 
 
 @dataclass
@@ -78,13 +83,24 @@ class Acceptor:
         (``_send_here``) is handed to ``answer`` as soon as its attempt is recorded, before the
         attempt's last round trip; the return value is the same."""
         gw = self.gw
-        env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(), tags.deadline_at,
-                          reply_to=reply_to)
+        try:
+            env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(),
+                              tags.deadline_at, reply_to=reply_to, key_id=caller.key_id)
+            return self._accept(caller, env, tags, reply_to, answer, stored)
+        except REFUSALS as exc:
+            gw.record_refusal(caller, tags.feature, lane, chat.model, exc)
+            raise
+
+    def _accept(self, caller: Caller, env: Envelope, tags: JobTags, reply_to: str | None,
+                answer: Callable[[Submitted], None] | None,
+                stored: Callable[[dict[str, Any]], None] | None) -> Submitted:
+        gw = self.gw
         estimate = gw.admitter.prepare(env).total  # a job that can never fit is refused here, never queued
         may_send_here = bool(reply_to) and gw.settings.api.fast_lane_attempts > 0
         ahead = self._read_ahead(caller, env, may_send_here)
         with contextlib.ExitStack() as undo:  # until the job is stored, give back what it took
             undo.callback(self._drop_lease, env)
+            undo.callback(self._drop_vault, env)
             fast = self._admit_inline(env, ahead)
             if fast:
                 undo.callback(gw.admitter.withdraw, env)
@@ -93,14 +109,14 @@ class Acceptor:
             view, created = self._persist(env, tags, estimate, fast, caller)
             if stored is not None:
                 stored(view)
-            if not created:
-                return Submitted(view, created=False)  # a repeated idempotency key: nothing new to send
+            if not created:  # a repeated idempotency key: nothing new to send
+                return Submitted(view, created=False, screening=env.job.screening)
             undo.pop_all()
         env.enqueued_at = time.time()
         if fast and reply_to and self._take_slot():
             return self._send_here(env, view, answer)
         self._hand_off(env, fast, short_lease=may_send_here)
-        return Submitted(view, created=True)
+        return Submitted(view, created=True, screening=env.job.screening)
 
     def _admit_inline(self, env: Envelope, ahead: _Ahead) -> bool:
         """True when the job is reserved now (interactive, nobody waiting ahead of it, budgets fit).
@@ -128,6 +144,9 @@ class Acceptor:
             admission = self.gw.settings.admission
             lease_s = admission.attempt_lease_s if may_send_here else admission.dispatch_lease_s
             batch.command(lambda pipe: self.gw.leases.grant_in(pipe, env, lease_s))
+        if env.vault:  # before the job exists anywhere a worker could pick it up
+            vault, ttl_s = env.vault, self.gw.vault_ttl_s(env)
+            batch.command(lambda pipe: save_in(pipe, self.gw.keys.vault(env.id), vault, ttl_s))
         try:
             batch.execute()
         except (redis.RedisError, OSError) as exc:
@@ -149,6 +168,12 @@ class Acceptor:
                 self.gw.leases.release(env)
             env.token = ""
 
+    def _drop_vault(self, env: Envelope) -> None:
+        """The vault of a job that was not stored after all (refused, or a repeated idempotency key)."""
+        if env.vault:
+            with contextlib.suppress(redis.RedisError, OSError):  # else it expires with its TTL
+                self.gw.redis.delete(self.gw.keys.vault(env.id))
+
     def _take_slot(self) -> bool:
         return self.gw.settings.api.fast_lane_attempts > 0 and self.gw.fast_lane_slots.acquire(blocking=False)
 
@@ -160,7 +185,7 @@ class Acceptor:
         done: list[Submitted] = []
 
         def deliver(latest: dict[str, Any]) -> None:
-            done.append(Submitted(latest, created=True, sent_by_api=True))
+            done.append(Submitted(latest, created=True, sent_by_api=True, screening=env.job.screening))
             if answer is not None:
                 answer(done[0])
 
@@ -171,7 +196,7 @@ class Acceptor:
                           env.attempt, env.id)
         finally:
             self.gw.fast_lane_slots.release()
-        return done[0] if done else Submitted(view, created=True)
+        return done[0] if done else Submitted(view, created=True, screening=env.job.screening)
 
     def _persist(self, env: Envelope, tags: JobTags, estimate: int, admitted: bool,
                  caller: Caller) -> tuple[dict[str, Any], bool]:
@@ -182,8 +207,8 @@ class Acceptor:
                 db, tenant_id=env.tenant, feature=env.feature, lane=env.lane, task=tags.task, model=env.model,
                 request=env.request, deadline=datetime.fromtimestamp(env.deadline, UTC),
                 idempotency_key=tags.idempotency_key, estimate_tokens=estimate, job_id=env.id,
-                admitted_deployment=env.deployment if admitted else None,
-                key_id=caller.identity.key_id if caller.identity else None,
+                admitted_deployment=env.deployment if admitted else None, key_id=caller.key_id,
+                screening=env.job.screening,
             )
             return jobs.job_view(job), created
 

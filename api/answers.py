@@ -207,3 +207,48 @@ class Budgets(BaseModel):
     queues: dict[Lane, LaneQueue]
     breakers: dict[str, dict[str, Any]] = Field(description="per deployment: state, calls, failures, ...")
     scheduler: SchedulerState
+
+
+# -- the audit log ----------------------------------------------------------------------------------
+
+
+class AuditRecord(BaseModel):
+    """One call or admin action (``shared.db.audit``); ``seq``/``prev_hash``/``hash`` are null until the
+    record is sealed into its tenant's chain (seconds after it was written)."""
+
+    id: int
+    at: str = Field(description="when, ISO 8601 UTC")
+    tenant_id: str
+    kind: Literal["call", "admin"]
+    action: str = Field(description="call.succeeded, call.failed, call.rejected, key.create, tenant.disable, ...")
+    actor: str | None = Field(description="key:<id> for a call, cli:<user> for an admin action")
+    key_id: int | None
+    job_id: str | None
+    feature: str | None
+    lane: str | None
+    model: str | None = Field(description="the model asked for")
+    model_used: str | None
+    deployment: str | None
+    decision: dict[str, Any] | None = Field(description="route, who sent it, attempts, outcome; or why it was refused")
+    redactions: dict[str, Any] | None = Field(description="values replaced, by detector")
+    screen: dict[str, Any] | None = Field(description="the injection screen's verdict, score and signals")
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    content_mode: Literal["hash", "redacted", "full"]
+    request_sha256: str | None
+    response_sha256: str | None
+    request: dict[str, Any] | None = Field(description="per content_mode; null after its retention")
+    response: dict[str, Any] | None
+    content_until: str | None
+    seq: int | None
+    prev_hash: str | None
+    hash: str | None
+
+
+class AuditPage(BaseModel):
+    """Audit records, oldest first; ``next_cursor`` continues after the last one."""
+
+    object: Literal["list"]
+    data: list[AuditRecord]
+    next_cursor: str | None

@@ -55,6 +55,10 @@ class Caller:
             raise PermissionDenied("This route needs a tenant's API key, not the operators' key.")
         return self.identity.tenant
 
+    @property
+    def key_id(self) -> int | None:
+        return self.identity.key_id if self.identity else None
+
 
 class _FailureBudget:
     """Failed authentications each source may have: ``per_minute``, refilled continuously."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from api.accept import REFUSALS
 from api.auth import Caller
 from shared.admission import QueueState
 from shared.budget import prompt_tokens
@@ -32,6 +33,7 @@ from shared.db.session import session_scope
 from shared.envelope import Envelope
 from shared.errors import GatewayError, InvalidRequest, Overloaded, PermissionDenied, Unavailable, echo
 from shared.lanes import Lane
+from shared.privacy.vault import save_in
 from shared.schemas import JobRequest
 
 if TYPE_CHECKING:
@@ -55,8 +57,12 @@ class BulkAcceptor:
         scheduler, even an interactive one."""
         _refuse_repeated_keys(items)
         tenant = caller.tenant
-        envs = [self._checked(caller, index, item) for index, item in enumerate(items)]
-        self._shed_batch(tenant, envs, self._queue_states(tenant, {env.lane for env in envs}))
+        try:
+            envs = [self._checked(caller, index, item) for index, item in enumerate(items)]
+            self._shed_batch(tenant, envs, self._queue_states(tenant, {env.lane for env in envs}))
+        except REFUSALS as exc:
+            self.gw.record_refusal(caller, "(batch)", Lane.BATCH, "(batch)", exc)
+            raise
         self._refuse_reused_keys(tenant, envs, items)
         views: list[dict[str, Any]] = []
         created = 0
@@ -72,16 +78,14 @@ class BulkAcceptor:
         try:
             tags = item.tags()
             lane = self.gw.lane_for(caller, tags, Lane.STANDARD)
-            request = item.payload()
-            chars = prompt_tokens(request, by_chars=True)
-            env = self.gw.envelope(caller.tenant, tags.feature, lane, item.model, request, tags.deadline_at,
-                                   counted=(chars * 4, chars))  # no tokenizer count exceeds the bytes
+            env = self.gw.envelope(caller.tenant, tags.feature, lane, item.model, item.payload(), tags.deadline_at,
+                                   key_id=caller.key_id, count=False)  # bounded by characters x 4 (bytes)
             try:
                 self.gw.admitter.prepare(env)
             except InvalidRequest:  # the bound does not fit: count exactly, which may fit
-                env.job = replace(env.job, prompt_tokens=prompt_tokens(request))
+                env.job = replace(env.job, prompt_tokens=prompt_tokens(env.request))
                 self.gw.admitter.prepare(env)
-            env.job = replace(env.job, prompt_tokens=chars)
+            env.job = replace(env.job, prompt_tokens=env.job.prompt_chars)
             self.gw.admitter.prepare(env)
         except (InvalidRequest, Overloaded, PermissionDenied) as exc:
             raise _for_item(index, exc) from exc
@@ -102,9 +106,9 @@ class BulkAcceptor:
         for env in envs:
             env.job = replace(env.job, prompt_tokens=prompt_tokens(env.request))
             self.gw.admitter.prepare(env)  # the exact estimate: what the queues count
-        key_id = caller.identity.key_id if caller.identity else None
         rows = [jobs.NewJob(env.id, env.feature, env.lane, item.task, env.model, env.request,
-                            datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.tokens, key_id)
+                            datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.tokens,
+                            caller.key_id, env.job.screening)
                 for env, item in zip(envs, items, strict=True)]
         with session_scope(self.gw.engine) as db:
             results = jobs.create_jobs(db, caller.tenant, rows)
@@ -167,8 +171,10 @@ class BulkAcceptor:
             param="jobs")
 
     def _hand_off_many(self, envs: list[Envelope]) -> None:
-        """Push the committed jobs in one pipeline; if Redis refuses, fail them all (one UPDATE)."""
+        """Push the committed jobs in one pipeline (their vaults first, in one more); if Redis refuses,
+        fail them all (one UPDATE)."""
         try:
+            self._save_vaults(envs)
             self.gw.queues.push_many(envs)
         except (redis.RedisError, OSError) as exc:
             log.error("could not queue %d jobs of a batch: %s", len(envs), exc)
@@ -176,6 +182,17 @@ class BulkAcceptor:
                 jobs.fail_jobs(db, [env.id for env in envs], {"type": "queue_unavailable", "message": str(exc)})
             raise Unavailable("The gateway's queue (Redis) is unavailable; the jobs were not accepted. "
                               "Retry shortly.") from exc
+
+    def _save_vaults(self, envs: list[Envelope]) -> None:
+        """The tokenized values of the jobs that have any (``shared.privacy.vault``), in one round trip."""
+        holding = [env for env in envs if env.vault]
+        if not holding:
+            return
+        with self.gw.redis.pipeline(transaction=False) as pipe:
+            for env in holding:
+                assert env.vault is not None
+                save_in(pipe, self.gw.keys.vault(env.id), env.vault, self.gw.vault_ttl_s(env))
+            pipe.execute()
 
 
 FIRST_CHUNK, LAST_CHUNK = 16, 256  # jobs per transaction: small first (the first jobs flow at once), then growing

@@ -45,6 +45,15 @@ def gateway_headers(view: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
+def screen_headers(screening: dict[str, Any] | None) -> dict[str, str]:
+    """``x-gateway-screen`` on a call the injection screen flagged (``shared.privacy.screen``)."""
+    screen = (screening or {}).get("screen") or {}
+    if screen.get("verdict") != "flagged":
+        return {}
+    return {"x-gateway-screen": f"flagged; score={float(screen.get('score', 0)):.2f}; "
+                                f"signals={','.join(screen.get('signals') or ())}"}
+
+
 def raise_unless_succeeded(view: dict[str, Any] | None, job_id: str) -> dict[str, Any]:
     """The job's result, or the error that tells the caller why there is none."""
     if view is None:

@@ -8,25 +8,29 @@ Each runs on a worker thread (sync SQLAlchemy and Redis), one hop per request.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from api.auth import Authenticator, Caller
+from api.metrics import REDACTED, SCREENED
 from execution.context import AttemptContext
 from shared.admission import Admitter
 from shared.attempt_leases import AttemptLeases
 from shared.budget import prompt_tokens
 from shared.config import Settings
-from shared.db import jobs
+from shared.db import audit, jobs
 from shared.db.ids import new_job_id
 from shared.db.session import get_engine, session_scope
 from shared.dispatch import Dispatch
 from shared.envelope import Envelope, JobSpec
-from shared.errors import NotFound, echo
+from shared.errors import GatewayError, InjectionBlocked, NotFound, SensitiveDataBlocked, echo
 from shared.keys import Keys
 from shared.lanes import Lane
+from shared.privacy.guard import Guard, Guarded
 from shared.queues import WaitingQueues
 from shared.redis_conn import sync_redis
 from shared.routing import chain_for
@@ -34,6 +38,7 @@ from shared.schemas import JobTags
 from shared.tenancy import check_feature, resolve_lane
 
 View = dict[str, Any]
+log = logging.getLogger("gateway.api")
 
 
 class Gateway:
@@ -52,6 +57,7 @@ class Gateway:
         self.leases = AttemptLeases(self.redis, self.keys)
         self.auth = Authenticator(settings, self.redis, self.keys, self.engine)
         self.fast_lane_slots = threading.BoundedSemaphore(settings.api.fast_lane_attempts or 1)
+        self.privacy = Guard(settings)
         self.accept = Acceptor(self)
         self.bulk = BulkAcceptor(self)
 
@@ -64,15 +70,56 @@ class Gateway:
 
     def envelope(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any],
                  deadline_at: Callable[[float], datetime], reply_to: str | None = None,
-                 counted: tuple[int, int] | None = None) -> Envelope:
-        """The job as accepted: its prompt counted here, once (every estimate after uses the count), or
-        ``counted`` (tokens, characters / 4) when the caller counted it already."""
+                 key_id: int | None = None, count: bool = True) -> Envelope:
+        """The job as accepted: screened and redacted (``guard``), its prompt counted here, once (every
+        estimate after uses the count), by the tokenizer and as characters / 4; ``count`` False leaves
+        the tokenizer's count for later (a batch bounds it by the characters, ``api.bulk``). Its vault
+        of tokenized values rides along in memory."""
         chain = chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
-        tokens, chars = counted or (prompt_tokens(request), prompt_tokens(request, by_chars=True))
-        job = JobSpec(id=new_job_id(), tenant=tenant, feature=feature, lane=lane, model=model, request=request,
+        guarded = self.guard(tenant, feature, request)
+        sent = guarded.request
+        chars = prompt_tokens(sent, by_chars=True)
+        job = JobSpec(id=new_job_id(), tenant=tenant, feature=feature, lane=lane, model=model, request=sent,
                       deadline=deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
-                      prompt_tokens=tokens, prompt_chars=chars)
-        return Envelope(job, chain=chain)
+                      prompt_tokens=prompt_tokens(sent) if count else chars * 4, prompt_chars=chars, key_id=key_id,
+                      screening=guarded.screening)
+        return Envelope(job, chain=chain, vault=guarded.vault or None)
+
+    def guard(self, tenant: str, feature: str, request: dict[str, Any]) -> Guarded:
+        """The choke point (``shared.privacy``), counted for /metrics: redactions by detector and action,
+        screen verdicts."""
+        try:
+            guarded = self.privacy.check(tenant, feature, request)
+        except SensitiveDataBlocked as exc:
+            REDACTED.labels(detector=exc.detector, action="block").inc()
+            raise
+        except InjectionBlocked:
+            SCREENED.labels(verdict="blocked").inc()
+            raise
+        SCREENED.labels(verdict=guarded.screened.verdict).inc()
+        policy = self.privacy.policies.for_call(tenant, feature)
+        for detector, count in guarded.counts.items():
+            REDACTED.labels(detector=detector, action=policy.actions[detector]).inc(count)
+        return guarded
+
+    def record_refusal(self, caller: Caller, feature: str, lane: Lane, model: str, exc: GatewayError) -> None:
+        """A call refused after its key was accepted, in the audit log (``call.rejected``, and why). Never
+        turns the refusal into another error: a store that cannot take it is logged."""
+        detector = getattr(exc, "detector", None)
+        try:
+            with session_scope(self.engine) as db:
+                audit.append(db, tenant_id=caller.tenant, kind="call", action="call.rejected",
+                             actor=f"key:{caller.key_id}", key_id=caller.key_id, feature=feature, lane=lane,
+                             model=model, redactions={detector: "blocked"} if detector else None,
+                             decision={"outcome": "rejected", "status": exc.status, "code": exc.code,
+                                       "param": exc.param, "why": exc.message[:500]})
+        except Exception as err:  # noqa: BLE001 - the caller gets its refusal whatever happens here
+            log.warning("could not write the audit record of a refused call: %s", err)
+
+    def vault_ttl_s(self, env: Envelope) -> float:
+        """How long a job's vault may be needed: until its deadline, plus its longest attempt's lease."""
+        longest = max(self.attempts.call_limit_s(self.settings.deployment(d)) for d in env.chain)
+        return max(1.0, env.deadline - time.time()) + longest
 
     # -- reads -------------------------------------------------------------------------------------
 

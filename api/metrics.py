@@ -20,6 +20,10 @@ FAST_LANE_SENT = Counter("gateway_fast_lane_sent_total", "Fast-lane first attemp
 SHED = Counter("gateway_jobs_shed_total", "Jobs refused before queueing", ["reason"])
 AUTH_FAILURES = Counter("gateway_auth_failures_total", "Refused authentications, by reason (missing_api_key, "
                         "invalid_api_key, revoked_api_key, tenant_disabled, throttled)", ["reason"])
+REDACTED = Counter("gateway_redactions_total", "Sensitive values found at acceptance, by detector and what was "
+                   "done (mask, tokenize, block)", ["detector", "action"])
+SCREENED = Counter("gateway_screen_total", "Calls through the prompt-injection screen, by verdict (clean, flagged, "
+                   "blocked)", ["verdict"])
 SYNC_WAIT = Histogram("gateway_sync_wait_seconds", "Time sync callers waited for their job",
                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 

@@ -33,8 +33,9 @@ DESCRIPTION = (
 
 # Every status a route may document, and what it means for a caller.
 _WHY: dict[int, str] = {
-    400: "Invalid request: malformed JSON, a field's type or value, or a job that can never fit a budget "
-         "(`job_too_large`); `param` names the field.",
+    400: "Invalid request: malformed JSON, a field's type or value, a job that can never fit a budget "
+         "(`job_too_large`), a value the privacy policy blocks (`sensitive_data_blocked`) or a likely prompt "
+         "injection (`prompt_injection_blocked`); `param` names the field.",
     401: "Missing, unknown or revoked API key.",
     403: "The key may not do this: the operators' key on a tenant route, a lane the key may not use, or "
          "admin routes switched off.",
@@ -60,9 +61,9 @@ OPERATORS_KEY = (401, 403, 500, 503)
 BODY = (400, 408, 413)  # routes that read a JSON body
 
 
-def header(description: str, pattern: str | None = None) -> dict[str, Any]:
-    """A response header every such answer carries (``api.delivery.gateway_headers``)."""
-    return {"description": description, "required": True,
+def header(description: str, pattern: str | None = None, required: bool = True) -> dict[str, Any]:
+    """A response header such answers carry (``api.delivery.gateway_headers``): every one, or some (``required``)."""
+    return {"description": description, "required": required,
             "schema": {"type": "string", **({"pattern": pattern} if pattern else {})}}
 
 
@@ -78,6 +79,9 @@ JOB_HEADERS = {
     "x-gateway-cost-usd": header("what the call cost, in US dollars", r"^\d+\.\d+$"),
     "x-gateway-cache": header("hit or miss"),
     "x-gateway-queued-ms": header("how long the job waited for admission, in milliseconds", _COUNT),
+    "x-gateway-screen": header("on a call the prompt-injection screen flagged: `flagged; score=0.72; "
+                               "signals=ignore_instructions,...`", r"^flagged; score=\d\.\d\d; signals=[a-z_,]*$",
+                               required=False),
 }
 
 

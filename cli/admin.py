@@ -1,15 +1,19 @@
-"""`gateway migrate`, `gateway tenants ...` and `gateway keys ...`: the store's admin commands.
+"""`gateway migrate`, `gateway tenants ...`, `gateway keys ...` and `gateway audit ...`: the store's admin commands.
 
 Each command brings the schema up to date first (an idempotent upgrade), so a fresh machine needs
-no separate migration step before creating its first tenant.
+no separate migration step before creating its first tenant. Every change is written to the audit log
+in the transaction that makes it (``shared.db.audit.record_admin``), with the operator's login as actor.
 """
 
 from __future__ import annotations
 
+import getpass
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
+import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -17,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from shared.config import get_settings
+from shared.db import audit
 from shared.db import migrate as migrations
 from shared.db import tenants as store
 from shared.db.session import get_engine, session_scope
@@ -26,6 +31,7 @@ from shared.redis_conn import sync_redis
 
 tenants_app = typer.Typer(help="Create, list and disable tenants.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys (hashed; shown once).", no_args_is_help=True)
+audit_app = typer.Typer(help="Verify and export the audit log.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -47,6 +53,14 @@ def _auth_epoch() -> store.AuthEpoch:
     """Where revocations are announced to every api process (their key caches)."""
     settings = get_settings()
     return store.AuthEpoch(sync_redis(settings.redis_url), Keys(settings.key_prefix))
+
+
+def _actor() -> str:
+    """Who ran the command, for the audit log."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (a container's anonymous uid)
+        return "cli"
 
 
 def _when(moment: datetime | None) -> str:
@@ -72,6 +86,7 @@ def tenants_create(
     """Create a tenant."""
     with _admin_session() as session:
         tenant = store.create_tenant(session, tenant_id, name)
+        audit.record_admin(session, tenant.id, "tenant.create", _actor(), name=tenant.name)
     console.print(f"created tenant [bold]{tenant.id}[/bold]; give it a key with:")
     console.print(f"  gateway keys create --tenant {tenant.id}")
 
@@ -94,6 +109,7 @@ def tenants_disable(tenant_id: str) -> None:
     """Refuse every call of the tenant at once and cancel its queued jobs (its keys stay, `enable` restores them)."""
     with _admin_session() as session:
         store.set_tenant_disabled(session, tenant_id, _auth_epoch(), True)
+        audit.record_admin(session, tenant_id, "tenant.disable", _actor())
     console.print(f"tenant [bold]{tenant_id}[/bold] disabled")
 
 
@@ -102,6 +118,7 @@ def tenants_enable(tenant_id: str) -> None:
     """Accept the tenant's calls again."""
     with _admin_session() as session:
         store.set_tenant_disabled(session, tenant_id, _auth_epoch(), False)
+        audit.record_admin(session, tenant_id, "tenant.enable", _actor())
     console.print(f"tenant [bold]{tenant_id}[/bold] enabled")
 
 
@@ -115,6 +132,8 @@ def keys_create(
     """Create an API key and print it once."""
     with _admin_session() as session:
         key, plaintext = store.create_key(session, tenant, name, max_lane=max_lane)
+        audit.record_admin(session, key.tenant_id, "key.create", _actor(), key_id=key.id, prefix=key.prefix,
+                           name=key.name, max_lane=key.max_lane)
     console.print(f"API key {key.id} ({key.name}) for tenant [bold]{key.tenant_id}[/bold]:")
     print(plaintext)  # plain stdout, no wrapping or markup, so scripts can capture it
     err_console.print(
@@ -142,4 +161,45 @@ def keys_revoke(key: str = typer.Argument(..., metavar="KEY_ID_OR_PREFIX")) -> N
     """Revoke a key by id or displayed prefix: it fails authentication from now on; its queued jobs are cancelled."""
     with _admin_session() as session:
         revoked = store.revoke_key(session, key, _auth_epoch())
+        audit.record_admin(session, revoked.tenant_id, "key.revoke", _actor(), key_id=revoked.id,
+                           prefix=revoked.prefix)
     console.print(f"revoked API key {revoked.id} ({revoked.prefix}…) of tenant {revoked.tenant_id}")
+
+
+@audit_app.command("verify")
+def audit_verify(tenant: str | None = typer.Option(None, "--tenant", "-t", help="Only this tenant's chain.")) -> None:
+    """Check every tenant's hash chain (or one's): exit 1 and list the records that were changed, removed or added."""
+    url = get_settings().database_url
+    migrations.upgrade(url)
+    found = audit.verify(get_engine(url), tenant)
+    for name, count in sorted(found.records.items()):
+        console.print(f"tenant [bold]{name}[/bold]: {count} records, head {found.heads[name]}")
+    if found.unsealed:
+        console.print(f"{found.unsealed} records not sealed yet (the leading scheduler seals them within seconds)")
+    for problem in found.problems:
+        err_console.print(f"[red]tampered:[/red] {problem}", soft_wrap=True)
+    if not found.ok:
+        raise typer.Exit(1)
+    console.print("[green]every chain verifies[/green]")
+
+
+@audit_app.command("export")
+def audit_export(
+    tenant: str | None = typer.Option(None, "--tenant", "-t", help="Only this tenant's records."),
+    feature: str | None = typer.Option(None, "--feature", "-f"),
+    since: datetime | None = typer.Option(None, "--from", help="Records at or after this time (ISO 8601)."),
+    until: datetime | None = typer.Option(None, "--to", help="Records before this time (ISO 8601)."),
+) -> None:
+    """Write the audit records as JSON lines to stdout, oldest first."""
+    url = get_settings().database_url
+    migrations.upgrade(url)
+    after = 0
+    while True:
+        with session_scope(get_engine(url), readonly=True) as db:
+            page = audit.query(db, tenant=tenant, feature=feature, since=since, until=until, after_id=after,
+                               limit=audit.BATCH_ROWS)
+        for record in page:
+            sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
+        if len(page) < audit.BATCH_ROWS:
+            return
+        after = page[-1]["id"]

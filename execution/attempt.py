@@ -11,10 +11,11 @@ Two entry points, one attempt:
 
 Then the same steps for both:
 
-    call the provider ─▶ decide: done, or retry later ─▶ record attempt + job (one transaction)
-        ─▶ park the retry ─▶ the end steps (``END_STEPS``), one round trip: tell the waiting caller,
-           count the attempt, count metrics, feed the breaker, settle the budget (``execution.settle``),
-           release the lease, wake the scheduler
+    call the provider ─▶ put the call's tokenized values back into the answer (its vault)
+        ─▶ decide: done, or retry later ─▶ record attempt + job, and the call's audit record when it
+           ends (one transaction) ─▶ park the retry ─▶ the end steps (``END_STEPS``), one round trip:
+           tell the waiting caller, count the attempt, count metrics, feed the breaker, settle the
+           budget (``execution.settle``), release the lease, drop the vault, wake the scheduler
 
 A worker never sleeps and retries on its own: a retry goes back to the scheduler with a not-before
 time and is admitted against the budget like any job, on whichever deployment of the chain may
@@ -34,10 +35,12 @@ from execution.context import AttemptContext
 from execution.providers import ProviderCallError, ProviderResult, adapter_for
 from execution.settle import release_reservation, settle_calls, wake_scheduler
 from shared import attempt_metrics, pricing
-from shared.config import DeploymentConfig
-from shared.db import jobs
+from shared.config import AuditPolicy, DeploymentConfig
+from shared.db import audit, jobs
 from shared.envelope import Envelope, Unreadable
 from shared.errors import InvalidRequest
+from shared.privacy.policy import audit_policy
+from shared.privacy.vault import Vault
 from shared.redis_batch import RedisBatch
 from shared.retry import RetryDecision
 from shared.signals import announce, announce_end
@@ -57,6 +60,7 @@ class Outcome:
     result: ProviderResult | None = None
     error: ProviderCallError | None = None
     cost_usd: float = 0.0
+    answer: dict[str, Any] | None = None  # the result's body as the caller gets it: tokenized values put back
 
     @property
     def ok(self) -> bool:
@@ -103,8 +107,11 @@ def run_inline(env: Envelope, ctx: AttemptContext, deliver: Callable[[View], Non
 def _run(env: Envelope, ctx: AttemptContext, deployment: DeploymentConfig, *, inline: bool,
          deliver: Callable[[View], None] | None = None) -> View | None:
     outcome = _call(deployment, ctx, env.request)
+    if outcome.result is not None:
+        body = outcome.result.body
+        outcome.answer = env.vault.restore_body(body) if env.vault else body
     retry = None if outcome.ok else _decide_retry(ctx, env, outcome)
-    view = _record(ctx, env, outcome, retry)
+    view = _record(ctx, env, outcome, retry, inline)
     if view is not None and retry is not None and retry.retry:
         ctx.queues.delay(_next_attempt(env, retry))
     if deliver is not None and view is not None:
@@ -173,13 +180,20 @@ def _release_lease(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None
     batch.script(ctx.leases.release_call(ended.env))
 
 
+def _drop_vault(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
+    """The call's tokenized values live only for the call (``shared.privacy.vault``)."""
+    if ended.ends_job and ended.env.vault:
+        batch.command(lambda pipe: pipe.delete(ctx.keys.vault(ended.env.id)))
+
+
 def _wake_scheduler(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
     """For the refund the settlement made."""
     batch.command(lambda pipe: wake_scheduler(pipe, ctx.keys))
 
 
 END_STEPS: tuple[Callable[[AttemptContext, RedisBatch, Ended], None], ...] = (
-    _tell_the_caller, _count_attempt, _count_metrics, _feed_breaker, _settle, _release_lease, _wake_scheduler)
+    _tell_the_caller, _count_attempt, _count_metrics, _feed_breaker, _settle, _release_lease, _drop_vault,
+    _wake_scheduler)
 
 
 def _count_for_metrics(pipe: Any, ctx: AttemptContext, env: Envelope, outcome: Outcome) -> None:
@@ -193,15 +207,17 @@ def _count_for_metrics(pipe: Any, ctx: AttemptContext, env: Envelope, outcome: O
 
 
 def _claim(ctx: AttemptContext, env: Envelope, deployment: str, lease_s: float) -> tuple[bool, str]:
-    """Take the attempt's lease (counting the attempt) and read its breaker, in one round trip: a
-    message admitted before the breaker opened must not reach a dead provider."""
+    """Take the attempt's lease (counting the attempt), read its breaker and load the call's vault, in
+    one round trip: a message admitted before the breaker opened must not reach a dead provider."""
     got: dict[str, Any] = {}
     (RedisBatch(ctx.redis)
      .script(ctx.leases.claim_call(env, lease_s, count=ctx.retries.attempt_counter(deployment)),
              lambda ok: got.__setitem__("claimed", ok))
      .script(ctx.breakers.states_call([deployment]),
              lambda states: got.__setitem__("breaker", str(states[deployment]["state"])))
+     .command(lambda pipe: pipe.hgetall(ctx.keys.vault(env.id)), lambda r: got.__setitem__("vault", r[0]))
      .execute())
+    env.vault = Vault(got["vault"]) if got["vault"] else None
     return got["claimed"], got["breaker"]
 
 
@@ -273,17 +289,21 @@ def _retry_chain(env: Envelope) -> list[str]:
     return [d for d in env.chain if d != failed] + [failed]
 
 
-def _record(ctx: AttemptContext, env: Envelope, outcome: Outcome, retry: RetryDecision | None) -> View | None:
+def _record(ctx: AttemptContext, env: Envelope, outcome: Outcome, retry: RetryDecision | None,
+            inline: bool) -> View | None:
     """Record the attempt and its effect on the job in one transaction, shared with the attempts other
     threads finish at the same time (``execution.group_commit``).
 
     The (job, attempt number) key is unique: when a redelivered message ran the same attempt again,
     the second record is refused here and nothing is billed or stored twice.
     """
+    policy = audit_policy(ctx.settings, env.tenant)
     if outcome.ok:
-        view = ctx.records.write(lambda db: _record_success(db, env, outcome))
+        view = ctx.records.write(lambda db: _audited(db, env, outcome, policy, inline,
+                                                     _record_success(db, env, outcome)))
     else:
-        view = ctx.records.write(lambda db: _record_failure(db, env, outcome, retry))
+        view = ctx.records.write(lambda db: _audited(db, env, outcome, policy, inline,
+                                                     _record_failure(db, env, outcome, retry)))
     if view is None:
         log.warning("attempt %s of job %s was already recorded (redelivery) or the job had finished; "
                     "not recorded again", env.attempt, env.id)
@@ -299,7 +319,7 @@ def _record_success(db: Any, env: Envelope, outcome: Outcome) -> dict[str, Any] 
     return jobs.record_attempt(
         db, env.id, env.attempt, deployment=outcome.deployment.name, status="succeeded",
         http_status=result.status, latency_ms=outcome.latency_ms, **tokens,
-        job_outcome={"status": "succeeded", "result": storable_copy(result.body),
+        job_outcome={"status": "succeeded", "result": storable_copy(outcome.answer),
                      "model_used": outcome.deployment.model,
                      "deployment": outcome.deployment.name, **tokens},
     )
@@ -320,6 +340,30 @@ def _record_failure(db: Any, env: Envelope, outcome: Outcome, retry: RetryDecisi
         http_status=err.upstream_status, error=f"{err.kind}: {err.message}", latency_ms=outcome.latency_ms,
         job_outcome=job_outcome,
     )
+
+
+def _audited(db: Any, env: Envelope, outcome: Outcome, policy: AuditPolicy, inline: bool,
+             view: View | None) -> View | None:
+    """The call's audit record, in the transaction that ends its job (``shared.db.audit``); none while
+    the job goes on to a retry, or when nothing was recorded (a redelivery)."""
+    if view is None or view["status"] not in ("succeeded", "failed"):
+        return view
+    received = storable_copy(outcome.result.body) if outcome.result is not None else None
+    vault = env.vault or Vault()
+    screening = env.job.screening if isinstance(env.job.screening, dict) else {}
+    audit.append(
+        db, tenant_id=env.tenant, kind="call", action=f"call.{view['status']}", actor=f"key:{env.job.key_id}",
+        key_id=env.job.key_id, job_id=env.id, feature=env.feature, lane=env.lane, model=env.model,
+        model_used=view.get("model_used"), deployment=outcome.deployment.name,
+        decision={"cache": view.get("cache_status") or "miss", "route": env.chain, "sent_by": "api" if inline
+                  else "worker", "attempts": env.attempt, "queued_ms": view.get("queued_ms"),
+                  "outcome": view["status"], "error": (view.get("error") or {}).get("type")},
+        redactions=screening.get("redactions") or None, screen=screening.get("screen"),
+        tokens_in=view["usage"]["prompt_tokens"], tokens_out=view["usage"]["completion_tokens"],
+        cost_usd=view["cost_usd"],
+        **audit.contents(policy, sent=env.request, received=received, caller_got=view.get("result"),
+                         caller_sent=vault.restore_request(env.request) if policy.content == "full" else None))
+    return view
 
 
 def _ms_since(started: float) -> int:

@@ -28,7 +28,7 @@ from scheduler.recovery import Recovery
 from shared.admission import Admitter
 from shared.attempt_leases import AttemptLeases
 from shared.config import Settings
-from shared.db import jobs, retention
+from shared.db import audit, jobs, retention
 from shared.db.models import Job, utcnow
 from shared.db.session import get_engine, session_scope
 from shared.dispatch import Dispatch
@@ -155,8 +155,8 @@ class Scheduler:
         return to_send
 
     def _sweep(self) -> None:
-        """Now and then: drop unreported reservations, expire jobs overdue deep in their queues, purge
-        old finished jobs."""
+        """Now and then: drop unreported reservations, expire jobs overdue deep in their queues, seal new
+        audit records into their tenants' chains, purge old finished jobs and audit content."""
         now = time.monotonic()
         if now - self._last_sweep < SWEEP_EVERY_S:
             return
@@ -170,7 +170,16 @@ class Scheduler:
                         error={"type": "deadline_exceeded", "message": "deadline passed while waiting for admission"})
                 .execution_options(synchronize_session=False)
             )
+        self._seal()
         self._purge(now)
+
+    def _seal(self) -> None:
+        """The audit log's chains (``shared.db.audit.seal``), a batch a sweep; a failure (a standby that
+        led a moment ago sealing the same records) is logged and tried again next sweep."""
+        try:
+            audit.seal(self.engine)
+        except SQLAlchemyError as exc:
+            log.warning("audit sealing failed (%s); next try in %.0fs", exc, SWEEP_EVERY_S)
 
     def _purge(self, now: float) -> None:
         """Retention (``shared.db.retention``): one bounded batch a minute, or a sweep's while a backlog
@@ -180,11 +189,14 @@ class Scheduler:
         self._next_purge = now + PURGE_EVERY_S
         try:
             done = retention.purge(self.settings.retention, engine=self.engine)
+            audit_purged = audit.purge_content(self.engine)
         except SQLAlchemyError as exc:
             log.warning("retention purge failed (%s); next try in %.0fs", exc, PURGE_EVERY_S)
             return
-        if done.more:
+        if done.more or audit_purged == audit.BATCH_ROWS:
             self._next_purge = now + SWEEP_EVERY_S
+        if audit_purged:
+            log.info("retention: dropped the content of %d audit records", audit_purged)
         if done.blanked or done.deleted:
             log.info("retention: dropped the content of %d finished jobs, deleted %d", done.blanked, done.deleted)
 

@@ -108,7 +108,8 @@ class Recovery:
         request = ChatRequest.model_validate(job.request).provider_payload()
         spec = JobSpec(id=job.id, tenant=job.tenant_id, feature=job.feature, lane=Lane(job.lane), model=job.model,
                        request=request, deadline=job.deadline.timestamp(), prompt_tokens=prompt_tokens(request),
-                       prompt_chars=prompt_tokens(request, by_chars=True))
+                       prompt_chars=prompt_tokens(request, by_chars=True), key_id=job.key_id,
+                       screening=job.screening if isinstance(job.screening, dict) else None)
         env = Envelope(spec, chain=chain_for(self.settings, job.model), attempt=job.attempts + 1)
         self.admitter.prepare(env)
         return env

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -126,9 +127,88 @@ def _default_lanes() -> dict[Lane, LaneConfig]:
     }
 
 
+# -- privacy: redaction, the injection screen and the audit log (``shared.privacy``, ``shared.db.audit``) --
+
+Detector = Literal["email", "phone", "card", "iban", "national_id", "ip", "secret"]
+Action = Literal["off", "mask", "tokenize", "block"]
+ScreenMode = Literal["off", "flag", "block"]
+NationalId = Literal["us.ssn", "es.dni", "it.codicefiscale", "fr.nir", "in.aadhaar"]
+NATIONAL_IDS: tuple[NationalId, ...] = ("us.ssn", "es.dni", "it.codicefiscale", "fr.nir", "in.aadhaar")
+# Values no product should send a provider: masked unless a tenant or feature says otherwise.
+DEFAULT_REDACTION: dict[Detector, Action] = {"secret": "mask", "card": "mask"}
+
+
+class CustomPattern(_Strict):
+    """An operator's own detector: a regular expression and what to do with what it matches."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="the placeholder's type: [NAME] / [NAME_1]")
+    pattern: str = Field(min_length=1, max_length=1000)
+    action: Action = "mask"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if compiled.match(""):
+            raise ValueError("the pattern matches the empty string, so it would match everywhere")
+        return pattern
+
+
+class AuditPolicy(_Strict):
+    """What a tenant's audit records keep of each call: ``hash`` (SHA-256 of the request and answer only),
+    ``redacted`` (as the provider saw them: placeholders, never the values) or ``full`` (as the caller
+    sent and got them, tokenized values put back; masked values are never kept anywhere); kept for
+    ``content_days``, then purged (the hashes and the rest of the record stay)."""
+
+    content: Literal["hash", "redacted", "full"] = "hash"
+    content_days: float = Field(30.0, gt=0)
+
+
+class FeaturePrivacy(_Strict):
+    """A tenant's or a feature's privacy policy; what it leaves unset it inherits (feature < tenant < ``privacy``)."""
+
+    redaction: dict[Detector, Action] = Field(default_factory=dict, description="per detector: off | mask | "
+                                              "tokenize | block; detectors not named inherit")
+    custom: list[CustomPattern] = Field(default_factory=list, description="added to the inherited ones; "
+                                        "one with the same name replaces it")
+    screen: ScreenMode | None = None
+
+
+class TenantPrivacy(FeaturePrivacy):
+    audit: AuditPolicy | None = None
+
+
+class PrivacyConfig(_Strict):
+    """The defaults every tenant and feature inherits (see ``shared.privacy``)."""
+
+    redaction: dict[Detector, Action] = Field(default_factory=lambda: dict(DEFAULT_REDACTION))
+    custom: list[CustomPattern] = Field(default_factory=list)
+    screen: ScreenMode = "flag"
+    screen_threshold: float = Field(0.5, gt=0, le=1, description="injection score from which a call is "
+                                    "flagged or blocked")
+    phone_region: str = Field("US", description="where a phone number written without +country is from")
+    national_ids: list[NationalId] = Field(
+        default_factory=lambda: list(NATIONAL_IDS), description="the national ID schemes the national_id "
+        "detector knows (python-stdnum validates each)")
+    audit: AuditPolicy = Field(default_factory=AuditPolicy)
+
+    @field_validator("phone_region")
+    @classmethod
+    def _known_region(cls, region: str) -> str:
+        import phonenumbers
+
+        if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown region {region!r}; use a two-letter country code such as US, GB, DE")
+        return region.upper()
+
+
 class FeatureConfig(_Strict):
     lane: Lane | None = Field(None, description="the lane every job of the feature runs in, whatever it asks")
     hard_tpm: int | None = Field(None, gt=0)
+    privacy: FeaturePrivacy = Field(default_factory=FeaturePrivacy)
 
 
 class TenantConfig(_Strict):
@@ -143,6 +223,7 @@ class TenantConfig(_Strict):
         "allow", description="a feature not listed under features: accepted (no cap, metrics label 'other'), "
                              "or refused with a 400 that lists the known ones")
     features: dict[str, FeatureConfig] = Field(default_factory=dict)
+    privacy: TenantPrivacy = Field(default_factory=TenantPrivacy)
 
     @field_validator("features")
     @classmethod
@@ -321,6 +402,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     retries: RetryConfig = Field(default_factory=RetryConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
     key_prefix: str = "gw"
 

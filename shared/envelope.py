@@ -5,10 +5,15 @@ It carries everything a worker needs to send the attempt, so the hot path never 
 
     Envelope
     ├── job: JobSpec     fixed when the job is accepted: id, tenant, feature, lane, model, request,
-    │                    deadline, reply_to, prompt_tokens (counted once, by the tokenizer)
+    │                    deadline, reply_to, prompt_tokens (counted once, by the tokenizer), key_id,
+    │                    screening (what redaction and the injection screen found, for the audit record)
     └── this attempt     attempt number, chain (its order: a retry moves the failed deployment last),
                          deployment and estimate (once admitted there), lease token, breaker probe,
-                         not_before (a retry's backoff), enqueued_at
+                         not_before (a retry's backoff), enqueued_at; and the call's vault of tokenized
+                         values once loaded (``shared.privacy.vault``: in memory only, never on the wire)
+
+The request is always the redacted one (``Gateway.guard``): no queue or message holds a value the
+policy masks or tokenizes.
 
 The fixed fields read through (``env.id``, ``env.tenant`` ...) but cannot be set. The per-attempt
 state changes in a few named steps (``admitted``, ``Admitter.prepare``, the lease grant) or by
@@ -26,6 +31,7 @@ import orjson
 
 from shared.budget.estimate import Estimate
 from shared.lanes import Lane
+from shared.privacy.vault import Vault
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,8 @@ class JobSpec:
     reply_to: str | None = None
     prompt_tokens: int = 0  # the tokenizer's count, taken once
     prompt_chars: int = 0  # the prompt as characters / 4 (0: not counted, an older version's envelope)
+    key_id: int | None = None
+    screening: dict[str, Any] | None = None
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(JobSpec))
@@ -59,6 +67,7 @@ class Envelope:
     ticket: str = ""
     token: str = ""
     enqueued_at: float = field(default_factory=time.time)
+    vault: Vault | None = None
 
     # -- the job's fixed fields, read through ------------------------------------------------------
 

@@ -3,7 +3,9 @@
     GatewayError                 status  OpenAI error type
     ├── ConfigError                 500  (start-up only: bad config file)
     ├── InvalidRequest              400  invalid_request_error
-    │   └── UnknownModel            404  invalid_request_error (code model_not_found)
+    │   ├── UnknownModel            404  invalid_request_error (code model_not_found)
+    │   ├── SensitiveDataBlocked    400  invalid_request_error (code sensitive_data_blocked: a ``block`` detector)
+    │   └── InjectionBlocked        400  invalid_request_error (code prompt_injection_blocked: the screen)
     ├── AuthError                   401  authentication_error (missing, invalid, revoked key, disabled tenant)
     ├── PermissionDenied            403  permission_error (a lane the key may not use; admin routes off)
     ├── NotFound                    404  invalid_request_error
@@ -76,6 +78,22 @@ class InvalidRequest(GatewayError):
 class UnknownModel(InvalidRequest):
     status = 404
     code = "model_not_found"
+
+
+class SensitiveDataBlocked(InvalidRequest):
+    """A value the policy blocks was found (``shared.privacy.redaction``); nothing was stored or sent."""
+
+    code = "sensitive_data_blocked"
+
+    def __init__(self, message: str, *, detector: str, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.detector = detector
+
+
+class InjectionBlocked(InvalidRequest):
+    """The injection screen scored the call over the threshold of a ``block`` policy (``shared.privacy.screen``)."""
+
+    code = "prompt_injection_blocked"
 
 
 class AuthError(GatewayError):

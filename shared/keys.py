@@ -39,6 +39,10 @@ class Keys:
         """The token of the job's current dispatch (see shared/leases.py), with a TTL."""
         return f"{self.tag}:lease:{job_id}"
 
+    def vault(self, job_id: str) -> str:
+        """A hash of the job's tokenized values, placeholder -> original (``shared.privacy.vault``), with a TTL."""
+        return f"{self.tag}:vault:{job_id}"
+
     @property
     def queued_ids(self) -> str:
         """A set of the ids of jobs waiting in Redis (queues and delayed retries), for recovery."""

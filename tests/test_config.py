@@ -163,3 +163,23 @@ def test_the_processes_that_call_providers_refuse_to_start_without_the_key(
     err = capsys.readouterr().err
     assert "refusing to start" in err and "'openai-main'" in err and "OPENAI_API_KEY" in err
     assert "'anthropic'" not in err and "'local-vllm'" not in err  # set; on this machine
+
+
+def test_privacy_mistakes_name_the_field(tmp_path: Path) -> None:
+    from shared.errors import ConfigError
+
+    cases = {
+        "privacy: {redaction: {emails: mask}}": "privacy.redaction.emails",
+        "privacy: {redaction: {email: hide}}": "privacy.redaction.email",
+        "privacy: {custom: [{name: ref, pattern: '(unclosed'}]}": "privacy.custom.0.pattern",
+        "privacy: {custom: [{name: ref, pattern: 'x*'}]}": "privacy.custom.0.pattern",
+        "privacy: {phone_region: XX}": "privacy.phone_region",
+        "tenants: {acme: {features: {f: {privacy: {audit: {content: full}}}}}}":
+            "tenants.acme.features.f.privacy.audit",
+    }
+    for text, field in cases.items():
+        path = tmp_path / "gateway.yaml"
+        path.write_text(text + "\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path)
+        assert field in caught.value.message, caught.value.message

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from api.answers import ChatCompletion, ModelList
-from api.delivery import gateway_headers, openai_sse, raise_unless_succeeded, stream_when_done
+from api.delivery import gateway_headers, openai_sse, raise_unless_succeeded, screen_headers, stream_when_done
 from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
@@ -46,7 +46,7 @@ async def chat_completions(
     submitted, view = await submit_and_wait(gw, waiter, caller, body, tags, wait_s, default_lane=Lane.INTERACTIVE)
     result = raise_unless_succeeded(view, submitted.view["id"])
     assert view is not None
-    return OrjsonResponse(result, headers=gateway_headers(view))
+    return OrjsonResponse(result, headers=gateway_headers(view) | screen_headers(submitted.screening))
 
 
 @router.get("/v1/models", response_model=None,

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from api.answers import JobBatch, JobPage, JobView
 from api.auth import Caller
 from api.bulk import BatchSubmitted
-from api.delivery import gateway_headers, view_when_done
+from api.delivery import gateway_headers, screen_headers, view_when_done
 from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, parse_body, read_body
 from api.gateway import Gateway
 from api.metrics import SHED, SUBMITTED
@@ -56,7 +56,8 @@ async def submit_job(
                                  headers=gateway_headers(stored))
     submitted, _ = await submit_and_wait(gw, waiter, caller, body.chat(), tags, None, default_lane=Lane.STANDARD)
     view = submitted.view
-    return OrjsonResponse(view, status_code=202 if submitted.created else 200, headers=gateway_headers(view))
+    return OrjsonResponse(view, status_code=202 if submitted.created else 200,
+                          headers=gateway_headers(view) | screen_headers(submitted.screening))
 
 
 @router.post("/v1/jobs/batch", status_code=202, openapi_extra=body_of(JobBatchRequest), responses={
@@ -118,7 +119,7 @@ WaitQuery = Annotated[float | None, Query(ge=0, le=86_400, description=(
 
 
 @router.get("/v1/jobs/{job_id}", responses={200: answer(JobView, "The job", headers=JOB_HEADERS),
-                                            **errors(*TENANT_KEY, 404)})
+                                            **errors(*TENANT_KEY, 400, 404)})
 async def get_job(job_id: str, caller: CallerDep, gw: GatewayDep, waiter: WaiterDep,
                   wait: WaitQuery = None) -> OrjsonResponse:
     if wait:

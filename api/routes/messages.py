@@ -9,7 +9,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.answers import AnthropicMessage
-from api.delivery import STREAM_EVENTS, anthropic_sse, gateway_headers, raise_unless_succeeded, stream_when_done
+from api.delivery import (
+    STREAM_EVENTS,
+    anthropic_sse,
+    gateway_headers,
+    raise_unless_succeeded,
+    screen_headers,
+    stream_when_done,
+)
 from api.deps import GatewayDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
@@ -131,7 +138,8 @@ async def messages(
     submitted, view = await submit_and_wait(gw, waiter, caller, chat, tags, wait_s, default_lane=Lane.INTERACTIVE)
     result = raise_unless_succeeded(view, submitted.view["id"])
     assert view is not None
-    return OrjsonResponse(openai_to_anthropic_response(result, body.model), headers=gateway_headers(view))
+    return OrjsonResponse(openai_to_anthropic_response(result, body.model),
+                          headers=gateway_headers(view) | screen_headers(submitted.screening))
 
 
 def _to_chat(body: MessagesRequest) -> ChatRequest:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,17 @@ def _parse(model: type[BaseModel], body: Any) -> BaseModel | Response:
         return _admin_error(str(exc))
 
 
+RECEIVED = 500  # completion requests kept for GET /sim/requests
+_COMPLETIONS = frozenset({"/v1/chat/completions", "/v1/messages"})
+
+
+def _json_or_text(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace")
+
+
 class SimApp:
     """ASGI entry point; ``.sim`` is the simulator state (tests and benchmarks may reach in)."""
 
@@ -70,6 +82,7 @@ class SimApp:
         self.sim = sim
         self.openai, self.anthropic = OpenAIApi(), AnthropicApi()
         self._sampler: asyncio.Task | None = None
+        self.received: deque[tuple[str, bytes]] = deque(maxlen=RECEIVED)  # (path, body) of the last requests
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): lambda r: sim.complete(self.openai, r),
             ("POST", "/v1/messages"): lambda r: sim.complete(self.anthropic, r),
@@ -77,6 +90,7 @@ class SimApp:
             ("GET", "/v1/models"): self.models,
             ("GET", "/healthz"): self.health,
             ("GET", "/sim/stats"): self.stats,
+            ("GET", "/sim/requests"): self.requests,
             ("GET", "/sim/config"): self.show_config,
             ("GET", "/sim/faults"): self.list_faults,
             ("POST", "/sim/faults"): self.add_faults,
@@ -97,6 +111,8 @@ class SimApp:
             handler = self.remove_fault
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         body = await read_body(receive)
+        if method == "POST" and path in _COMPLETIONS:
+            self.received.append((path, body))
         request = Request(method, path, scope.get("query_string", b"").decode(), headers, body, send, receive)
         stats = self.sim.stats
         stats.in_flight += 1
@@ -161,6 +177,11 @@ class SimApp:
     async def stats(self, request: Request) -> Reply:
         include_series = "series=0" not in request.query and "series=false" not in request.query
         return json_response(200, self.sim.stats.snapshot(include_series))
+
+    async def requests(self, request: Request) -> Reply:
+        """The bodies of the last completion requests, newest last: what a provider would have seen."""
+        return json_response(200, {"requests": [{"path": path, "body": _json_or_text(body)}
+                                                for path, body in self.received]})
 
     async def show_config(self, request: Request) -> Reply:
         data = self.sim.config.model_dump(mode="json")

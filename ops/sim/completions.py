@@ -107,6 +107,18 @@ def complete_text(seed: int, config: OutputConfig, max_tokens: int) -> Completio
     return Completion(text, used, "length" if cut else "stop")
 
 
+def last_user_text(messages: list[dict]) -> str:
+    """The text of the last user message (string content, or its text parts/blocks joined)."""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
 def _value_for(schema: dict, rng: random.Random) -> Any:
     kind = schema.get("type")
     if "enum" in schema and schema["enum"]:

@@ -71,9 +71,10 @@ class LatencyConfig(_Strict):
 
 
 class OutputConfig(_Strict):
-    """How long replies are when ``max_tokens`` does not cut them: real traffic is usually shorter."""
+    """How long replies are when ``max_tokens`` does not cut them: real traffic is usually shorter.
+    ``echo`` answers with the last user message's text (what the gateway sent, for redaction tests)."""
 
-    dist: Literal["lognormal", "uniform", "fixed", "max"] = "lognormal"
+    dist: Literal["lognormal", "uniform", "fixed", "max", "echo"] = "lognormal"
     median: float = Field(120.0, gt=0)
     sigma: float = Field(0.6, ge=0)
     min: int = Field(1, ge=1)

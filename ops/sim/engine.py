@@ -15,7 +15,7 @@ from typing import Protocol
 
 import orjson
 
-from ops.sim.completions import Completion, complete_text, complete_tool_call, request_seed
+from ops.sim.completions import Completion, complete_text, complete_tool_call, last_user_text, request_seed
 from ops.sim.config import ModelConfig, SimulatorConfig
 from ops.sim.faults import FaultBoard, Outcome
 from ops.sim.http import SSE_TYPE, Headers, Reply, Request, Reset, Response, Stream
@@ -24,6 +24,7 @@ from ops.sim.limits import OUTPUT, REQUESTS, AxisState, Clock, Decision, Limiter
 from ops.sim.stats import Counters, Stats
 from ops.sim.wire import ChatRequest, new_id
 from shared.errors import InvalidRequest
+from shared.tokens import count_tokens
 
 MALFORMED_BODY = b'{"id": "sim-malformed", "object": "chat.completion", "choices": [{"index": 0, "mess'
 STREAM_HEADERS: Headers = [SSE_TYPE, (b"cache-control", b"no-cache")]
@@ -175,6 +176,9 @@ class Simulator:
         tool = req.forced_tool_name()
         max_tokens = req.max_tokens or config.max_output_tokens
         prefix = "toolu_" if api.name == "anthropic" else "call_"
+        if config.output.dist == "echo" and tool is None:
+            text = last_user_text(req.messages)
+            return [Completion(text, count_tokens(text), "stop") for _ in range(req.n)]
         return [
             complete_tool_call(seed + i, tool, req.tool_schema(tool), new_id(prefix)) if tool is not None
             else complete_text(seed + i, config.output, max_tokens)

@@ -123,6 +123,7 @@ class NewJob:
     idempotency_key: str | None
     estimate_tokens: int | None = None
     key_id: int | None = None
+    screening: dict[str, Any] | None = None  # what redaction and the injection screen found (``shared.privacy``)
 
 
 def _new_job_values(tenant_id: str, job: NewJob, now: datetime, *,
@@ -137,7 +138,7 @@ def _new_job_values(tenant_id: str, job: NewJob, now: datetime, *,
         idempotency_key=job.idempotency_key, estimate_tokens=job.estimate_tokens, deployment=admitted_deployment,
         model_used=None, tokens_in=0, tokens_out=0, cost_usd=0.0, cache_status="miss",
         queued_ms=0 if admitted else None, attempts=0, created_at=now, admitted_at=now if admitted else None,
-        finished_at=None, updated_at=now,
+        finished_at=None, updated_at=now, screening=job.screening,
     )
 
 
@@ -145,7 +146,7 @@ def create_job(
     session: Session, *, tenant_id: str, feature: str, lane: str, task: str | None, model: str,
     request: dict[str, Any], deadline: datetime, idempotency_key: str | None,
     estimate_tokens: int | None = None, job_id: str | None = None, admitted_deployment: str | None = None,
-    key_id: int | None = None,
+    key_id: int | None = None, screening: dict[str, Any] | None = None,
 ) -> tuple[Job, bool]:
     """Persist a new queued job, or return the tenant's job with the same idempotency key.
 
@@ -164,7 +165,7 @@ def create_job(
         _retire_key(session, existing.id)  # older than the window: the key is free again
     values = _new_job_values(
         tenant_id, NewJob(job_id or new_job_id(), feature, lane, task, model, request, deadline, key, estimate_tokens,
-                          key_id),
+                          key_id, screening),
         now, admitted_deployment=admitted_deployment,
     )
     inserted = session.execute(_create_statement(_dialect(session)), {f"n_{k}": v for k, v in values.items()})
@@ -296,6 +297,7 @@ class _JobRow:
     updated_at: datetime
     result: dict[str, Any] | None
     error: dict[str, Any] | None
+    screening: dict[str, Any] | None = None
 
 
 def fail_jobs(session: Session, job_ids: Sequence[str], error: dict[str, Any]) -> int:

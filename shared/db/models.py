@@ -35,6 +35,7 @@ STATUSES = ("queued", "admitted", "running", "succeeded", "failed", "cancelled",
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "expired"})
 ATTEMPT_STATUSES = ("running", "succeeded", "failed", "timeout", "rate_limited")
 UNPURGED = "finished_at IS NOT NULL AND request IS NOT NULL"  # a finished job whose content retention keeps
+AUDIT_CONTENT_KEPT = "request IS NOT NULL OR response IS NOT NULL"  # an audit record whose content is still there
 
 # Explicit constraint names: SQLite batch migrations and PostgreSQL both need stable names.
 NAMING_CONVENTION = {
@@ -139,6 +140,7 @@ class Job(Base):
     model: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20), default="queued")
     request: Mapped[dict[str, Any] | None]  # NULL once retention purged a finished job's content
+    screening: Mapped[dict[str, Any] | None]  # redaction counts and the injection verdict at acceptance
     result: Mapped[dict[str, Any] | None]
     error: Mapped[dict[str, Any] | None]
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
@@ -177,3 +179,50 @@ class Attempt(Base):
     cost_usd: Mapped[float] = mapped_column(Money, default=0.0)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    """One call or admin action, appended once and never changed but twice: sealed into its tenant's
+    hash chain (``seq``, ``prev_hash``, ``hash``, by the leading scheduler) and, past its retention,
+    its ``request``/``response`` content purged (their SHA-256 stays, and the chain covers only it).
+    See ``shared.db.audit``."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "seq"),  # one chain per tenant; also its order
+        Index(None, "tenant_id", "at"),  # queries by tenant and time
+        Index("ix_audit_events_unsealed", "id", sqlite_where=text("seq IS NULL"),
+              postgresql_where=text("seq IS NULL")),
+        Index("ix_audit_events_content_until", "content_until", sqlite_where=text(AUDIT_CONTENT_KEPT),
+              postgresql_where=text(AUDIT_CONTENT_KEPT)),
+        CheckConstraint("kind IN ('call', 'admin')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    tenant_id: Mapped[str] = mapped_column(String(63))  # no foreign key: the log outlives what it is about
+    kind: Mapped[str] = mapped_column(String(10))
+    action: Mapped[str] = mapped_column(String(40))  # call.succeeded, call.failed, call.rejected, key.create, ...
+    actor: Mapped[str | None] = mapped_column(String(200))  # who: "key:<id>", "cli:<user>"
+    key_id: Mapped[int | None]
+    job_id: Mapped[str | None] = mapped_column(String(30))
+    feature: Mapped[str | None] = mapped_column(String(100))
+    lane: Mapped[str | None] = mapped_column(String(20))
+    model: Mapped[str | None] = mapped_column(String(200))
+    model_used: Mapped[str | None] = mapped_column(String(200))
+    deployment: Mapped[str | None] = mapped_column(String(200))
+    decision: Mapped[dict[str, Any] | None]  # how the call went: route, admission, attempts, outcome or refusal
+    redactions: Mapped[dict[str, Any] | None]  # values replaced, by detector
+    screen: Mapped[dict[str, Any] | None]  # the injection screen's verdict, score and signals
+    tokens_in: Mapped[int] = mapped_column(default=0)
+    tokens_out: Mapped[int] = mapped_column(default=0)
+    cost_usd: Mapped[float] = mapped_column(Money, default=0.0)
+    content_mode: Mapped[str] = mapped_column(String(10), default="hash")
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+    response_sha256: Mapped[str | None] = mapped_column(String(64))
+    request: Mapped[dict[str, Any] | None]
+    response: Mapped[dict[str, Any] | None]
+    content_until: Mapped[datetime | None]  # the content is purged after this
+    seq: Mapped[int | None]
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))

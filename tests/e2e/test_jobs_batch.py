@@ -156,7 +156,7 @@ def test_a_key_reused_in_a_later_chunk_still_refuses_the_whole_batch(stack: Stac
 
 def test_a_batch_over_several_chunks_keeps_its_order_and_every_job_runs(stack: Stack) -> None:
     feature = unique("chunks")
-    items = [{**CHAT, "feature": feature, "priority": "batch", "idempotency_key": f"{feature}-{i}"} for i in range(100)]
+    items = [{**CHAT, "feature": feature, "idempotency_key": f"{feature}-{i}"} for i in range(100)]  # standard lane
     with stack.client() as c:
         r = c.post("/v1/jobs/batch", json={"jobs": items})
         ids = [job["id"] for job in r.json()["data"]]

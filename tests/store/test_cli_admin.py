@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cli.admin import keys_app, migrate, tenants_app
+from cli.admin import audit_app, keys_app, migrate, tenants_app
 from shared.config import get_settings
 from shared.db import migrate as migrations
 from shared.db import tenants
@@ -18,6 +18,7 @@ from shared.errors import AuthError
 app = typer.Typer()
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 app.command("migrate")(migrate)
 runner = CliRunner()
 
@@ -77,3 +78,25 @@ def test_disable_and_enable_tenant(database_url: str) -> None:
     assert "disabled" in gateway("tenants", "list")
     gateway("tenants", "enable", "globex")
     assert "active" in gateway("tenants", "list")
+
+
+def test_every_admin_action_is_in_the_audit_log_and_its_chain_verifies(database_url: str) -> None:
+    from shared.db import audit
+
+    gateway("tenants", "create", "hooli")
+    key = gateway("keys", "create", "--tenant", "hooli").splitlines()[-1]
+    gateway("keys", "revoke", key[:12])
+    gateway("tenants", "disable", "hooli")
+    gateway("tenants", "enable", "hooli")
+    engine = get_engine(database_url)
+    with session_scope(engine, readonly=True) as db:
+        records = audit.query(db, tenant="hooli")
+    assert [r["action"] for r in records] == ["tenant.create", "key.create", "key.revoke", "tenant.disable",
+                                              "tenant.enable"]
+    assert all(r["kind"] == "admin" and r["actor"].startswith("cli") for r in records)
+    assert records[1]["key_id"] == records[2]["key_id"] and key not in str(records)  # never the key itself
+    assert "records not sealed yet" in gateway("audit", "verify")
+    audit.seal(engine)
+    assert "every chain verifies" in gateway("audit", "verify", "--tenant", "hooli")
+    exported = gateway("audit", "export", "--tenant", "hooli").splitlines()
+    assert len(exported) == 5 and all('"tenant_id":"hooli"' in line for line in exported)
