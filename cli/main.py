@@ -149,6 +149,21 @@ def worker(config: ConfigOpt = None,
 
 
 @app.command()
+def flower(config: ConfigOpt = None, port: Annotated[int, typer.Option(help="port Flower listens on")] = 5555,
+           address: Annotated[str, typer.Option(help="address Flower listens on")] = "127.0.0.1") -> None:
+    """Run Flower on the execution queues and workers, behind a login (FLOWER_BASIC_AUTH=user:password)."""
+    _use_config(config)
+    if not (os.environ.get("FLOWER_BASIC_AUTH") or os.environ.get("FLOWER_AUTH_PROVIDER")):
+        err_console.print("[red]refusing to start:[/red] Flower shows every tenant's work and can revoke tasks; "
+                          "set FLOWER_BASIC_AUTH=user:password (or FLOWER_AUTH_PROVIDER and FLOWER_AUTH for OAuth)",
+                          soft_wrap=True)
+        raise typer.Exit(1)
+    from worker.celery_app import make_celery
+
+    make_celery(get_settings()).start(["flower", f"--port={port}", f"--address={address}"])
+
+
+@app.command()
 def up(config: ConfigOpt = None,
        workers: Annotated[int, typer.Option(min=1, help="worker processes (one per core for throughput)")] = 1) -> None:
     """Run everything (Redis if needed, simulator, api, scheduler, workers); Ctrl-C stops all."""
