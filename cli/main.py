@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,10 +26,11 @@ from cli.health import NotReady, wait_for_http
 from ops.sim.cli import sim
 from shared.config import Settings, check_provider_keys, get_settings
 from shared.dispatch import Dispatch
+from shared.heartbeats import ALIVE_WITHIN_S, KINDS, Heartbeats, Kind
 from shared.keys import Keys
 from shared.lanes import LANES
 from shared.private_files import write_private
-from shared.redis_conn import redis_answers
+from shared.redis_conn import redis_answers, sync_redis
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -125,6 +127,7 @@ def scheduler(config: ConfigOpt = None) -> None:
     _use_config(config)
     _tune_gc()
     settings = get_settings()
+    _beat("scheduler", settings)
     run_scheduler(settings, celery_dispatch(settings))
 
 
@@ -142,10 +145,33 @@ def worker(config: ConfigOpt = None,
         s = s.model_copy(update={"worker": s.worker.model_copy(update={"concurrency": concurrency})})
     celery_app = make_celery(s)
     _tune_gc()
+    _beat("worker", s)
     queues = ",".join(Keys(s.key_prefix).exec_queue(lane) for lane in LANES)
     celery_app.worker_main(["worker", "-P", pool or s.worker.pool, "-c", str(s.worker.concurrency),
                             "-Q", queues, "-E", f"--loglevel={os.environ.get('GATEWAY_LOG_LEVEL', 'WARNING')}",
                             "--without-gossip", "--without-mingle"])
+
+
+def _beat(kind: Kind, settings: Settings) -> None:
+    """Say this process is alive, for /metrics, the console and ``gateway health`` (``shared.heartbeats``)."""
+    Heartbeats(sync_redis(settings.redis_url), Keys(settings.key_prefix)).start(kind)
+
+
+@app.command()
+def health(kind: Annotated[str, typer.Argument(help="worker or scheduler")], config: ConfigOpt = None) -> None:
+    """Exit 0 when a process of this kind on this host beat lately (a container's healthcheck)."""
+    if kind not in KINDS:
+        err_console.print(f"[red]error:[/red] kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        raise typer.Exit(2)
+    _use_config(config)
+    settings = get_settings()
+    host = socket.gethostname()
+    alive = Heartbeats(sync_redis(settings.redis_url), Keys(settings.key_prefix)).alive()[kind]
+    mine = [name for name in alive if name.rsplit(":", 1)[0] == host]
+    if not mine:
+        err_console.print(f"no {kind} on {host} beat in the last {ALIVE_WITHIN_S:.0f} s")
+        raise typer.Exit(1)
+    console.print(f"{kind} alive: {', '.join(mine)}")
 
 
 @app.command()

@@ -71,8 +71,12 @@ class Ended:
     env: Envelope
     outcome: Outcome
     view: View | None
-    ends_job: bool
+    retry: RetryDecision | None
     inline: bool
+
+    @property
+    def ends_job(self) -> bool:
+        return self.retry is None or not self.retry.retry
 
 
 def run_dispatched(env: Envelope, ctx: AttemptContext) -> View | None:
@@ -104,7 +108,7 @@ def _run(env: Envelope, ctx: AttemptContext, deployment: DeploymentConfig, *, in
         ctx.queues.delay(_next_attempt(env, retry))
     if deliver is not None and view is not None:
         deliver(view)
-    ended = Ended(env, outcome, view, ends_job=retry is None or not retry.retry, inline=inline)
+    ended = Ended(env, outcome, view, retry, inline=inline)
     batch = RedisBatch(ctx.redis)
     for step in END_STEPS:
         step(ctx, batch, ended)
@@ -139,7 +143,7 @@ def _count_attempt(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None
 
 
 def _count_metrics(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
-    batch.command(lambda pipe: _count_for_metrics(pipe, ctx, ended.env, ended.outcome))
+    batch.command(lambda pipe: _count_for_metrics(pipe, ctx, ended))
 
 
 def _feed_breaker(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
@@ -173,14 +177,15 @@ END_STEPS: tuple[Callable[[AttemptContext, RedisBatch, Ended], None], ...] = (
     _tell_the_caller, _count_attempt, _count_metrics, _feed_breaker, _settle, _release_lease, _wake_scheduler)
 
 
-def _count_for_metrics(pipe: Any, ctx: AttemptContext, env: Envelope, outcome: Outcome) -> None:
+def _count_for_metrics(pipe: Any, ctx: AttemptContext, ended: Ended) -> None:
+    env, outcome = ended.env, ended.outcome
     usage = outcome.result.usage if outcome.result is not None else None
     attempt_metrics.count_into(
         pipe, ctx.keys, deployment=outcome.deployment.name, tenant=env.tenant,
-        feature=metric_feature(ctx.settings, env.tenant, env.feature),
+        feature=metric_feature(ctx.settings, env.tenant, env.feature), lane=env.lane,
         status="succeeded" if outcome.error is None else outcome.error.kind, latency_s=outcome.latency_ms / 1000,
         tokens_in=usage.input_tokens if usage else 0, tokens_out=usage.output_tokens if usage else 0,
-        cost_usd=outcome.cost_usd)
+        cost_usd=outcome.cost_usd, retry=ended.retry.code if ended.retry is not None else None)
 
 
 def _claim(ctx: AttemptContext, env: Envelope, deployment: str, lease_s: float) -> tuple[bool, str]:
@@ -242,7 +247,8 @@ def _decide_retry(ctx: AttemptContext, env: Envelope, outcome: Outcome) -> Retry
     decision = ctx.retries.decide(deployment=goes_to, attempt=env.attempt,
                                   retryable=err.retryable, kind=err.kind, retry_after_s=err.retry_after_s)
     if decision.retry and decision.not_before >= env.deadline:
-        return RetryDecision(False, f"a retry would start after the job's deadline ({decision.reason})")
+        return RetryDecision(False, f"a retry would start after the job's deadline ({decision.reason})",
+                             code="past_deadline")
     return decision
 
 
