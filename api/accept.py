@@ -34,6 +34,7 @@ import redis
 
 from api.auth import Caller
 from execution.attempt import run_inline
+from shared import tracing
 from shared.admission import QueueState
 from shared.db import jobs
 from shared.db.session import session_scope
@@ -54,6 +55,7 @@ class Submitted:
     view: dict[str, Any]
     created: bool
     sent_by_api: bool = False  # the api ran the first attempt itself (``view`` is its outcome)
+    trace: str | None = None  # the job's trace context, parent of the delivery span (``shared.tracing``)
 
 
 @dataclass
@@ -75,9 +77,16 @@ class Acceptor:
         ``lane`` comes from ``Gateway.lane_for``. A job the api sends itself (``_send_here``) is handed
         to ``answer`` as soon as its attempt is recorded, before the attempt's last round trip; the
         return value is the same."""
+        with tracing.span("accept", parent=tracing.incoming.get(), tenant=caller.tenant, feature=tags.feature,
+                          lane=str(lane), model=chat.model):
+            traceparent = tracing.current_traceparent() or tracing.incoming.get()
+            return self._accept(caller, chat, tags, lane, reply_to, answer, traceparent)
+
+    def _accept(self, caller: Caller, chat: ChatRequest, tags: JobTags, lane: Lane, reply_to: str | None,
+                answer: Callable[[Submitted], None] | None, traceparent: str | None) -> Submitted:
         gw = self.gw
         env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(), tags.deadline_at,
-                          reply_to=reply_to)
+                          reply_to=reply_to, traceparent=traceparent)
         estimate = gw.admitter.prepare(env).total  # a job that can never fit is refused here, never queued
         may_send_here = bool(reply_to) and gw.settings.api.fast_lane_attempts > 0
         ahead = self._read_ahead(caller, env, may_send_here)
@@ -90,20 +99,21 @@ class Acceptor:
                 self._drop_lease(env)
             view, created = self._persist(env, tags, estimate, fast, caller)
             if not created:
-                return Submitted(view, created=False)  # a repeated idempotency key: nothing new to send
+                return Submitted(view, created=False, trace=traceparent)  # a repeated key: nothing new to send
             undo.pop_all()
         env.enqueued_at = time.time()
         if fast and reply_to and self._take_slot():
             return self._send_here(env, view, answer)
         self._hand_off(env, fast)
-        return Submitted(view, created=True)
+        return Submitted(view, created=True, trace=traceparent)
 
     def _admit_inline(self, env: Envelope, ahead: _Ahead) -> bool:
         """True when the job is reserved now (interactive, nobody waiting ahead of it, budgets fit).
         Otherwise it will be queued: a 429 with Retry-After when it could not make its deadline."""
         admitter = self.gw.admitter
         if env.lane == Lane.INTERACTIVE and ahead.queues.interactive_waiting == 0:
-            return admitter.try_admit(env, breakers=ahead.breakers).ok
+            with tracing.span("admission", lane=str(env.lane), inline=True):
+                return admitter.try_admit(env, breakers=ahead.breakers).ok
         admitter.check_queue(env, ahead.queues)
         return False
 
@@ -156,7 +166,7 @@ class Acceptor:
         done: list[Submitted] = []
 
         def deliver(latest: dict[str, Any]) -> None:
-            done.append(Submitted(latest, created=True, sent_by_api=True))
+            done.append(Submitted(latest, created=True, sent_by_api=True, trace=env.job.traceparent))
             if answer is not None:
                 answer(done[0])
 
@@ -167,7 +177,7 @@ class Acceptor:
                           env.attempt, env.id)
         finally:
             self.gw.fast_lane_slots.release()
-        return done[0] if done else Submitted(view, created=True)
+        return done[0] if done else Submitted(view, created=True, trace=env.job.traceparent)
 
     def _persist(self, env: Envelope, tags: JobTags, estimate: int, admitted: bool,
                  caller: Caller) -> tuple[dict[str, Any], bool]:

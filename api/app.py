@@ -14,6 +14,7 @@ from api.metrics import AUTH_FAILURES, HttpMetrics, install_collector
 from api.openapi import install_openapi
 from api.routes import admin, chat, console, health, jobs, messages
 from api.routes.common import size_submit_threads
+from api.tracing import TraceContext
 from api.waiter import CompletionWaiter
 from execution.context import AttemptContext
 from shared.config import Settings
@@ -46,6 +47,7 @@ def create_app(settings: Settings, dispatch: Dispatch) -> FastAPI:
         app.include_router(module.router)
     app.add_middleware(BodyGuard, max_bytes=settings.api.max_body_bytes,
                        batch_max_bytes=settings.api.max_batch_body_bytes, timeout_s=settings.api.body_timeout_s)
+    app.add_middleware(TraceContext)
     app.add_middleware(HttpMetrics)  # outermost: counts every answer, the body guard's 413s and 408s too
     console.install_static(app)
     return app

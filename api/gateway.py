@@ -15,6 +15,7 @@ from typing import Any
 
 from api.auth import Authenticator, Caller
 from execution.context import AttemptContext
+from shared import tracing
 from shared.admission import Admitter
 from shared.attempt_leases import AttemptLeases
 from shared.budget import prompt_tokens
@@ -62,12 +63,14 @@ class Gateway:
         return resolve_lane(self.settings, identity.tenant, tags.feature, tags.priority, default, identity.max_lane)
 
     def envelope(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any],
-                 deadline_at: Callable[[float], datetime], reply_to: str | None = None) -> Envelope:
+                 deadline_at: Callable[[float], datetime], reply_to: str | None = None,
+                 traceparent: str | None = None) -> Envelope:
         """The job as accepted: its prompt counted here, once (every estimate after uses the count)."""
-        chain = chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
+        with tracing.span("route", model=model):
+            chain = chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
         job = JobSpec(id=new_job_id(), tenant=tenant, feature=feature, lane=lane, model=model, request=request,
                       deadline=deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
-                      prompt_tokens=prompt_tokens(request))
+                      prompt_tokens=prompt_tokens(request), traceparent=traceparent)
         return Envelope(job, chain=chain)
 
     # -- reads -------------------------------------------------------------------------------------

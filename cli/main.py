@@ -24,6 +24,7 @@ from rich.console import Console
 from cli.admin import keys_app, migrate, tenants_app
 from cli.health import NotReady, wait_for_http
 from ops.sim.cli import sim
+from shared import tracing
 from shared.config import Settings, check_provider_keys, get_settings
 from shared.dispatch import Dispatch
 from shared.heartbeats import ALIVE_WITHIN_S, KINDS, Heartbeats, Kind
@@ -98,6 +99,7 @@ def api_app() -> FastAPI:
     from api.app import create_app
 
     settings = get_settings()
+    tracing.configure("gateway-api")
     return create_app(settings, celery_dispatch(settings))
 
 
@@ -128,6 +130,7 @@ def scheduler(config: ConfigOpt = None) -> None:
     _tune_gc()
     settings = get_settings()
     _beat("scheduler", settings)
+    tracing.configure("gateway-scheduler")
     run_scheduler(settings, celery_dispatch(settings))
 
 
@@ -146,6 +149,7 @@ def worker(config: ConfigOpt = None,
     celery_app = make_celery(s)
     _tune_gc()
     _beat("worker", s)
+    tracing.configure("gateway-worker")
     queues = ",".join(Keys(s.key_prefix).exec_queue(lane) for lane in LANES)
     celery_app.worker_main(["worker", "-P", pool or s.worker.pool, "-c", str(s.worker.concurrency),
                             "-Q", queues, "-E", f"--loglevel={os.environ.get('GATEWAY_LOG_LEVEL', 'WARNING')}",

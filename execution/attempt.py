@@ -33,7 +33,7 @@ from typing import Any
 from execution.context import AttemptContext
 from execution.providers import ProviderCallError, ProviderResult, adapter_for
 from execution.settle import release_reservation, settle_calls, wake_scheduler
-from shared import attempt_metrics, pricing
+from shared import attempt_metrics, pricing, tracing
 from shared.config import DeploymentConfig
 from shared.db import jobs
 from shared.envelope import Envelope, Unreadable
@@ -101,7 +101,7 @@ def run_inline(env: Envelope, ctx: AttemptContext, deliver: Callable[[View], Non
 
 def _run(env: Envelope, ctx: AttemptContext, deployment: DeploymentConfig, *, inline: bool,
          deliver: Callable[[View], None] | None = None) -> View | None:
-    outcome = _call(deployment, ctx, env.request)
+    outcome = _call(deployment, ctx, env)
     retry = None if outcome.ok else _decide_retry(ctx, env, outcome)
     view = _record(ctx, env, outcome, retry)
     if view is not None and retry is not None and retry.retry:
@@ -214,11 +214,23 @@ def _bounce(ctx: AttemptContext, env: Envelope) -> None:
              env.id, env.deployment)
 
 
-def _call(deployment: DeploymentConfig, ctx: AttemptContext, request: dict[str, Any]) -> Outcome:
+def _call(deployment: DeploymentConfig, ctx: AttemptContext, env: Envelope) -> Outcome:
+    with tracing.span("attempt", parent=env.job.traceparent, job=env.id, attempt=env.attempt,
+                      deployment=deployment.name, model=deployment.model) as current:
+        outcome = _send(deployment, ctx, env)
+        if current is not None and outcome.error is not None:
+            current.set_attribute("gateway.error", outcome.error.kind)
+    return outcome
+
+
+def _send(deployment: DeploymentConfig, ctx: AttemptContext, env: Envelope) -> Outcome:
     provider = ctx.settings.providers[deployment.provider]
+    # The provider call carries the attempt's trace context (tracing off: the caller's own, if it sent one).
+    traceparent = tracing.current_traceparent() or env.job.traceparent
     started = time.perf_counter()
     try:
-        result = adapter_for(deployment, provider).call(request)
+        result = adapter_for(deployment, provider).call(env.request, {"traceparent": traceparent} if traceparent
+                                                        else None)
     except ProviderCallError as err:
         return Outcome(deployment, _ms_since(started), error=err)
     except Exception as exc:  # noqa: BLE001 - a request or answer the adapter cannot handle ends this attempt

@@ -5,7 +5,7 @@ It carries everything a worker needs to send the attempt, so the hot path never 
 
     Envelope
     ├── job: JobSpec     fixed when the job is accepted: id, tenant, feature, lane, model, request,
-    │                    deadline, reply_to, prompt_tokens (counted once, by the tokenizer)
+    │                    deadline, reply_to, prompt_tokens (counted once, by the tokenizer), traceparent
     └── this attempt     attempt number, chain (its order: a retry moves the failed deployment last),
                          deployment and estimate (once admitted there), lease token, breaker probe,
                          not_before (a retry's backoff), enqueued_at
@@ -41,6 +41,7 @@ class JobSpec:
     deadline: float
     reply_to: str | None = None
     prompt_tokens: int = 0
+    traceparent: str | None = None  # W3C trace context of the job (``shared.tracing``)
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(JobSpec))
@@ -168,6 +169,8 @@ def _check_types(env: Envelope) -> None:
         wrong.append("input_tokens/output_tokens")
     if not env.chain or not all(isinstance(d, str) for d in env.chain):
         wrong.append("chain")
+    if env.job.traceparent is not None and not isinstance(env.job.traceparent, str):
+        wrong.append("traceparent")
     if wrong:
         raise TypeError(f"fields of the wrong type: {', '.join(wrong)}")
 
