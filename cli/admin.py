@@ -6,9 +6,11 @@ no separate migration step before creating its first tenant.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,6 +30,7 @@ tenants_app = typer.Typer(help="Create, list and disable tenants.", no_args_is_h
 keys_app = typer.Typer(help="Create, list and revoke API keys (hashed; shown once).", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (one object per row) instead of a table.")]
 
 
 @contextmanager
@@ -39,7 +42,7 @@ def _admin_session() -> Iterator[Session]:
         with session_scope(get_engine(url)) as session:
             yield session
     except GatewayError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}")
+        err_console.print(f"error: {exc.message}", markup=False, highlight=False, style="red", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -51,6 +54,15 @@ def _auth_epoch() -> store.AuthEpoch:
 
 def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment else "-"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _print_json(rows: list[dict[str, Any]]) -> None:
+    """Plain JSON on stdout, for scripts (no table, no colour)."""
+    print(json.dumps(rows, indent=2))
 
 
 def migrate() -> None:
@@ -77,11 +89,15 @@ def tenants_create(
 
 
 @tenants_app.command("list")
-def tenants_list() -> None:
+def tenants_list(as_json: JsonOpt = False) -> None:
     """List tenants with their number of active keys."""
     with _admin_session() as session:
         tenants = store.list_tenants(session)
         active = {t.id: sum(k.revoked_at is None for k in t.keys) for t in tenants}
+    if as_json:
+        _print_json([{"id": t.id, "name": t.name, "disabled": t.disabled, "active_keys": active[t.id],
+                      "created_at": _iso(t.created_at)} for t in tenants])
+        return
     table = Table("id", "name", "status", "active keys", "created")
     for t in tenants:
         status = "disabled" if t.disabled else "active"
@@ -125,10 +141,15 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(
     tenant: str | None = typer.Option(None, "--tenant", "-t", help="Only this tenant's keys."),
+    as_json: JsonOpt = False,
 ) -> None:
     """List keys by id and prefix (never the key itself)."""
     with _admin_session() as session:
         keys = store.list_keys(session, tenant)
+    if as_json:
+        _print_json([{"id": k.id, "tenant": k.tenant_id, "name": k.name, "prefix": k.prefix, "max_lane": k.max_lane,
+                      "created_at": _iso(k.created_at), "revoked_at": _iso(k.revoked_at)} for k in keys])
+        return
     table = Table("id", "tenant", "name", "prefix", "max lane", "created", "revoked")
     for k in keys:
         revoked = _when(k.revoked_at)

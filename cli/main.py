@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,6 +28,7 @@ from ops.sim.cli import sim
 from shared import tracing
 from shared.config import Settings, check_provider_keys, get_settings
 from shared.dispatch import Dispatch
+from shared.errors import ConfigError
 from shared.heartbeats import ALIVE_WITHIN_S, KINDS, Heartbeats, Kind
 from shared.keys import Keys
 from shared.lanes import LANES
@@ -49,12 +51,36 @@ DEMO_TENANTS = ("acme", "globex")
 
 
 def _use_config(config: Path | None) -> None:
+    """Load the settings once, before anything starts: a mistake in them is a message and exit 2."""
     if config:
         os.environ["GATEWAY_CONFIG"] = str(config)
         get_settings.cache_clear()
     logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider call is too much
+    get_settings()
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"gateway {version('ai-gateway')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(show_version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_show_version, help="Print the gateway's version and exit.")] = False,
+) -> None:
+    """The AI gateway: one place every LLM call goes through."""
+
+
+def main() -> None:
+    """The ``gateway`` command: a configuration mistake is its message (and exit 2), never a traceback."""
+    try:
+        app()
+    except ConfigError as exc:
+        err_console.print(exc.message, markup=False, highlight=False, style="red", soft_wrap=True)
+        sys.exit(2)
 
 
 def _require_provider_keys() -> None:
@@ -315,4 +341,4 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -77,3 +77,16 @@ def test_disable_and_enable_tenant(database_url: str) -> None:
     assert "disabled" in gateway("tenants", "list")
     gateway("tenants", "enable", "globex")
     assert "active" in gateway("tenants", "list")
+
+
+def test_list_verbs_print_json_for_scripts(database_url: str) -> None:
+    import json
+
+    gateway("tenants", "create", "acme")
+    gateway("keys", "create", "--tenant", "acme", "--name", "ci")
+    tenants_json = json.loads(gateway("tenants", "list", "--json"))
+    assert tenants_json == [{"id": "acme", "name": "acme", "disabled": False, "active_keys": 1,
+                             "created_at": tenants_json[0]["created_at"]}]
+    keys_json = json.loads(gateway("keys", "list", "--json", "--tenant", "acme"))
+    assert [(k["tenant"], k["name"], k["revoked_at"]) for k in keys_json] == [("acme", "ci", None)]
+    assert keys_json[0]["prefix"].startswith("gw-")
