@@ -85,3 +85,13 @@ def test_http_requests_breakers_and_processes_are_exported(stack: Stack) -> None
     assert _value(text, "gateway_processes_alive", kind="scheduler") >= 1
     assert _value(text, "gateway_lane_deadline_seconds", lane="interactive") == 60
     assert re.search(r"^gateway_scheduler_leader 1\.0$", text, re.M)
+
+
+def test_every_metric_the_dashboard_and_the_alerts_use_is_exported(stack: Stack) -> None:
+    from tests.test_compose import _expressions
+
+    text = httpx.get(f"{stack.url}/metrics", headers=ADMIN).text
+    families = set(re.findall(r"^# TYPE (\S+) \S+$", text, re.M))
+    exported = families | {f"{f}{suffix}" for f in families for suffix in ("_total", "_bucket", "_count", "_sum")}
+    used = {name for _, expr in _expressions() for name in re.findall(r"\bgateway_[a-z0-9_]+", expr)}
+    assert used - exported == set()
