@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,13 +22,13 @@ import typer
 from rich.console import Console
 
 from cli.admin import keys_app, migrate, tenants_app
-from cli.health import NotReady, wait_for_http
+from cli.health import NotReady, beating_here, wait_for_http
 from ops.sim.cli import sim
 from shared import tracing
 from shared.config import Settings, check_provider_keys, get_settings
 from shared.dispatch import Dispatch
 from shared.errors import ConfigError
-from shared.heartbeats import ALIVE_WITHIN_S, KINDS, Heartbeats, Kind
+from shared.heartbeats import Heartbeats, Kind
 from shared.keys import Keys
 from shared.lanes import LANES
 from shared.private_files import write_private
@@ -190,18 +189,11 @@ def _beat(kind: Kind, settings: Settings) -> None:
 @app.command()
 def health(kind: Annotated[str, typer.Argument(help="worker or scheduler")], config: ConfigOpt = None) -> None:
     """Exit 0 when a process of this kind on this host beat lately (a container's healthcheck)."""
-    if kind not in KINDS:
-        err_console.print(f"[red]error:[/red] kind must be one of {', '.join(KINDS)}, not {kind!r}")
-        raise typer.Exit(2)
     _use_config(config)
-    settings = get_settings()
-    host = socket.gethostname()
-    alive = Heartbeats(sync_redis(settings.redis_url), Keys(settings.key_prefix)).alive()[kind]
-    mine = [name for name in alive if name.rsplit(":", 1)[0] == host]
-    if not mine:
-        err_console.print(f"no {kind} on {host} beat in the last {ALIVE_WITHIN_S:.0f} s")
+    ok, said = beating_here(kind)
+    (console if ok else err_console).print(said, markup=False)
+    if not ok:
         raise typer.Exit(1)
-    console.print(f"{kind} alive: {', '.join(mine)}")
 
 
 @app.command()

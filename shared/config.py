@@ -281,7 +281,9 @@ def _default_models() -> dict[str, list[str]]:
 
 
 def _default_tenants() -> dict[str, TenantConfig]:
-    return {"acme": TenantConfig(weight=1), "globex": TenantConfig(weight=1)}
+    """The demo tenants; their features are listed so metrics label them (an unlisted one is ``other``)."""
+    features = {"copilot": FeatureConfig(), "summarizer": FeatureConfig()}
+    return {"acme": TenantConfig(weight=1, features=features), "globex": TenantConfig(weight=1, features=features)}
 
 
 class Settings(BaseSettings):

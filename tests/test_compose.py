@@ -59,8 +59,8 @@ def test_every_gateway_process_gets_the_operators_key_and_flower_a_login(compose
 
 def test_healthchecks_and_resource_limits(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert services["worker"]["healthcheck"]["test"] == ["CMD", "gateway", "health", "worker"]
-    assert services["scheduler"]["healthcheck"]["test"] == ["CMD", "gateway", "health", "scheduler"]
+    assert services["worker"]["healthcheck"]["test"] == ["CMD", "python", "-m", "cli.health", "worker"]
+    assert services["scheduler"]["healthcheck"]["test"] == ["CMD", "python", "-m", "cli.health", "scheduler"]
     assert "/healthcheck" in " ".join(services["flower"]["healthcheck"]["test"])
     for name, service in services.items():
         if name != "migrate" and service.get("restart") != "no":
