@@ -8,6 +8,7 @@ lane, tenant, feature, limit), never by its Redis key, so dashboards and alerts 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -61,11 +62,16 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unrouted"
-            method = scope.get("method", "")
-            HTTP_REQUESTS.labels(template, method, str(status)).inc()
-            HTTP_SECONDS.labels(template, method).observe(time.perf_counter() - started)
+            template = getattr(scope.get("route"), "path", None) or "unrouted"
+            count, seconds = _http_series(template, scope.get("method", ""), status)
+            count.inc()
+            seconds.observe(time.perf_counter() - started)
+
+
+@functools.lru_cache(maxsize=4096)  # bounded: templates x methods x statuses
+def _http_series(template: str, method: str, status: int) -> tuple[Any, Any]:
+    """The labelled children of one route, method and status (``labels()`` costs a lock and a lookup)."""
+    return HTTP_REQUESTS.labels(template, method, str(status)), HTTP_SECONDS.labels(template, method)
 
 
 class BudgetCollector(Collector):
