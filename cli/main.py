@@ -315,9 +315,9 @@ def _print_welcome(host: str, port: int, keys: dict[str, str]) -> None:
     print(f"  curl -s http://{host}:{port}/v1/chat/completions -H 'Authorization: Bearer {key}' "  # no wrapping
           "-H 'Content-Type: application/json' "
           "-d '{\"model\": \"gpt-4o-mini\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'")
-    console.print(f"Budgets, queues and breakers: curl -H 'Authorization: Bearer "
-                  f"{os.environ.get('GATEWAY_ADMIN_KEY', '$GATEWAY_ADMIN_KEY')}' "
-                  f"http://{host}:{port}/v1/admin/budgets\nCtrl-C stops everything.", soft_wrap=True)
+    console.print(f"The console (queues, budgets, breakers, jobs, cost): http://{host}:{port}/console, log in with "
+                  f"the operators' key {os.environ.get('GATEWAY_ADMIN_KEY', '$GATEWAY_ADMIN_KEY')}\n"
+                  "Ctrl-C stops everything.", soft_wrap=True)
 
 
 def _stop(children: list[subprocess.Popen[bytes]]) -> None:

@@ -135,7 +135,7 @@ function renderCost(view) {
 
 function filters() {
   const form = new FormData(document.getElementById("job-filters"));
-  const query = new URLSearchParams({limit: "50"});
+  const query = new URLSearchParams({limit: "20"});
   for (const [name, value] of form) if (String(value).trim()) query.set(name, String(value).trim());
   return query;
 }
