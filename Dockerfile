@@ -5,6 +5,8 @@ WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY api ./api
+COPY cli ./cli
+COPY execution ./execution
 COPY worker ./worker
 COPY scheduler ./scheduler
 COPY shared ./shared

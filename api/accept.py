@@ -34,6 +34,7 @@ import redis
 
 from api.auth import Caller
 from execution.attempt import run_inline
+from shared import tracing
 from shared.admission import QueueState
 from shared.db import jobs
 from shared.db.session import session_scope
@@ -59,6 +60,7 @@ class Submitted:
     created: bool
     sent_by_api: bool = False  # the api ran the first attempt itself (``view`` is its outcome)
     screening: dict[str, Any] | None = None  # what redaction and the injection screen found (this request's)
+    trace: str | None = None  # the job's trace context, parent of the delivery span (``shared.tracing``)
 
 
 @dataclass
@@ -83,18 +85,23 @@ class Acceptor:
         (``_send_here``) is handed to ``answer`` as soon as its attempt is recorded, before the
         attempt's last round trip; the return value is the same."""
         gw = self.gw
-        try:
-            env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(),
-                              tags.deadline_at, reply_to=reply_to, key_id=caller.key_id)
-            return self._accept(caller, env, tags, reply_to, answer, stored)
-        except REFUSALS as exc:
-            gw.record_refusal(caller, tags.feature, lane, chat.model, exc)
-            raise
+        with tracing.span("accept", parent=tracing.incoming.get(), tenant=caller.tenant, feature=tags.feature,
+                          lane=str(lane), model=chat.model):
+            traceparent = tracing.current_traceparent() or tracing.incoming.get()
+            try:
+                env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(),
+                                  tags.deadline_at, reply_to=reply_to, key_id=caller.key_id,
+                                  traceparent=traceparent)
+                return self._accept(caller, env, tags, reply_to, answer, stored)
+            except REFUSALS as exc:
+                gw.record_refusal(caller, tags.feature, lane, chat.model, exc)
+                raise
 
     def _accept(self, caller: Caller, env: Envelope, tags: JobTags, reply_to: str | None,
                 answer: Callable[[Submitted], None] | None,
                 stored: Callable[[dict[str, Any]], None] | None) -> Submitted:
         gw = self.gw
+        traceparent = env.job.traceparent
         estimate = gw.admitter.prepare(env).total  # a job that can never fit is refused here, never queued
         may_send_here = bool(reply_to) and gw.settings.api.fast_lane_attempts > 0
         ahead = self._read_ahead(caller, env, may_send_here)
@@ -110,20 +117,21 @@ class Acceptor:
             if stored is not None:
                 stored(view)
             if not created:  # a repeated idempotency key: nothing new to send
-                return Submitted(view, created=False, screening=env.job.screening)
+                return Submitted(view, created=False, screening=env.job.screening, trace=traceparent)
             undo.pop_all()
         env.enqueued_at = time.time()
         if fast and reply_to and self._take_slot():
             return self._send_here(env, view, answer)
         self._hand_off(env, fast, short_lease=may_send_here)
-        return Submitted(view, created=True, screening=env.job.screening)
+        return Submitted(view, created=True, screening=env.job.screening, trace=traceparent)
 
     def _admit_inline(self, env: Envelope, ahead: _Ahead) -> bool:
         """True when the job is reserved now (interactive, nobody waiting ahead of it, budgets fit).
         Otherwise it will be queued: a 429 with Retry-After when it could not make its deadline."""
         admitter = self.gw.admitter
         if env.lane == Lane.INTERACTIVE and ahead.queues.interactive_waiting == 0:
-            return admitter.try_admit(env, breakers=ahead.breakers).ok
+            with tracing.span("admission", lane=str(env.lane), inline=True):
+                return admitter.try_admit(env, breakers=ahead.breakers).ok
         admitter.check_queue(env, ahead.queues)
         return False
 
@@ -185,7 +193,8 @@ class Acceptor:
         done: list[Submitted] = []
 
         def deliver(latest: dict[str, Any]) -> None:
-            done.append(Submitted(latest, created=True, sent_by_api=True, screening=env.job.screening))
+            done.append(Submitted(latest, created=True, sent_by_api=True, screening=env.job.screening,
+                                  trace=env.job.traceparent))
             if answer is not None:
                 answer(done[0])
 
@@ -196,7 +205,8 @@ class Acceptor:
                           env.attempt, env.id)
         finally:
             self.gw.fast_lane_slots.release()
-        return done[0] if done else Submitted(view, created=True, screening=env.job.screening)
+        return done[0] if done else Submitted(view, created=True, screening=env.job.screening,
+                                              trace=env.job.traceparent)
 
     def _persist(self, env: Envelope, tags: JobTags, estimate: int, admitted: bool,
                  caller: Caller) -> tuple[dict[str, Any], bool]:

@@ -180,8 +180,21 @@ class Readiness(BaseModel):
     checks: dict[str, str] = Field(description="redis and database: 'ok' or the error")
 
 
+class BucketScope(BaseModel):
+    """What a bucket limits (``shared.budget.Scope``); fields that do not apply are empty."""
+
+    level: Literal["deployment", "lane", "tenant", "feature"]
+    deployment: str
+    axis: str = Field(description="rpm, tpm, itpm or otpm on deployment and lane buckets")
+    lane: str
+    tenant: str
+    feature: str
+    limit: str = Field(description="hard or soft on tenant and feature buckets")
+
+
 class BucketLevel(BaseModel):
     key: str
+    scope: BucketScope
     level: float
     capacity: float
     rate_per_s: float
@@ -252,3 +265,88 @@ class AuditPage(BaseModel):
     object: Literal["list"]
     data: list[AuditRecord]
     next_cursor: str | None
+
+
+# -- the operators' overview (the console) ---------------------------------------------------------
+
+
+class WaitingQueue(BaseModel):
+    """One lane x tenant waiting queue that holds jobs."""
+
+    lane: Lane
+    tenant: str
+    waiting: int
+    oldest_age_s: float | None = Field(description="how long its oldest job has waited; null if unreadable")
+
+
+class LaneSummary(LaneQueue):
+    deadline_s: float = Field(description="the lane's default deadline: a queue age near it means jobs expire")
+
+
+class Processes(BaseModel):
+    """Workers and schedulers that beat in the last 20 s, as host:pid."""
+
+    worker: list[str]
+    scheduler: list[str]
+
+
+class FailuresPerMinute(BaseModel):
+    """Failed attempts of the last complete minute and of this one, by what failed and what followed:
+    ``status:<kind>`` (``status:rate_limit`` is a provider's 429) and ``retry:<decision>``, per deployment."""
+
+    previous: dict[str, dict[str, int]]
+    current: dict[str, dict[str, int]]
+
+
+class CostRow(BaseModel):
+    """One tenant x feature's jobs created today (UTC)."""
+
+    tenant: str
+    feature: str
+    jobs: int
+    cost_usd: float
+    tokens_in: int
+    tokens_out: int
+    cache_hits: int
+
+
+class Overview(BaseModel):
+    """``GET /v1/admin/overview``: what the console shows, read live."""
+
+    at: float = Field(description="Unix time of the reading")
+    queues: list[WaitingQueue]
+    lanes: dict[Lane, LaneSummary]
+    buckets: list[BucketLevel]
+    breakers: dict[str, dict[str, Any]] = Field(description="per deployment: state, calls, failures, ...")
+    scheduler: SchedulerState
+    processes: Processes
+    failures_per_minute: FailuresPerMinute
+    cost_today: list[CostRow]
+    cache_hit_rate: float | None = Field(description="share of today's jobs answered from the cache")
+
+
+class AdminJobList(BaseModel):
+    """``GET /v1/admin/jobs``: the newest jobs of every tenant, ``result`` left out (null)."""
+
+    object: Literal["list"]
+    data: list[JobView]
+
+
+class AttemptView(BaseModel):
+    number: int
+    deployment: str
+    status: str
+    http_status: int | None
+    error: str | None = Field(description="the failure as the provider said it (operators only)")
+    latency_ms: int | None
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    started_at: float | None
+    finished_at: float | None
+
+
+class AdminJob(JobView):
+    """Any tenant's job with its attempts."""
+
+    attempt_list: list[AttemptView]

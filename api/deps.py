@@ -10,10 +10,11 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from api import console_session
 from api.auth import Caller
 from api.gateway import Gateway
 from api.waiter import CompletionWaiter
@@ -31,6 +32,11 @@ _operators_bearer = HTTPBearer(auto_error=False, scheme_name="OperatorsKey",
                                description="The operators' key (`GATEWAY_ADMIN_KEY`) as `Authorization: Bearer`")
 _operators_x_api_key = APIKeyHeader(name="x-api-key", auto_error=False, scheme_name="OperatorsXApiKey",
                                     description="The operators' key (`GATEWAY_ADMIN_KEY`) as `x-api-key`")
+# The console in a browser: its session cookie, and the CSRF token that must come with it.
+_console_session = APIKeyCookie(name=console_session.SESSION_COOKIE, auto_error=False, scheme_name="ConsoleSession",
+                                description="The console's session (`POST /console/login`); needs `ConsoleCsrf` too")
+_console_csrf = APIKeyHeader(name=console_session.CSRF_HEADER, auto_error=False, scheme_name="ConsoleCsrf",
+                             description="The CSRF token the console page was given with its session")
 
 
 async def _gateway(request: Request) -> Gateway:
@@ -103,8 +109,26 @@ def _operator(request: Request, api_key: str | None) -> Caller:
     return Caller(key, admin=True)
 
 
-async def _admin(request: Request, api_key: Annotated[str | None, Depends(_maybe_operators_key)]) -> Caller:
+async def _admin(request: Request, api_key: Annotated[str | None, Depends(_maybe_operators_key)],
+                 session: Annotated[str | None, Depends(_console_session)],
+                 csrf: Annotated[str | None, Depends(_console_csrf)]) -> Caller:
+    """The operators' key, or the console's session cookie with its CSRF token (``api.console_session``)."""
+    if api_key is None and session is not None:
+        return _console_operator(request, session, csrf)
     return _operator(request, api_key)
+
+
+def _console_operator(request: Request, session: str, csrf: str | None) -> Caller:
+    gw: Gateway = request.app.state.gateway
+    key = gw.auth.admin_key()
+    if key is None or not console_session.session_valid(key, session):
+        gw.auth.on_failure("invalid_console_session")
+        raise AuthError("The console session has expired or was ended; log in again at /console.",
+                        code="invalid_console_session")
+    if not console_session.csrf_valid(key, session, csrf):
+        raise PermissionDenied(f"A request with the console's session cookie must carry its CSRF token in "
+                               f"{console_session.CSRF_HEADER}.", code="csrf_token_missing")
+    return Caller(key, admin=True)
 
 
 async def _metrics_reader(request: Request, api_key: Annotated[str | None, Depends(_maybe_operators_key)]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from api.auth import Authenticator, Caller
 from api.metrics import REDACTED, SCREENED
 from execution.context import AttemptContext
+from shared import tracing
 from shared.admission import Admitter
 from shared.attempt_leases import AttemptLeases
 from shared.budget import prompt_tokens
@@ -70,19 +71,20 @@ class Gateway:
 
     def envelope(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any],
                  deadline_at: Callable[[float], datetime], reply_to: str | None = None,
-                 key_id: int | None = None, count: bool = True) -> Envelope:
+                 key_id: int | None = None, count: bool = True, traceparent: str | None = None) -> Envelope:
         """The job as accepted: screened and redacted (``guard``), its prompt counted here, once (every
         estimate after uses the count), by the tokenizer and as characters / 4; ``count`` False leaves
         the tokenizer's count for later (a batch bounds it by the characters, ``api.bulk``). Its vault
         of tokenized values rides along in memory."""
-        chain = chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
+        with tracing.span("route", model=model):
+            chain = chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
         guarded = self.guard(tenant, feature, request)
         sent = guarded.request
         chars = prompt_tokens(sent, by_chars=True)
         job = JobSpec(id=new_job_id(), tenant=tenant, feature=feature, lane=lane, model=model, request=sent,
                       deadline=deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
                       prompt_tokens=prompt_tokens(sent) if count else chars * 4, prompt_chars=chars, key_id=key_id,
-                      screening=guarded.screening)
+                      screening=guarded.screening, traceparent=traceparent)
         return Envelope(job, chain=chain, vault=guarded.vault or None)
 
     def guard(self, tenant: str, feature: str, request: dict[str, Any]) -> Guarded:

@@ -8,6 +8,8 @@ of the route's dialect). FastAPI's default 422 is dropped from every operation: 
 
 Statuses the HTTP server answers before any route runs are the same on every path and listed once, in
 the document's description: 408 (headers too slow), 431 (headers too large), 503 (connection cap).
+The console's HTML pages (``/``, ``/console``, its login and logout forms and static files) are for
+browsers and are not in the document; the JSON they read (``/v1/admin/*``) is.
 """
 
 from __future__ import annotations
@@ -178,6 +180,16 @@ def errors(*statuses: int, anthropic: bool = False) -> dict[int | str, dict[str,
     return out
 
 
+def _console_session_with_its_token(operation: dict[str, Any]) -> None:
+    """FastAPI lists each security scheme as an alternative; the console's session cookie counts only with
+    its CSRF header, so the two are one requirement (both needed)."""
+    security = operation.get("security")
+    if not security or {"ConsoleSession": []} not in security:
+        return
+    others = [s for s in security if s not in ({"ConsoleSession": []}, {"ConsoleCsrf": []})]
+    operation["security"] = [*others, {"ConsoleSession": [], "ConsoleCsrf": []}]
+
+
 def install_openapi(app: FastAPI) -> None:
     """Generate the document once: the body models (and the models they use) as components, no 422s."""
 
@@ -194,6 +206,7 @@ def install_openapi(app: FastAPI) -> None:
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     operation.get("responses", {}).pop("422", None)
+                    _console_session_with_its_token(operation)
             for unused in ("HTTPValidationError", "ValidationError"):
                 components.pop(unused, None)
             app.openapi_schema = schema

@@ -1,5 +1,5 @@
 """``python -m cli``: the ``gateway`` command without its installed entry point."""
 
-from cli.main import app
+from cli.main import main
 
-app()
+main()

@@ -8,10 +8,12 @@ in the transaction that makes it (``shared.db.audit.record_admin``), with the op
 from __future__ import annotations
 
 import getpass
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -34,6 +36,7 @@ keys_app = typer.Typer(help="Create, list and revoke API keys (hashed; shown onc
 audit_app = typer.Typer(help="Verify and export the audit log.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (one object per row) instead of a table.")]
 
 
 @contextmanager
@@ -45,7 +48,7 @@ def _admin_session() -> Iterator[Session]:
         with session_scope(get_engine(url)) as session:
             yield session
     except GatewayError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}")
+        err_console.print(f"error: {exc.message}", markup=False, highlight=False, style="red", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -65,6 +68,15 @@ def _actor() -> str:
 
 def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment else "-"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _print_json(rows: list[dict[str, Any]]) -> None:
+    """Plain JSON on stdout, for scripts (no table, no colour)."""
+    print(json.dumps(rows, indent=2))
 
 
 def migrate() -> None:
@@ -92,11 +104,15 @@ def tenants_create(
 
 
 @tenants_app.command("list")
-def tenants_list() -> None:
+def tenants_list(as_json: JsonOpt = False) -> None:
     """List tenants with their number of active keys."""
     with _admin_session() as session:
         tenants = store.list_tenants(session)
         active = {t.id: sum(k.revoked_at is None for k in t.keys) for t in tenants}
+    if as_json:
+        _print_json([{"id": t.id, "name": t.name, "disabled": t.disabled, "active_keys": active[t.id],
+                      "created_at": _iso(t.created_at)} for t in tenants])
+        return
     table = Table("id", "name", "status", "active keys", "created")
     for t in tenants:
         status = "disabled" if t.disabled else "active"
@@ -144,10 +160,15 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(
     tenant: str | None = typer.Option(None, "--tenant", "-t", help="Only this tenant's keys."),
+    as_json: JsonOpt = False,
 ) -> None:
     """List keys by id and prefix (never the key itself)."""
     with _admin_session() as session:
         keys = store.list_keys(session, tenant)
+    if as_json:
+        _print_json([{"id": k.id, "tenant": k.tenant_id, "name": k.name, "prefix": k.prefix, "max_lane": k.max_lane,
+                      "created_at": _iso(k.created_at), "revoked_at": _iso(k.revoked_at)} for k in keys])
+        return
     table = Table("id", "tenant", "name", "prefix", "max lane", "created", "revoked")
     for k in keys:
         revoked = _when(k.revoked_at)

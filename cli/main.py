@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,14 +22,17 @@ import typer
 from rich.console import Console
 
 from cli.admin import audit_app, keys_app, migrate, tenants_app
-from cli.health import NotReady, wait_for_http
+from cli.health import NotReady, beating_here, wait_for_http
 from ops.sim.cli import sim
+from shared import tracing
 from shared.config import Settings, check_provider_keys, get_settings
 from shared.dispatch import Dispatch
+from shared.errors import ConfigError
+from shared.heartbeats import Heartbeats, Kind
 from shared.keys import Keys
 from shared.lanes import LANES
 from shared.private_files import write_private
-from shared.redis_conn import redis_answers
+from shared.redis_conn import redis_answers, sync_redis
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -47,12 +51,36 @@ DEMO_TENANTS = ("acme", "globex")
 
 
 def _use_config(config: Path | None) -> None:
+    """Load the settings once, before anything starts: a mistake in them is a message and exit 2."""
     if config:
         os.environ["GATEWAY_CONFIG"] = str(config)
         get_settings.cache_clear()
     logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider call is too much
+    get_settings()
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"gateway {version('ai-gateway')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(show_version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_show_version, help="Print the gateway's version and exit.")] = False,
+) -> None:
+    """The AI gateway: one place every LLM call goes through."""
+
+
+def main() -> None:
+    """The ``gateway`` command: a configuration mistake is its message (and exit 2), never a traceback."""
+    try:
+        app()
+    except ConfigError as exc:
+        err_console.print(exc.message, markup=False, highlight=False, style="red", soft_wrap=True)
+        sys.exit(2)
 
 
 def _require_provider_keys() -> None:
@@ -97,6 +125,7 @@ def api_app() -> FastAPI:
     from api.app import create_app
 
     settings = get_settings()
+    tracing.configure("gateway-api")
     return create_app(settings, celery_dispatch(settings))
 
 
@@ -126,6 +155,8 @@ def scheduler(config: ConfigOpt = None) -> None:
     _use_config(config)
     _tune_gc()
     settings = get_settings()
+    _beat("scheduler", settings)
+    tracing.configure("gateway-scheduler")
     run_scheduler(settings, celery_dispatch(settings))
 
 
@@ -143,10 +174,42 @@ def worker(config: ConfigOpt = None,
         s = s.model_copy(update={"worker": s.worker.model_copy(update={"concurrency": concurrency})})
     celery_app = make_celery(s)
     _tune_gc()
+    _beat("worker", s)
+    tracing.configure("gateway-worker")
     queues = ",".join(Keys(s.key_prefix).exec_queue(lane) for lane in LANES)
     celery_app.worker_main(["worker", "-P", pool or s.worker.pool, "-c", str(s.worker.concurrency),
                             "-Q", queues, "-E", f"--loglevel={os.environ.get('GATEWAY_LOG_LEVEL', 'WARNING')}",
                             "--without-gossip", "--without-mingle"])
+
+
+def _beat(kind: Kind, settings: Settings) -> None:
+    """Say this process is alive, for /metrics, the console and ``gateway health`` (``shared.heartbeats``)."""
+    Heartbeats(sync_redis(settings.redis_url), Keys(settings.key_prefix)).start(kind)
+
+
+@app.command()
+def health(kind: Annotated[str, typer.Argument(help="worker or scheduler")], config: ConfigOpt = None) -> None:
+    """Exit 0 when a process of this kind on this host beat lately (a container's healthcheck)."""
+    _use_config(config)
+    ok, said = beating_here(kind)
+    (console if ok else err_console).print(said, markup=False)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def flower(config: ConfigOpt = None, port: Annotated[int, typer.Option(help="port Flower listens on")] = 5555,
+           address: Annotated[str, typer.Option(help="address Flower listens on")] = "127.0.0.1") -> None:
+    """Run Flower on the execution queues and workers, behind a login (FLOWER_BASIC_AUTH=user:password)."""
+    _use_config(config)
+    if not (os.environ.get("FLOWER_BASIC_AUTH") or os.environ.get("FLOWER_AUTH_PROVIDER")):
+        err_console.print("[red]refusing to start:[/red] Flower shows every tenant's work and can revoke tasks; "
+                          "set FLOWER_BASIC_AUTH=user:password (or FLOWER_AUTH_PROVIDER and FLOWER_AUTH for OAuth)",
+                          soft_wrap=True)
+        raise typer.Exit(1)
+    from worker.celery_app import make_celery
+
+    make_celery(get_settings()).start(["flower", f"--port={port}", f"--address={address}"])
 
 
 @app.command()
@@ -253,9 +316,9 @@ def _print_welcome(host: str, port: int, keys: dict[str, str]) -> None:
     print(f"  curl -s http://{host}:{port}/v1/chat/completions -H 'Authorization: Bearer {key}' "  # no wrapping
           "-H 'Content-Type: application/json' "
           "-d '{\"model\": \"gpt-4o-mini\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'")
-    console.print(f"Budgets, queues and breakers: curl -H 'Authorization: Bearer "
-                  f"{os.environ.get('GATEWAY_ADMIN_KEY', '$GATEWAY_ADMIN_KEY')}' "
-                  f"http://{host}:{port}/v1/admin/budgets\nCtrl-C stops everything.", soft_wrap=True)
+    console.print(f"The console (queues, budgets, breakers, jobs, cost): http://{host}:{port}/console, log in with "
+                  f"the operators' key {os.environ.get('GATEWAY_ADMIN_KEY', '$GATEWAY_ADMIN_KEY')}\n"
+                  "Ctrl-C stops everything.", soft_wrap=True)
 
 
 def _stop(children: list[subprocess.Popen[bytes]]) -> None:
@@ -271,4 +334,4 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -34,7 +34,7 @@ from typing import Any
 from execution.context import AttemptContext
 from execution.providers import ProviderCallError, ProviderResult, adapter_for
 from execution.settle import release_reservation, settle_calls, wake_scheduler
-from shared import attempt_metrics, pricing
+from shared import attempt_metrics, pricing, tracing
 from shared.config import AuditPolicy, DeploymentConfig
 from shared.db import audit, jobs
 from shared.envelope import Envelope, Unreadable
@@ -75,8 +75,12 @@ class Ended:
     env: Envelope
     outcome: Outcome
     view: View | None
-    ends_job: bool
+    retry: RetryDecision | None
     inline: bool
+
+    @property
+    def ends_job(self) -> bool:
+        return self.retry is None or not self.retry.retry
 
 
 def run_dispatched(env: Envelope, ctx: AttemptContext) -> View | None:
@@ -106,7 +110,7 @@ def run_inline(env: Envelope, ctx: AttemptContext, deliver: Callable[[View], Non
 
 def _run(env: Envelope, ctx: AttemptContext, deployment: DeploymentConfig, *, inline: bool,
          deliver: Callable[[View], None] | None = None) -> View | None:
-    outcome = _call(deployment, ctx, env.request)
+    outcome = _call(deployment, ctx, env)
     if outcome.result is not None:
         body = outcome.result.body
         outcome.answer = env.vault.restore_body(body) if env.vault else body
@@ -116,7 +120,7 @@ def _run(env: Envelope, ctx: AttemptContext, deployment: DeploymentConfig, *, in
         ctx.queues.delay(_next_attempt(env, retry))
     if deliver is not None and view is not None:
         deliver(view)
-    ended = Ended(env, outcome, view, ends_job=retry is None or not retry.retry, inline=inline)
+    ended = Ended(env, outcome, view, retry, inline=inline)
     ctx.keeper.drop(env)  # the end steps release the lease: no heartbeat may bring it back
     batch = RedisBatch(ctx.redis)
     for step in END_STEPS:
@@ -155,7 +159,7 @@ def _count_attempt(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None
 
 
 def _count_metrics(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
-    batch.command(lambda pipe: _count_for_metrics(pipe, ctx, ended.env, ended.outcome))
+    batch.command(lambda pipe: _count_for_metrics(pipe, ctx, ended))
 
 
 def _feed_breaker(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
@@ -196,14 +200,15 @@ END_STEPS: tuple[Callable[[AttemptContext, RedisBatch, Ended], None], ...] = (
     _wake_scheduler)
 
 
-def _count_for_metrics(pipe: Any, ctx: AttemptContext, env: Envelope, outcome: Outcome) -> None:
+def _count_for_metrics(pipe: Any, ctx: AttemptContext, ended: Ended) -> None:
+    env, outcome = ended.env, ended.outcome
     usage = outcome.result.usage if outcome.result is not None else None
     attempt_metrics.count_into(
         pipe, ctx.keys, deployment=outcome.deployment.name, tenant=env.tenant,
-        feature=metric_feature(ctx.settings, env.tenant, env.feature),
+        feature=metric_feature(ctx.settings, env.tenant, env.feature), lane=env.lane,
         status="succeeded" if outcome.error is None else outcome.error.kind, latency_s=outcome.latency_ms / 1000,
         tokens_in=usage.input_tokens if usage else 0, tokens_out=usage.output_tokens if usage else 0,
-        cost_usd=outcome.cost_usd)
+        cost_usd=outcome.cost_usd, retry=ended.retry.code if ended.retry is not None else None)
 
 
 def _claim(ctx: AttemptContext, env: Envelope, deployment: str, lease_s: float) -> tuple[bool, str]:
@@ -234,11 +239,23 @@ def _bounce(ctx: AttemptContext, env: Envelope) -> None:
              env.id, env.deployment)
 
 
-def _call(deployment: DeploymentConfig, ctx: AttemptContext, request: dict[str, Any]) -> Outcome:
+def _call(deployment: DeploymentConfig, ctx: AttemptContext, env: Envelope) -> Outcome:
+    with tracing.span("attempt", parent=env.job.traceparent, job=env.id, attempt=env.attempt,
+                      deployment=deployment.name, model=deployment.model) as current:
+        outcome = _send(deployment, ctx, env)
+        if current is not None and outcome.error is not None:
+            current.set_attribute("gateway.error", outcome.error.kind)
+    return outcome
+
+
+def _send(deployment: DeploymentConfig, ctx: AttemptContext, env: Envelope) -> Outcome:
     provider = ctx.settings.providers[deployment.provider]
+    # The provider call carries the attempt's trace context (tracing off: the caller's own, if it sent one).
+    traceparent = tracing.current_traceparent() or env.job.traceparent
     started = time.perf_counter()
     try:
-        result = adapter_for(deployment, provider).call(request)
+        result = adapter_for(deployment, provider).call(env.request, {"traceparent": traceparent} if traceparent
+                                                        else None)
     except ProviderCallError as err:
         return Outcome(deployment, _ms_since(started), error=err)
     except Exception as exc:  # noqa: BLE001 - a request or answer the adapter cannot handle ends this attempt
@@ -272,7 +289,8 @@ def _decide_retry(ctx: AttemptContext, env: Envelope, outcome: Outcome) -> Retry
     decision = ctx.retries.decide(deployment=goes_to, attempt=env.attempt, retryable=err.retryable,
                                   kind=err.kind, retry_after_s=err.retry_after_s, fallback=fallback)
     if decision.retry and decision.not_before >= env.deadline:
-        return RetryDecision(False, f"a retry would start after the job's deadline ({decision.reason})")
+        return RetryDecision(False, f"a retry would start after the job's deadline ({decision.reason})",
+                             code="past_deadline")
     return decision
 
 

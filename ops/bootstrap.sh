@@ -32,6 +32,17 @@ start_redis() {
   echo "redis-server did not start" >&2; return 1
 }
 
+# The console's browser test (tests/e2e/test_console.py) drives the system's chromium; it skips without one.
+ensure_chromium() {
+  if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then return 0; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+      || echo "could not install chromium; the console's browser test will be skipped" >&2
+  else
+    echo "no chromium: the console's browser test will be skipped (apt-get install chromium)" >&2
+  fi
+}
+
 start_postgres() {
   if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then return 0; fi
   if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then

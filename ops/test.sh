@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 source ops/bootstrap.sh
 start_redis
 start_postgres
+ensure_chromium
 
 .venv/bin/ruff check .
 .venv/bin/mypy   # the packages and settings in pyproject.toml ([tool.mypy]), with the pydantic plugin

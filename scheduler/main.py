@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from scheduler.fair_queuing import FairQueuing, Round
 from scheduler.leader import LeaderLease
 from scheduler.recovery import Recovery
+from shared import tracing
 from shared.admission import Admitter
 from shared.attempt_leases import AttemptLeases
 from shared.config import Settings
@@ -146,6 +147,9 @@ class Scheduler:
         for env in result.admitted:
             if env.id in admitted:
                 to_send.append(env)
+                if tracing.enabled():
+                    tracing.record("admission", env.job.traceparent, env.enqueued_at, now, lane=str(env.lane),
+                                   tenant=env.tenant, feature=env.feature, deployment=env.deployment, inline=False)
             else:  # cancelled or expired meanwhile: give its reservation back at once
                 self.admitter.store.release(self.admitter.reservation_id(env))
         for entry, view in ended:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from shared.errors import ConfigError
 from shared.lanes import Lane
@@ -378,7 +378,9 @@ def _default_models() -> dict[str, list[str]]:
 
 
 def _default_tenants() -> dict[str, TenantConfig]:
-    return {"acme": TenantConfig(weight=1), "globex": TenantConfig(weight=1)}
+    """The demo tenants; their features are listed so metrics label them (an unlisted one is ``other``)."""
+    features = {"copilot": FeatureConfig(), "summarizer": FeatureConfig()}
+    return {"acme": TenantConfig(weight=1, features=features), "globex": TenantConfig(weight=1, features=features)}
 
 
 class Settings(BaseSettings):
@@ -435,22 +437,12 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _references_resolve(self) -> Settings:
-        names = [d.name for d in self.deployments]
-        if len(set(names)) != len(names):
-            raise ValueError(f"deployments: duplicate names in {names}")
-        for d in self.deployments:
-            if d.provider not in self.providers:
-                raise ValueError(
-                    f"deployments[{d.name}].provider: unknown provider {d.provider!r}; "
-                    f"known: {sorted(self.providers)}"
-                )
-        for model, chain in self.models.items():
-            if not chain:
-                raise ValueError(f"models.{model}: needs at least one deployment")
-            for name in chain:
-                if name not in names:
-                    raise ValueError(f"models.{model}: unknown deployment {name!r}; known: {names}")
+    def _makes_sense(self) -> Settings:
+        """What each field allows but the whole cannot run: every problem at once, one per line, each
+        starting with the dotted path of its field (``_explain`` finds its line in the file)."""
+        problems = [*_reference_problems(self), *_limit_problems(self), *_lane_problems(self)]
+        if problems:
+            raise ValueError(f"{len(problems)} problem(s) in the configuration:\n" + "\n".join(problems))
         return self
 
     def deployment(self, name: str) -> DeploymentConfig:
@@ -462,6 +454,58 @@ class Settings(BaseSettings):
     def tenant(self, name: str) -> TenantConfig:
         """The tenant's settings, or ``tenant_defaults`` for a tenant the file does not list."""
         return self.tenants.get(name) or self.tenant_defaults
+
+
+def _reference_problems(s: Settings) -> list[str]:
+    """Names that point nowhere: a deployment's provider, a model's deployments, duplicate deployments."""
+    problems = []
+    names = [d.name for d in s.deployments]
+    for i, d in enumerate(s.deployments):
+        if names.index(d.name) != i:
+            first = names.index(d.name)
+            problems.append(f"deployments.{i}.name: {d.name!r} is already the name of deployments.{first}")
+        if d.provider not in s.providers:
+            problems.append(f"deployments.{i}.provider: unknown provider {d.provider!r}; known: {sorted(s.providers)}")
+    for model, chain in s.models.items():
+        if not chain:
+            problems.append(f"models.{model}: needs at least one deployment")
+        for j, name in enumerate(chain):
+            if name not in names:
+                problems.append(f"models.{model}.{j}: unknown deployment {name!r}; known: {names}")
+    return problems
+
+
+def _limit_problems(s: Settings) -> list[str]:
+    """Limits that cannot mean what was meant: a deployment with none (admission would send without
+    bound), a soft limit above its hard one (the soft one would never bind)."""
+    problems = []
+    for i, d in enumerate(s.deployments):
+        if not any((d.limits.rpm, d.limits.tpm, d.limits.itpm, d.limits.otpm)):
+            problems.append(f"deployments.{i}.limits: {d.name} has no limits: set the provider account's rpm and "
+                            "tpm (or itpm and otpm), or the gateway sends to it without bound")
+    tenants = [(f"tenants.{name}", cfg) for name, cfg in s.tenants.items()] + [("tenant_defaults", s.tenant_defaults)]
+    for where, cfg in tenants:
+        if cfg.soft_tpm and cfg.hard_tpm and cfg.soft_tpm > cfg.hard_tpm:
+            problems.append(f"{where}.soft_tpm: {cfg.soft_tpm} is above hard_tpm ({cfg.hard_tpm}); the soft limit "
+                            "is the share a tenant gets before it borrows, so it must be at most the hard one")
+    return problems
+
+
+def _lane_problems(s: Settings) -> list[str]:
+    """Shares that leave a lane nothing: the interactive reserve is what no other lane may take, and
+    only the interactive lane has one."""
+    problems = []
+    reserve = s.lanes[Lane.INTERACTIVE].reserve
+    for lane in (Lane.STANDARD, Lane.BATCH):
+        share = min(s.lanes[lane].ceiling, 1 - reserve)
+        if share <= 0:
+            problems.append(f"lanes.interactive.reserve: {reserve} leaves the {lane} lane nothing (it may use at most "
+                            f"min(its ceiling {s.lanes[lane].ceiling}, 1 - reserve) of a deployment)")
+            break
+        if s.lanes[lane].reserve:
+            problems.append(f"lanes.{lane}.reserve: only the interactive lane has a reserve; use "
+                            f"lanes.{lane}.ceiling to cap the {lane} lane")
+    return problems
 
 
 def _on_this_machine(base_url: str) -> bool:
@@ -514,15 +558,55 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return node.start_mark.line + 1 if node is not None else None
 
 
+def _env_variable(loc: tuple[Any, ...], environ: dict[str, str] | None = None) -> str | None:
+    """The ``GATEWAY_*`` variable that set the value at ``loc`` (or a section holding it), if one did."""
+    names = {name.upper(): name for name in (os.environ if environ is None else environ)}
+    for end in range(len(loc), 0, -1):
+        candidate = "GATEWAY_" + "__".join(str(part) for part in loc[:end]).upper()
+        if candidate in names:
+            return names[candidate]
+    return None
+
+
+def _source(loc: tuple[Any, ...], path: Path | None, root: yaml.Node | None) -> str:
+    """Where a value came from: the variable that overrides it, else its line in the file."""
+    variable = _env_variable(loc)
+    if variable:
+        return f" (from the environment variable {variable})"
+    line = None
+    for end in range(len(loc), 0, -1):  # a field the file does not set: the line of the part that holds it
+        line = _line_of(root, loc[:end]) if root is not None else None
+        if line:
+            break
+    return f" ({path}:{line})" if line else (f" ({path})" if path else "")
+
+
+def _loc_of(dotted: str) -> tuple[Any, ...]:
+    return tuple(int(part) if part.isdigit() else part for part in dotted.split("."))
+
+
 def _explain(exc: ValidationError, path: Path | None, root: yaml.Node | None) -> str:
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
+        message = str(err["msg"])
+        if not loc and err["type"] == "value_error" and "\n" in message:  # Settings._makes_sense: one per line
+            for problem in message.split("\n")[1:]:
+                where, _, what = problem.partition(": ")
+                lines.append(f"  {where}{_source(_loc_of(where), path, root)}: {what}")
+            continue
         where = ".".join(str(p) for p in loc) or "(top level)"
-        line = _line_of(root, loc) if root is not None else None
-        at = f" ({path}:{line})" if line else (f" ({path})" if path else "")
-        lines.append(f"  {where}{at}: {err['msg']}")
+        lines.append(f"  {where}{_source(loc, path, root)}: {message}")
     return "invalid gateway configuration:\n" + "\n".join(lines)
+
+
+def _explain_environment(exc: SettingsError) -> str:
+    """A ``GATEWAY_*`` value that is not even JSON where a section or list is expected."""
+    field = re.search(r'field "([^"]+)"', str(exc))
+    variable = _env_variable((field.group(1),)) if field else None
+    name = variable or "a GATEWAY_* variable"
+    return (f"invalid gateway configuration:\n  {field.group(1) if field else '(environment)'} (from the environment "
+            f"variable {name}): not valid JSON for this setting ({exc.__cause__ or exc})")
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -546,6 +630,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, file_path, root)) from exc
+    except SettingsError as exc:
+        raise ConfigError(_explain_environment(exc)) from exc
 
 
 @lru_cache(maxsize=1)

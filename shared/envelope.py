@@ -6,7 +6,8 @@ It carries everything a worker needs to send the attempt, so the hot path never 
     Envelope
     ├── job: JobSpec     fixed when the job is accepted: id, tenant, feature, lane, model, request,
     │                    deadline, reply_to, prompt_tokens (counted once, by the tokenizer), key_id,
-    │                    screening (what redaction and the injection screen found, for the audit record)
+    │                    screening (what redaction and the injection screen found, for the audit record),
+    │                    traceparent
     └── this attempt     attempt number, chain (its order: a retry moves the failed deployment last),
                          deployment and estimate (once admitted there), lease token, breaker probe,
                          not_before (a retry's backoff), enqueued_at; and the call's vault of tokenized
@@ -50,6 +51,7 @@ class JobSpec:
     prompt_chars: int = 0  # the prompt as characters / 4 (0: not counted, an older version's envelope)
     key_id: int | None = None
     screening: dict[str, Any] | None = None
+    traceparent: str | None = None  # W3C trace context of the job (``shared.tracing``)
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(JobSpec))
@@ -178,6 +180,8 @@ def _check_types(env: Envelope) -> None:
         wrong.append("input_tokens/output_tokens")
     if not env.chain or not all(isinstance(d, str) for d in env.chain):
         wrong.append("chain")
+    if env.job.traceparent is not None and not isinstance(env.job.traceparent, str):
+        wrong.append("traceparent")
     if wrong:
         raise TypeError(f"fields of the wrong type: {', '.join(wrong)}")
 

@@ -70,6 +70,14 @@ class Keys:
         """A hash of attempt counters for /metrics (``shared.attempt_metrics``): attempts, latency, tokens, cost."""
         return f"{self.tag}:metrics:{name}"
 
+    def recent_failures(self, minute: int) -> str:
+        """A hash of one minute's failed attempts by kind and retry decision (``attempt_metrics.recent``)."""
+        return f"{self.tag}:metrics:minute:{minute}"
+
+    def heartbeats(self, kind: str) -> str:
+        """A sorted set of live processes of one kind (worker, scheduler), scored by their last beat."""
+        return f"{self.tag}:alive:{kind}"
+
     @property
     def auth_epoch(self) -> str:
         """A random string replaced whenever a key is revoked or a tenant disabled (``shared.db.tenants``)."""

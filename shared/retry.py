@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from tenacity import wait_random_exponential
@@ -28,11 +28,17 @@ _BUDGET_LUA = script("retry_budget")
 COUNTER_TTL_S = 120  # per-minute counters outlive their minute, so the budget can look back at it
 
 
+RetryCode = Literal["retry", "fallback", "not_retryable", "attempts_exhausted", "budget_exhausted", "past_deadline"]
+
+
 @dataclass(frozen=True)
 class RetryDecision:
+    """Whether a failed attempt goes back to the scheduler; ``code`` says why in one word (metrics)."""
+
     retry: bool
     reason: str
     not_before: float = 0.0
+    code: RetryCode = "retry"
 
 
 class RetryPolicy:
@@ -66,15 +72,18 @@ class RetryPolicy:
         one that failed, not yet tried by this job: no backoff and no retry budget (see
         ``execution.attempt._decide_retry``)."""
         if not retryable:
-            return RetryDecision(False, f"{kind} is not retryable")
+            return RetryDecision(False, f"{kind} is not retryable", code="not_retryable")
         if attempt >= self.config.max_attempts:
-            return RetryDecision(False, f"gave up after {attempt} attempts (the cap is {self.config.max_attempts})")
+            return RetryDecision(False, f"gave up after {attempt} attempts (the cap is {self.config.max_attempts})",
+                                 code="attempts_exhausted")
         if fallback:
-            return RetryDecision(True, f"{kind}: retry {attempt + 1} on the fallback {deployment}", now or time.time())
+            return RetryDecision(True, f"{kind}: retry {attempt + 1} on the fallback {deployment}", now or time.time(),
+                                 code="fallback")
         if not self._take(keys=[self._key(deployment, "req"), self._key(deployment, "ret")],
                           args=[self.config.budget_ratio, self.config.budget_floor_per_min, COUNTER_TTL_S]):
             return RetryDecision(False, f"retry budget of {deployment} exhausted (retries are capped at "
-                                        f"{self.config.budget_ratio:.0%} of its recent attempts)")
+                                        f"{self.config.budget_ratio:.0%} of its recent attempts)",
+                                 code="budget_exhausted")
         delay = max(self.backoff(attempt), retry_after_s or 0.0)
         return RetryDecision(True, f"{kind}: retry {attempt + 1} in {delay:.2f}s", (now or time.time()) + delay)
 

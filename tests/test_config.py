@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,10 +25,6 @@ def test_the_example_config_in_the_repo_is_valid() -> None:
     assert s.tenants["acme"].features["summarizer"].lane == "batch"
     assert resolve_lane(s, "acme", "summarizer", "interactive", "interactive") == "batch"
     assert (s.retention.job_content_days, s.retention.jobs_days) == (30, 400)
-
-
-def test_the_compose_config_is_valid() -> None:
-    assert load_settings(ROOT / "ops" / "compose" / "gateway.compose.yaml").api.host == "0.0.0.0"
 
 
 def test_no_file_runs_the_embedded_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,7 +114,7 @@ def providers_file(tmp_path: Path, **providers: str) -> Path:
         url, _, env = spec.partition("|")
         lines.append(f"  {name}: {{kind: openai, base_url: '{url}'" + (f", api_key_env: {env}}}" if env else "}"))
     lines.append("deployments:")
-    lines += [f"  - {{name: d-{name}, provider: {name}, model: m}}" for name in providers]
+    lines += [f"  - {{name: d-{name}, provider: {name}, model: m, limits: {{rpm: 60}}}}" for name in providers]
     lines.append("models: {m: [" + ", ".join(f"d-{name}" for name in providers) + "]}")
     path = tmp_path / "providers.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -183,3 +182,65 @@ def test_privacy_mistakes_name_the_field(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as caught:
             load_settings(path)
         assert field in caught.value.message, caught.value.message
+
+
+def test_every_problem_of_the_whole_is_reported_at_once_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text(
+        "deployments:\n"
+        "  - {name: a, provider: nowhere, model: m, limits: {rpm: 10}}\n"
+        "  - {name: b, provider: sim-openai, model: m}\n"
+        "models:\n  fast: [a, ghost]\n"
+        "lanes:\n  interactive: {reserve: 1.0}\n  batch: {reserve: 0.2}\n"
+        "tenants:\n  acme: {soft_tpm: 500, hard_tpm: 100}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    message = err.value.message
+    for expected in (f"deployments.0.provider ({path}:2): unknown provider 'nowhere'",
+                     f"models.fast.1 ({path}:5): unknown deployment 'ghost'",
+                     f"deployments.1.limits ({path}:3): b has no limits",
+                     f"tenants.acme.soft_tpm ({path}:10): 500 is above hard_tpm (100)",
+                     f"lanes.interactive.reserve ({path}:7): 1.0 leaves the standard lane nothing"):
+        assert expected in message, message
+    assert "Traceback" not in message
+
+
+def test_a_reserve_on_another_lane_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("lanes:\n  batch: {reserve: 0.2}\n")
+    with pytest.raises(ConfigError, match=r"lanes.batch.reserve .*only the interactive lane has a reserve"):
+        load_settings(path)
+
+
+def test_an_override_from_the_environment_is_blamed_on_the_variable(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("api: {port: 8000}\ntenants:\n  acme: {hard_tpm: 100}\n")
+    monkeypatch.setenv("GATEWAY_API__PORT", "eighty")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert "api.port (from the environment variable GATEWAY_API__PORT)" in err.value.message
+    assert f"{path}:1" not in err.value.message
+    monkeypatch.delenv("GATEWAY_API__PORT")
+    monkeypatch.setenv("GATEWAY_TENANTS", '{"acme": {"soft_tpm": 900, "hard_tpm": 100}}')
+    with pytest.raises(ConfigError, match=r"tenants.acme.soft_tpm \(from the environment variable GATEWAY_TENANTS\)"):
+        load_settings(path)
+    monkeypatch.setenv("GATEWAY_TENANTS", "{not json")
+    with pytest.raises(ConfigError, match=r"tenants \(from the environment variable GATEWAY_TENANTS\): not valid JSON"):
+        load_settings(path)
+
+
+def test_the_cli_says_what_is_wrong_without_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("tenants:\n  acme: {soft_tpm: 500, hard_tpm: 100}\n")
+    for command in (["scheduler", "--config", str(path)], ["tenants", "list"]):
+        done = subprocess.run([sys.executable, "-m", "cli", *command], cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "GATEWAY_CONFIG": str(path)}, timeout=60)
+        assert done.returncode in (1, 2), done.stderr
+        assert "tenants.acme.soft_tpm" in done.stderr and "Traceback" not in done.stderr + done.stdout
+    version = subprocess.run([sys.executable, "-m", "cli", "--version"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("gateway ")
+    worker = subprocess.run([sys.executable, "-m", "cli", "worker", "-c", "16"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert worker.returncode == 2 and "config file 16 does not exist" in worker.stderr  # -c is --config only

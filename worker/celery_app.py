@@ -8,52 +8,23 @@ that redelivery from being billed twice. Results go to the SQL store, not to a C
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
 
-import redis
 from celery import Celery
 from kombu import Exchange, Queue
-from kombu.transport import redis as redis_transport
 
 from shared.config import Settings, get_settings
 from shared.keys import Keys
 from shared.lanes import LANES, Lane
 from worker.tasks import register_tasks
-
-
-class _OneClientChannel(redis_transport.Channel):
-    """kombu builds a new Redis client object (~0.1 ms) for every publish, ack and binding lookup.
-
-    A redis-py client is thread-safe (it only borrows connections from the pool), so one client
-    per connection pool serves them all; a new pool after a reconnect gets a new client.
-    """
-
-    _shared_client: Any = None
-
-    def _create_client(self, asynchronous: bool = False) -> Any:
-        if getattr(self.connection, "client", None) is None:
-            # The connection is closing (Redis went away): kombu may still try to restore unacked
-            # messages through it. Say "connection lost", which the worker recovers from, rather
-            # than fail on the missing client, which kills the worker.
-            raise redis.exceptions.ConnectionError("the broker connection is closed")
-        if asynchronous:
-            return super()._create_client(asynchronous=True)
-        client = self._shared_client
-        if client is None or client.connection_pool is not self.pool:
-            client = self._shared_client = super()._create_client()
-        return client
-
-
-class _Transport(redis_transport.Transport):
-    Channel = _OneClientChannel
+from worker.transport import use_one_client_transport
 
 
 def make_celery(settings: Settings) -> Celery:
     """The app every gateway process uses to publish or consume attempts, its tasks registered."""
     keys = Keys(settings.key_prefix)
+    use_one_client_transport()
     app = Celery("gateway", broker=settings.redis_url)
     app.conf.update(
-        broker_transport=_Transport,
         task_serializer="json",
         accept_content=["json"],
         task_acks_late=True,

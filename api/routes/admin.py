@@ -1,23 +1,33 @@
-"""Operators' view: live budget levels, reservations, queue depth per lane x tenant, breakers.
+"""Operators' views: live budgets, queues and breakers; the overview the console shows; any tenant's jobs.
 
-Guarded by the admin key from the environment (``GATEWAY_ADMIN_KEY`` by default), never a tenant key:
-these numbers span every tenant.
+Guarded by the operators' key (``GATEWAY_ADMIN_KEY`` by default) or the console's session with its
+CSRF token, never a tenant key: these numbers span every tenant.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from api.answers import Budgets
+from api.answers import AdminJob, AdminJobList, Budgets, JobStatus, Overview
 from api.deps import AdminDep, GatewayDep
 from api.gateway import Gateway
 from api.openapi import OPERATORS_KEY, answer, errors
-from shared.lanes import LANES
+from api.overview import budget_snapshot, overview
+from api.responses import OrjsonResponse
+from shared.db import overview as store_overview
+from shared.db.ids import is_job_id
+from shared.db.session import session_scope
+from shared.errors import NotFound, echo
 
 router = APIRouter()
+
+TenantFilter = Annotated[str | None, Query(max_length=63, pattern=r"^[a-z0-9][a-z0-9_-]*$",
+                                           description="only this tenant's jobs")]
+FeatureFilter = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+                                            description="only this feature's jobs (case-insensitive)")]
 
 
 @router.get("/v1/admin/budgets", response_model=None,
@@ -26,21 +36,39 @@ async def budgets(admin: AdminDep, gw: GatewayDep) -> dict[str, Any]:
     return await run_in_threadpool(budget_snapshot, gw)
 
 
-def budget_snapshot(gw: Gateway) -> dict[str, Any]:
-    store, tree = gw.admitter.store, gw.admitter.tree
-    buckets = tree.all_buckets()
-    levels = store.levels(buckets)
-    reserved = store.reserved_totals()
-    return {
-        "buckets": [
-            {"key": b.key, "level": round(levels.get(b.key, b.capacity), 1), "capacity": b.capacity,
-             "rate_per_s": b.rate, "borrowable": b.borrowable,
-             "reservations": reserved.get(b.key, (0, 0.0))[0], "reserved": reserved.get(b.key, (0, 0.0))[1]}
-            for b in buckets
-        ],
-        "queues": {lane: {"waiting": gw.queues.waiting_in_lane(lane), "tokens": gw.queues.waiting_tokens(lane),
-                          "tenants": {t: gw.queues.depth(lane, t) for t in gw.queues.active_tenants(lane)}}
-                   for lane in LANES},
-        "breakers": gw.admitter.breakers.states([d.name for d in gw.settings.deployments]),
-        "scheduler": {"leader": gw.redis.get(gw.keys.leader)},
-    }
+@router.get("/v1/admin/overview", responses={
+    200: answer(Overview, "Queues with their oldest job's age, budgets, breakers, processes, failures per minute, "
+                          "today's cost"), **errors(*OPERATORS_KEY)})
+async def admin_overview(admin: AdminDep, gw: GatewayDep) -> OrjsonResponse:
+    return OrjsonResponse(await run_in_threadpool(overview, gw))
+
+
+@router.get("/v1/admin/jobs", responses={200: answer(AdminJobList, "The newest jobs of every tenant"),
+                                          **errors(*OPERATORS_KEY, 400)})
+async def admin_jobs(admin: AdminDep, gw: GatewayDep, tenant: TenantFilter = None, feature: FeatureFilter = None,
+                     status: JobStatus | None = None,
+                     limit: Annotated[int, Query(ge=1, le=200)] = 50) -> OrjsonResponse:
+    rows = await run_in_threadpool(_recent_jobs, gw, tenant, feature, status, limit)
+    return OrjsonResponse({"object": "list", "data": rows})
+
+
+@router.get("/v1/admin/jobs/{job_id}", responses={200: answer(AdminJob, "Any tenant's job, with its attempts"),
+                                                   **errors(*OPERATORS_KEY, 404)})
+async def admin_job(admin: AdminDep, gw: GatewayDep, job_id: str) -> OrjsonResponse:
+    return OrjsonResponse(await run_in_threadpool(_job_detail, gw, job_id))
+
+
+def _recent_jobs(gw: Gateway, tenant: str | None, feature: str | None, status: str | None,
+                 limit: int) -> list[dict[str, Any]]:
+    with session_scope(gw.engine, readonly=True) as db:
+        return store_overview.recent_jobs(db, tenant=tenant, feature=feature, status=status, limit=limit)
+
+
+def _job_detail(gw: Gateway, job_id: str) -> dict[str, Any]:
+    found = None
+    if is_job_id(job_id):  # anything else names no job (and never reaches the store)
+        with session_scope(gw.engine, readonly=True) as db:
+            found = store_overview.job_detail(db, job_id)
+    if found is None:
+        raise NotFound(f"job {echo(job_id)} not found", param="job_id")
+    return found

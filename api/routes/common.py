@@ -19,6 +19,7 @@ from api.auth import Caller
 from api.gateway import Gateway
 from api.metrics import FAST_LANE_SENT, SHED, SUBMITTED, SYNC_WAIT
 from api.waiter import CompletionWaiter
+from shared import tracing
 from shared.errors import InvalidRequest, Overloaded, echo
 from shared.lanes import LANE_NAMES, Lane
 from shared.schemas import ChatRequest, JobTags
@@ -102,7 +103,8 @@ async def submit_and_wait(gw: Gateway, waiter: CompletionWaiter, caller: Caller,
     if fast:
         FAST_LANE_SENT.labels(by="api" if submitted.sent_by_api else "worker").inc()
     try:
-        return submitted, await _wait(gw, waiter, submitted, wait_s)
+        with tracing.span("delivery", parent=submitted.trace, job=view.get("id"), waited=bool(wait_s)):
+            return submitted, await _wait(gw, waiter, submitted, wait_s)
     finally:
         if wait_s:
             SYNC_WAIT.observe(time.monotonic() - started)

@@ -75,11 +75,12 @@ class ProviderAdapter:
     def client(self) -> httpx.Client:
         return self._client or http.shared_client()
 
-    def call(self, request: dict[str, Any]) -> ProviderResult:
-        """Send ``request`` (OpenAI chat format) as ``deployment.model``; one attempt, no retries."""
+    def call(self, request: dict[str, Any], headers: dict[str, str] | None = None) -> ProviderResult:
+        """Send ``request`` (OpenAI chat format) as ``deployment.model``; one attempt, no retries.
+        ``headers`` go with this call only (its trace context)."""
         content = orjson.dumps(self.encode(request))
         started = time.perf_counter()
-        raw = self._send(content)
+        raw = self._send(content, {**self.headers, **headers} if headers else self.headers)
         latency_ms = (time.perf_counter() - started) * 1000.0
         if raw.status >= 300:
             raise errors.from_response(raw.status, raw.headers, raw.content, self.deployment.name)
@@ -89,10 +90,10 @@ class ProviderAdapter:
             latency_ms=latency_ms, deployment=self.deployment.name,
         )
 
-    def _send(self, content: bytes) -> http.RawResponse:
+    def _send(self, content: bytes, headers: dict[str, str]) -> http.RawResponse:
         try:
             return http.post(
-                self.client, self.url, content=content, headers=self.headers, params=self.params,
+                self.client, self.url, content=content, headers=headers, params=self.params,
                 timeouts=self.deployment.timeouts,
             )
         except httpx.HTTPError as exc:

@@ -9,6 +9,7 @@
     DELETE /sim/faults[/{id}]      remove all rules, or one
     POST   /sim/limits             {"model": ..., "api": "openai"|"anthropic", "rpm": ..., "tpm": ...}
     POST   /sim/reset              {"meters": true, "stats": true, "faults": false}
+    GET    /sim/traceparents       the ``traceparent`` headers of the last 1,000 requests that sent one
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class SimApp:
             ("GET", "/sim/stats"): self.stats,
             ("GET", "/sim/requests"): self.requests,
             ("GET", "/sim/config"): self.show_config,
+            ("GET", "/sim/traceparents"): self.show_traceparents,
             ("GET", "/sim/faults"): self.list_faults,
             ("POST", "/sim/faults"): self.add_faults,
             ("DELETE", "/sim/faults"): self.clear_faults,
@@ -188,6 +190,9 @@ class SimApp:
         data["faults"] = self.sim.faults.describe()
         data["tokenizer"] = tokenizer_name()
         return json_response(200, data)
+
+    async def show_traceparents(self, request: Request) -> Reply:
+        return json_response(200, {"traceparents": list(self.sim.traceparents)})
 
     async def list_faults(self, request: Request) -> Reply:
         return json_response(200, {"faults": self.sim.faults.describe()})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -96,6 +97,8 @@ class Simulator:
         self.faults = FaultBoard(self.clock, config.seed)
         self.faults.add(config.faults)
         self.stats = Stats(self.clock, self.limiter, config.stats)
+        # The W3C trace context callers sent with their last requests (GET /sim/traceparents).
+        self.traceparents: deque[dict[str, str]] = deque(maxlen=1000)
 
     def model_config(self, model: str, api: str) -> ModelConfig | None:
         found = self.config.models.get(model)
@@ -126,6 +129,8 @@ class Simulator:
         config = self.model_config(req.model, api.name)
         if config is None:
             return api.unknown_model(req.model)
+        if traceparent := request.headers.get("traceparent"):
+            self.traceparents.append({"model": req.model, "traceparent": traceparent})
         return await self._serve(api, request, req, key, org, config)
 
     async def _serve(self, api: ProviderApi, request: Request, req: ChatRequest, key: str, org: str,

@@ -101,9 +101,9 @@ def test_a_disabled_breaker_always_allows_and_stores_nothing(make: MakeBreakers,
 
 def test_from_settings_takes_each_deployments_breaker(client: redis.Redis, keys: Keys) -> None:
     settings = Settings.model_validate({"deployments": [
-        {"name": "gpt-4o-mini@sim", "provider": "sim-openai", "model": "gpt-4o-mini",
+        {"name": "gpt-4o-mini@sim", "provider": "sim-openai", "model": "gpt-4o-mini", "limits": {"rpm": 60},
          "breaker": {"min_calls": 3, "open_s": 5}},
-        {"name": "claude-haiku@sim", "provider": "sim-anthropic", "model": "claude-haiku-4-5"},
+        {"name": "claude-haiku@sim", "provider": "sim-anthropic", "model": "claude-haiku-4-5", "limits": {"rpm": 60}},
     ]})
     b = Breakers.from_settings(client, keys, settings)
     assert b.config("gpt-4o-mini@sim").min_calls == 3

@@ -60,3 +60,38 @@ def test_an_api_with_several_processes_reports_the_counters_of_all_of_them(stack
     for text in scrapes:  # whichever process answered the scrape
         assert _value(text, "gateway_jobs_submitted_total", lane="interactive", admitted_inline="True") == 12
         assert _value(text, "gateway_fast_lane_sent_total", by="api") == 12
+
+
+def test_budget_gauges_are_labelled_by_what_they_limit_not_by_key(stack: Stack) -> None:
+    text = httpx.get(f"{stack.url}/metrics", headers=ADMIN).text
+    assert _value(text, "gateway_budget_capacity", level="deployment", deployment="gpt-4o-mini@sim", axis="tpm",
+                  lane="", tenant="", feature="", limit="") == 95_000_000  # 100M TPM x headroom 0.95, a minute
+    assert _value(text, "gateway_budget_capacity", level="lane", deployment="gpt-4o-mini@sim", axis="tpm",
+                  lane="batch", tenant="", feature="", limit="") > 0
+    assert _value(text, "gateway_budget_capacity", level="feature", deployment="", axis="", lane="", tenant="acme",
+                  feature="summarizer", limit="hard") == 150_000
+    assert "{bucket=" not in text and ":budget:" not in text  # no raw Redis keys as labels
+
+
+def test_http_requests_breakers_and_processes_are_exported(stack: Stack) -> None:
+    with stack.client() as c:
+        assert c.get("/v1/jobs/job_00000000000000000000000000").status_code == 404
+    text = httpx.get(f"{stack.url}/metrics", headers=ADMIN).text
+    assert _value(text, "gateway_http_requests_total", route="/v1/jobs/{job_id}", method="GET", status="404") >= 1
+    assert _value(text, "gateway_http_request_seconds_count", route="/v1/jobs/{job_id}", method="GET") >= 1
+    assert "job_0000" not in text  # the template, never the path a caller sent
+    assert _value(text, "gateway_breaker_state", deployment="gpt-4o-mini@sim", state="closed") == 1
+    assert _value(text, "gateway_processes_alive", kind="worker") >= 1
+    assert _value(text, "gateway_processes_alive", kind="scheduler") >= 1
+    assert _value(text, "gateway_lane_deadline_seconds", lane="interactive") == 60
+    assert re.search(r"^gateway_scheduler_leader 1\.0$", text, re.M)
+
+
+def test_every_metric_the_dashboard_and_the_alerts_use_is_exported(stack: Stack) -> None:
+    from tests.test_compose import _expressions
+
+    text = httpx.get(f"{stack.url}/metrics", headers=ADMIN).text
+    families = set(re.findall(r"^# TYPE (\S+) \S+$", text, re.M))
+    exported = families | {f"{f}{suffix}" for f in families for suffix in ("_total", "_bucket", "_count", "_sum")}
+    used = {name for _, expr in _expressions() for name in re.findall(r"\bgateway_[a-z0-9_]+", expr)}
+    assert used - exported == set()

@@ -20,9 +20,10 @@ from tests.conftest import ADMIN, Stack
 
 TENANT = ("ApiKey", "XApiKey")
 OPERATORS = ("OperatorsKey", "OperatorsXApiKey")
+CONSOLE = ("OperatorsKey", "OperatorsXApiKey", ("ConsoleSession", "ConsoleCsrf"))  # cookie and CSRF token together
 SUBMIT = {400, 401, 403, 404, 408, 409, 413, 429, 500, 503}
 # (method, path): (the statuses it documents, the schemes its key may come by)
-CONTRACT: dict[tuple[str, str], tuple[set[int], tuple[str, ...]]] = {
+CONTRACT: dict[tuple[str, str], tuple[set[int], tuple[str | tuple[str, ...], ...]]] = {
     ("post", "/v1/chat/completions"): ({200, *SUBMIT, 502, 504}, TENANT),
     ("post", "/v1/messages"): ({200, *SUBMIT, 502, 504}, TENANT),
     ("post", "/v1/jobs"): ({200, 202, *SUBMIT}, TENANT),
@@ -31,8 +32,11 @@ CONTRACT: dict[tuple[str, str], tuple[set[int], tuple[str, ...]]] = {
     ("get", "/v1/jobs/{job_id}"): ({200, 400, 401, 403, 404, 429, 500, 503}, TENANT),
     ("delete", "/v1/jobs/{job_id}"): ({200, 401, 403, 404, 409, 429, 500, 503}, TENANT),
     ("get", "/v1/models"): ({200, 401, 403, 429, 500, 503}, TENANT),
-    ("get", "/v1/admin/budgets"): ({200, 401, 403, 500, 503}, OPERATORS),
-    ("get", "/v1/admin/audit"): ({200, 400, 401, 403, 500, 503}, OPERATORS),
+    ("get", "/v1/admin/budgets"): ({200, 401, 403, 500, 503}, CONSOLE),
+    ("get", "/v1/admin/overview"): ({200, 401, 403, 500, 503}, CONSOLE),
+    ("get", "/v1/admin/jobs"): ({200, 400, 401, 403, 500, 503}, CONSOLE),
+    ("get", "/v1/admin/jobs/{job_id}"): ({200, 401, 403, 404, 500, 503}, CONSOLE),
+    ("get", "/v1/admin/audit"): ({200, 400, 401, 403, 500, 503}, CONSOLE),
     ("get", "/v1/audit"): ({200, 400, 401, 403, 429, 500, 503}, TENANT),
     ("get", "/metrics"): ({200, 401, 403, 500, 503}, OPERATORS),
     ("get", "/healthz"): ({200}, ()),
@@ -87,7 +91,8 @@ def test_each_operation_documents_its_statuses_errors_and_key(document: dict[str
             assert answer["headers"]["retry-after"]["required"] is True
         if int(status) < 300:
             assert answer["content"], status
-    assert operation.get("security", []) == [{name: []} for name in schemes]
+    assert operation.get("security", []) == [
+        {name: []} if isinstance(name, str) else dict.fromkeys(name, []) for name in schemes]
 
 
 def test_the_security_schemes_are_bearer_and_x_api_key(document: dict[str, Any]) -> None:
@@ -96,6 +101,10 @@ def test_the_security_schemes_are_bearer_and_x_api_key(document: dict[str, Any])
         assert schemes[name] == {**schemes[name], "type": "http", "scheme": "bearer"}
     for name in ("XApiKey", "OperatorsXApiKey"):
         assert schemes[name] == {**schemes[name], "type": "apiKey", "in": "header", "name": "x-api-key"}
+    assert schemes["ConsoleSession"] == {**schemes["ConsoleSession"], "type": "apiKey", "in": "cookie",
+                                         "name": "gw_console"}
+    assert schemes["ConsoleCsrf"] == {**schemes["ConsoleCsrf"], "type": "apiKey", "in": "header",
+                                      "name": "x-gateway-csrf"}
 
 
 def test_job_and_chat_answers_document_the_gateway_headers(document: dict[str, Any]) -> None:

@@ -100,3 +100,16 @@ def test_every_admin_action_is_in_the_audit_log_and_its_chain_verifies(database_
     assert "every chain verifies" in gateway("audit", "verify", "--tenant", "hooli")
     exported = gateway("audit", "export", "--tenant", "hooli").splitlines()
     assert len(exported) == 5 and all('"tenant_id":"hooli"' in line for line in exported)
+
+
+def test_list_verbs_print_json_for_scripts(database_url: str) -> None:
+    import json
+
+    gateway("tenants", "create", "acme")
+    gateway("keys", "create", "--tenant", "acme", "--name", "ci")
+    tenants_json = json.loads(gateway("tenants", "list", "--json"))
+    assert tenants_json == [{"id": "acme", "name": "acme", "disabled": False, "active_keys": 1,
+                             "created_at": tenants_json[0]["created_at"]}]
+    keys_json = json.loads(gateway("keys", "list", "--json", "--tenant", "acme"))
+    assert [(k["tenant"], k["name"], k["revoked_at"]) for k in keys_json] == [("acme", "ci", None)]
+    assert keys_json[0]["prefix"].startswith("gw-")
