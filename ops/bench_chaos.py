@@ -61,6 +61,7 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("  refused while the gateway's Redis was down (503, not accepted)", f"{callers['refused_redis_down']}", ""),
         ("provider successes never recorded", f"{bill['unrecorded_provider_calls']} of {bill['provider_successes']}",
          "(paid to the provider, billed to nobody)"),
+        ("dispatches stranded (message lost), sent again after", _stranded(s["stranded_dispatches"]), ""),
         ("answered by deployment", ", ".join(f"{d} {n}" for d, n in fb["succeeded_attempts"].items()), ""),
         ("  during the outage", ", ".join(f"{d} {n}" for d, n in fb["succeeded_during_outage"].items()), ""),
         ("provider 429s by model", ", ".join(f"{m} {n}" for m, n in fb["provider_429s"].items()), ""),
@@ -70,6 +71,12 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("outage end -> breaker closed", _s(rec["breaker_closed_after_s"]), ""),
         ("outage end -> full traffic (>= 90% req/s)", _s(rec["full_traffic_after_s"]), ""),
     ]
+
+
+def _stranded(found: list[dict[str, Any]]) -> str:
+    if not found:
+        return "0"
+    return f"{len(found)}, " + ", ".join(_s(d["sent_after_s"]) for d in found)
 
 
 def _crashes(crashes: list[dict[str, Any]]) -> str:
@@ -138,6 +145,11 @@ def _fault_notes(s: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _stranded_notes(s: dict[str, Any]) -> list[str]:
+    return [f"stranded dispatch (no worker took its message): job {d['job']} sent at {d['dispatched_at_s']:.1f} s "
+            f"({d['after']}), sent again {_s(d['sent_after_s'])} later" for d in s["stranded_dispatches"]]
+
+
 def print_table(summary: dict[str, Any]) -> None:
     lines = rows(summary)
     width = max(len(label) for label, _, _ in lines) + 2
@@ -148,7 +160,7 @@ def print_table(summary: dict[str, Any]) -> None:
     widths = [max(len(r[i]) for r in table) + 2 for i in range(len(table[0]))]
     for r in table:
         print("".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
-    for note in _fault_notes(summary):
+    for note in _fault_notes(summary) + _stranded_notes(summary):
         print(note)
 
 

@@ -3,9 +3,10 @@
 - Round robin over the api processes; one that refuses the connection (killed, not restarted yet) is
   skipped for the next, as a load balancer does on a connect error (nothing was sent, so it is safe).
 - Every copilot call carries an ``Idempotency-Key`` of its own. A call whose connection drops after
-  it was sent (its api was killed under it) is asked again once, with the same key, on another api:
-  the gateway returns the job the first ask made (waiting for it to end) rather than a second one,
-  which is how the README tells a caller to find its answer after a dropped connection.
+  it was sent (its api was killed under it) is asked again with the same key, on the next api, up to
+  ``ASKS`` times in all (a connection pooled to the api just killed may drop the next ask too): the
+  gateway returns the job the first ask made (waiting for it to end) rather than a second one, which
+  is how the README tells a caller to find its answer after a dropped connection.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ops.storm.scenario import COPILOT
 from ops.storm.traffic import Call, GatewayCaller
 
 DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)  # sent, then the connection went
+ASKS = 3
 
 
 class ChaosCaller(GatewayCaller):
@@ -44,11 +46,7 @@ class ChaosCaller(GatewayCaller):
         call.attempts = 1
         headers = {**self._auth(call.tenant), "x-gateway-feature": COPILOT, "idempotency-key": uuid.uuid4().hex}
         try:
-            try:
-                response = await self._post("/v1/chat/completions", json=body, headers=headers)
-            except DROPPED:
-                call.dropped, call.attempts = time.time(), 2
-                response = await self._post("/v1/chat/completions", json=body, headers=headers)
+            response = await self._ask(call, body, headers)
         except httpx.HTTPError as exc:
             call.done, call.error = time.time(), type(exc).__name__
             return
@@ -60,6 +58,17 @@ class ChaosCaller(GatewayCaller):
             call.tokens_in, call.tokens_out = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
         else:
             call.error = _error_code(response)
+
+    async def _ask(self, call: Call, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+        """The call, asked again with the same Idempotency-Key while its connection drops."""
+        for ask in range(1, ASKS + 1):
+            try:
+                return await self._post("/v1/chat/completions", json=body, headers=headers)
+            except DROPPED:
+                if ask == ASKS:
+                    raise
+                call.dropped, call.attempts = call.dropped or time.time(), ask + 1
+        raise AssertionError("unreachable")
 
 
 def _error_code(response: httpx.Response) -> str:

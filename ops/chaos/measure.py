@@ -38,7 +38,10 @@ last until the copilot stops):
   Leases of live processes keep their token (a worker's heartbeat takes a lease Redis forgot back
   under the same token), and a retry after a recorded failure is excluded by the attempt it ended.
   A lease live with the same token at an earlier kill is that kill's. A lease with more than
-  ``attempt_lease_s`` left is a dispatch no worker had taken yet (counted apart);
+  ``attempt_lease_s`` left is a dispatch no worker had taken yet; its age is ``dispatch_lease_s`` less
+  what it has left. One older than 2 s is a *stranded dispatch* (its Celery message is lost: workers
+  take a message within milliseconds when they have threads free), listed apart with the fault just
+  before it was sent and how long after it the job was sent;
 - re-sent after: from the kill (outage: from the end of the failed attempt) to the start of the
   job's next attempt (``started_at`` = finished - the call's latency, from the store); median and
   max over the affected jobs (target for a worker or api kill: <= 10 s); jobs never re-sent are listed;
@@ -48,7 +51,7 @@ last until the copilot stops):
 - back after: scheduler, from the kill until the standby holds the leader lease (read every 10 ms,
   target <= 2 s); Redis, until the empty one answers; worker and api, until the replacement started;
 - admission resumed after (scheduler, Redis): from the kill to the first admission of a batch-lane job
-  recorded in the store (``admitted_at``; only a scheduler admits batch jobs);
+  recorded in the store (``admitted_at``; only a scheduler admits batch jobs) after the role was back;
 - dropped callers (api): copilot calls whose connection dropped mid-call; answered: how many got
   their answer by asking again with the same Idempotency-Key, and when the last one did.
 """
@@ -68,6 +71,8 @@ from shared.config import AdmissionConfig
 from shared.db.models import TERMINAL_STATUSES
 
 ATTEMPT_LEASE_MS = AdmissionConfig().attempt_lease_s * 1000  # longer left: a dispatch no worker took yet
+DISPATCH_LEASE_MS = AdmissionConfig().dispatch_lease_s * 1000
+STRANDED_S = 2.0  # a dispatch no worker took this long after it was sent (with threads free): its message is lost
 SLIDING_S = 3.0  # the window of the primary's rate after the outage
 STEP_S = 0.25
 REFUSED = "queue_unavailable"
@@ -75,7 +80,7 @@ REFUSED = "queue_unavailable"
 
 def summarize(obs: Observed) -> dict[str, Any]:
     return {"jobs": outcomes(obs), "charges": charges(obs), "callers_failed": callers_failed(obs),
-            "faults": faults(obs), "dead_provider": dead_provider(obs),
+            "faults": faults(obs), "stranded_dispatches": stranded(obs), "dead_provider": dead_provider(obs),
             "recovery": recovery(obs), "fallback": fallback(obs), "copilot": copilot(obs),
             "database": obs.database,
             "crashes": [{"role": c.role, "pid": c.pid, "exit_code": c.exit_code, "at_s": round(c.at - obs.t0, 1)}
@@ -361,12 +366,45 @@ def _outage_affected(obs: Observed, attempts: dict[str, list[dict[str, Any]]]) -
 
 def _kill_affected(obs: Observed, seen: KillSeen, attempts: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
     """Jobs whose lease passed to a new dispatch with no attempt ending between the kill and then; a
-    lease already live (same token) at an earlier kill is that kill's."""
+    lease already live (same token) at an earlier kill is that kill's, a stranded dispatch nobody's."""
     at = seen.killed.at
     earlier = {(j, t) for before in obs.kills if before.killed.at < at for j, t in before.leases.items()}
     return {job_id: at for job_id, new in seen.new_token_at.items()
-            if (job_id, seen.leases[job_id]) not in earlier
+            if (job_id, seen.leases[job_id]) not in earlier and not _stranded_at(seen, job_id)
             and not any(at < (a["finished_at"] or 0) <= new for a in attempts.get(job_id, []))}
+
+
+def _granted_at(seen: KillSeen, job_id: str) -> float | None:
+    """When a dispatch lease live at the kill was granted (from its time left); None for a call's lease."""
+    ttl = seen.ttl_ms.get(job_id, 0)
+    return None if ttl <= ATTEMPT_LEASE_MS else seen.killed.at - (DISPATCH_LEASE_MS - ttl) / 1000
+
+
+def _stranded_at(seen: KillSeen, job_id: str) -> float | None:
+    granted = _granted_at(seen, job_id)
+    return granted if granted is not None and granted < seen.killed.at - STRANDED_S else None
+
+
+def stranded(obs: Observed) -> list[dict[str, Any]]:
+    """Dispatches no worker took for more than STRANDED_S (seen at any kill): when sent, the fault just
+    before, and when the job's next attempt started (from the dispatch)."""
+    attempts: dict[str, list[float]] = defaultdict(list)
+    for a in obs.attempts:
+        attempts[a["job_id"]].append(a["started_at"])
+    found: dict[tuple[str, str], float] = {}
+    for seen in obs.kills:
+        for job_id, token in seen.leases.items():
+            if (granted := _stranded_at(seen, job_id)) is not None:
+                found.setdefault((job_id, token), granted)
+    faults = [("outage", obs.events["outage_start"]), *((k.role, k.killed.at) for k in obs.kills)]
+    out = []
+    for (job_id, _), granted in sorted(found.items(), key=lambda item: item[1]):
+        before = [(name, t) for name, t in faults if t <= granted]
+        sent = min((t for t in attempts[job_id] if t >= granted), default=None)
+        out.append({"job": job_id, "dispatched_at_s": round(granted - obs.t0, 2),
+                    "after": f"{before[-1][0]} +{granted - before[-1][1]:.2f} s" if before else None,
+                    "sent_after_s": _round(sent - granted if sent else None, 2)})
+    return out
 
 
 def _resent(affected: dict[str, float], attempts: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -393,7 +431,8 @@ def _kill_measures(obs: Observed, seen: KillSeen, attempts: dict[str, list[dict[
                            "dispatches_not_taken_at_kill": sum(ttl > ATTEMPT_LEASE_MS for ttl in seen.ttl_ms.values()),
                            **_resent(_kill_affected(obs, seen, attempts), attempts)}
     if seen.role in ("scheduler", "redis"):
-        admitted = [j["admitted_at"] for j in obs.jobs if j["lane"] == "batch" and (j["admitted_at"] or 0) > at]
+        back = max(at, seen.back_at or at)  # a round the old leader, or Redis, finished is not a resumption
+        admitted = [j["admitted_at"] for j in obs.jobs if j["lane"] == "batch" and (j["admitted_at"] or 0) > back]
         row["admission_resumed_after_s"] = _round(min(admitted) - at if admitted else None, 2)
     if seen.role == "scheduler":
         row["new_leader"] = seen.new_leader
