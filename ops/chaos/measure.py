@@ -370,7 +370,7 @@ def _kill_affected(obs: Observed, seen: KillSeen, attempts: dict[str, list[dict[
     at = seen.killed.at
     earlier = {(j, t) for before in obs.kills if before.killed.at < at for j, t in before.leases.items()}
     return {job_id: at for job_id, new in seen.new_token_at.items()
-            if (job_id, seen.leases[job_id]) not in earlier and not _stranded_at(seen, job_id)
+            if (job_id, seen.leases[job_id]) not in earlier and _stranded_at(seen, job_id) is None
             and not any(at < (a["finished_at"] or 0) <= new for a in attempts.get(job_id, []))}
 
 
@@ -381,6 +381,7 @@ def _granted_at(seen: KillSeen, job_id: str) -> float | None:
 
 
 def _stranded_at(seen: KillSeen, job_id: str) -> float | None:
+    """When a dispatch no worker took for over STRANDED_S before the kill was sent; None otherwise."""
     granted = _granted_at(seen, job_id)
     return granted if granted is not None and granted < seen.killed.at - STRANDED_S else None
 
@@ -396,10 +397,10 @@ def stranded(obs: Observed) -> list[dict[str, Any]]:
         for job_id, token in seen.leases.items():
             if (granted := _stranded_at(seen, job_id)) is not None:
                 found.setdefault((job_id, token), granted)
-    faults = [("outage", obs.events["outage_start"]), *((k.role, k.killed.at) for k in obs.kills)]
+    marks = [("outage", obs.events["outage_start"]), *((k.role, k.killed.at) for k in obs.kills)]
     out = []
     for (job_id, _), granted in sorted(found.items(), key=lambda item: item[1]):
-        before = [(name, t) for name, t in faults if t <= granted]
+        before = [(name, t) for name, t in marks if t <= granted]
         sent = min((t for t in attempts[job_id] if t >= granted), default=None)
         out.append({"job": job_id, "dispatched_at_s": round(granted - obs.t0, 2),
                     "after": f"{before[-1][0]} +{granted - before[-1][1]:.2f} s" if before else None,
