@@ -307,7 +307,7 @@ async def _count(client: httpx.AsyncClient, feature: str) -> int:
         cursor = page["next_cursor"]
 
 
-def _create_pg_database(url: str) -> None:
+def create_pg_database(url: str) -> None:
     """A fresh PostgreSQL database for the run (dropped first if it exists)."""
     import psycopg
 
@@ -354,7 +354,7 @@ def main() -> None:
                         "e.g. postgresql://postgres@127.0.0.1:5432/gw_bench (created if missing)")
     args = parser.parse_args()
     if args.database_url:
-        _create_pg_database(args.database_url)
+        create_pg_database(args.database_url)
     stack = Stack(args.workers, args.concurrency, args.database_url)
     lat, thr = None, []
     try:

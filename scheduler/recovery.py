@@ -6,7 +6,8 @@ pops). Two kinds of lost job:
   push. Put back in its queue.
 - admitted in SQL but with no attempt lease: its worker was killed, its message died with Redis,
   or the scheduler died between admitting and sending. Back to queued with the same attempt number
-  (it never recorded a result), admitted again against the budget like any job.
+  (it never recorded a result), at the front of its queue (it had its fair turn already: behind a
+  tenant's backlog it would wait minutes), admitted again against the budget like any job.
 A grace period keeps it away from jobs that are only between two steps of a healthy hand-off.
 
 A row it cannot put back (written by an older version, a model no longer configured, a request that
@@ -90,7 +91,7 @@ class Recovery:
             return False
         if orphan and not self._back_to_queued(job_id):
             return False  # it finished or moved on meanwhile
-        self.queues.push(env)
+        self.queues.push(env, front=orphan)
         return True
 
     def _envelope_of(self, job_id: str) -> Envelope | None:

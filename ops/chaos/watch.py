@@ -1,4 +1,5 @@
-"""What the benchmark watches while things break: the simulator per model, and the breakers' log.
+"""What the benchmark watches while things break: the simulator per model, the breakers' log, the
+attempt leases a kill left behind, and the leader lease after the leader is killed.
 
 The breakers' transition log lives in the gateway's Redis, which the benchmark kills; so the log is
 read every half second and every transition kept here (the log is a list of unique moves, newest
@@ -21,6 +22,8 @@ from shared.breaker import Breakers, Transition
 from shared.keys import Keys
 
 SAMPLE_S = 0.5
+LEASE_SAMPLE_S = 0.25
+LEADER_SAMPLE_S = 0.01
 COUNTERS = ("requests", "admitted", "succeeded")
 
 
@@ -86,3 +89,62 @@ class Watch:
                 if key not in self.seen:
                     self.seen.add(key)
                     self.out.transitions.append(move)
+
+
+def leases_now(client: redis.Redis, keys: Keys, job_ids: list[str]) -> dict[str, str]:
+    """The token of each of these jobs' live attempt lease (jobs without one are left out)."""
+    if not job_ids:
+        return {}
+    values = client.mget([keys.lease(j) for j in job_ids])
+    return {j: v.decode() if isinstance(v, bytes) else str(v) for j, v in zip(job_ids, values, strict=True) if v}
+
+
+def lease_ttls_ms(client: redis.Redis, keys: Keys, job_ids: list[str]) -> dict[str, int]:
+    """How long each of these leases has left (ms): at most ``attempt_lease_s`` for a call's lease kept
+    by a heartbeat, up to ``dispatch_lease_s`` for a dispatch no worker has taken yet."""
+    with client.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.pttl(keys.lease(job_id))
+        return dict(zip(job_ids, (int(ttl) for ttl in pipe.execute()), strict=True))
+
+
+class LeaseWatch:
+    """The attempt leases live at a kill, followed until the run ends: when each first held another
+    token (a new dispatch: how recovery sends an orphaned attempt again, or a retry is admitted)."""
+
+    def __init__(self, redis_url: str, keys: Keys, tokens: dict[str, str]) -> None:
+        self.client = redis.Redis.from_url(redis_url, socket_connect_timeout=0.3, socket_timeout=1)
+        self.keys = keys
+        self.tokens = tokens
+        self.new_token_at: dict[str, float] = {}
+
+    async def run(self, stop: asyncio.Event) -> dict[str, float]:
+        while not stop.is_set() and len(self.new_token_at) < len(self.tokens):
+            await asyncio.to_thread(self._sample)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=LEASE_SAMPLE_S)
+        return self.new_token_at
+
+    def _sample(self) -> None:
+        pending = [j for j in self.tokens if j not in self.new_token_at]
+        try:
+            now_held = leases_now(self.client, self.keys, pending)
+        except redis.RedisError:  # Redis restarting: the next sample
+            return
+        now = time.time()
+        for job_id, token in now_held.items():
+            if token != self.tokens[job_id]:
+                self.new_token_at[job_id] = now
+
+
+def wait_for_new_leader(redis_url: str, keys: Keys, old: str, timeout_s: float = 30.0) -> tuple[float, str | None]:
+    """Read the leader lease every 10 ms until another scheduler holds it: (when, its instance id)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True, socket_connect_timeout=0.3, socket_timeout=1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis.RedisError):
+            holder = client.get(keys.leader)
+            if holder and holder != old:
+                return time.time(), str(holder)
+        time.sleep(LEADER_SAMPLE_S)
+    return time.time(), None

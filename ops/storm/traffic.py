@@ -46,6 +46,8 @@ class Call:
     job_id: str | None = None  # the gateway's job, to read where its time went from the store
     estimated_in: int | None = None  # the gateway's input estimate when it accepted the job (backlog jobs)
     phases: dict[str, float] | None = None  # seconds in each step of the gateway path
+    error: str | None = None  # why it failed: the gateway's error code, or the transport error's name
+    dropped: float | None = None  # when its connection dropped mid-call (it was then asked again)
 
     @property
     def latency_s(self) -> float | None:

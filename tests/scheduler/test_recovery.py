@@ -1,5 +1,6 @@
 """Recovery puts back what Redis forgot, fails what can never run, and never blames a job for an
-outage: a Redis that is down while it works is retried, not written into the job's record."""
+outage: a Redis that is down while it works is retried, not written into the job's record. An attempt
+orphaned by a killed worker goes back ahead of its tenant's backlog."""
 
 from __future__ import annotations
 
@@ -68,6 +69,26 @@ def test_a_lost_job_goes_back_to_its_queue_with_its_estimate(recovery: Recovery)
     assert recovery.queues.missing([job_id]) == []
     assert recovery.queues.waiting_tokens("batch") > 0  # re-estimated, not zero
     assert _status(recovery, job_id) == "queued"
+
+
+def _orphan(recovery: Recovery) -> str:
+    """An admitted job nobody holds (its worker was killed: no lease), admitted long enough ago."""
+    job_id = _lost_job(recovery, CHAT)
+    with session_scope(recovery.engine) as db:
+        db.execute(update(Job).where(Job.id == job_id).values(
+            status="admitted", admitted_at=datetime.now(UTC) - timedelta(minutes=1)))
+    return job_id
+
+
+def test_an_orphaned_attempt_goes_back_ahead_of_its_tenants_backlog(recovery: Recovery) -> None:
+    """It had its fair turn already; at the back of a long batch backlog it would wait minutes."""
+    backlog = [_lost_job(recovery, CHAT) for _ in range(3)]
+    assert recovery.run_once()["requeued"] == 3  # the tenant's backlog, waiting in Redis
+    orphan = _orphan(recovery)
+    assert recovery.run_once()["redispatched"] == 1
+    popped = [env.id for env in recovery.queues.pop("batch", "acme", 4)]
+    assert popped[0] == orphan and sorted(popped[1:]) == sorted(backlog)
+    assert _status(recovery, orphan) == "queued"
 
 
 def test_a_job_that_can_never_run_is_failed_and_the_others_go_back(recovery: Recovery) -> None:
