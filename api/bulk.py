@@ -51,7 +51,8 @@ class BulkAcceptor:
         self._shed_batch(tenant, envs, self._queue_states(tenant, {env.lane for env in envs}))
         key_id = caller.identity.key_id if caller.identity else None
         rows = [jobs.NewJob(env.id, env.feature, env.lane, item.task, env.model, env.request,
-                            datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.tokens, key_id)
+                            datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.tokens, key_id,
+                            env.route.to_dict() if env.route is not None else None)
                 for env, item in zip(envs, items, strict=True)]
         with session_scope(self.gw.engine) as db:
             results = jobs.create_jobs(db, tenant, rows)
@@ -67,7 +68,8 @@ class BulkAcceptor:
         try:
             tags = item.tags()
             lane = self.gw.lane_for(caller, tags, Lane.STANDARD)
-            env = self.gw.envelope(caller.tenant, tags.feature, lane, item.model, item.payload(), tags.deadline_at)
+            env = self.gw.envelope(caller.tenant, tags.feature, lane, item.model, item.payload(), tags.deadline_at,
+                                   task=tags.task)
             self.gw.admitter.prepare(env)
         except (InvalidRequest, Overloaded, PermissionDenied) as exc:
             raise _for_item(index, exc) from exc

@@ -28,7 +28,7 @@ from shared.keys import Keys
 from shared.lanes import Lane
 from shared.queues import WaitingQueues
 from shared.redis_conn import sync_redis
-from shared.routing import chain_for
+from shared.routing import AUTO, Router, chain_for
 from shared.schemas import JobTags
 from shared.tenancy import check_feature, resolve_lane
 
@@ -48,6 +48,7 @@ class Gateway:
         self.engine = get_engine(settings.database_url)
         self.queues = WaitingQueues(self.redis, self.keys)
         self.admitter = Admitter(settings, self.redis, self.keys)
+        self.router = Router(settings)
         self.leases = AttemptLeases(self.redis, self.keys)
         self.auth = Authenticator(settings, self.redis, self.keys, self.engine)
         self.fast_lane_slots = threading.BoundedSemaphore(settings.api.fast_lane_attempts or 1)
@@ -62,12 +63,18 @@ class Gateway:
         return resolve_lane(self.settings, identity.tenant, tags.feature, tags.priority, default, identity.max_lane)
 
     def envelope(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any],
-                 deadline_at: Callable[[float], datetime], reply_to: str | None = None) -> Envelope:
-        """The job as accepted: its prompt counted here, once (every estimate after uses the count)."""
-        chain = chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
+                 deadline_at: Callable[[float], datetime], reply_to: str | None = None, *, task: str | None = None,
+                 stream: bool = False) -> Envelope:
+        """The job as accepted: its prompt counted here, once (every estimate after uses the count), and its
+        chain (or route) decided here, once (``shared.routing``): what no deployment can serve is refused."""
+        if model != AUTO:
+            chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
+        counted = prompt_tokens(request)
+        chain, route = self.router.route(tenant=tenant, feature=feature, lane=lane, model=model, request=request,
+                                         prompt_tokens=counted, task=task, stream=stream)
         job = JobSpec(id=new_job_id(), tenant=tenant, feature=feature, lane=lane, model=model, request=request,
                       deadline=deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
-                      prompt_tokens=prompt_tokens(request))
+                      prompt_tokens=counted, route=route)
         return Envelope(job, chain=chain)
 
     # -- reads -------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -93,6 +94,18 @@ class Price(_Strict):
     cached_input_per_mtok: float | None = Field(None, ge=0)
 
 
+class CapabilityOverrides(_Strict):
+    """What a deployment can serve, where the bundled model catalogue (``shared.capabilities``) is wrong or
+    silent (self-hosted models, new models, a provider account without a feature). Unset: the catalogue's."""
+
+    context_window: int | None = Field(None, gt=0, description="prompt + output tokens the model takes")
+    max_output_tokens: int | None = Field(None, gt=0)
+    tools: bool | None = None
+    vision: bool | None = Field(None, description="image parts in messages")
+    json_schema: bool | None = Field(None, description="response_format with a JSON schema")
+    streaming: bool | None = None
+
+
 class DeploymentConfig(_Strict):
     """One provider account x model: the unit that has limits, a breaker and a price."""
 
@@ -103,8 +116,10 @@ class DeploymentConfig(_Strict):
     headroom: float = Field(0.95, gt=0, le=1)
     default_max_tokens: int = Field(1024, gt=0)
     burst_s: float = Field(60.0, gt=0, le=60, description="seconds of the per-minute limit allowed at once")
-    max_context_tokens: int = Field(128_000, gt=0)
+    max_context_tokens: int = Field(128_000, gt=0, description="the context window of a model the catalogue does "
+                                    "not know (``capabilities.context_window`` overrides both)")
     price: Price | None = None
+    capabilities: CapabilityOverrides = Field(default_factory=CapabilityOverrides)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
@@ -126,9 +141,30 @@ def _default_lanes() -> dict[Lane, LaneConfig]:
     }
 
 
+TASK_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+class ModelAccess(_Strict):
+    """Which deployments a tenant's (or a feature's) jobs may use; entries name deployments or models.
+
+    ``allow`` pins them to the listed ones (null: any), ``deny`` forbids some. A route or a model's chain
+    is filtered by both; a request left with nothing is a 403 naming the model."""
+
+    allow: list[str] | None = None
+    deny: list[str] = Field(default_factory=list)
+
+    def permits(self, deployment: str, model: str) -> bool:
+        if deployment in self.deny or model in self.deny:
+            return False
+        return self.allow is None or deployment in self.allow or model in self.allow
+
+
 class FeatureConfig(_Strict):
     lane: Lane | None = Field(None, description="the lane every job of the feature runs in, whatever it asks")
     hard_tpm: int | None = Field(None, gt=0)
+    models: ModelAccess = Field(default_factory=ModelAccess)
+    tasks: dict[str, list[str]] = Field(default_factory=dict, description="task -> tiers for this feature, "
+                                        "cheapest first (overrides the tenant's and routing.tasks)")
 
 
 class TenantConfig(_Strict):
@@ -143,6 +179,9 @@ class TenantConfig(_Strict):
         "allow", description="a feature not listed under features: accepted (no cap, metrics label 'other'), "
                              "or refused with a 400 that lists the known ones")
     features: dict[str, FeatureConfig] = Field(default_factory=dict)
+    models: ModelAccess = Field(default_factory=ModelAccess)
+    tasks: dict[str, list[str]] = Field(default_factory=dict, description="task -> tiers for this tenant, "
+                                        "cheapest first (overrides routing.tasks)")
 
     @field_validator("features")
     @classmethod
@@ -250,6 +289,74 @@ class RetentionConfig(_Strict):
     jobs_days: float | None = Field(None, ge=1)
 
 
+Check = Literal["length", "json_schema", "refusal", "empty"]
+CHECKS: tuple[Check, ...] = ("length", "json_schema", "refusal", "empty")
+
+
+class CascadeConfig(_Strict):
+    """An answer from a cheaper tier that fails one of ``checks`` sends the job up a tier, like a retry."""
+
+    enabled: bool = True
+    checks: list[Check] = Field(default_factory=lambda: list(CHECKS))
+
+
+def _default_spill() -> dict[Lane, bool]:
+    return {Lane.INTERACTIVE: True, Lane.STANDARD: True, Lane.BATCH: False}
+
+
+class RoutingConfig(_Strict):
+    """Routes by task (``shared.routing``): tiers of deployments, cheapest first, and the tasks that use them.
+
+    A request with ``model: auto`` goes to the cheapest capable deployment of its task's first tier
+    (or, without a task, of the tier the complexity scorer picks among ``auto``); a lane with ``spill``
+    may go up a tier when that tier's budget cannot take it now; ``cascade`` sends an answer that fails
+    a check up a tier.
+    """
+
+    tiers: dict[str, list[str]] = Field(default_factory=dict, description="tier -> deployments")
+    tasks: dict[str, list[str]] = Field(default_factory=dict, description="task -> tiers, cheapest first")
+    auto: list[str] | None = Field(None, description="the tiers of `model: auto` without a task, cheapest first "
+                                   "(default: every tier, in the order listed)")
+    auto_thresholds: list[float] | None = Field(None, description="complexity scores (0-1) at which `auto` starts "
+                                                "one tier higher, one fewer than the auto tiers (default: evenly "
+                                                "spaced)")
+    spill: dict[Lane, bool] = Field(default_factory=_default_spill, description="per lane: may a job go up a tier "
+                                    "when its tier cannot take it now (else it waits for its tier)")
+    expected_output_tokens: int = Field(256, gt=0, description="the output a request without max_tokens is "
+                                        "priced at when routes compare deployments")
+    cascade: CascadeConfig = Field(default_factory=CascadeConfig)
+
+    @field_validator("spill", mode="before")
+    @classmethod
+    def _all_lanes(cls, spill: Any) -> Any:
+        return {**_default_spill(), **spill} if isinstance(spill, dict) else spill
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_names(cls, tasks: dict[str, list[str]]) -> dict[str, list[str]]:
+        return _checked_tasks(tasks)
+
+    def auto_tiers(self) -> list[str]:
+        return list(self.auto) if self.auto is not None else list(self.tiers)
+
+    def thresholds(self) -> list[float]:
+        """Where each auto tier after the first begins, on the scorer's 0-1 scale."""
+        if self.auto_thresholds is not None:
+            return list(self.auto_thresholds)
+        n = len(self.auto_tiers())
+        return [round(i / n, 3) for i in range(1, n)]
+
+
+def _checked_tasks(tasks: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Task names are what callers send (lower case, like feature names); each names at least one tier."""
+    for name, tiers in tasks.items():
+        if not re.match(TASK_PATTERN, name):
+            raise ValueError(f"task {name!r}: use lower-case letters, digits, '_', '.', '-' (at most 64)")
+        if not tiers:
+            raise ValueError(f"task {name!r}: needs at least one tier")
+    return tasks
+
+
 class SimConfig(_Strict):
     """The provider simulator that `gateway up` starts when the providers point at it."""
 
@@ -321,6 +428,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     retries: RetryConfig = Field(default_factory=RetryConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
     key_prefix: str = "gw"
 
@@ -369,6 +477,7 @@ class Settings(BaseSettings):
             for name in chain:
                 if name not in names:
                     raise ValueError(f"models.{model}: unknown deployment {name!r}; known: {names}")
+        _check_routing(self, names)
         return self
 
     def deployment(self, name: str) -> DeploymentConfig:
@@ -380,6 +489,32 @@ class Settings(BaseSettings):
     def tenant(self, name: str) -> TenantConfig:
         """The tenant's settings, or ``tenant_defaults`` for a tenant the file does not list."""
         return self.tenants.get(name) or self.tenant_defaults
+
+
+def _check_routing(settings: Settings, names: list[str]) -> None:
+    """Every tier names known deployments, every task known tiers; ``auto`` is the routing's model name."""
+    routing = settings.routing
+    if "auto" in settings.models or "auto" in names:
+        raise ValueError("models.auto: 'auto' is the model name of routed requests; rename that model")
+    for tier, chain in routing.tiers.items():
+        unknown = [d for d in chain if d not in names]
+        if not chain or unknown:
+            raise ValueError(f"routing.tiers.{tier}: needs known deployments; unknown {unknown}, known: {names}")
+    tiers = list(routing.tiers)
+    places: list[tuple[str, dict[str, list[str]]]] = [("routing.tasks", routing.tasks)]
+    places.append(("routing.auto", {"auto": routing.auto_tiers()}))
+    for tenant, cfg in {**settings.tenants, "(tenant_defaults)": settings.tenant_defaults}.items():
+        places.append((f"tenants.{tenant}.tasks", _checked_tasks(cfg.tasks)))
+        places += [(f"tenants.{tenant}.features.{f}.tasks", _checked_tasks(fc.tasks)) for f, fc in cfg.features.items()]
+    for where, tasks in places:
+        for task, chain in tasks.items():
+            unknown = [t for t in chain if t not in tiers]
+            if unknown:
+                raise ValueError(f"{where}.{task}: unknown tiers {unknown}; known: {tiers}")
+    given = routing.auto_thresholds
+    if given is not None and (len(given) != max(0, len(routing.auto_tiers()) - 1) or given != sorted(given)):
+        raise ValueError(f"routing.auto_thresholds: needs {len(routing.auto_tiers()) - 1} ascending scores (one "
+                         f"fewer than the auto tiers {routing.auto_tiers()}), got {given}")
 
 
 def _on_this_machine(base_url: str) -> bool:

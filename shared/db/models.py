@@ -156,6 +156,10 @@ class Job(Base):
     admitted_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    route: Mapped[dict[str, Any] | None]  # model auto: the route taken (``shared.routing.RouteSpec``)
+    escalations: Mapped[int] = mapped_column(default=0, server_default=text("0"))  # answers that failed a check
+    route_ceiling_usd: Mapped[float | None] = mapped_column(Money)  # the answer priced at the route's top tier
+    saving_usd: Mapped[float | None] = mapped_column(Money)  # route_ceiling_usd less what the job cost
 
 
 class Attempt(Base):

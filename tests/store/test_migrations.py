@@ -5,11 +5,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sqlalchemy import inspect
+from sqlalchemy import Engine, MetaData, Table, inspect
 
 from shared.db import jobs, migrate, tenants
+from shared.db.ids import new_job_id
+from shared.db.models import utcnow
 from shared.db.session import make_engine, session_scope
-from tests.store.conftest import chat, new_job
+from tests.store.conftest import chat, soon
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,14 +51,25 @@ def test_an_upgrade_that_copies_a_table_keeps_the_rows_that_reference_it(db_url:
     try:
         with session_scope(engine) as s:
             tenants.create_tenant(s, "acme")
-            job, _ = new_job(s)
-            jobs.start_attempt(s, job.id, 1, "gpt-4o-mini@sim")
+        job_id = _job_at_the_old_schema(engine)
+        with session_scope(engine) as s:
+            jobs.start_attempt(s, job_id, 1, "gpt-4o-mini@sim")
         assert migrate.upgrade(db_url) == migrate.head_revision()
         with session_scope(engine, readonly=True) as s:
-            assert [a.number for a in jobs.list_attempts(s, job.id)] == [1]
-            assert jobs.get_job(s, "acme", job.id).request == chat()
+            assert [a.number for a in jobs.list_attempts(s, job_id)] == [1]
+            assert jobs.get_job(s, "acme", job_id).request == chat()
     finally:
         engine.dispose()
+
+
+def _job_at_the_old_schema(engine: Engine) -> str:
+    """A job row as an older schema holds it: the columns of today's row that the table has so far."""
+    table = Table("jobs", MetaData(), autoload_with=engine)
+    row = jobs.NewJob(new_job_id(), "default", "standard", None, "fast", chat(), soon(), None)
+    values = jobs._new_job_values("acme", row, utcnow())
+    with engine.begin() as conn:
+        conn.execute(table.insert().values({name: v for name, v in values.items() if name in table.c}))
+    return row.job_id
 
 
 def _upgrade_in_processes(url: str, count: int) -> list[subprocess.CompletedProcess[str]]:
