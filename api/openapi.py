@@ -60,9 +60,9 @@ OPERATORS_KEY = (401, 403, 500, 503)
 BODY = (400, 408, 413)  # routes that read a JSON body
 
 
-def header(description: str, pattern: str | None = None) -> dict[str, Any]:
-    """A response header every such answer carries (``api.delivery.gateway_headers``)."""
-    return {"description": description, "required": True,
+def header(description: str, pattern: str | None = None, *, required: bool = True) -> dict[str, Any]:
+    """A response header such answers carry (``api.delivery.gateway_headers``): every one, or some."""
+    return {"description": description, "required": required,
             "schema": {"type": "string", **({"pattern": pattern} if pattern else {})}}
 
 
@@ -78,6 +78,8 @@ JOB_HEADERS = {
     "x-gateway-cost-usd": header("what the call cost, in US dollars", r"^\d+\.\d+$"),
     "x-gateway-cache": header("hit or miss"),
     "x-gateway-queued-ms": header("how long the job waited for admission, in milliseconds", _COUNT),
+    "x-gateway-route": header("model `auto` only: `task=...; tier=...; escalations=N[; saving_usd=...]; why=...`",
+                              r"^task=\S+; tier=\S+; escalations=\d+", required=False),
 }
 
 

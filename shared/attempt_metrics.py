@@ -9,6 +9,7 @@ process that ends an attempt adds them to the round trip it makes anyway (``exec
     gateway_attempt_seconds{deployment}                    histogram of the provider call's length
     gateway_tokens_total{deployment, direction}            tokens the provider billed (in, out)
     gateway_cost_usd_total{tenant, feature, deployment}    what the attempts cost
+    gateway_route_attempts_total{task, tier, result}       routed attempts: answered, escalated or failed
 
 The counters restart from zero if Redis is emptied, which Prometheus reads as a counter reset.
 """
@@ -43,12 +44,17 @@ def count_into(pipe: Any, keys: Keys, *, deployment: str, tenant: str, feature: 
         pipe.hincrbyfloat(keys.attempt_metrics("cost"), _SEP.join((tenant, feature, deployment)), cost_usd)
 
 
+def count_route_into(pipe: Any, keys: Keys, *, task: str, tier: str, result: str) -> None:
+    """Add one routed attempt's result (answered, escalated, failed) on its task's tier to ``pipe``."""
+    pipe.hincrby(keys.attempt_metrics("routes"), _SEP.join((task, tier, result)), 1)
+
+
 def collect(client: Any, keys: Keys) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
     """The four metric families, read from Redis in one round trip."""
     with client.pipeline(transaction=False) as pipe:
-        for name in ("attempts", "latency", "tokens", "cost"):
+        for name in ("attempts", "latency", "tokens", "cost", "routes"):
             pipe.hgetall(keys.attempt_metrics(name))
-        attempts, latency, tokens, cost = (_decoded(h) for h in pipe.execute())
+        attempts, latency, tokens, cost, routes = (_decoded(h) for h in pipe.execute())
 
     yield _counter("gateway_attempts", "Provider attempts by outcome (succeeded, or the error kind)",
                    ["deployment", "status"], attempts)
@@ -70,6 +76,9 @@ def collect(client: Any, keys: Keys) -> Iterator[CounterMetricFamily | Histogram
     yield _counter("gateway_tokens", "Tokens providers billed, by direction", ["deployment", "direction"], tokens)
     yield _counter("gateway_cost_usd", "What attempts cost in USD, by tenant, feature and deployment",
                    ["tenant", "feature", "deployment"], cost)
+    yield _counter("gateway_route_attempts", "Attempts of routed jobs (model auto) by task, tier and result: "
+                   "answered, escalated (the answer failed a check: escalated / all is the escalation rate) or "
+                   "failed", ["task", "tier", "result"], routes)
 
 
 def _counter(name: str, documentation: str, labels: list[str], values: dict[str, str]) -> CounterMetricFamily:

@@ -33,7 +33,7 @@ from shared.lanes import LANE_NAMES
 
 STATUSES = ("queued", "admitted", "running", "succeeded", "failed", "cancelled", "expired")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "expired"})
-ATTEMPT_STATUSES = ("running", "succeeded", "failed", "timeout", "rate_limited")
+ATTEMPT_STATUSES = ("running", "succeeded", "failed", "timeout", "rate_limited", "escalated")
 UNPURGED = "finished_at IS NOT NULL AND request IS NOT NULL"  # a finished job whose content retention keeps
 
 # Explicit constraint names: SQLite batch migrations and PostgreSQL both need stable names.
