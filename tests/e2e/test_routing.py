@@ -57,7 +57,8 @@ def test_metadata_task_and_the_native_task_field_route_too(stack: Stack) -> None
 
 def test_auto_without_a_task_starts_where_the_complexity_scorer_says(stack: Stack) -> None:
     hard = ("Design a rate limiter and explain the trade-offs step by step:\n1. the data structure\n"
-            "2. the algorithm\n3. the failure modes\n```python\ndef allow(key):\n    return True\n```")
+            "2. the algorithm\n3. the failure modes\n```python\ndef allow(key):\n    return True\n```\n"
+            "Then derive the probability that a burst of 3 * 100 requests is refused.")
     with stack.client() as c:
         easy_r = c.post("/v1/chat/completions", json=_ask("Say hi"))
         hard_r = c.post("/v1/chat/completions", json=_ask(hard))
