@@ -80,7 +80,7 @@ class Acceptor:
         attempt's last round trip; the return value is the same."""
         gw = self.gw
         env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(), tags.deadline_at,
-                          reply_to=reply_to, task=tags.task, stream=chat.stream)
+                          reply_to=reply_to, task=tags.task, stream=chat.stream, identity=caller.identity)
         estimate = gw.admitter.prepare(env).total  # a job that can never fit is refused here, never queued
         may_send_here = bool(reply_to) and gw.settings.api.fast_lane_attempts > 0
         ahead = self._read_ahead(caller, env, may_send_here)

@@ -69,7 +69,7 @@ class BulkAcceptor:
             tags = item.tags()
             lane = self.gw.lane_for(caller, tags, Lane.STANDARD)
             env = self.gw.envelope(caller.tenant, tags.feature, lane, item.model, item.payload(), tags.deadline_at,
-                                   task=tags.task)
+                                   task=tags.task, identity=caller.identity)
             self.gw.admitter.prepare(env)
         except (InvalidRequest, Overloaded, PermissionDenied) as exc:
             raise _for_item(index, exc) from exc

@@ -18,10 +18,11 @@ from execution.context import AttemptContext
 from shared.admission import Admitter
 from shared.attempt_leases import AttemptLeases
 from shared.budget import prompt_tokens
-from shared.config import Settings
+from shared.config import ModelAccess, Settings
 from shared.db import jobs
 from shared.db.ids import new_job_id
 from shared.db.session import get_engine, session_scope
+from shared.db.tenants import Identity
 from shared.dispatch import Dispatch
 from shared.envelope import Envelope, JobSpec
 from shared.keys import Keys
@@ -64,14 +65,14 @@ class Gateway:
 
     def envelope(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any],
                  deadline_at: Callable[[float], datetime], reply_to: str | None = None, *, task: str | None = None,
-                 stream: bool = False) -> Envelope:
+                 stream: bool = False, identity: Identity | None = None) -> Envelope:
         """The job as accepted: its prompt counted here, once (every estimate after uses the count), and its
         chain (or route) decided here, once (``shared.routing``): what no deployment can serve is refused."""
         if model != AUTO:
             chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
         counted = prompt_tokens(request)
         chain, route = self.router.route(tenant=tenant, feature=feature, lane=lane, model=model, request=request,
-                                         prompt_tokens=counted, task=task, stream=stream)
+                                         prompt_tokens=counted, task=task, stream=stream, key=_key_models(identity))
         job = JobSpec(id=new_job_id(), tenant=tenant, feature=feature, lane=lane, model=model, request=request,
                       deadline=deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
                       prompt_tokens=counted, route=route)
@@ -99,3 +100,11 @@ class Gateway:
         with session_scope(self.engine, readonly=True) as db:
             job = jobs.get_job_any(db, job_id)
             return jobs.job_view(job) if job is not None else None
+
+
+def _key_models(identity: Identity | None) -> ModelAccess | None:
+    """The key's own models policy (``gateway keys create --allow-models/--deny-models``), if it has one."""
+    if identity is None or (identity.allow_models is None and not identity.deny_models):
+        return None
+    allow = list(identity.allow_models) if identity.allow_models is not None else None
+    return ModelAccess(allow=allow, deny=list(identity.deny_models))

@@ -135,10 +135,12 @@ class Router:
         self.model_of = {d.name: d.model for d in settings.deployments}
 
     def route(self, *, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any],
-              prompt_tokens: int, task: str | None = None, stream: bool = False) -> tuple[list[str], RouteSpec | None]:
-        """The chain to admit from, and the route when ``model`` is ``auto`` (else None)."""
+              prompt_tokens: int, task: str | None = None, stream: bool = False,
+              key: ModelAccess | None = None) -> tuple[list[str], RouteSpec | None]:
+        """The chain to admit from, and the route when ``model`` is ``auto`` (else None). ``key``: the API
+        key's own models policy, on top of its tenant's and feature's."""
         needs = Needs.of(request, prompt_tokens, stream)
-        access = self._access(tenant, feature)
+        access = self._access(tenant, feature) + ((key,) if key is not None else ())
         if model != AUTO:
             return self._usable(chain_for(self.settings, model), needs, access, model), None
         tiers, start, reason = self._tiers_for(tenant, feature, task, request, prompt_tokens)
@@ -240,6 +242,6 @@ def _has_images(messages: Any) -> bool:
 
 
 def _not_allowed(model: str, chain: list[str]) -> PermissionDenied:
-    return PermissionDenied(f"This tenant (or feature) may not use any deployment of {echo(model)} "
+    return PermissionDenied(f"This key, tenant or feature may not use any deployment of {echo(model)} "
                             f"({', '.join(chain)}): its models policy (allow/deny) excludes them. Ask the "
                             "gateway's operators, or use another model.", param="model", code="model_not_allowed")

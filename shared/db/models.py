@@ -110,6 +110,7 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
     max_lane: Mapped[str | None] = mapped_column(String(20))  # the highest lane it may use; None: the tenant's
+    models: Mapped[dict[str, Any] | None]  # {"allow": [...] | null, "deny": [...]}: what its jobs may use
 
     tenant: Mapped[Tenant] = relationship(back_populates="keys")
 

@@ -180,3 +180,15 @@ def test_an_interactive_route_without_budget_before_its_deadline_is_a_429(stack:
     assert first.status_code == 200 and first.json()["status"] == "succeeded"
     assert second.status_code == 429
     assert second.json()["error"]["code"] == "deadline_unreachable" and int(second.headers["retry-after"]) >= 1
+
+
+def test_a_key_of_its_own_may_be_kept_from_a_tier(stack: Stack) -> None:
+    from shared.db.session import session_scope
+    from shared.db.tenants import create_key
+
+    with session_scope() as db:
+        key = create_key(db, "acme", name="no-small", models={"allow": None, "deny": ["sim-small"]})[1]
+    with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        r = c.post("/v1/chat/completions", json=_ask(), headers={"X-Gateway-Task": "classify"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-gateway-deployment"] == "route-medium@sim"

@@ -77,3 +77,17 @@ def test_disable_and_enable_tenant(database_url: str) -> None:
     assert "disabled" in gateway("tenants", "list")
     gateway("tenants", "enable", "globex")
     assert "active" in gateway("tenants", "list")
+
+
+def test_a_key_may_be_pinned_to_models_or_kept_from_them(database_url: str) -> None:
+    gateway("migrate")
+    gateway("tenants", "create", "acme")
+    result = runner.invoke(app, ["keys", "create", "--tenant", "acme", "--allow-models", "gpt-4o-mini, fast@nowhere"])
+    assert result.exit_code != 0 and "unknown deployments or models" in result.output
+    assert "fast@nowhere" in result.output
+    result = runner.invoke(app, ["keys", "create", "--tenant", "acme", "--deny-models", "claude-haiku@sim"])
+    plaintext = next(line for line in result.stdout.splitlines() if line.startswith("gw-"))
+    with session_scope(get_engine(database_url), readonly=True) as s:
+        identity = tenants.authenticate(s, plaintext)
+    assert (identity.allow_models, identity.deny_models) == (None, ("claude-haiku@sim",))
+    assert "models" in gateway("keys", "list")
