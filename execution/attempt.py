@@ -275,11 +275,14 @@ def _decide_retry(ctx: AttemptContext, env: Envelope, outcome: Outcome) -> Retry
     fallback: a failed breaker probe of the primary included), it is admitted at once against the
     fallback's own limits and spends no retry budget: nothing is sent again to the failing one, so a
     caller never fails while a fallback could serve. A retry that returns to a deployment already
-    tried waits out backoff and Retry-After and is charged to that deployment's retry budget."""
+    tried waits out backoff and Retry-After and is charged to that deployment's retry budget. For a
+    route, the fallbacks are those admission may use (``Admitter.within_reach``): a lane that may not
+    spill retries within its tier."""
     err = outcome.error
     assert err is not None
-    goes_to = _retry_chain(env)[0]
-    fallback = env.attempt < len(env.chain)  # each failure moves its deployment last: the next is untried
+    reach = ctx.admitter.within_reach(dataclasses.replace(env, chain=_retry_chain(env), deployment=None))
+    goes_to = reach[0] if reach else _retry_chain(env)[0]
+    fallback = env.attempt < len(reach)  # each failure moves its deployment last: the next is untried
     decision = ctx.retries.decide(deployment=goes_to, attempt=env.attempt, retryable=err.retryable,
                                   kind=err.kind, retry_after_s=err.retry_after_s, fallback=fallback)
     if decision.retry and decision.not_before >= env.deadline:

@@ -108,13 +108,14 @@ class Admitter:
 
     def candidates(self, env: Envelope) -> list[str]:
         """Deployments this attempt may use, in the chain's order (fallbacks after the first); for a
-        route, those of its tiers from ``env.tier`` up, tier by tier."""
+        route, those of its tiers from ``env.tier`` up (tier by tier, until a retry moves the deployment
+        that failed last: a lane that may spill then goes up a tier rather than back to it)."""
         if env.deployment:
             return [env.deployment]
         route = env.route
         if route is None:
             return list(env.chain)
-        return sorted((d for d in env.chain if route.tier_of(d) >= env.tier), key=route.tier_of)
+        return [d for d in env.chain if route.tier_of(d) >= env.tier]
 
     def buckets(self, env: Envelope, deployment: str, est: Estimate) -> list[Bucket]:
         return self.tree.buckets_for(deployment=deployment, lane=env.lane, tenant=env.tenant,
@@ -159,7 +160,7 @@ class Admitter:
         route = env.route
         if route is None or route.spill or env.deployment:
             return candidates
-        lowest = route.tier_of(candidates[0]) if candidates else 0
+        lowest = min((route.tier_of(d) for d in candidates), default=0)
         return [d for d in candidates if route.tier_of(d) == lowest]
 
     def route_closed(self, env: Envelope, breakers: Mapping[str, Any]) -> float | None:

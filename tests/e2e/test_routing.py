@@ -192,3 +192,13 @@ def test_a_key_of_its_own_may_be_kept_from_a_tier(stack: Stack) -> None:
         r = c.post("/v1/chat/completions", json=_ask(), headers={"X-Gateway-Task": "classify"})
     assert r.status_code == 200, r.text
     assert r.headers["x-gateway-deployment"] == "route-medium@sim"
+
+
+def test_a_failed_call_on_the_cheap_tier_goes_up_a_tier_at_once_for_a_waiting_caller(stack: Stack,
+                                                                                    faults: Any) -> None:
+    faults(kind="error", status=500, model="sim-small")
+    with stack.client() as c:
+        r = c.post("/v1/chat/completions", json=_ask(f"Classify {time.time()}"), headers={"X-Gateway-Task": "classify"})
+        job = c.get(f"/v1/jobs/{r.headers['x-gateway-job-id']}").json()
+    assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "route-medium@sim"
+    assert job["attempts"] == 2 and job["route"]["escalations"] == 0  # a retry, not an escalation
