@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from shared.admission import QueueState
 from shared.db import jobs
 from shared.db.session import session_scope
 from shared.envelope import Envelope
-from shared.errors import GatewayError, InvalidRequest, Overloaded, Unavailable
+from shared.errors import GatewayError, InvalidRequest, Overloaded, PermissionDenied, Unavailable
 from shared.lanes import Lane
 from shared.privacy.vault import save_in
 from shared.redis_batch import RedisBatch
@@ -50,8 +51,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.api")
 # What refuses a call after its key was accepted, and is written to the audit log as ``call.rejected``:
-# a bad request (blocked content and injections included) and shedding.
-REFUSALS = (InvalidRequest, Overloaded)
+# a bad request (blocked content and injections included), a model the key may not use, shedding, and a
+# route or queue that cannot take it.
+REFUSALS = (InvalidRequest, Overloaded, PermissionDenied, Unavailable)
 
 
 @dataclass
@@ -90,8 +92,8 @@ class Acceptor:
             traceparent = tracing.current_traceparent() or tracing.incoming.get()
             try:
                 env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(),
-                                  tags.deadline_at, reply_to=reply_to, key_id=caller.key_id,
-                                  traceparent=traceparent)
+                                  tags.deadline_at, reply_to=reply_to, identity=caller.identity, task=tags.task,
+                                  stream=chat.stream, traceparent=traceparent)
                 return self._accept(caller, env, tags, reply_to, answer, stored)
             except REFUSALS as exc:
                 gw.record_refusal(caller, tags.feature, lane, chat.model, exc)
@@ -129,11 +131,35 @@ class Acceptor:
         """True when the job is reserved now (interactive, nobody waiting ahead of it, budgets fit).
         Otherwise it will be queued: a 429 with Retry-After when it could not make its deadline."""
         admitter = self.gw.admitter
+        if env.route is not None:
+            self._refuse_closed_route(env, ahead)
         if env.lane == Lane.INTERACTIVE and ahead.queues.interactive_waiting == 0:
             with tracing.span("admission", lane=str(env.lane), inline=True):
-                return admitter.try_admit(env, breakers=ahead.breakers).ok
+                decision = admitter.try_admit(env, breakers=ahead.breakers)
+            if not decision.ok and env.route is not None:
+                self._refuse_late_route(env, decision.admission.wait_s)
+            return decision.ok
         admitter.check_queue(env, ahead.queues)
         return False
+
+    def _refuse_closed_route(self, env: Envelope, ahead: _Ahead) -> None:
+        """A route whose every deployment in reach has its breaker open is a 503 with Retry-After, before
+        anything is stored: queueing it would only hold the caller until a breaker half-opens."""
+        wait_s = self.gw.admitter.route_closed(env, ahead.breakers)
+        if wait_s is not None:
+            raise Unavailable(f"Every deployment this request can use ({', '.join(self.gw.admitter.within_reach(env))}"
+                              ") is failing and its circuit breaker is open; nothing was accepted. Retry after "
+                              f"{wait_s:.0f}s.", code="route_unavailable",
+                              headers={"retry-after": str(max(1, math.ceil(wait_s)))})
+
+    def _refuse_late_route(self, env: Envelope, wait_s: float) -> None:
+        """An interactive route no tier of which has the budget before the job's deadline is a 429 with the
+        wait as Retry-After, before anything is stored."""
+        left = env.deadline - time.time()
+        if wait_s > left:
+            raise Overloaded(f"No deployment this request can use has the budget for it before its deadline "
+                             f"({left:.0f}s); the soonest frees up in ~{wait_s:.0f}s. Nothing was accepted.",
+                             retry_after=wait_s, code="deadline_unreachable")
 
     def _read_ahead(self, caller: Caller, env: Envelope, may_send_here: bool) -> _Ahead:
         """One round trip before admission: the auth epoch, the queues, the chain's breakers and, for an
@@ -218,7 +244,7 @@ class Acceptor:
                 request=env.request, deadline=datetime.fromtimestamp(env.deadline, UTC),
                 idempotency_key=tags.idempotency_key, estimate_tokens=estimate, job_id=env.id,
                 admitted_deployment=env.deployment if admitted else None, key_id=caller.key_id,
-                screening=env.job.screening,
+                screening=env.job.screening, route=env.route.to_dict() if env.route is not None else None,
             )
             return jobs.job_view(job), created
 

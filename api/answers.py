@@ -113,6 +113,21 @@ class JobError(_Open):
     message: str
 
 
+class JobRoute(BaseModel):
+    """How a job with model `auto` was routed (``shared.db.jobs.route_view``)."""
+
+    task: str | None = Field(description="the task it was routed by; null: by the complexity scorer")
+    tier: str = Field(description="the tier of the deployment that answered (before that, the first tier it tries)")
+    start_tier: str
+    tiers: list[str] = Field(description="the route's tiers from where it started, cheapest first")
+    reason: str = Field(description="why it started at that tier")
+    escalations: int = Field(description="answers that failed a check (length, JSON schema, refusal, empty) and "
+                                         "sent the job up a tier")
+    ceiling_deployment: str = Field(description="the route's most expensive tier's deployment")
+    ceiling_cost_usd: float | None = Field(description="the answer's usage priced at ceiling_deployment")
+    saving_usd: float | None = Field(description="ceiling_cost_usd less what the job cost (every attempt)")
+
+
 class JobView(BaseModel):
     """A job as the native API shows it (``shared.db.jobs.job_view``); times are Unix seconds."""
 
@@ -138,6 +153,7 @@ class JobView(BaseModel):
     attempts: int
     result: ChatCompletion | None = Field(description="the answer once succeeded; null after retention drops it")
     error: JobError | None
+    route: JobRoute | None = Field(description="model `auto` only: the route taken")
 
 
 class JobPage(BaseModel):

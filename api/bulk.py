@@ -79,7 +79,7 @@ class BulkAcceptor:
             tags = item.tags()
             lane = self.gw.lane_for(caller, tags, Lane.STANDARD)
             env = self.gw.envelope(caller.tenant, tags.feature, lane, item.model, item.payload(), tags.deadline_at,
-                                   key_id=caller.key_id, count=False)  # bounded by characters x 4 (bytes)
+                                   identity=caller.identity, task=tags.task, count=False)  # bounded by characters
             try:
                 self.gw.admitter.prepare(env)
             except InvalidRequest:  # the bound does not fit: count exactly, which may fit
@@ -108,7 +108,7 @@ class BulkAcceptor:
             self.gw.admitter.prepare(env)  # the exact estimate: what the queues count
         rows = [jobs.NewJob(env.id, env.feature, env.lane, item.task, env.model, env.request,
                             datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.tokens,
-                            caller.key_id, env.job.screening)
+                            caller.key_id, env.job.screening, env.route.to_dict() if env.route is not None else None)
                 for env, item in zip(envs, items, strict=True)]
         with session_scope(self.gw.engine) as db:
             results = jobs.create_jobs(db, caller.tenant, rows)

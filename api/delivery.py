@@ -42,6 +42,9 @@ def gateway_headers(view: dict[str, Any]) -> dict[str, str]:
         "x-gateway-cache": str(view.get("cache_status") or "miss"),
         "x-gateway-queued-ms": str(view.get("queued_ms") or 0),
     }
+    route = view.get("route")
+    if route:
+        headers["x-gateway-route"] = route_header(route)
     return headers
 
 
@@ -52,6 +55,15 @@ def screen_headers(screening: dict[str, Any] | None) -> dict[str, str]:
         return {}
     return {"x-gateway-screen": f"flagged; score={float(screen.get('score', 0)):.2f}; "
                                 f"signals={','.join(screen.get('signals') or ())}"}
+
+
+def route_header(route: dict[str, Any]) -> str:
+    """``x-gateway-route`` of a routed job: its task, the tier that answered (or will first try), how
+    often it went up a tier, and why it started where it did."""
+    parts = [f"task={route.get('task') or '-'}", f"tier={route['tier']}", f"escalations={route['escalations']}"]
+    if route.get("saving_usd") is not None:
+        parts.append(f"saving_usd={route['saving_usd']:.8f}")
+    return "; ".join(parts) + f"; why={route['reason']}"
 
 
 def raise_unless_succeeded(view: dict[str, Any] | None, job_id: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Each runs on a worker thread (sync SQLAlchemy and Redis), one hop per request.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,19 +23,20 @@ from shared import tracing
 from shared.admission import Admitter
 from shared.attempt_leases import AttemptLeases
 from shared.budget import prompt_tokens
-from shared.config import Settings
+from shared.config import ModelAccess, Settings
 from shared.db import audit, jobs
 from shared.db.ids import new_job_id
 from shared.db.session import get_engine, session_scope
+from shared.db.tenants import Identity
 from shared.dispatch import Dispatch
 from shared.envelope import Envelope, JobSpec
-from shared.errors import GatewayError, InjectionBlocked, NotFound, SensitiveDataBlocked, echo
+from shared.errors import GatewayError, InjectionBlocked, InvalidRequest, NotFound, SensitiveDataBlocked, echo
 from shared.keys import Keys
 from shared.lanes import Lane
 from shared.privacy.guard import Guard, Guarded
 from shared.queues import WaitingQueues
 from shared.redis_conn import sync_redis
-from shared.routing import chain_for
+from shared.routing import AUTO, Router, RouteSpec, chain_for
 from shared.schemas import JobTags
 from shared.tenancy import check_feature, resolve_lane
 
@@ -55,6 +57,7 @@ class Gateway:
         self.engine = get_engine(settings.database_url)
         self.queues = WaitingQueues(self.redis, self.keys)
         self.admitter = Admitter(settings, self.redis, self.keys)
+        self.router = Router(settings)
         self.leases = AttemptLeases(self.redis, self.keys)
         self.auth = Authenticator(settings, self.redis, self.keys, self.engine)
         self.fast_lane_slots = threading.BoundedSemaphore(settings.api.fast_lane_attempts or 1)
@@ -70,22 +73,44 @@ class Gateway:
         return resolve_lane(self.settings, identity.tenant, tags.feature, tags.priority, default, identity.max_lane)
 
     def envelope(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any],
-                 deadline_at: Callable[[float], datetime], reply_to: str | None = None,
-                 key_id: int | None = None, count: bool = True, traceparent: str | None = None) -> Envelope:
+                 deadline_at: Callable[[float], datetime], reply_to: str | None = None, *,
+                 identity: Identity | None = None, task: str | None = None, stream: bool = False,
+                 count: bool = True, traceparent: str | None = None) -> Envelope:
         """The job as accepted: screened and redacted (``guard``), its prompt counted here, once (every
-        estimate after uses the count), by the tokenizer and as characters / 4; ``count`` False leaves
-        the tokenizer's count for later (a batch bounds it by the characters, ``api.bulk``). Its vault
-        of tokenized values rides along in memory."""
-        with tracing.span("route", model=model):
-            chain = chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
+        estimate after uses the count), by the tokenizer and as characters / 4, and its chain (or route)
+        decided here, once (``shared.routing``): what no deployment can serve is refused. ``count`` False
+        leaves the tokenizer's count for later (a batch bounds it by the characters, ``api.bulk``). Its
+        vault of tokenized values rides along in memory."""
+        if model != AUTO:
+            chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
         guarded = self.guard(tenant, feature, request)
         sent = guarded.request
         chars = prompt_tokens(sent, by_chars=True)
+        counted = prompt_tokens(sent) if count or model == AUTO else chars * 4  # the scorer reads the count
+        with tracing.span("route", model=model):
+            chain, route, counted = self._route(tenant, feature, lane, model, sent, counted, task=task,
+                                                stream=stream, identity=identity, exact=count or model == AUTO)
         job = JobSpec(id=new_job_id(), tenant=tenant, feature=feature, lane=lane, model=model, request=sent,
                       deadline=deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
-                      prompt_tokens=prompt_tokens(sent) if count else chars * 4, prompt_chars=chars, key_id=key_id,
-                      screening=guarded.screening, traceparent=traceparent)
+                      prompt_tokens=counted, prompt_chars=chars, key_id=identity.key_id if identity else None,
+                      screening=guarded.screening, traceparent=traceparent, route=route)
         return Envelope(job, chain=chain, vault=guarded.vault or None)
+
+    def _route(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any], counted: int, *,
+               task: str | None, stream: bool, identity: Identity | None,
+               exact: bool) -> tuple[list[str], RouteSpec | None, int]:
+        """``Router.route``, and the count it used. A bound (``exact`` False) that leaves out a deployment
+        the exact count might fit (the chain shrank, or nothing fits) is replaced by the exact count."""
+        def route(tokens: int) -> tuple[list[str], RouteSpec | None]:
+            return self.router.route(tenant=tenant, feature=feature, lane=lane, model=model, request=request,
+                                     prompt_tokens=tokens, task=task, stream=stream, key=_key_models(identity))
+        if not exact:
+            with contextlib.suppress(InvalidRequest):
+                chain, spec = route(counted)
+                if len(chain) == len(chain_for(self.settings, model)):
+                    return chain, spec, counted
+            counted = prompt_tokens(request)
+        return *route(counted), counted
 
     def guard(self, tenant: str, feature: str, request: dict[str, Any]) -> Guarded:
         """The choke point (``shared.privacy``), counted for /metrics: redactions by detector and action,
@@ -155,3 +180,11 @@ class Gateway:
         with session_scope(self.engine, readonly=True) as db:
             job = jobs.get_job_any(db, job_id)
             return jobs.job_view(job) if job is not None else None
+
+
+def _key_models(identity: Identity | None) -> ModelAccess | None:
+    """The key's own models policy (``gateway keys create --allow-models/--deny-models``), if it has one."""
+    if identity is None or (identity.allow_models is None and not identity.deny_models):
+        return None
+    allow = list(identity.allow_models) if identity.allow_models is not None else None
+    return ModelAccess(allow=allow, deny=list(identity.deny_models))

@@ -63,7 +63,7 @@ OPERATORS_KEY = (401, 403, 500, 503)
 BODY = (400, 408, 413)  # routes that read a JSON body
 
 
-def header(description: str, pattern: str | None = None, required: bool = True) -> dict[str, Any]:
+def header(description: str, pattern: str | None = None, *, required: bool = True) -> dict[str, Any]:
     """A response header such answers carry (``api.delivery.gateway_headers``): every one, or some (``required``)."""
     return {"description": description, "required": required,
             "schema": {"type": "string", **({"pattern": pattern} if pattern else {})}}
@@ -84,6 +84,8 @@ JOB_HEADERS = {
     "x-gateway-screen": header("on a call the prompt-injection screen flagged: `flagged; score=0.72; "
                                "signals=ignore_instructions,...`", r"^flagged; score=\d\.\d\d; signals=[a-z_,]*$",
                                required=False),
+    "x-gateway-route": header("model `auto` only: `task=...; tier=...; escalations=N[; saving_usd=...]; why=...`",
+                              r"^task=\S+; tier=\S+; escalations=\d+", required=False),
 }
 
 

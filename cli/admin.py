@@ -144,17 +144,37 @@ def keys_create(
     name: str = typer.Option("default", "--name", "-n", help="A label to recognise the key by."),
     max_lane: str | None = typer.Option(None, "--max-lane", help="The highest-priority lane the key may use "
                                         "(interactive, standard, batch); default: whatever its tenant may."),
+    allow_models: str | None = typer.Option(None, "--allow-models", help="Comma-separated deployments or models "
+                                            "the key's jobs may use, and nothing else (pins it to them)."),
+    deny_models: str | None = typer.Option(None, "--deny-models", help="Comma-separated deployments or models "
+                                           "the key's jobs may never use."),
 ) -> None:
     """Create an API key and print it once."""
+    models = _models_policy(allow_models, deny_models)
     with _admin_session() as session:
-        key, plaintext = store.create_key(session, tenant, name, max_lane=max_lane)
+        key, plaintext = store.create_key(session, tenant, name, max_lane=max_lane, models=models)
         audit.record_admin(session, key.tenant_id, "key.create", _actor(), key_id=key.id, prefix=key.prefix,
-                           name=key.name, max_lane=key.max_lane)
+                           name=key.name, max_lane=key.max_lane, models=key.models)
     console.print(f"API key {key.id} ({key.name}) for tenant [bold]{key.tenant_id}[/bold]:")
     print(plaintext)  # plain stdout, no wrapping or markup, so scripts can capture it
     err_console.print(
         "[yellow]This key is shown only once: store it now. The gateway keeps only its hash.[/yellow]"
     )
+
+
+def _models_policy(allow: str | None, deny: str | None) -> dict[str, Any] | None:
+    """``--allow-models``/``--deny-models`` as a key's models policy; names the config does not know are refused."""
+    if allow is None and deny is None:
+        return None
+    settings = get_settings()
+    known = {d.name for d in settings.deployments} | {d.model for d in settings.deployments}
+    lists = {flag: [n.strip() for n in (value or "").split(",") if n.strip()]
+             for flag, value in (("--allow-models", allow), ("--deny-models", deny))}
+    for flag, names in lists.items():
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise typer.BadParameter(f"{flag}: unknown deployments or models {unknown}; known: {sorted(known)}")
+    return {"allow": lists["--allow-models"] if allow is not None else None, "deny": lists["--deny-models"]}
 
 
 @keys_app.command("list")
@@ -167,14 +187,23 @@ def keys_list(
         keys = store.list_keys(session, tenant)
     if as_json:
         _print_json([{"id": k.id, "tenant": k.tenant_id, "name": k.name, "prefix": k.prefix, "max_lane": k.max_lane,
-                      "created_at": _iso(k.created_at), "revoked_at": _iso(k.revoked_at)} for k in keys])
+                      "models": k.models, "created_at": _iso(k.created_at), "revoked_at": _iso(k.revoked_at)}
+                     for k in keys])
         return
-    table = Table("id", "tenant", "name", "prefix", "max lane", "created", "revoked")
+    table = Table("id", "tenant", "name", "prefix", "max lane", "models", "created", "revoked")
     for k in keys:
         revoked = _when(k.revoked_at)
         table.add_row(str(k.id), k.tenant_id, k.name, k.prefix + "…", k.max_lane or "(tenant's)",
-                      _when(k.created_at), revoked)
+                      _describe_models(k.models), _when(k.created_at), revoked)
     console.print(table)
+
+
+def _describe_models(models: dict[str, Any] | None) -> str:
+    if not models:
+        return "(tenant's)"
+    parts = [f"only {', '.join(models['allow'])}"] if models.get("allow") is not None else []
+    parts += [f"not {', '.join(models['deny'])}"] if models.get("deny") else []
+    return "; ".join(parts) or "(tenant's)"
 
 
 @keys_app.command("revoke")

@@ -35,6 +35,7 @@ from execution.context import AttemptContext
 from execution.providers import ProviderCallError, ProviderResult, adapter_for
 from execution.settle import release_reservation, settle_calls, wake_scheduler
 from shared import attempt_metrics, pricing, tracing
+from shared.answer_checks import failed_check
 from shared.config import AuditPolicy, DeploymentConfig
 from shared.db import audit, jobs
 from shared.envelope import Envelope, Unreadable
@@ -77,10 +78,19 @@ class Ended:
     view: View | None
     retry: RetryDecision | None
     inline: bool
+    escalation: Escalation | None = None
 
     @property
     def ends_job(self) -> bool:
-        return self.retry is None or not self.retry.retry
+        return self.escalation is None and (self.retry is None or not self.retry.retry)
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """A routed job's answer that failed ``check``: the job goes on at tier ``tier`` of its route."""
+
+    check: str
+    tier: int
 
 
 def run_dispatched(env: Envelope, ctx: AttemptContext) -> View | None:
@@ -115,12 +125,15 @@ def _run(env: Envelope, ctx: AttemptContext, deployment: DeploymentConfig, *, in
         body = outcome.result.body
         outcome.answer = env.vault.restore_body(body) if env.vault else body
     retry = None if outcome.ok else _decide_retry(ctx, env, outcome)
-    view = _record(ctx, env, outcome, retry, inline)
+    escalation = _decide_escalation(ctx, env, outcome) if outcome.ok else None
+    view = _record(ctx, env, outcome, retry, inline, escalation)
     if view is not None and retry is not None and retry.retry:
         ctx.queues.delay(_next_attempt(env, retry))
+    if view is not None and escalation is not None:
+        ctx.queues.delay(_escalated(env, escalation))
     if deliver is not None and view is not None:
         deliver(view)
-    ended = Ended(env, outcome, view, retry, inline=inline)
+    ended = Ended(env, outcome, view, retry, inline=inline, escalation=escalation)
     ctx.keeper.drop(env)  # the end steps release the lease: no heartbeat may bring it back
     batch = RedisBatch(ctx.redis)
     for step in END_STEPS:
@@ -162,6 +175,21 @@ def _count_metrics(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None
     batch.command(lambda pipe: _count_for_metrics(pipe, ctx, ended))
 
 
+def _count_route(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
+    """A routed attempt's result on its route and tier: answered, escalated (the escalation rate) or failed."""
+    route, env = ended.env.route, ended.env
+    if route is None:
+        return
+    result = "escalated" if ended.escalation else ("answered" if ended.outcome.ok else "failed")
+    tier = route.tier_name(route.tier_of(ended.outcome.deployment.name))
+    batch.command(lambda pipe: attempt_metrics.count_route_into(pipe, ctx.keys, task=route.task or "auto",
+                                                                tier=tier, result=result))
+    if result == "escalated":
+        log.info("job %s: the answer of %s failed the %s check; up to tier %s", env.id,
+                 ended.outcome.deployment.name, ended.escalation.check if ended.escalation else "",
+                 route.tier_name(ended.escalation.tier if ended.escalation else 0))
+
+
 def _feed_breaker(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
     """The shared breaker sees every outcome (it logs and counts its own transitions)."""
     outcome, env = ended.outcome, ended.env
@@ -196,7 +224,8 @@ def _wake_scheduler(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> Non
 
 
 END_STEPS: tuple[Callable[[AttemptContext, RedisBatch, Ended], None], ...] = (
-    _tell_the_caller, _count_attempt, _count_metrics, _feed_breaker, _settle, _release_lease, _drop_vault,
+    _tell_the_caller, _count_attempt, _count_metrics, _count_route, _feed_breaker, _settle, _release_lease,
+    _drop_vault,
     _wake_scheduler)
 
 
@@ -281,11 +310,14 @@ def _decide_retry(ctx: AttemptContext, env: Envelope, outcome: Outcome) -> Retry
     fallback: a failed breaker probe of the primary included), it is admitted at once against the
     fallback's own limits and spends no retry budget: nothing is sent again to the failing one, so a
     caller never fails while a fallback could serve. A retry that returns to a deployment already
-    tried waits out backoff and Retry-After and is charged to that deployment's retry budget."""
+    tried waits out backoff and Retry-After and is charged to that deployment's retry budget. For a
+    route, the fallbacks are those admission may use (``Admitter.within_reach``): a lane that may not
+    spill retries within its tier."""
     err = outcome.error
     assert err is not None
-    goes_to = _retry_chain(env)[0]
-    fallback = env.attempt < len(env.chain)  # each failure moves its deployment last: the next is untried
+    reach = ctx.admitter.within_reach(dataclasses.replace(env, chain=_retry_chain(env), deployment=None))
+    goes_to = reach[0] if reach else _retry_chain(env)[0]
+    fallback = env.attempt < len(reach)  # each failure moves its deployment last: the next is untried
     decision = ctx.retries.decide(deployment=goes_to, attempt=env.attempt, retryable=err.retryable,
                                   kind=err.kind, retry_after_s=err.retry_after_s, fallback=fallback)
     if decision.retry and decision.not_before >= env.deadline:
@@ -302,13 +334,34 @@ def _next_attempt(env: Envelope, retry: RetryDecision) -> Envelope:
                                enqueued_at=time.time())
 
 
+def _decide_escalation(ctx: AttemptContext, env: Envelope, outcome: Outcome) -> Escalation | None:
+    """The cascade: a routed job whose answer fails a check the caller would care about (``routing.cascade``,
+    ``shared.answer_checks``) goes up a tier, through admission like a retry, while its route has a higher
+    tier and its deadline has not passed; otherwise the answer stands."""
+    route, cascade = env.route, ctx.settings.routing.cascade
+    if route is None or not cascade.enabled or outcome.result is None:
+        return None
+    tier = route.tier_of(outcome.deployment.name) + 1
+    if tier >= len(route.tiers) or time.time() >= env.deadline:
+        return None
+    check = failed_check(env.request, outcome.result.body, cascade.checks)
+    return Escalation(check, tier) if check is not None else None
+
+
+def _escalated(env: Envelope, escalation: Escalation) -> Envelope:
+    """The next attempt of an escalated job: admitted at once (no backoff), from the tier above."""
+    now = time.time()
+    return dataclasses.replace(env, attempt=env.attempt + 1, tier=escalation.tier, deployment=None, not_before=now,
+                               probe=False, ticket="", token="", enqueued_at=now)
+
+
 def _retry_chain(env: Envelope) -> list[str]:
     failed = env.deployment or env.chain[0]
     return [d for d in env.chain if d != failed] + [failed]
 
 
 def _record(ctx: AttemptContext, env: Envelope, outcome: Outcome, retry: RetryDecision | None,
-            inline: bool) -> View | None:
+            inline: bool, escalation: Escalation | None = None) -> View | None:
     """Record the attempt and its effect on the job in one transaction, shared with the attempts other
     threads finish at the same time (``execution.group_commit``).
 
@@ -316,9 +369,11 @@ def _record(ctx: AttemptContext, env: Envelope, outcome: Outcome, retry: RetryDe
     the second record is refused here and nothing is billed or stored twice.
     """
     policy = audit_policy(ctx.settings, env.tenant)
-    if outcome.ok:
+    if escalation is not None:
+        view = ctx.records.write(lambda db: _record_escalation(db, env, outcome, escalation))
+    elif outcome.ok:
         view = ctx.records.write(lambda db: _audited(db, env, outcome, policy, inline,
-                                                     _record_success(db, env, outcome)))
+                                                     _record_success(db, env, outcome, ctx)))
     else:
         view = ctx.records.write(lambda db: _audited(db, env, outcome, policy, inline,
                                                      _record_failure(db, env, outcome, retry)))
@@ -328,19 +383,39 @@ def _record(ctx: AttemptContext, env: Envelope, outcome: Outcome, retry: RetryDe
     return view
 
 
-def _record_success(db: Any, env: Envelope, outcome: Outcome) -> dict[str, Any] | None:
+def _record_success(db: Any, env: Envelope, outcome: Outcome, ctx: AttemptContext) -> dict[str, Any] | None:
     result = outcome.result
     assert result is not None
     usage = result.usage
     tokens: dict[str, Any] = {"tokens_in": usage.input_tokens, "tokens_out": usage.output_tokens,
                               "cost_usd": outcome.cost_usd}
+    ceiling = {"route_ceiling_usd": _ceiling_cost(ctx, env, usage)} if env.route is not None else {}
     return jobs.record_attempt(
         db, env.id, env.attempt, deployment=outcome.deployment.name, status="succeeded",
         http_status=result.status, latency_ms=outcome.latency_ms, **tokens,
         job_outcome={"status": "succeeded", "result": storable_copy(outcome.answer),
                      "model_used": outcome.deployment.model,
-                     "deployment": outcome.deployment.name, **tokens},
+                     "deployment": outcome.deployment.name, **tokens, **ceiling},
     )
+
+
+def _record_escalation(db: Any, env: Envelope, outcome: Outcome, escalation: Escalation) -> dict[str, Any] | None:
+    """An answer that failed a check: the attempt keeps its real usage and cost, the job goes on."""
+    result = outcome.result
+    assert result is not None and env.route is not None
+    return jobs.record_attempt(
+        db, env.id, env.attempt, deployment=outcome.deployment.name, status="escalated",
+        http_status=result.status, latency_ms=outcome.latency_ms, tokens_in=result.usage.input_tokens,
+        tokens_out=result.usage.output_tokens, cost_usd=outcome.cost_usd,
+        error=f"the answer failed the {escalation.check} check; sent up to tier "
+              f"{env.route.tier_name(escalation.tier)}")
+
+
+def _ceiling_cost(ctx: AttemptContext, env: Envelope, usage: Any) -> float:
+    """The answer's usage priced at the route's most expensive tier: what it would have cost there."""
+    assert env.route is not None
+    ceiling = ctx.settings.deployment(env.route.ceiling)
+    return pricing.cost_usd(ceiling, ctx.settings.providers[ceiling.provider].kind, usage)
 
 
 def _record_failure(db: Any, env: Envelope, outcome: Outcome, retry: RetryDecision | None) -> dict[str, Any] | None:

@@ -103,7 +103,7 @@ class Stack:
              "from shared.db.tenants import ensure_tenant, create_key\n"
              "with session_scope() as db:\n ensure_tenant(db, 'acme'); print(create_key(db, 'acme')[1])"],
             cwd=ROOT, env=self.env, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        self._spawn("ops.sim", "--port", str(self.sim_port), "--rpm", "100000000", "--tpm", "100000000000")
+        self._spawn("ops.sim", "--port", str(self.sim_port), *self.sim_args())
         for _ in range(self.workers):
             self._spawn("cli", "worker", "--concurrency", str(self.concurrency))
         self._spawn("cli", "scheduler")
@@ -118,6 +118,10 @@ class Stack:
                 raise SystemExit(f"{exc}; logs in {self.tmp}") from exc
         time.sleep(2)  # let the worker finish connecting to its queues
         return key
+
+    def sim_args(self) -> list[str]:
+        """How the simulator is configured: no limit that binds, zero latency (a subclass may give a file)."""
+        return ["--rpm", "100000000", "--tpm", "100000000000"]
 
     @property
     def sim_url(self) -> str:

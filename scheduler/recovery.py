@@ -35,7 +35,7 @@ from shared.envelope import Envelope, JobSpec
 from shared.errors import GatewayError, clip, is_outage
 from shared.lanes import LANE_NAMES, Lane
 from shared.queues import WaitingQueues
-from shared.routing import chain_for
+from shared.routing import RouteSpec, chain_for
 from shared.schemas import ChatRequest
 
 log = logging.getLogger("gateway.recovery")
@@ -107,11 +107,14 @@ class Recovery:
         if job.lane not in LANE_NAMES:
             raise ValueError(f"unknown lane {job.lane!r}")
         request = ChatRequest.model_validate(job.request).provider_payload()
+        route = RouteSpec.from_dict(job.route) if job.route else None
         spec = JobSpec(id=job.id, tenant=job.tenant_id, feature=job.feature, lane=Lane(job.lane), model=job.model,
                        request=request, deadline=job.deadline.timestamp(), prompt_tokens=prompt_tokens(request),
                        prompt_chars=prompt_tokens(request, by_chars=True), key_id=job.key_id,
-                       screening=job.screening if isinstance(job.screening, dict) else None)
-        env = Envelope(spec, chain=chain_for(self.settings, job.model), attempt=job.attempts + 1)
+                       screening=job.screening if isinstance(job.screening, dict) else None, route=route)
+        chain = route.chain if route is not None else chain_for(self.settings, job.model)
+        tier = min(job.escalations or 0, len(route.tiers) - 1) if route is not None else 0  # each went up one
+        env = Envelope(spec, chain=chain, attempt=job.attempts + 1, tier=tier)
         self.admitter.prepare(env)
         return env
 

@@ -107,8 +107,15 @@ class Admitter:
     # -- reservations ------------------------------------------------------------------------------
 
     def candidates(self, env: Envelope) -> list[str]:
-        """Deployments this attempt may use, in the chain's order (fallbacks after the first)."""
-        return [env.deployment] if env.deployment else list(env.chain)
+        """Deployments this attempt may use, in the chain's order (fallbacks after the first); for a
+        route, those of its tiers from ``env.tier`` up (tier by tier, until a retry moves the deployment
+        that failed last: a lane that may spill then goes up a tier rather than back to it)."""
+        if env.deployment:
+            return [env.deployment]
+        route = env.route
+        if route is None:
+            return list(env.chain)
+        return [d for d in env.chain if route.tier_of(d) >= env.tier]
 
     def buckets(self, env: Envelope, deployment: str, est: Estimate) -> list[Bucket]:
         return self.tree.buckets_for(deployment=deployment, lane=env.lane, tenant=env.tenant,
@@ -125,7 +132,7 @@ class Admitter:
         breaker it shows closed, or open for a while yet, is not asked again (see ``permit``).
         """
         first: Decision | None = None
-        for deployment in self.candidates(env):
+        for deployment in self.within_reach(env):
             permit = self.permit(deployment, breakers)
             if not permit.allowed:
                 continue
@@ -139,11 +146,33 @@ class Admitter:
             if permit.probe:
                 self.breakers.release(deployment, permit)
             first = first or decision
-            if decision.admission.wait_s < env.deadline - time.time():
+            spills = env.route is not None and env.route.spill
+            if decision.admission.wait_s < env.deadline - time.time() and not spills:
                 break  # it will fit here in time: wait for it rather than fall back
         if first is None:  # every breaker on the chain is open
             return Decision(False, env.chain[0], env.estimate, Admission(False, None, self._breaker_wait(env)), [])
         return first
+
+    def within_reach(self, env: Envelope) -> list[str]:
+        """``candidates``, less a route's tiers above its first when its lane may not spill up: a batch
+        job waits for its tier (its breaker to close, its budget to refill) rather than pay for a bigger one."""
+        candidates = self.candidates(env)
+        route = env.route
+        if route is None or route.spill or env.deployment:
+            return candidates
+        lowest = min((route.tier_of(d) for d in candidates), default=0)
+        return [d for d in candidates if route.tier_of(d) == lowest]
+
+    def route_closed(self, env: Envelope, breakers: Mapping[str, Any]) -> float | None:
+        """Seconds until a breaker of the route's reach may let a call through, when every one of them is
+        open in ``breakers`` (a ``Breakers.states()`` snapshot); None when one is closed or due a probe."""
+        waits = []
+        for deployment in self.within_reach(env):
+            state = breakers.get(deployment)
+            if state is None or state["state"] != "open" or float(state.get("retry_in_s") or 0) <= 0:
+                return None
+            waits.append(float(state["retry_in_s"]))
+        return min(waits) if waits else None
 
     def permit(self, deployment: str, snapshot: Mapping[str, Any] | None = None) -> Permit:
         """The breaker's answer for one more attempt. Closed, or open with time left, in the round's

@@ -13,6 +13,7 @@ process that ends an attempt adds them to the round trip it makes anyway (``exec
     gateway_tenant_tokens_total{tenant, feature, direction}        whose tokens the provider billed
     gateway_retries_total{deployment, decision}            what each failure led to: retry, or why not
                                                            (budget_exhausted, attempts_exhausted, ...)
+    gateway_route_attempts_total{task, tier, result}       routed attempts: answered, escalated or failed
 
 Failures are also counted per minute (``recent``), for the console's "429s and retries per minute":
 a hash per minute that lives three minutes, written only when an attempt fails.
@@ -90,12 +91,17 @@ def _by_what(counts: dict[str, str]) -> dict[str, dict[str, int]]:
     return out
 
 
+def count_route_into(pipe: Any, keys: Keys, *, task: str, tier: str, result: str) -> None:
+    """Add one routed attempt's result (answered, escalated, failed) on its task's tier to ``pipe``."""
+    pipe.hincrby(keys.attempt_metrics("routes"), _SEP.join((task, tier, result)), 1)
+
+
 def collect(client: Any, keys: Keys) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
     """The four metric families, read from Redis in one round trip."""
     with client.pipeline(transaction=False) as pipe:
-        for name in ("attempts", "latency", "tokens", "cost", "tenant_attempts", "tenant_tokens", "retries"):
+        for name in ("attempts", "latency", "tokens", "cost", "tenant_attempts", "tenant_tokens", "retries", "routes"):
             pipe.hgetall(keys.attempt_metrics(name))
-        attempts, latency, tokens, cost, tenant_attempts, tenant_tokens, retries = (
+        attempts, latency, tokens, cost, tenant_attempts, tenant_tokens, retries, routes = (
             _decoded(h) for h in pipe.execute())
 
     yield _counter("gateway_attempts", "Provider attempts by outcome (succeeded, or the error kind)",
@@ -125,6 +131,9 @@ def collect(client: Any, keys: Keys) -> Iterator[CounterMetricFamily | Histogram
     yield _counter("gateway_retries", "Failed attempts by what followed: retry or fallback (to an untried "
                    "deployment), or why not (budget_exhausted, attempts_exhausted, not_retryable, past_deadline)",
                    ["deployment", "decision"], retries)
+    yield _counter("gateway_route_attempts", "Attempts of routed jobs (model auto) by task, tier and result: "
+                   "answered, escalated (the answer failed a check: escalated / all is the escalation rate) or "
+                   "failed", ["task", "tier", "result"], routes)
 
 
 def _counter(name: str, documentation: str, labels: list[str], values: dict[str, str]) -> CounterMetricFamily:

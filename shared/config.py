@@ -94,6 +94,18 @@ class Price(_Strict):
     cached_input_per_mtok: float | None = Field(None, ge=0)
 
 
+class CapabilityOverrides(_Strict):
+    """What a deployment can serve, where the bundled model catalogue (``shared.capabilities``) is wrong or
+    silent (self-hosted models, new models, a provider account without a feature). Unset: the catalogue's."""
+
+    context_window: int | None = Field(None, gt=0, description="prompt + output tokens the model takes")
+    max_output_tokens: int | None = Field(None, gt=0)
+    tools: bool | None = None
+    vision: bool | None = Field(None, description="image parts in messages")
+    json_schema: bool | None = Field(None, description="response_format with a JSON schema")
+    streaming: bool | None = None
+
+
 class DeploymentConfig(_Strict):
     """One provider account x model: the unit that has limits, a breaker and a price."""
 
@@ -104,8 +116,10 @@ class DeploymentConfig(_Strict):
     headroom: float = Field(0.95, gt=0, le=1)
     default_max_tokens: int = Field(1024, gt=0)
     burst_s: float = Field(60.0, gt=0, le=60, description="seconds of the per-minute limit allowed at once")
-    max_context_tokens: int = Field(128_000, gt=0)
+    max_context_tokens: int = Field(128_000, gt=0, description="the context window of a model the catalogue does "
+                                    "not know (``capabilities.context_window`` overrides both)")
     price: Price | None = None
+    capabilities: CapabilityOverrides = Field(default_factory=CapabilityOverrides)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
@@ -205,10 +219,31 @@ class PrivacyConfig(_Strict):
         return region.upper()
 
 
+TASK_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+class ModelAccess(_Strict):
+    """Which deployments a tenant's (or a feature's) jobs may use; entries name deployments or models.
+
+    ``allow`` pins them to the listed ones (null: any), ``deny`` forbids some. A route or a model's chain
+    is filtered by both; a request left with nothing is a 403 naming the model."""
+
+    allow: list[str] | None = None
+    deny: list[str] = Field(default_factory=list)
+
+    def permits(self, deployment: str, model: str) -> bool:
+        if deployment in self.deny or model in self.deny:
+            return False
+        return self.allow is None or deployment in self.allow or model in self.allow
+
+
 class FeatureConfig(_Strict):
     lane: Lane | None = Field(None, description="the lane every job of the feature runs in, whatever it asks")
     hard_tpm: int | None = Field(None, gt=0)
     privacy: FeaturePrivacy = Field(default_factory=FeaturePrivacy)
+    models: ModelAccess = Field(default_factory=ModelAccess)
+    tasks: dict[str, list[str]] = Field(default_factory=dict, description="task -> tiers for this feature, "
+                                        "cheapest first (overrides the tenant's and routing.tasks)")
 
 
 class TenantConfig(_Strict):
@@ -224,6 +259,9 @@ class TenantConfig(_Strict):
                              "or refused with a 400 that lists the known ones")
     features: dict[str, FeatureConfig] = Field(default_factory=dict)
     privacy: TenantPrivacy = Field(default_factory=TenantPrivacy)
+    models: ModelAccess = Field(default_factory=ModelAccess)
+    tasks: dict[str, list[str]] = Field(default_factory=dict, description="task -> tiers for this tenant, "
+                                        "cheapest first (overrides routing.tasks)")
 
     @field_validator("features")
     @classmethod
@@ -331,6 +369,74 @@ class RetentionConfig(_Strict):
     jobs_days: float | None = Field(None, ge=1)
 
 
+Check = Literal["length", "json_schema", "refusal", "empty"]
+CHECKS: tuple[Check, ...] = ("length", "json_schema", "refusal", "empty")
+
+
+class CascadeConfig(_Strict):
+    """An answer from a cheaper tier that fails one of ``checks`` sends the job up a tier, like a retry."""
+
+    enabled: bool = True
+    checks: list[Check] = Field(default_factory=lambda: list(CHECKS))
+
+
+def _default_spill() -> dict[Lane, bool]:
+    return {Lane.INTERACTIVE: True, Lane.STANDARD: True, Lane.BATCH: False}
+
+
+class RoutingConfig(_Strict):
+    """Routes by task (``shared.routing``): tiers of deployments, cheapest first, and the tasks that use them.
+
+    A request with ``model: auto`` goes to the cheapest capable deployment of its task's first tier
+    (or, without a task, of the tier the complexity scorer picks among ``auto``); a lane with ``spill``
+    may go up a tier when that tier's budget cannot take it now; ``cascade`` sends an answer that fails
+    a check up a tier.
+    """
+
+    tiers: dict[str, list[str]] = Field(default_factory=dict, description="tier -> deployments")
+    tasks: dict[str, list[str]] = Field(default_factory=dict, description="task -> tiers, cheapest first")
+    auto: list[str] | None = Field(None, description="the tiers of `model: auto` without a task, cheapest first "
+                                   "(default: every tier, in the order listed)")
+    auto_thresholds: list[float] | None = Field(None, description="complexity scores (0-1) at which `auto` starts "
+                                                "one tier higher, one fewer than the auto tiers (default: evenly "
+                                                "spaced)")
+    spill: dict[Lane, bool] = Field(default_factory=_default_spill, description="per lane: may a job go up a tier "
+                                    "when its tier cannot take it now (else it waits for its tier)")
+    expected_output_tokens: int = Field(256, gt=0, description="the output a request without max_tokens is "
+                                        "priced at when routes compare deployments")
+    cascade: CascadeConfig = Field(default_factory=CascadeConfig)
+
+    @field_validator("spill", mode="before")
+    @classmethod
+    def _all_lanes(cls, spill: Any) -> Any:
+        return {**_default_spill(), **spill} if isinstance(spill, dict) else spill
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_names(cls, tasks: dict[str, list[str]]) -> dict[str, list[str]]:
+        return _checked_tasks(tasks)
+
+    def auto_tiers(self) -> list[str]:
+        return list(self.auto) if self.auto is not None else list(self.tiers)
+
+    def thresholds(self) -> list[float]:
+        """Where each auto tier after the first begins, on the scorer's 0-1 scale."""
+        if self.auto_thresholds is not None:
+            return list(self.auto_thresholds)
+        n = len(self.auto_tiers())
+        return [round(i / n, 3) for i in range(1, n)]
+
+
+def _checked_tasks(tasks: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Task names are what callers send (lower case, like feature names); each names at least one tier."""
+    for name, tiers in tasks.items():
+        if not re.match(TASK_PATTERN, name):
+            raise ValueError(f"task {name!r}: use lower-case letters, digits, '_', '.', '-' (at most 64)")
+        if not tiers:
+            raise ValueError(f"task {name!r}: needs at least one tier")
+    return tasks
+
+
 class SimConfig(_Strict):
     """The provider simulator that `gateway up` starts when the providers point at it."""
 
@@ -405,6 +511,7 @@ class Settings(BaseSettings):
     retries: RetryConfig = Field(default_factory=RetryConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
     key_prefix: str = "gw"
 
@@ -440,7 +547,8 @@ class Settings(BaseSettings):
     def _makes_sense(self) -> Settings:
         """What each field allows but the whole cannot run: every problem at once, one per line, each
         starting with the dotted path of its field (``_explain`` finds its line in the file)."""
-        problems = [*_reference_problems(self), *_limit_problems(self), *_lane_problems(self)]
+        problems = [*_reference_problems(self), *_limit_problems(self), *_lane_problems(self),
+                    *_routing_problems(self)]
         if problems:
             raise ValueError(f"{len(problems)} problem(s) in the configuration:\n" + "\n".join(problems))
         return self
@@ -505,6 +613,35 @@ def _lane_problems(s: Settings) -> list[str]:
         if s.lanes[lane].reserve:
             problems.append(f"lanes.{lane}.reserve: only the interactive lane has a reserve; use "
                             f"lanes.{lane}.ceiling to cap the {lane} lane")
+    return problems
+
+
+def _routing_problems(settings: Settings) -> list[str]:
+    """Every tier names known deployments, every task known tiers; ``auto`` is the routing's model name."""
+    routing = settings.routing
+    names = [d.name for d in settings.deployments]
+    problems = []
+    if "auto" in settings.models or "auto" in names:
+        problems.append("models.auto: 'auto' is the model name of routed requests; rename that model")
+    for tier, chain in routing.tiers.items():
+        unknown = [d for d in chain if d not in names]
+        if not chain or unknown:
+            problems.append(f"routing.tiers.{tier}: needs known deployments; unknown {unknown}, known: {names}")
+    tiers = list(routing.tiers)
+    places: list[tuple[str, dict[str, list[str]]]] = [("routing.tasks", routing.tasks)]
+    places.append(("routing.auto", {"auto": routing.auto_tiers()}))
+    for tenant, cfg in {**settings.tenants, "(tenant_defaults)": settings.tenant_defaults}.items():
+        places.append((f"tenants.{tenant}.tasks", _checked_tasks(cfg.tasks)))
+        places += [(f"tenants.{tenant}.features.{f}.tasks", _checked_tasks(fc.tasks)) for f, fc in cfg.features.items()]
+    for where, tasks in places:
+        for task, chain in tasks.items():
+            unknown = [t for t in chain if t not in tiers]
+            if unknown:
+                problems.append(f"{where}.{task}: unknown tiers {unknown}; known: {tiers}")
+    given = routing.auto_thresholds
+    if given is not None and (len(given) != max(0, len(routing.auto_tiers()) - 1) or given != sorted(given)):
+        problems.append(f"routing.auto_thresholds: needs {len(routing.auto_tiers()) - 1} ascending scores (one "
+                        f"fewer than the auto tiers {routing.auto_tiers()}), got {given}")
     return problems
 
 

@@ -7,8 +7,9 @@ It carries everything a worker needs to send the attempt, so the hot path never 
     ├── job: JobSpec     fixed when the job is accepted: id, tenant, feature, lane, model, request,
     │                    deadline, reply_to, prompt_tokens (counted once, by the tokenizer), key_id,
     │                    screening (what redaction and the injection screen found, for the audit record),
-    │                    traceparent
+    │                    traceparent, route (``model: auto``: its tiers, from ``shared.routing``)
     └── this attempt     attempt number, chain (its order: a retry moves the failed deployment last),
+                         tier (the lowest tier of the route it may use: an escalation raises it),
                          deployment and estimate (once admitted there), lease token, breaker probe,
                          not_before (a retry's backoff), enqueued_at; and the call's vault of tokenized
                          values once loaded (``shared.privacy.vault``: in memory only, never on the wire)
@@ -33,6 +34,7 @@ import orjson
 from shared.budget.estimate import Estimate
 from shared.lanes import Lane
 from shared.privacy.vault import Vault
+from shared.routing import RouteSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class JobSpec:
     key_id: int | None = None
     screening: dict[str, Any] | None = None
     traceparent: str | None = None  # W3C trace context of the job (``shared.tracing``)
+    route: RouteSpec | None = None
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(JobSpec))
@@ -62,6 +65,7 @@ class Envelope:
     job: JobSpec
     chain: list[str]
     attempt: int = 1
+    tier: int = 0
     deployment: str | None = None
     estimate: Estimate = field(default_factory=lambda: Estimate(0, 0))
     not_before: float = 0.0
@@ -105,6 +109,10 @@ class Envelope:
     def reply_to(self) -> str | None:
         return self.job.reply_to
 
+    @property
+    def route(self) -> RouteSpec | None:
+        return self.job.route
+
     # -- this attempt ------------------------------------------------------------------------------
 
     @property
@@ -125,7 +133,8 @@ class Envelope:
         """The flat form that Redis and Celery carry (``read_entry`` reads it back)."""
         job = self.job
         return {name: getattr(job, name) for name in _JOB_FIELDS} | {
-            "chain": self.chain, "attempt": self.attempt, "deployment": self.deployment,
+            "route": job.route.to_dict() if job.route is not None else None,
+            "chain": self.chain, "attempt": self.attempt, "tier": self.tier, "deployment": self.deployment,
             "input_tokens": self.estimate.input_tokens, "output_tokens": self.estimate.output_tokens,
             "tokens": self.estimate.total, "not_before": self.not_before, "probe": self.probe,
             "ticket": self.ticket, "token": self.token, "enqueued_at": self.enqueued_at,
@@ -143,8 +152,10 @@ class Envelope:
         """The envelope in ``data``; raises on anything this version cannot run (see ``read_entry``)."""
         data = _upgraded(data)
         spec = {name: data[name] for name in _JOB_FIELDS if name in data}
-        job = JobSpec(**{**spec, "lane": Lane(spec["lane"])})
-        env = cls(job=job, chain=data["chain"], attempt=data.get("attempt", 1), deployment=data.get("deployment"),
+        route = RouteSpec.from_dict(spec["route"]) if spec.get("route") is not None else None
+        job = JobSpec(**{**spec, "lane": Lane(spec["lane"]), "route": route})
+        env = cls(job=job, chain=data["chain"], attempt=data.get("attempt", 1), tier=data.get("tier", 0),
+                  deployment=data.get("deployment"),
                   estimate=Estimate(data.get("input_tokens", 0), data.get("output_tokens", 0)),
                   not_before=data.get("not_before", 0.0), probe=data.get("probe", False),
                   ticket=data.get("ticket", ""), token=data.get("token", ""),
@@ -167,7 +178,7 @@ def _upgraded(data: dict[str, Any]) -> dict[str, Any]:
 # The fields whose type the scheduler and the worker rely on before anything else looks at a job.
 _TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
     ("id", str), ("tenant", str), ("feature", str), ("model", str), ("chain", list), ("request", dict),
-    ("deadline", (int, float)), ("attempt", int), ("prompt_tokens", int), ("prompt_chars", int),
+    ("deadline", (int, float)), ("attempt", int), ("prompt_tokens", int), ("prompt_chars", int), ("tier", int),
 )
 
 

@@ -115,3 +115,19 @@ def price_known(provider_kind: str, model: str) -> bool:
     """Whether genai-prices can price ``model`` (for config checks at start-up)."""
     return _lookup(_PRICE_PROVIDER.get(provider_kind, provider_kind), model.lower()) is not None
 
+
+
+def unit_prices(deployment: DeploymentConfig, provider_kind: str) -> tuple[float, float]:
+    """USD per input token and per output token, as routes compare deployments by (no per-request fee,
+    no cache discount). A model priced by tiers or time of day is read at a 1,000-token request."""
+    if deployment.price is not None:
+        return deployment.price.input_per_mtok / 1_000_000, deployment.price.output_per_mtok / 1_000_000
+    provider_id, model = _PRICE_PROVIDER.get(provider_kind, provider_kind), deployment.model.lower()
+    rates = _rates(provider_id, model)
+    if rates is not None:
+        return rates[1], rates[2]
+    found = _lookup(provider_id, model)
+    if found is None:
+        return 0.0, 0.0
+    base = _calc(*found, 0, 0, 0)
+    return (_calc(*found, _PROBE, 0, 0) - base) / _PROBE, (_calc(*found, 0, _PROBE, 0) - base) / _PROBE

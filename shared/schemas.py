@@ -57,6 +57,11 @@ def _normal_feature(name: str) -> str:
     return name.lower()
 
 
+def _normal_task(task: str | None) -> str | None:
+    """Task names are case-insensitive, as feature names are."""
+    return task.lower() if task is not None else None
+
+
 def _deadline_input(value: Any) -> Any:
     """Only a number of seconds or an ISO 8601 time is a deadline (JSON ``true`` is not 1 second)."""
     if isinstance(value, str):
@@ -98,7 +103,9 @@ Deadline = Annotated[datetime | StrictInt | StrictFloat | None,
                                      "description": "seconds from now, or a future ISO 8601 time; at most 366 days "
                                                     "away"})]
 IdempotencyKey = Annotated[str | None, Field(min_length=1, max_length=255)]
-Task = Annotated[str | None, Field(max_length=64)]
+Task = Annotated[str | None, Field(max_length=64, description="what the request is for (classify, extract, "
+                                   "summarize, chat, code, reason ...): with model `auto`, the route it takes"),
+                 AfterValidator(_normal_task)]
 
 
 class Message(BaseModel):

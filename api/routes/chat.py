@@ -14,6 +14,7 @@ from api.routes.common import (
     FeatureHeader,
     IdempotencyHeader,
     PriorityHeader,
+    TaskHeader,
     submit_and_wait,
     submit_early,
     tags_from,
@@ -32,11 +33,11 @@ router = APIRouter()
 async def chat_completions(
     request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
     x_gateway_feature: FeatureHeader = None, x_gateway_priority: PriorityHeader = None,
-    idempotency_key: IdempotencyHeader = None,
+    idempotency_key: IdempotencyHeader = None, x_gateway_task: TaskHeader = None,
 ) -> object:
     body = await read_body(request, ChatRequest)
     tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
-                     idempotency_key=idempotency_key, metadata=body.metadata)
+                     idempotency_key=idempotency_key, metadata=body.metadata, task=x_gateway_task)
     wait_s = gw.settings.api.max_sync_wait_s
     if body.stream:  # the headers, naming the job, go out at once; the events when the answer is there
         include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -52,6 +53,7 @@ async def chat_completions(
 @router.get("/v1/models", response_model=None,
             responses={200: answer(ModelList, "The models this gateway serves"), **errors(*TENANT_KEY)})
 async def list_models(caller: CallerDep, gw: GatewayDep) -> dict[str, object]:
-    names = list(gw.settings.models) + [d.name for d in gw.settings.deployments]
+    names = (["auto"] if gw.settings.routing.tiers else []) + list(gw.settings.models) + [
+        d.name for d in gw.settings.deployments]
     return {"object": "list",
             "data": [{"id": n, "object": "model", "created": 0, "owned_by": "gateway"} for n in names]}

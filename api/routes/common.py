@@ -45,12 +45,17 @@ FeatureHeader = Annotated[str | None, Header(
 PriorityHeader = Annotated[str | None, Header(
     description="the lane: interactive (default here), standard or batch",
     json_schema_extra={"enum": list(LANE_NAMES)})]
+TaskHeader = Annotated[str | None, Header(
+    description="what the call is for (classify, extract, summarize, chat, code, reason ...): with model `auto`, "
+                "the route it takes",
+    json_schema_extra={"maxLength": 64})]
 IdempotencyHeader = Annotated[str | None, Header(
     description="returns the job this key made in the last 24 h instead of a new one",
     json_schema_extra={"minLength": 1, "maxLength": 255})]
 
 
-_HEADERS = {"feature": "X-Gateway-Feature", "priority": "X-Gateway-Priority", "idempotency_key": "Idempotency-Key"}
+_HEADERS = {"feature": "X-Gateway-Feature", "priority": "X-Gateway-Priority", "task": "X-Gateway-Task",
+            "idempotency_key": "Idempotency-Key"}
 
 
 def size_submit_threads(gw: Gateway) -> None:
@@ -58,13 +63,14 @@ def size_submit_threads(gw: Gateway) -> None:
 
 
 def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str | None,
-              metadata: dict[str, str] | None) -> JobTags:
+              metadata: dict[str, str] | None, task: str | None = None) -> JobTags:
     """Tags for the compatible routes: headers first, then ``metadata``. No priority means the
     route's default (``Gateway.lane_for``)."""
     meta = metadata or {}
     raw = {
         "feature": feature or meta.get("feature") or "default",
         "priority": priority or meta.get("priority"),
+        "task": task or meta.get("task"),
         "idempotency_key": idempotency_key or meta.get("idempotency_key"),
     }
     try:

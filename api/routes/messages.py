@@ -24,6 +24,7 @@ from api.routes.common import (
     FeatureHeader,
     IdempotencyHeader,
     PriorityHeader,
+    TaskHeader,
     submit_and_wait,
     submit_early,
     tags_from,
@@ -123,12 +124,12 @@ class MessagesRequest(Storable):
 async def messages(
     request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
     x_gateway_feature: FeatureHeader = None, x_gateway_priority: PriorityHeader = None,
-    idempotency_key: IdempotencyHeader = None,
+    idempotency_key: IdempotencyHeader = None, x_gateway_task: TaskHeader = None,
 ) -> object:
     body = await read_body(request, MessagesRequest)
     chat = _to_chat(body)
     tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
-                     idempotency_key=idempotency_key, metadata=None)
+                     idempotency_key=idempotency_key, metadata=None, task=x_gateway_task)
     wait_s = gw.settings.api.max_sync_wait_s
     if body.stream:  # the headers, naming the job, go out at once; the events when the answer is there
         stored, finish = await submit_early(gw, waiter, caller, chat, tags, wait_s, Lane.INTERACTIVE)

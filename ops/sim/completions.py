@@ -59,6 +59,7 @@ class Completion:
     output_tokens: int
     finish: str  # "stop" | "length" | "tool"
     tool_call: ToolCall | None = None
+    refusal: str | None = None
 
 
 def request_seed(*parts: Any) -> int:
@@ -146,3 +147,14 @@ def complete_tool_call(seed: int, name: str, schema: dict | None, call_id: str) 
     arguments = orjson.dumps(arguments_for(schema or {}, rng)).decode()
     tokens = count_tokens(name) + count_tokens(arguments)
     return Completion("", tokens, "tool", ToolCall(call_id, name, arguments))
+
+
+def complete_json(seed: int, schema: dict, max_tokens: int) -> Completion:
+    """A reply that is JSON the schema accepts (``response_format: json_schema``)."""
+    rng = random.Random(seed)
+    value = arguments_for(schema, rng) if schema.get("type", "object") == "object" else _value_for(schema, rng)
+    text = orjson.dumps(value).decode()
+    tokens = count_tokens(text)
+    if tokens > max_tokens:  # cut like any reply: what is left is not JSON any more
+        return Completion(text[: max(1, len(text) * max_tokens // tokens)], max_tokens, "length")
+    return Completion(text, tokens, "stop")

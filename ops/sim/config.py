@@ -82,12 +82,22 @@ class OutputConfig(_Strict):
     tokens: int = Field(100, ge=1)
 
 
+class WeaknessConfig(_Strict):
+    """How often the model's answers fail a caller's checks, by the prompt's difficulty (``ops.sim.weakness``)."""
+
+    fail_rate: dict[Literal["easy", "medium", "hard"], float] = Field(default_factory=dict)
+    modes: list[Literal["length", "schema", "refusal", "empty"]] = Field(
+        default_factory=lambda: ["schema", "length"])  # type: ignore[arg-type]
+    obey_markers: bool = False  # a prompt with [[sim-fail:<mode>]] fails that way (tests)
+
+
 class ModelConfig(_Strict):
     limits: LimitsConfig = Field(default_factory=lambda: LimitsConfig.model_validate({}))
     latency: LatencyConfig = Field(default_factory=lambda: LatencyConfig.model_validate({}))
     output: OutputConfig = Field(default_factory=lambda: OutputConfig.model_validate({}))
     max_output_tokens: int = Field(4096, gt=0)  # charged (OpenAI) and used when max_tokens is absent
     context_window: int = Field(128_000, gt=0)
+    weakness: WeaknessConfig = Field(default_factory=lambda: WeaknessConfig.model_validate({}))
 
 
 def _openai_default() -> ModelConfig:

@@ -16,13 +16,21 @@ from typing import Protocol
 
 import orjson
 
-from ops.sim.completions import Completion, complete_text, complete_tool_call, last_user_text, request_seed
+from ops.sim.completions import (
+    Completion,
+    complete_json,
+    complete_text,
+    complete_tool_call,
+    last_user_text,
+    request_seed,
+)
 from ops.sim.config import ModelConfig, SimulatorConfig
 from ops.sim.faults import FaultBoard, Outcome
 from ops.sim.http import SSE_TYPE, Headers, Reply, Request, Reset, Response, Stream
 from ops.sim.latency import Pace, pace_for
 from ops.sim.limits import OUTPUT, REQUESTS, AxisState, Clock, Decision, Limiter, Meter, admission_charges
 from ops.sim.stats import Counters, Stats
+from ops.sim.weakness import weaken
 from ops.sim.wire import ChatRequest, new_id
 from shared.errors import InvalidRequest
 from shared.tokens import count_tokens
@@ -186,9 +194,15 @@ class Simulator:
             return [Completion(text, count_tokens(text), "stop") for _ in range(req.n)]
         return [
             complete_tool_call(seed + i, tool, req.tool_schema(tool), new_id(prefix)) if tool is not None
-            else complete_text(seed + i, config.output, max_tokens)
+            else weaken(self._reply(req, config, seed + i, max_tokens), req, config.weakness, seed + i)
             for i in range(req.n)
         ]
+
+    @staticmethod
+    def _reply(req: ChatRequest, config: ModelConfig, seed: int, max_tokens: int) -> Completion:
+        if req.response_schema is not None:
+            return complete_json(seed, req.response_schema, max_tokens)
+        return complete_text(seed, config.output, max_tokens)
 
     def _early_fault(self, api: ProviderApi, outcome: Outcome, req: ChatRequest, meter: Meter,
                      counters: Counters, key: str) -> Response:

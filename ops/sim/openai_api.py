@@ -40,6 +40,14 @@ def _forced_tool(choice: Any) -> str | None:
     return None
 
 
+def _response_schema(response_format: Any) -> dict | None:
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return schema if isinstance(schema, dict) else {"type": "object"}
+
+
 class OpenAIApi:
     name = "openai"
 
@@ -63,6 +71,7 @@ class OpenAIApi:
             model=model, messages=messages, max_tokens=max_tokens, stream=bool(body.get("stream")), n=n,
             include_usage=bool(options.get("include_usage")), tools=tools,
             forced_tool=_forced_tool(body.get("tool_choice")) if tools else None,
+            response_schema=_response_schema(body.get("response_format")),
         )
 
     def prompt_tokens(self, req: ChatRequest, estimate_only: bool = False) -> int:
@@ -142,6 +151,8 @@ class OpenAIApi:
             function = {"name": call.name, "arguments": call.arguments}
             return {"role": "assistant", "content": None, "refusal": None,
                     "tool_calls": [{"id": call.id, "type": "function", "function": function}]}
+        if c.refusal:
+            return {"role": "assistant", "content": None, "refusal": c.refusal}
         return {"role": "assistant", "content": c.text, "refusal": None}
 
     def usage(self, prompt: int, completions: list[Completion]) -> dict:

@@ -35,7 +35,19 @@ class ChatRequest:
     system: Any = None
     tools: list[dict] | None = None
     forced_tool: str | None = None  # a tool name, or "" for "any tool"
+    response_schema: dict | None = None  # OpenAI response_format json_schema: the reply is JSON it accepts
     extra: dict = field(default_factory=dict)
+
+    def text(self) -> str:
+        """Every string of the prompt, for the markers a weakness profile reads (``ops.sim.weakness``)."""
+        parts = [self.system] if isinstance(self.system, str) else []
+        for message in self.messages:
+            content = message.get("content")
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                parts += [str(p.get("text", "")) for p in content if isinstance(p, dict)]
+        return "\n".join(parts)
 
     def tool_schema(self, name: str) -> dict | None:
         for tool in self.tools or []:

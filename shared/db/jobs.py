@@ -32,7 +32,7 @@ from shared.lanes import LANE_NAMES
 __all__ = [
     "OPEN_STATUSES", "STATUSES", "TERMINAL_STATUSES", "MAX_PAGE_SIZE",
     "NewJob", "create_job", "create_jobs", "fail_jobs", "get_job", "get_job_any", "list_jobs", "cancel_job",
-    "mark_admitted", "return_to_queue",
+    "mark_admitted", "return_to_queue", "route_view",
     "start_attempt", "finish_attempt", "record_attempt", "list_attempts", "complete_job", "expire_job", "overdue_jobs",
     "job_view",
 ]
@@ -124,6 +124,7 @@ class NewJob:
     estimate_tokens: int | None = None
     key_id: int | None = None
     screening: dict[str, Any] | None = None  # what redaction and the injection screen found (``shared.privacy``)
+    route: dict[str, Any] | None = None  # model auto: ``RouteSpec.to_dict()``
 
 
 def _new_job_values(tenant_id: str, job: NewJob, now: datetime, *,
@@ -138,7 +139,8 @@ def _new_job_values(tenant_id: str, job: NewJob, now: datetime, *,
         idempotency_key=job.idempotency_key, estimate_tokens=job.estimate_tokens, deployment=admitted_deployment,
         model_used=None, tokens_in=0, tokens_out=0, cost_usd=0.0, cache_status="miss",
         queued_ms=0 if admitted else None, attempts=0, created_at=now, admitted_at=now if admitted else None,
-        finished_at=None, updated_at=now, screening=job.screening,
+        finished_at=None, updated_at=now, screening=job.screening, route=job.route, escalations=0,
+        route_ceiling_usd=None, saving_usd=None,
     )
 
 
@@ -146,7 +148,7 @@ def create_job(
     session: Session, *, tenant_id: str, feature: str, lane: str, task: str | None, model: str,
     request: dict[str, Any], deadline: datetime, idempotency_key: str | None,
     estimate_tokens: int | None = None, job_id: str | None = None, admitted_deployment: str | None = None,
-    key_id: int | None = None, screening: dict[str, Any] | None = None,
+    key_id: int | None = None, screening: dict[str, Any] | None = None, route: dict[str, Any] | None = None,
 ) -> tuple[Job, bool]:
     """Persist a new queued job, or return the tenant's job with the same idempotency key.
 
@@ -165,7 +167,7 @@ def create_job(
         _retire_key(session, existing.id)  # older than the window: the key is free again
     values = _new_job_values(
         tenant_id, NewJob(job_id or new_job_id(), feature, lane, task, model, request, deadline, key, estimate_tokens,
-                          key_id, screening),
+                          key_id, screening, route),
         now, admitted_deployment=admitted_deployment,
     )
     inserted = session.execute(_create_statement(_dialect(session)), {f"n_{k}": v for k, v in values.items()})
@@ -295,6 +297,10 @@ class _JobRow:
     admitted_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    route: dict[str, Any] | None
+    escalations: int
+    route_ceiling_usd: float | None
+    saving_usd: float | None
     result: dict[str, Any] | None
     error: dict[str, Any] | None
     screening: dict[str, Any] | None = None
@@ -473,7 +479,8 @@ def complete_job(
 _VIEW_COLUMNS = tuple(_JOBS.c[name] for name in (
     "id", "status", "tenant_id", "feature", "lane", "task", "model", "model_used", "deployment",
     "idempotency_key", "created_at", "admitted_at", "finished_at", "deadline", "queued_ms", "tokens_in",
-    "tokens_out", "cost_usd", "cache_status", "attempts", "result", "error",
+    "tokens_out", "cost_usd", "cache_status", "attempts", "result", "error", "route", "escalations",
+    "route_ceiling_usd", "saving_usd",
 ))
 
 
@@ -495,11 +502,18 @@ def _record_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
     goes_on = update(_JOBS).where(*is_open).values(  # back to queued: it will be admitted again
         status="queued", deployment=_param("a_deployment", _JOBS.c.deployment),
         attempts=case((_JOBS.c.attempts < number, number), else_=_JOBS.c.attempts),
+        escalations=_JOBS.c.escalations + case((_param("a_status", _ATTEMPTS.c.status) == "escalated", 1),
+                                               else_=0),
     ).returning(*_VIEW_COLUMNS)
     count = select(func.count()).where(_ATTEMPTS.c.job_id == _JOBS.c.id).scalar_subquery()
+    # What the job cost: every attempt's cost (an escalated attempt's answer was paid for too).
+    spent = func.coalesce(select(func.sum(_ATTEMPTS.c.cost_usd)).where(_ATTEMPTS.c.job_id == _JOBS.c.id)
+                          .scalar_subquery(), 0)
+    ceiling = _param("j_route_ceiling_usd", _JOBS.c.route_ceiling_usd)
     ends = update(_JOBS).where(*is_open).values(
         deployment=func.coalesce(_param("j_deployment", _JOBS.c.deployment), _JOBS.c.deployment),
-        attempts=count, **{name: _param(f"j_{name}", _JOBS.c[name]) for name in _OUTCOME_FIELDS},
+        attempts=count, cost_usd=spent, route_ceiling_usd=ceiling, saving_usd=ceiling - spent,
+        **{name: _param(f"j_{name}", _JOBS.c[name]) for name in _OUTCOME_FIELDS if name != "cost_usd"},
     ).returning(*_VIEW_COLUMNS)
     forget = delete(_ATTEMPTS).where(_ATTEMPTS.c.job_id == bindparam("jid"), _ATTEMPTS.c.number == number)
     return add_attempt, goes_on, ends, forget
@@ -541,7 +555,7 @@ _OUTCOME_FIELDS = ("status", "result", "error", "model_used", "tokens_in", "toke
                    "cache_status", "finished_at")
 _OUTCOME_DEFAULTS: dict[str, Any] = {
     "result": None, "error": None, "model_used": None, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0,
-    "cache_status": "miss", "deployment": None,
+    "cache_status": "miss", "deployment": None, "route_ceiling_usd": None,
 }
 
 
@@ -607,4 +621,22 @@ def job_view(job: Job | Row[Any] | _JobRow) -> dict[str, Any]:
         "attempts": job.attempts,
         "result": job.result,
         "error": job.error,
+        "route": route_view(job),
     }
+
+
+def route_view(job: Job | Row[Any] | _JobRow) -> dict[str, Any] | None:
+    """How a routed job (``model: auto``) was routed, and what routing saved; None for a named model.
+
+    ``tier`` is the tier of the deployment that answered (the starting tier before one did)."""
+    route = job.route
+    if not route:
+        return None
+    names = [name for name, _ in route["tiers"]]
+    answered = next((name for name, deps in route["tiers"] if job.deployment in deps), None)
+    ceiling, saving = job.route_ceiling_usd, job.saving_usd
+    return {"task": route.get("task"), "tier": answered or names[0], "start_tier": names[0], "tiers": names,
+            "reason": route["reason"], "escalations": job.escalations or 0,
+            "ceiling_deployment": route["ceiling"],
+            "ceiling_cost_usd": float(ceiling) if ceiling is not None else None,
+            "saving_usd": float(saving) if saving is not None else None}

@@ -33,7 +33,7 @@ from shared.lanes import LANE_NAMES
 
 STATUSES = ("queued", "admitted", "running", "succeeded", "failed", "cancelled", "expired")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "expired"})
-ATTEMPT_STATUSES = ("running", "succeeded", "failed", "timeout", "rate_limited")
+ATTEMPT_STATUSES = ("running", "succeeded", "failed", "timeout", "rate_limited", "escalated")
 UNPURGED = "finished_at IS NOT NULL AND request IS NOT NULL"  # a finished job whose content retention keeps
 AUDIT_CONTENT_KEPT = "request IS NOT NULL OR response IS NOT NULL"  # an audit record whose content is still there
 
@@ -111,6 +111,7 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
     max_lane: Mapped[str | None] = mapped_column(String(20))  # the highest lane it may use; None: the tenant's
+    models: Mapped[dict[str, Any] | None]  # {"allow": [...] | null, "deny": [...]}: what its jobs may use
 
     tenant: Mapped[Tenant] = relationship(back_populates="keys")
 
@@ -158,6 +159,10 @@ class Job(Base):
     admitted_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    route: Mapped[dict[str, Any] | None]  # model auto: the route taken (``shared.routing.RouteSpec``)
+    escalations: Mapped[int] = mapped_column(default=0, server_default=text("0"))  # answers that failed a check
+    route_ceiling_usd: Mapped[float | None] = mapped_column(Money)  # the answer priced at the route's top tier
+    saving_usd: Mapped[float | None] = mapped_column(Money)  # route_ceiling_usd less what the job cost
 
 
 class Attempt(Base):

@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from sqlalchemy import event, select, update
@@ -112,16 +113,17 @@ def _cancel_queued(session: Session, which: object, reason: str) -> int:
 
 
 def create_key(session: Session, tenant_id: str, name: str = "default",
-               max_lane: str | None = None) -> tuple[ApiKey, str]:
+               max_lane: str | None = None, models: dict[str, Any] | None = None) -> tuple[ApiKey, str]:
     """A new key for the tenant and its plaintext, which is never stored and cannot be shown again.
-    ``max_lane``: the highest-priority lane the key may ask for (None: whatever its tenant may)."""
+    ``max_lane``: the highest-priority lane the key may ask for (None: whatever its tenant may);
+    ``models``: ``{"allow": [...] | None, "deny": [...]}``, deployments or models its jobs may (not) use."""
     get_tenant(session, tenant_id)
     if max_lane is not None and max_lane not in LANE_NAMES:
         raise InvalidRequest(f"unknown lane {max_lane!r}; use one of {', '.join(LANE_NAMES)}", param="max_lane")
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(
         tenant_id=tenant_id, name=name, prefix=plaintext[:DISPLAY_PREFIX_LEN], key_hash=hash_key(plaintext),
-        max_lane=max_lane,
+        max_lane=max_lane, models=models,
     )
     session.add(key)
     session.flush()
@@ -169,25 +171,29 @@ class Identity:
     tenant: str
     key_id: int | None = None
     max_lane: str | None = None
+    allow_models: tuple[str, ...] | None = None  # the key's own models policy (``shared.routing``)
+    deny_models: tuple[str, ...] = ()
 
 
 def authenticate(session: Session, plaintext_key: str) -> Identity:
     """The identity behind ``plaintext_key``; AuthError says why there is none (``reason`` for counting)."""
     row = session.execute(
-        select(ApiKey.revoked_at, Tenant.id, Tenant.disabled, ApiKey.id, ApiKey.max_lane)
+        select(ApiKey.revoked_at, Tenant.id, Tenant.disabled, ApiKey.id, ApiKey.max_lane, ApiKey.models)
         .join(Tenant, Tenant.id == ApiKey.tenant_id)
         .where(ApiKey.key_hash == hash_key(plaintext_key))
     ).first()
     if row is None:
         raise AuthError("invalid API key: send a key created with `gateway keys create` as 'Bearer <key>'",
                         code="invalid_api_key")
-    revoked_at, tenant_id, disabled, key_id, max_lane = row
+    revoked_at, tenant_id, disabled, key_id, max_lane, models = row
     if revoked_at is not None:
         raise AuthError("API key revoked: ask the gateway operator for a new key", code="revoked_api_key")
     if disabled:
         raise AuthError(f"tenant disabled: tenant {tenant_id!r} may not make calls; ask the gateway operator",
                         code="tenant_disabled")
-    return Identity(tenant_id, key_id, max_lane)
+    allow = (models or {}).get("allow")
+    return Identity(tenant_id, key_id, max_lane, tuple(allow) if allow is not None else None,
+                    tuple((models or {}).get("deny") or ()))
 
 
 # -- the api's key cache -------------------------------------------------------------------------

@@ -108,3 +108,19 @@ def test_redis_down_while_it_works_fails_no_job(recovery: Recovery, monkeypatch:
     with pytest.raises(redis.ConnectionError):  # the scheduler's loop logs it and runs the round again
         recovery.run_once()
     assert _status(recovery, job_id) == "queued"
+
+
+def test_a_routed_job_comes_back_with_its_route_at_the_tier_it_escalated_to(recovery: Recovery) -> None:
+    route = {"task": "classify", "reason": "task classify", "spill": True, "ceiling": "route-large@sim",
+             "tiers": [[tier, [f"route-{tier}@sim"]] for tier in ("small", "medium", "large")]}
+    with session_scope(recovery.engine) as db:
+        job, _ = jobs.create_job(db, tenant_id="acme", feature="f", lane="batch", task="classify", model="auto",
+                                 request={**CHAT, "model": "auto"}, deadline=datetime.now(UTC) + timedelta(hours=1),
+                                 idempotency_key=None, route=route)
+        db.execute(update(Job).where(Job.id == job.id).values(escalations=1, attempts=1))
+        row = jobs.get_job_any(db, job.id)
+        assert row is not None
+        env = recovery.envelope_of(row)
+    assert env.route is not None and env.route.to_dict() == route
+    assert env.chain == ["route-small@sim", "route-medium@sim", "route-large@sim"]
+    assert (env.tier, env.attempt) == (1, 2) and recovery.admitter.candidates(env)[0] == "route-medium@sim"

@@ -113,3 +113,17 @@ def test_list_verbs_print_json_for_scripts(database_url: str) -> None:
     keys_json = json.loads(gateway("keys", "list", "--json", "--tenant", "acme"))
     assert [(k["tenant"], k["name"], k["revoked_at"]) for k in keys_json] == [("acme", "ci", None)]
     assert keys_json[0]["prefix"].startswith("gw-")
+
+
+def test_a_key_may_be_pinned_to_models_or_kept_from_them(database_url: str) -> None:
+    gateway("migrate")
+    gateway("tenants", "create", "acme")
+    result = runner.invoke(app, ["keys", "create", "--tenant", "acme", "--allow-models", "gpt-4o-mini, fast@nowhere"])
+    assert result.exit_code != 0 and "unknown deployments or models" in result.output
+    assert "fast@nowhere" in result.output
+    result = runner.invoke(app, ["keys", "create", "--tenant", "acme", "--deny-models", "claude-haiku@sim"])
+    plaintext = next(line for line in result.stdout.splitlines() if line.startswith("gw-"))
+    with session_scope(get_engine(database_url), readonly=True) as s:
+        identity = tenants.authenticate(s, plaintext)
+    assert (identity.allow_models, identity.deny_models) == (None, ("claude-haiku@sim",))
+    assert "models" in gateway("keys", "list")
