@@ -33,14 +33,18 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from api.auth import Caller
+from api.metrics import CACHE_BYPASSED
 from execution.attempt import run_inline
 from shared.admission import QueueState
+from shared.cache.plan import CachePlan, plan_for
+from shared.cache.store import Hit
 from shared.db import jobs
 from shared.db.session import session_scope
 from shared.envelope import Envelope
 from shared.errors import GatewayError, Unavailable
 from shared.lanes import Lane
 from shared.redis_batch import RedisBatch
+from shared.routing import chain_for
 from shared.schemas import ChatRequest, JobTags
 
 if TYPE_CHECKING:
@@ -71,13 +75,20 @@ class Acceptor:
 
     def submit(self, caller: Caller, chat: ChatRequest, tags: JobTags, lane: Lane, reply_to: str | None,
                answer: Callable[[Submitted], None] | None = None) -> Submitted:
-        """Validate against the budgets, then admit inline (fast lane) and persist, or persist and queue.
-        ``lane`` comes from ``Gateway.lane_for``. A job the api sends itself (``_send_here``) is handed
-        to ``answer`` as soon as its attempt is recorded, before the attempt's last round trip; the
-        return value is the same."""
+        """Serve it from the cache, or validate against the budgets, then admit inline (fast lane) and
+        persist, or persist and queue. ``lane`` comes from ``Gateway.lane_for``. A job the api sends itself
+        (``_send_here``) is handed to ``answer`` as soon as its attempt is recorded, before the attempt's
+        last round trip; the return value is the same."""
         gw = self.gw
-        env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(), tags.deadline_at,
-                          reply_to=reply_to)
+        payload = chat.provider_payload()
+        plan = plan_for(gw.settings, caller.tenant, tags.feature, chat.model, chain_for(gw.settings, chat.model),
+                        payload, tags.cache)
+        if plan.read and (served := self._from_cache(caller, plan, tags, lane, chat.model, payload)):
+            return served
+        if plan.bypass is not None:
+            CACHE_BYPASSED.labels(reason=plan.bypass).inc()
+        env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, payload, tags.deadline_at,
+                          reply_to=reply_to, cache=plan.fill())
         estimate = gw.admitter.prepare(env).total  # a job that can never fit is refused here, never queued
         may_send_here = bool(reply_to) and gw.settings.api.fast_lane_attempts > 0
         ahead = self._read_ahead(caller, env, may_send_here)
@@ -88,7 +99,7 @@ class Acceptor:
                 undo.callback(gw.admitter.withdraw, env)
             else:
                 self._drop_lease(env)
-            view, created = self._persist(env, tags, estimate, fast, caller)
+            view, created = self._persist(env, tags, estimate, fast, caller, "miss" if plan.read else "bypass")
             if not created:
                 return Submitted(view, created=False)  # a repeated idempotency key: nothing new to send
             undo.pop_all()
@@ -97,6 +108,38 @@ class Acceptor:
             return self._send_here(env, view, answer)
         self._hand_off(env, fast)
         return Submitted(view, created=True)
+
+    def _from_cache(self, caller: Caller, plan: CachePlan, tags: JobTags, lane: Lane, model: str,
+                    payload: dict[str, Any]) -> Submitted | None:
+        """A job answered from the cache, before any budget is touched: its row is written finished
+        (cost 0, what it saved, whose answer it is). None on a miss, or when the cache cannot answer."""
+        cache = self.gw.attempts.cache
+        lookup = cache.lookup(plan, epoch_key=self.gw.auth.epoch_key if caller.epoch is None else None)
+        if lookup.hit is None:
+            return None
+        if caller.epoch is None:  # a key from the cache: confirmed before anything is served to it
+            if lookup.epoch is None:
+                self.gw.auth.check(caller.api_key, "")
+            else:
+                self.gw.auth.saw_epoch(lookup.epoch)
+                self.gw.auth.confirm(caller.api_key, lookup.epoch)
+        view, created = self._persist_hit(caller, tags, lane, model, payload, lookup.hit)
+        return Submitted(view, created=created)
+
+    def _persist_hit(self, caller: Caller, tags: JobTags, lane: Lane, model: str, payload: dict[str, Any],
+                     hit: Hit) -> tuple[dict[str, Any], bool]:
+        answer = hit.answer
+        with session_scope(self.gw.engine) as db:
+            job, created = jobs.create_job(
+                db, tenant_id=caller.tenant, feature=tags.feature, lane=lane, task=tags.task, model=model,
+                request=payload, deadline=tags.deadline_at(self.gw.settings.lanes[lane].deadline_s),
+                idempotency_key=tags.idempotency_key, estimate_tokens=0,
+                key_id=caller.identity.key_id if caller.identity else None, cache_status=hit.kind,
+                answered={"status": "succeeded", "result": answer.get("result"),
+                          "model_used": answer.get("model_used"), "deployment": answer.get("deployment"),
+                          "cache_source_job": hit.source_job or None, "cache_similarity": hit.similarity,
+                          "saved_usd": hit.saved_usd})
+            return jobs.job_view(job), created
 
     def _admit_inline(self, env: Envelope, ahead: _Ahead) -> bool:
         """True when the job is reserved now (interactive, nobody waiting ahead of it, budgets fit).
@@ -170,7 +213,7 @@ class Acceptor:
         return done[0] if done else Submitted(view, created=True)
 
     def _persist(self, env: Envelope, tags: JobTags, estimate: int, admitted: bool,
-                 caller: Caller) -> tuple[dict[str, Any], bool]:
+                 caller: Caller, cache_status: str) -> tuple[dict[str, Any], bool]:
         """Insert the job (admitted already, its lease held, when reserved inline); a repeated
         idempotency key returns the original job instead (``created`` False)."""
         with session_scope(self.gw.engine) as db:
@@ -179,7 +222,7 @@ class Acceptor:
                 request=env.request, deadline=datetime.fromtimestamp(env.deadline, UTC),
                 idempotency_key=tags.idempotency_key, estimate_tokens=estimate, job_id=env.id,
                 admitted_deployment=env.deployment if admitted else None,
-                key_id=caller.identity.key_id if caller.identity else None,
+                key_id=caller.identity.key_id if caller.identity else None, cache_status=cache_status,
             )
             return jobs.job_view(job), created
 

@@ -19,11 +19,13 @@ import redis
 
 from api.auth import Caller
 from shared.admission import QueueState
+from shared.cache.plan import plan_for
 from shared.db import jobs
 from shared.db.session import session_scope
 from shared.envelope import Envelope
 from shared.errors import GatewayError, InvalidRequest, Overloaded, PermissionDenied, Unavailable, echo
 from shared.lanes import Lane
+from shared.routing import chain_for
 from shared.schemas import JobRequest
 
 if TYPE_CHECKING:
@@ -51,7 +53,8 @@ class BulkAcceptor:
         self._shed_batch(tenant, envs, self._queue_states(tenant, {env.lane for env in envs}))
         key_id = caller.identity.key_id if caller.identity else None
         rows = [jobs.NewJob(env.id, env.feature, env.lane, item.task, env.model, env.request,
-                            datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.tokens, key_id)
+                            datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.tokens, key_id,
+                            cache_status="bypass")
                 for env, item in zip(envs, items, strict=True)]
         with session_scope(self.gw.engine) as db:
             results = jobs.create_jobs(db, tenant, rows)
@@ -63,11 +66,17 @@ class BulkAcceptor:
         return BatchSubmitted([view for view, _ in results], len(created))
 
     def _bulk_envelope(self, caller: Caller, index: int, item: JobRequest) -> Envelope:
-        """The item's envelope with its estimate (``prepare``, once); errors name the item."""
+        """The item's envelope with its estimate (``prepare``, once); errors name the item. A batch does not
+        read the cache (it stays one SQL transaction and one pipeline, every job queued), but the
+        answers its jobs get are stored for the calls after it (``cache`` in the envelope)."""
         try:
             tags = item.tags()
             lane = self.gw.lane_for(caller, tags, Lane.STANDARD)
-            env = self.gw.envelope(caller.tenant, tags.feature, lane, item.model, item.payload(), tags.deadline_at)
+            payload = item.payload()
+            plan = plan_for(self.gw.settings, caller.tenant, tags.feature, item.model,
+                            chain_for(self.gw.settings, item.model), payload, tags.cache)
+            env = self.gw.envelope(caller.tenant, tags.feature, lane, item.model, payload, tags.deadline_at,
+                                   cache=plan.fill())
             self.gw.admitter.prepare(env)
         except (InvalidRequest, Overloaded, PermissionDenied) as exc:
             raise _for_item(index, exc) from exc

@@ -28,6 +28,11 @@ def gateway_headers(view: dict[str, Any]) -> dict[str, str]:
         "x-gateway-cache": str(view.get("cache_status") or "miss"),
         "x-gateway-queued-ms": str(view.get("queued_ms") or 0),
     }
+    if view.get("cache_source_job"):  # answered from the cache: whose answer, and how close the question was
+        headers["x-gateway-cache-source-job"] = str(view["cache_source_job"])
+        headers["x-gateway-saved-usd"] = f"{float(view.get('saved_usd') or 0):.8f}"
+    if view.get("cache_similarity") is not None:
+        headers["x-gateway-cache-similarity"] = f"{float(view['cache_similarity']):.4f}"
     return headers
 
 

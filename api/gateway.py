@@ -62,12 +62,13 @@ class Gateway:
         return resolve_lane(self.settings, identity.tenant, tags.feature, tags.priority, default, identity.max_lane)
 
     def envelope(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any],
-                 deadline_at: Callable[[float], datetime], reply_to: str | None = None) -> Envelope:
+                 deadline_at: Callable[[float], datetime], reply_to: str | None = None,
+                 cache: dict[str, Any] | None = None) -> Envelope:
         """The job as accepted: its prompt counted here, once (every estimate after uses the count)."""
         chain = chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
         job = JobSpec(id=new_job_id(), tenant=tenant, feature=feature, lane=lane, model=model, request=request,
                       deadline=deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
-                      prompt_tokens=prompt_tokens(request))
+                      prompt_tokens=prompt_tokens(request), cache=cache)
         return Envelope(job, chain=chain)
 
     # -- reads -------------------------------------------------------------------------------------

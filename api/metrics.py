@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import Counter, Histogram
-from prometheus_client.core import REGISTRY, GaugeMetricFamily
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -20,6 +20,8 @@ FAST_LANE_SENT = Counter("gateway_fast_lane_sent_total", "Fast-lane first attemp
 SHED = Counter("gateway_jobs_shed_total", "Jobs refused before queueing", ["reason"])
 AUTH_FAILURES = Counter("gateway_auth_failures_total", "Refused authentications, by reason (missing_api_key, "
                         "invalid_api_key, revoked_api_key, tenant_disabled, throttled)", ["reason"])
+CACHE_BYPASSED = Counter("gateway_cache_bypassed_total", "Requests the cache was not asked about, by why: off, "
+                         "no-store, no-cache, temperature (sampling), n", ["reason"])
 SYNC_WAIT = Histogram("gateway_sync_wait_seconds", "Time sync callers waited for their job",
                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 
@@ -52,6 +54,26 @@ class BudgetCollector(Collector):
         except Exception:  # Redis down: as above
             return
         yield from families
+        try:
+            yield from cache_families(self.gw.attempts.cache.counters())
+        except Exception:  # the cache's Redis down: as above
+            return
+
+
+def cache_families(counters: dict[str, str]) -> Iterator[Metric]:
+    """The cache's counters, kept in Redis by the lookups (``shared/lua/cache_lookup.lua``): every api
+    replica reports the same totals."""
+    lookups = CounterMetricFamily("gateway_cache_lookups", "Cache lookups by outcome: hit (exact), semantic, miss",
+                                  labels=["tenant", "feature", "result"])
+    saved = CounterMetricFamily("gateway_cache_saved_usd", "What the answers served from the cache had cost",
+                                labels=["tenant", "feature"])
+    for field, value in sorted(counters.items()):
+        tenant, feature, what = field.split("\t")
+        if what == "saved":
+            saved.add_metric([tenant, feature], float(value))
+        else:
+            lookups.add_metric([tenant, feature, what], float(value))
+    yield from (lookups, saved)
 
 
 def install_collector(gateway: Any) -> None:

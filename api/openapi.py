@@ -60,9 +60,9 @@ OPERATORS_KEY = (401, 403, 500, 503)
 BODY = (400, 408, 413)  # routes that read a JSON body
 
 
-def header(description: str, pattern: str | None = None) -> dict[str, Any]:
-    """A response header every such answer carries (``api.delivery.gateway_headers``)."""
-    return {"description": description, "required": True,
+def header(description: str, pattern: str | None = None, required: bool = True) -> dict[str, Any]:
+    """A response header every such answer carries (``api.delivery.gateway_headers``), or some do."""
+    return {"description": description, "required": required,
             "schema": {"type": "string", **({"pattern": pattern} if pattern else {})}}
 
 
@@ -76,7 +76,14 @@ JOB_HEADERS = {
     "x-gateway-tokens-in": header("prompt tokens as the provider metered them", _COUNT),
     "x-gateway-tokens-out": header("completion tokens as the provider metered them", _COUNT),
     "x-gateway-cost-usd": header("what the call cost, in US dollars", r"^\d+\.\d+$"),
-    "x-gateway-cache": header("hit or miss"),
+    "x-gateway-cache": header("hit (an exact repeat), semantic (a question that means the same), miss, or bypass "
+                              "(the cache was not asked: no-cache/no-store, sampling, off)",
+                              "^(hit|semantic|miss|bypass)$"),
+    "x-gateway-cache-source-job": header("on a hit: the job whose answer was served", required=False),
+    "x-gateway-cache-similarity": header("on a semantic hit: the questions' cosine similarity", r"^\d+\.\d+$",
+                                         required=False),
+    "x-gateway-saved-usd": header("on a hit: what the answer cost when it was paid for", r"^\d+\.\d+$",
+                                  required=False),
     "x-gateway-queued-ms": header("how long the job waited for admission, in milliseconds", _COUNT),
 }
 

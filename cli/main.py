@@ -20,7 +20,7 @@ import httpx
 import typer
 from rich.console import Console
 
-from cli.admin import keys_app, migrate, tenants_app
+from cli.admin import cache_app, keys_app, migrate, tenants_app
 from cli.health import NotReady, wait_for_http
 from ops.sim.cli import sim
 from shared.config import Settings, check_provider_keys, get_settings
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="The AI gateway: one place every LLM call goes through.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants", help="Create and list tenants.")
 app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
+app.add_typer(cache_app, name="cache", help="Purge cached answers (a tenant's, or one feature's).")
 app.command("migrate", help="Create or upgrade the result store's tables.")(migrate)
 app.command("sim", help="Run the provider simulator (OpenAI and Anthropic APIs with real rate limits).")(sim)
 

@@ -13,8 +13,8 @@ Then the same steps for both:
 
     call the provider ─▶ decide: done, or retry later ─▶ record attempt + job (one transaction)
         ─▶ park the retry ─▶ the end steps (``END_STEPS``), one round trip: tell the waiting caller,
-           count the attempt, count metrics, feed the breaker, settle the budget (``execution.settle``),
-           release the lease, wake the scheduler
+           fill the cache, count the attempt, count metrics, feed the breaker, settle the budget
+           (``execution.settle``), release the lease, wake the scheduler
 
 A worker never sleeps and retries on its own: a retry goes back to the scheduler with a not-before
 time and is admitted against the budget like any job, on whichever deployment of the chain may
@@ -132,6 +132,17 @@ def _tell_the_caller(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> No
         batch.command(lambda pipe: announce(pipe, env.reply_to, view))
 
 
+def _fill_cache(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
+    """Store a succeeded job's answer where its cache plan says (``shared.cache``); never fails the attempt."""
+    env, view = ended.env, ended.view
+    if view is None or not ended.ends_job or env.job.cache is None or view.get("status") != "succeeded":
+        return
+    try:
+        ctx.cache.fill(batch, env.job.cache, view, env.tenant, env.feature)
+    except Exception:  # the answer is recorded and delivered; a cache that cannot take it only costs a miss
+        log.exception("could not fill the cache with job %s", env.id)
+
+
 def _count_attempt(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
     """For the retry budget: a worker's attempt was counted when it claimed its lease, an inline one here."""
     if ended.inline:
@@ -170,7 +181,8 @@ def _wake_scheduler(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> Non
 
 
 END_STEPS: tuple[Callable[[AttemptContext, RedisBatch, Ended], None], ...] = (
-    _tell_the_caller, _count_attempt, _count_metrics, _feed_breaker, _settle, _release_lease, _wake_scheduler)
+    _tell_the_caller, _fill_cache, _count_attempt, _count_metrics, _feed_breaker, _settle, _release_lease,
+    _wake_scheduler)
 
 
 def _count_for_metrics(pipe: Any, ctx: AttemptContext, env: Envelope, outcome: Outcome) -> None:

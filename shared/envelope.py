@@ -5,7 +5,8 @@ It carries everything a worker needs to send the attempt, so the hot path never 
 
     Envelope
     ├── job: JobSpec     fixed when the job is accepted: id, tenant, feature, lane, model, request,
-    │                    deadline, reply_to, prompt_tokens (counted once, by the tokenizer)
+    │                    deadline, reply_to, prompt_tokens (counted once, by the tokenizer),
+    │                    cache (where its answer is stored, when it may be)
     └── this attempt     attempt number, chain (its order: a retry moves the failed deployment last),
                          deployment and estimate (once admitted there), lease token, breaker probe,
                          not_before (a retry's backoff), enqueued_at
@@ -41,6 +42,7 @@ class JobSpec:
     deadline: float
     reply_to: str | None = None
     prompt_tokens: int = 0
+    cache: dict[str, Any] | None = None  # how to store its answer (``shared.cache.plan.CachePlan.fill``)
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(JobSpec))

@@ -1,4 +1,4 @@
-"""Operators' view: live budget levels, reservations, queue depth per lane x tenant, breakers.
+"""Operators' view: live budget levels, reservations, queue depth per lane x tenant, breakers; the cache purge.
 
 Guarded by the admin key from the environment (``GATEWAY_ADMIN_KEY`` by default), never a tenant key:
 these numbers span every tenant.
@@ -6,15 +6,16 @@ these numbers span every tenant.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from api.answers import Budgets
+from api.answers import Budgets, CachePurged
 from api.deps import AdminDep, GatewayDep
 from api.gateway import Gateway
 from api.openapi import OPERATORS_KEY, answer, errors
+from shared.db.tenants import TENANT_ID_PATTERN
 from shared.lanes import LANES
 
 router = APIRouter()
@@ -44,3 +45,19 @@ def budget_snapshot(gw: Gateway) -> dict[str, Any]:
         "breakers": gw.admitter.breakers.states([d.name for d in gw.settings.deployments]),
         "scheduler": {"leader": gw.redis.get(gw.keys.leader)},
     }
+
+
+@router.delete("/v1/admin/cache", response_model=None,
+               responses={200: answer(CachePurged, "What was deleted"), **errors(*OPERATORS_KEY, 400)})
+async def purge_cache(
+    admin: AdminDep, gw: GatewayDep,
+    tenant: Annotated[str, Query(description="the tenant whose entries go", min_length=1, max_length=63,
+                                 pattern=TENANT_ID_PATTERN.pattern)],
+    feature: Annotated[str | None, Query(description="only the entries this feature of the tenant stored",
+                                         min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")] = None,
+) -> dict[str, Any]:
+    """Delete a tenant's cached answers (exact and semantic), or one feature's: every api replica stops
+    serving them at once (the entries are in Redis, which they share)."""
+    feature = feature.lower() if feature else None
+    purged = await run_in_threadpool(gw.attempts.cache.purge, tenant, feature)
+    return {"tenant": tenant, "feature": feature, **purged}

@@ -10,7 +10,14 @@ from api.delivery import gateway_headers, openai_sse, raise_unless_succeeded
 from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
-from api.routes.common import FeatureHeader, IdempotencyHeader, PriorityHeader, submit_and_wait, tags_from
+from api.routes.common import (
+    CacheControlHeader,
+    FeatureHeader,
+    IdempotencyHeader,
+    PriorityHeader,
+    submit_and_wait,
+    tags_from,
+)
 from shared.lanes import Lane
 from shared.schemas import ChatRequest
 
@@ -25,11 +32,11 @@ router = APIRouter()
 async def chat_completions(
     request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
     x_gateway_feature: FeatureHeader = None, x_gateway_priority: PriorityHeader = None,
-    idempotency_key: IdempotencyHeader = None,
+    idempotency_key: IdempotencyHeader = None, cache_control: CacheControlHeader = None,
 ) -> object:
     body = await read_body(request, ChatRequest)
     tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
-                     idempotency_key=idempotency_key, metadata=body.metadata)
+                     idempotency_key=idempotency_key, metadata=body.metadata, cache_control=cache_control)
     submitted, view = await submit_and_wait(gw, waiter, caller, body, tags, gw.settings.api.max_sync_wait_s,
                                             default_lane=Lane.INTERACTIVE)
     result = raise_unless_succeeded(view, submitted.view["id"])

@@ -44,6 +44,9 @@ FeatureHeader = Annotated[str | None, Header(
 PriorityHeader = Annotated[str | None, Header(
     description="the lane: interactive (default here), standard or batch",
     json_schema_extra={"enum": list(LANE_NAMES)})]
+CacheControlHeader = Annotated[str | None, Header(
+    description="`no-cache`: a fresh answer (then stored); `no-store`: the cache is not used at all",
+    json_schema_extra={"maxLength": 256})]
 IdempotencyHeader = Annotated[str | None, Header(
     description="returns the job this key made in the last 24 h instead of a new one",
     json_schema_extra={"minLength": 1, "maxLength": 255})]
@@ -56,8 +59,15 @@ def size_submit_threads(gw: Gateway) -> None:
     _INTERACTIVE.total_tokens = SUBMIT_THREADS + gw.settings.api.fast_lane_attempts
 
 
+def cache_mode(cache_control: str | None) -> str | None:
+    """What ``Cache-Control`` asks of the cache: ``no-store`` wins over ``no-cache``; other directives
+    (``max-age``, ...) are not the gateway's to honour and leave the cache as it is."""
+    directives = {part.split("=", 1)[0].strip().lower() for part in (cache_control or "").split(",")}
+    return next((mode for mode in ("no-store", "no-cache") if mode in directives), None)
+
+
 def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str | None,
-              metadata: dict[str, str] | None) -> JobTags:
+              metadata: dict[str, str] | None, cache_control: str | None = None) -> JobTags:
     """Tags for the compatible routes: headers first, then ``metadata``. No priority means the
     route's default (``Gateway.lane_for``)."""
     meta = metadata or {}
@@ -65,6 +75,7 @@ def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str
         "feature": feature or meta.get("feature") or "default",
         "priority": priority or meta.get("priority"),
         "idempotency_key": idempotency_key or meta.get("idempotency_key"),
+        "cache": cache_mode(cache_control),
     }
     try:
         return JobTags(**{k: v for k, v in raw.items() if v is not None})

@@ -13,7 +13,14 @@ from api.delivery import STREAM_EVENTS, anthropic_sse, gateway_headers, raise_un
 from api.deps import GatewayDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
-from api.routes.common import FeatureHeader, IdempotencyHeader, PriorityHeader, submit_and_wait, tags_from
+from api.routes.common import (
+    CacheControlHeader,
+    FeatureHeader,
+    IdempotencyHeader,
+    PriorityHeader,
+    submit_and_wait,
+    tags_from,
+)
 from shared.errors import InvalidRequest, clip
 from shared.lanes import Lane
 from shared.schemas import ChatRequest, Storable
@@ -109,12 +116,12 @@ class MessagesRequest(Storable):
 async def messages(
     request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
     x_gateway_feature: FeatureHeader = None, x_gateway_priority: PriorityHeader = None,
-    idempotency_key: IdempotencyHeader = None,
+    idempotency_key: IdempotencyHeader = None, cache_control: CacheControlHeader = None,
 ) -> object:
     body = await read_body(request, MessagesRequest)
     chat = _to_chat(body)
     tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
-                     idempotency_key=idempotency_key, metadata=None)
+                     idempotency_key=idempotency_key, metadata=None, cache_control=cache_control)
     submitted, view = await submit_and_wait(gw, waiter, caller, chat, tags, gw.settings.api.max_sync_wait_s,
                                             default_lane=Lane.INTERACTIVE)
     result = raise_unless_succeeded(view, submitted.view["id"])

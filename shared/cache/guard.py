@@ -31,9 +31,13 @@ from shared.tokens import _load_encoding
 _WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?(?:[.,:/-][a-z0-9]+)*|[^\sa-z0-9]", re.I)
 _NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
 
-_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(_words(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())} | {
+    "seventeen eighteen nineteen twenty"))} | {
     "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80", "ninety": "90",
     "hundred": "100", "thousand": "1000", "million": "1e6", "billion": "1e9", "dozen": "12", "half": "0.5",
     "first": "1st", "second": "2nd", "third": "3rd", "fourth": "4th", "fifth": "5th", "last": "last",
@@ -42,20 +46,20 @@ _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "more": "more", "less": "less", "fewer": "less", "most": "most", "least": "least", "minimum": "min",
     "maximum": "max", "min": "min", "max": "max", "under": "<", "over": ">", "above": ">", "below": "<",
 }
-_TIME_WORDS = set(
+_TIME_WORDS = set(_words(
     "today tomorrow yesterday tonight now morning afternoon evening night noon midnight weekend week month year "
     "day days hour hours minute minutes second seconds daily weekly monthly yearly annual annually quarterly "
     "monday tuesday wednesday thursday friday saturday sunday january february march april june july "
     "august september october november december jan feb mar apr jun jul aug sep sept oct nov dec am pm "
     "spring summer autumn fall winter next previous past ago recent recently latest earliest early late "
-    "before after since until current".split())
+    "before after since until current"))
 _NEGATIONS = {"not": "not", "no": "not", "never": "not", "none": "not", "nobody": "not", "nothing": "not",
               "neither": "not", "nor": "not", "without": "without", "except": "except", "excluding": "except",
               "exclude": "except", "cannot": "not", "cant": "not", "unable": "not", "avoid": "avoid",
               "stop": "stop", "non": "not", "lack": "not", "instead": "instead", "rather": "instead",
               "unless": "unless", "nowhere": "not", "hardly": "not", "against": "against", "vs": "versus",
               "versus": "versus", "only": "only", "but": "but"}
-_STOP = set(
+_STOP = set(_words(
     "a an the of in on at for with by about as is are was were be been being do does did doing have has had "
     "having i me my mine myself we us our you your yours he she it its they them their this that these those "
     "there here what which who whom whose when where why how whether if then so and or also just really "
@@ -63,7 +67,7 @@ _STOP = set(
     "tell know explain describe show give let help quick quickly question hi hello hey thanks thank thx pls plz "
     "want wanted need needed like like'd d ll m re s t ve 'd 'll 'm 're 's 've ok okay any some much "
     "anyone someone somebody possible possibly way ways exactly briefly simple simply some one's get got "
-    "to from into onto than lot lots bunch advance".split())
+    "to from into onto than lot lots bunch advance"))
 _DIRECTIONAL = ("from", "to", "into", "onto", "than", "vs", "versus", "before", "after", "over", "toward",
                 "towards", "between", "and", "or", "then", "per", "instead", "rather", "against")
 # Words callers use for the same thing (each group maps to its first word); deliberately small:

@@ -39,7 +39,7 @@ class CachePlan:
     read: bool = False
     store: bool = False
     semantic: SemanticAsk | None = None
-    bypass: str | None = None  # why the cache stays out of it, when it does
+    bypass: str | None = None  # why the cache is not read, when it is not
 
     def fill(self) -> dict[str, Any] | None:
         """What the job carries for the end of its attempt (``JobSpec.cache``): None when nothing is stored."""
@@ -67,7 +67,8 @@ def plan_for(settings: Settings, tenant: str, feature: str, model: str, chain: l
         scope = digest("semantic", model, chain, without_last_turn(form))
         semantic = SemanticAsk(scope, text, cache.threshold(cfg))
     return CachePlan(base.tenant, base.feature, base.label, digest=digest(scope_feature, model, chain, form),
-                     ttl_s=cache.ttl(cfg), read=mode == "default", store=True, semantic=semantic)
+                     ttl_s=cache.ttl(cfg), read=mode == "default", store=True, semantic=semantic,
+                     bypass="no-cache" if mode == "no-cache" else None)
 
 
 def _bypass_reason(settings: Settings, enabled: bool, any_temperature: bool, payload: dict[str, Any],

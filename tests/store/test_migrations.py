@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
+from sqlalchemy.orm import Session
 
 from shared.db import jobs, migrate, tenants
+from shared.db.ids import new_job_id
+from shared.db.models import utcnow
 from shared.db.session import make_engine, session_scope
-from tests.store.conftest import chat, new_job
+from tests.store.conftest import chat, soon
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,14 +53,25 @@ def test_an_upgrade_that_copies_a_table_keeps_the_rows_that_reference_it(db_url:
     try:
         with session_scope(engine) as s:
             tenants.create_tenant(s, "acme")
-            job, _ = new_job(s)
-            jobs.start_attempt(s, job.id, 1, "gpt-4o-mini@sim")
+            job_id = _job_of_0002(s)
+            jobs.start_attempt(s, job_id, 1, "gpt-4o-mini@sim")
         assert migrate.upgrade(db_url) == migrate.head_revision()
         with session_scope(engine, readonly=True) as s:
-            assert [a.number for a in jobs.list_attempts(s, job.id)] == [1]
-            assert jobs.get_job(s, "acme", job.id).request == chat()
+            assert [a.number for a in jobs.list_attempts(s, job_id)] == [1]
+            assert jobs.get_job(s, "acme", job_id).request == chat()
     finally:
         engine.dispose()
+
+
+def _job_of_0002(session: Session) -> str:
+    """A job row as revision 0002 holds it (the models of today have columns it lacks)."""
+    job_id, now = new_job_id(), utcnow()
+    session.execute(text(
+        "INSERT INTO jobs (id, tenant_id, feature, lane, model, status, request, deadline, tokens_in, tokens_out, "
+        "cost_usd, cache_status, attempts, created_at, updated_at) VALUES (:id, 'acme', 'default', 'standard', "
+        "'fast', 'queued', :request, :deadline, 0, 0, 0, 'miss', 0, :now, :now)"),
+        {"id": job_id, "request": json.dumps(chat()), "deadline": soon(), "now": now})
+    return job_id
 
 
 def _upgrade_in_processes(url: str, count: int) -> list[subprocess.CompletedProcess[str]]:
