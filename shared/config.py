@@ -256,7 +256,8 @@ class CacheConfig(_Strict):
     max_answer_bytes: int = Field(256 * 1024, gt=0, description="a larger answer is not stored")
     scope: Literal["tenant", "feature"] = Field("tenant", description="whether a tenant's features share "
                                                 "exact entries (semantic entries are always per feature)")
-    semantic_threshold: float = Field(0.85, ge=0, le=1)
+    semantic_threshold: float = Field(0.7, ge=0, le=1, description="the guard (shared.cache.guard) carries "
+                                      "precision; this bar only keeps unrelated questions out of its way")
     max_semantic_entries: int = Field(2_000, gt=0, description="semantic entries kept per tenant x feature x "
                                       "model x context; the oldest go first")
     features: dict[str, dict[str, FeatureCacheConfig]] = Field(

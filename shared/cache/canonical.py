@@ -21,6 +21,7 @@ import orjson
 _IGNORED = frozenset({"model", "user", "metadata", "stream", "stream_options", "store", "service_tier",
                       "parallel_tool_calls"})
 _OUTPUT_CAPS = ("max_tokens", "max_completion_tokens")
+_REALS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")  # 0 and 0.0 are one value
 
 
 def canonical(payload: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +32,9 @@ def canonical(payload: dict[str, Any]) -> dict[str, Any]:
         out["max_tokens"] = cap
     if isinstance(out.get("stop"), str):
         out["stop"] = [out["stop"]]
+    for name in _REALS:
+        if isinstance(out.get(name), int) and not isinstance(out[name], bool):
+            out[name] = float(out[name])
     out["messages"] = [_message(m) for m in payload.get("messages") or []]
     return out
 
