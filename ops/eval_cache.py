@@ -79,7 +79,8 @@ def main() -> None:
     print("  near:  " + ", ".join(f"{k} {n}" for (k, same), n in sorted(kinds.items()) if not same))
     default = CacheConfig().semantic_threshold
     print(f"\nembedder: {embedder.name}; guard: shared/cache/guard.py; default threshold {default}")
-    print(f"{'threshold':>9} {'precision':>9} {'recall':>7} {'hits':>5}  wrong hits by kind / true pairs missed by kind")
+    print(f"{'threshold':>9} {'precision':>9} {'recall':>7} {'hits':>5}  "
+          "wrong hits by kind / true pairs missed by kind")
     for threshold in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95):
         s = score(scored, threshold)
         mark = " <- default" if threshold == default else ""
