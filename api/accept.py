@@ -39,6 +39,8 @@ from shared.admission import QueueState
 from shared.cache.plan import CachePlan, plan_for
 from shared.cache.store import Hit
 from shared.db import jobs
+from shared.db.ids import new_job_id
+from shared.db.models import utcnow
 from shared.db.session import session_scope
 from shared.envelope import Envelope
 from shared.errors import GatewayError, Unavailable
@@ -51,6 +53,16 @@ if TYPE_CHECKING:
     from api.gateway import Gateway
 
 log = logging.getLogger("gateway.api")
+HIT_ANSWER_FIRST = True  # a cache hit's caller is answered before its job row is written (``_from_cache``)
+
+
+def _answered(hit: Hit) -> dict[str, Any]:
+    """What a cache hit's job row says: succeeded at no cost, what it saved, whose answer it is."""
+    answer = hit.answer
+    return {"status": "succeeded", "result": answer.get("result"), "model_used": answer.get("model_used"),
+            "deployment": answer.get("deployment"), "cache_status": hit.kind,
+            "cache_source_job": hit.source_job or None, "cache_similarity": hit.similarity,
+            "saved_usd": hit.saved_usd}
 
 
 @dataclass
@@ -83,7 +95,7 @@ class Acceptor:
         payload = chat.provider_payload()
         plan = plan_for(gw.settings, caller.tenant, tags.feature, chat.model, chain_for(gw.settings, chat.model),
                         payload, tags.cache)
-        if plan.read and (served := self._from_cache(caller, plan, tags, lane, chat.model, payload)):
+        if plan.read and (served := self._from_cache(caller, plan, tags, lane, chat.model, payload, answer)):
             return served
         if plan.bypass is not None:
             CACHE_BYPASSED.labels(reason=plan.bypass).inc()
@@ -110,9 +122,13 @@ class Acceptor:
         return Submitted(view, created=True)
 
     def _from_cache(self, caller: Caller, plan: CachePlan, tags: JobTags, lane: Lane, model: str,
-                    payload: dict[str, Any]) -> Submitted | None:
+                    payload: dict[str, Any], answer: Callable[[Submitted], None] | None) -> Submitted | None:
         """A job answered from the cache, before any budget is touched: its row is written finished
-        (cost 0, what it saved, whose answer it is). None on a miss, or when the cache cannot answer."""
+        (cost 0, what it saved, whose answer it is). None on a miss, or when the cache cannot answer.
+
+        The caller is answered first and the row written right after (``HIT_ANSWER_FIRST``): the
+        insert is most of a hit's work here, and a GET of the job a moment later finds it. With an
+        idempotency key the row comes first: it may be another job's repeat."""
         cache = self.gw.attempts.cache
         lookup = cache.lookup(plan, epoch_key=self.gw.auth.epoch_key if caller.epoch is None else None)
         if lookup.hit is None:
@@ -123,22 +139,29 @@ class Acceptor:
             else:
                 self.gw.auth.saw_epoch(lookup.epoch)
                 self.gw.auth.confirm(caller.api_key, lookup.epoch)
-        view, created = self._persist_hit(caller, tags, lane, model, payload, lookup.hit)
+        row, now, answered = self._hit_row(caller, tags, lane, model, payload), utcnow(), _answered(lookup.hit)
+        if answer is not None and tags.idempotency_key is None and HIT_ANSWER_FIRST:
+            view = jobs.answered_view(caller.tenant, row, answered, now)
+            answer(Submitted(view, created=True))
+            self._persist_hit(caller.tenant, row, answered, now)
+            return Submitted(view, created=True)
+        view, created = self._persist_hit(caller.tenant, row, answered, now)
         return Submitted(view, created=created)
 
-    def _persist_hit(self, caller: Caller, tags: JobTags, lane: Lane, model: str, payload: dict[str, Any],
-                     hit: Hit) -> tuple[dict[str, Any], bool]:
-        answer = hit.answer
+    def _hit_row(self, caller: Caller, tags: JobTags, lane: Lane, model: str, payload: dict[str, Any]) -> jobs.NewJob:
+        deadline = tags.deadline_at(self.gw.settings.lanes[lane].deadline_s)
+        return jobs.NewJob(new_job_id(), tags.feature, lane, tags.task, model, payload, deadline,
+                           tags.idempotency_key, 0, caller.identity.key_id if caller.identity else None,
+                           cache_status="hit")
+
+    def _persist_hit(self, tenant: str, row: jobs.NewJob, answered: dict[str, Any],
+                     now: datetime) -> tuple[dict[str, Any], bool]:
         with session_scope(self.gw.engine) as db:
             job, created = jobs.create_job(
-                db, tenant_id=caller.tenant, feature=tags.feature, lane=lane, task=tags.task, model=model,
-                request=payload, deadline=tags.deadline_at(self.gw.settings.lanes[lane].deadline_s),
-                idempotency_key=tags.idempotency_key, estimate_tokens=0,
-                key_id=caller.identity.key_id if caller.identity else None, cache_status=hit.kind,
-                answered={"status": "succeeded", "result": answer.get("result"),
-                          "model_used": answer.get("model_used"), "deployment": answer.get("deployment"),
-                          "cache_source_job": hit.source_job or None, "cache_similarity": hit.similarity,
-                          "saved_usd": hit.saved_usd})
+                db, tenant_id=tenant, feature=row.feature, lane=row.lane, task=row.task, model=row.model,
+                request=row.request, deadline=row.deadline, idempotency_key=row.idempotency_key,
+                estimate_tokens=0, job_id=row.job_id, key_id=row.key_id, cache_status=answered["cache_status"],
+                answered=answered, now=now)
             return jobs.job_view(job), created
 
     def _admit_inline(self, env: Envelope, ahead: _Ahead) -> bool:

@@ -150,6 +150,7 @@ def create_job(
     request: dict[str, Any], deadline: datetime, idempotency_key: str | None,
     estimate_tokens: int | None = None, job_id: str | None = None, admitted_deployment: str | None = None,
     key_id: int | None = None, cache_status: str = "miss", answered: dict[str, Any] | None = None,
+    now: datetime | None = None,
 ) -> tuple[Job, bool]:
     """Persist a new queued job, or return the tenant's job with the same idempotency key.
 
@@ -158,11 +159,12 @@ def create_job(
     row comes back (``created`` False). The returned Job is attached to the session as if loaded,
     so a caller may still change it and flush. ``admitted_deployment`` (fast lane, admitted before
     the insert under a ``job_id`` chosen up front) writes the job as admitted there at once.
-    ``answered`` (a cache hit) writes it finished at once: its status, result and cache fields.
+    ``answered`` (a cache hit) writes it finished at once: its status, result and cache fields
+    (``answered_view`` shows the same row before it is written).
     """
     _check_choice(lane, LANE_NAMES, "priority")
     key = idempotency_key
-    now = utcnow()
+    now = now or utcnow()
     if key is not None and (existing := _by_idempotency_key(session, tenant_id, key)):
         if existing.created_at > now - IDEMPOTENCY_WINDOW:
             return _repeat_of(existing, request)
@@ -184,6 +186,14 @@ def create_job(
     make_transient_to_detached(job)  # persistent as if just loaded: no SELECT, later changes flush
     session.add(job)
     return job, True
+
+
+def answered_view(tenant_id: str, job: NewJob, answered: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The view of the row ``create_job(..., answered=answered, now=now)`` writes for ``job``, before it
+    is written: a cache hit is answered first and recorded right after."""
+    values = _new_job_values(tenant_id, job, now, cache_status=job.cache_status)
+    values.update(answered, finished_at=now, queued_ms=0)
+    return job_view(_JobRow(**{"result": None, **values}, error=None))
 
 
 @lru_cache(maxsize=4)
