@@ -1,4 +1,9 @@
-"""Accepting one job: persist it, then admit it at once (fast lane) or queue it for the scheduler.
+"""Accepting one job: answer it from the cache, or persist it, then admit it at once (fast lane) or queue
+it for the scheduler.
+
+The cache is asked first, after the lane is decided and before any budget is touched
+(``shared.cache``): a hit costs one Redis round trip and a job row written just after the caller is
+answered; a miss costs that round trip and goes on as below, carrying where its answer is to be stored.
 
 The SQL row is written and committed before anything reaches Redis, so an accepted job always exists
 in the store; if Redis refuses the hand-off, the job is failed with the reason rather than left

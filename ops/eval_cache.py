@@ -4,7 +4,8 @@ its lookup costs in-process.
     .venv/bin/python ops/eval_cache.py                 # ~5 s: thresholds 0.5-0.95, the default marked
     .venv/bin/python ops/eval_cache.py --show-misses   # and list the true pairs it did not serve
 
-A pair counts as a semantic hit when its questions' similarity reaches the threshold and the guard
+Two sets: the one the guard was built with, and one held out (written after it was frozen, never used
+to tune it). A pair counts as a semantic hit when its questions' similarity reaches the threshold and the guard
 (``shared.cache.guard``) passes it: exactly what a lookup does once it has the nearest entry.
 Precision = true pairs among the hits; recall = hits among the true pairs. The latency part times
 what a lookup does in the api besides its Redis round trips (embed the question, search a scope of
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from ops.cache_eval.pairs import ITEMS, pairs  # noqa: E402
+from ops.cache_eval.pairs import HELD_OUT, ITEMS, Item, pairs  # noqa: E402
 from shared.cache.embedder import StaticEmbedder  # noqa: E402
 from shared.cache.guard import near_miss  # noqa: E402
 from shared.cache.semantic import Record, SemanticIndex  # noqa: E402
@@ -63,22 +64,16 @@ def latency(embedder: StaticEmbedder, entries: int, rounds: int = 400) -> dict[s
     return {f"{kind} p{q}": float(np.percentile(values, q)) for kind, values in timings.items() for q in (50, 99)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--entries", type=int, default=2000, help="records in the scope the latency part searches")
-    parser.add_argument("--show-misses", action="store_true")
-    args = parser.parse_args()
-    embedder = StaticEmbedder()
-    labeled = pairs()
+def evaluate(name: str, items: tuple[Item, ...], embedder: StaticEmbedder, show_misses: bool) -> None:
+    labeled = pairs(items)
     scored = [((a, b, same, kind), float(embedder.embed(a) @ embedder.embed(b)), near_miss(b, a))
               for a, b, same, kind in labeled]
     kinds = Counter((kind, same) for _, _, same, kind in labeled)
-    print(f"{len(labeled)} labeled pairs from {len(ITEMS)} questions: "
+    print(f"\n{name}: {len(labeled)} labeled pairs from {len(items)} questions: "
           f"{sum(1 for p in labeled if p[2])} true (same answer), {sum(1 for p in labeled if not p[2])} near misses")
     print("  true:  " + ", ".join(f"{k} {n}" for (k, same), n in sorted(kinds.items()) if same))
     print("  near:  " + ", ".join(f"{k} {n}" for (k, same), n in sorted(kinds.items()) if not same))
     default = CacheConfig().semantic_threshold
-    print(f"\nembedder: {embedder.name}; guard: shared/cache/guard.py; default threshold {default}")
     print(f"{'threshold':>9} {'precision':>9} {'recall':>7} {'hits':>5}  "
           "wrong hits by kind / true pairs missed by kind")
     for threshold in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95):
@@ -88,11 +83,23 @@ def main() -> None:
               f"wrong {s['wrong'] or '{}'} / missed {s['missed']}{mark}")
     guard_only = sum(1 for (_, _, same, _), _, reason in scored if not same and reason is None)
     sim_only = sum(1 for (_, _, same, _), sim, _ in scored if not same and sim >= default)
-    print(f"\nnear misses the guard alone would pass: {guard_only}; the threshold alone ({default}): {sim_only}")
-    if args.show_misses:
+    print(f"near misses the guard alone would pass: {guard_only}; the threshold alone ({default}) would: {sim_only}")
+    if show_misses:
         for (a, b, same, kind), sim, reason in scored:
             if same and (sim < default or reason):
                 print(f"  missed {kind:>10} sim {sim:.2f} {reason or 'threshold':>9}: {a!r} / {b!r}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--entries", type=int, default=2000, help="records in the scope the latency part searches")
+    parser.add_argument("--show-misses", action="store_true")
+    args = parser.parse_args()
+    embedder = StaticEmbedder()
+    print(f"embedder: {embedder.name}; guard: shared/cache/guard.py; default threshold "
+          f"{CacheConfig().semantic_threshold}")
+    evaluate("the set the guard was built with", ITEMS, embedder, args.show_misses)
+    evaluate("held out (written after the guard was frozen)", HELD_OUT, embedder, args.show_misses)
     lat = latency(embedder, args.entries)
     print(f"\nin-process lookup (embed + search {args.entries} records + guard), ms: "
           + ", ".join(f"{k} {v:.3f}" for k, v in lat.items()))

@@ -234,6 +234,59 @@ ITEMS: tuple[Item, ...] = (
 )
 
 
+# Written after the guard was frozen (2026-11-30) and never used to tune it: a less flattering estimate.
+HELD_OUT: tuple[Item, ...] = (
+    Item("How do I rotate an image by 90 degrees in Photoshop?",
+         ("How can I rotate an image 90 degrees in Photoshop?", "In Photoshop, how do I rotate an image by 90 degrees?"),
+         {"number": "How do I rotate an image by 180 degrees in Photoshop?", "entity": "How do I rotate an image by "
+          "90 degrees in GIMP?", "direction": "How do I rotate an image by 90 degrees counterclockwise in Photoshop?"}),
+    Item("What are the opening hours of the Louvre on Wednesday?",
+         ("When is the Louvre open on Wednesday?", "Louvre opening hours on Wednesday?"),
+         {"date": "What are the opening hours of the Louvre on Thursday?", "entity": "What are the opening hours "
+          "of the Prado on Wednesday?", "negation": "Is the Louvre closed on Wednesday?"}),
+    Item("Compare the iPhone 15 and the Pixel 8 cameras",
+         ("Compare the cameras of the iPhone 15 and the Pixel 8", "How do the iPhone 15 and Pixel 8 cameras compare?"),
+         {"number": "Compare the iPhone 14 and the Pixel 8 cameras", "entity": "Compare the iPhone 15 and the "
+          "Galaxy S24 cameras", "constraint": "Compare the iPhone 15 and the Pixel 8 cameras in low light"}),
+    Item("How do I make a GET request with curl?",
+         ("How can I make a GET request with curl?", "Making a GET request with curl: how?"),
+         {"entity": "How do I make a POST request with curl?", "language": "How do I make a GET request with "
+          "PowerShell?", "constraint": "How do I make a GET request with curl and follow redirects?"}),
+    Item("Suggest a name for a bakery in Lisbon",
+         ("Suggest a bakery name for Lisbon", "Can you suggest a name for a bakery in Lisbon?"),
+         {"entity": "Suggest a name for a bakery in Porto", "entity2": "Suggest a name for a cafe in Lisbon",
+          "number": "Suggest five names for a bakery in Lisbon"}),
+    Item("How long is the flight from New York to Tokyo?",
+         ("How long does the flight from New York to Tokyo take?", "Flight time from New York to Tokyo?"),
+         {"direction": "How long is the flight from Tokyo to New York?", "entity": "How long is the flight from "
+          "New York to Seoul?", "constraint": "How long is the nonstop flight from New York to Tokyo?"}),
+    Item("Is my account eligible for a refund of invoice 7781?",
+         ("Can I get a refund for invoice 7781 on my account?", "Is invoice 7781 eligible for a refund for my account?"),
+         {"customer": "Is my account eligible for a refund of invoice 7718?", "negation": "Why is my account not "
+          "eligible for a refund of invoice 7781?", "entity": "Is my account eligible for a credit of invoice 7781?"}),
+    Item("What's a good beginner workout for 3 days a week?",
+         ("What is a good beginner workout for 3 days a week?", "Good beginner workout, 3 days a week?"),
+         {"number": "What's a good beginner workout for 5 days a week?", "entity": "What's a good advanced workout "
+          "for 3 days a week?", "constraint": "What's a good beginner workout for 3 days a week at home?"}),
+    Item("Explain recursion to a beginner",
+         ("Explain recursion for a beginner", "Can you explain recursion to a beginner?"),
+         {"entity": "Explain iteration to a beginner", "entity2": "Explain recursion to an expert",
+          "constraint": "Explain recursion to a beginner with a Python example"}),
+    Item("What is the VAT rate in Germany?",
+         ("What's the VAT rate in Germany?", "Germany's VAT rate?"),
+         {"entity": "What is the VAT rate in Austria?", "constraint": "What is the reduced VAT rate in Germany?",
+          "date": "What was the VAT rate in Germany in 2020?"}),
+    Item("Can I bring a laptop in my carry-on bag?",
+         ("Can I take a laptop in my carry-on bag?", "Is a laptop allowed in my carry-on bag?"),
+         {"entity": "Can I bring a power bank in my carry-on bag?", "direction": "Can I bring a laptop in my "
+          "checked bag?", "negation": "Why can't I bring a laptop in my carry-on bag?"}),
+    Item("How do I export my contacts from Gmail to Outlook?",
+         ("How can I export my contacts from Gmail to Outlook?", "Exporting my contacts from Gmail to Outlook: how?"),
+         {"direction": "How do I export my contacts from Outlook to Gmail?", "entity": "How do I export my "
+          "calendar from Gmail to Outlook?", "entity2": "How do I export my contacts from Gmail to iCloud?"}),
+)
+
+
 def _typo(text: str) -> str:
     """Two letters of the longest word swapped: the commonest typing slip."""
     words = text.split()
@@ -255,10 +308,10 @@ def _plain(text: str) -> str:
 MACHINE_PARAPHRASES = {"typo": _typo, "politeness": _polite, "lowercase": _plain}
 
 
-def pairs() -> list[tuple[str, str, bool, str]]:
+def pairs(items: tuple[Item, ...] = ITEMS) -> list[tuple[str, str, bool, str]]:
     """``(cached question, new question, same answer?, kind)`` for every item."""
     out: list[tuple[str, str, bool, str]] = []
-    for item in ITEMS:
+    for item in items:
         q = item.question
         out += [(q, s, True, "rewording") for s in item.same]
         out += [(q, make(q), True, kind) for kind, make in MACHINE_PARAPHRASES.items()]

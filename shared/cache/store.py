@@ -78,6 +78,11 @@ class ResponseCache:
             return cls(settings, keys, gateway_redis, shares_client=True)
         return cls(settings, keys, sync_redis(url), shares_client=False)
 
+    def warm_up(self) -> None:
+        """Load the embedding model now when some feature will need it, not at its first call."""
+        if self.config.enabled and any(cfg.semantic for per in self.config.features.values() for cfg in per.values()):
+            self.embedder().embed("warm up")
+
     # -- lookup (the api, before admission) ----------------------------------------------------------
 
     def lookup(self, plan: CachePlan, epoch_key: str | None = None) -> Lookup:
@@ -85,7 +90,7 @@ class ResponseCache:
         got: dict[str, Any] = {}
         sem = plan.semantic
         batch = RedisBatch(self.client).script(
-            self._lookup_call(plan, plan.digest, miss="" if sem else "miss", hit="hit"),
+            self._lookup_call(plan, plan.digest, miss="miss", hit="hit"),
             lambda reply: got.__setitem__("exact", reply))
         if sem is not None:
             batch.command(lambda pipe: self._scope_reads(pipe, plan, sem.scope),
@@ -100,10 +105,10 @@ class ResponseCache:
             return Lookup(None, got.get("epoch"), failed=True)
         return Lookup(hit, got.get("epoch"))
 
-    def _lookup_call(self, plan: CachePlan, digest: str, *, miss: str, hit: str) -> ScriptCall:
+    def _lookup_call(self, plan: CachePlan, digest: str, *, miss: str, hit: str, takes_back: str = "") -> ScriptCall:
         keys = (self.keys.cache_entry(plan.tenant, digest), self.keys.cache_recency(plan.tenant),
                 self.keys.cache_metrics())
-        args = (digest, int(time.time() * 1000), _SEP.join((plan.tenant, plan.label)), miss, hit)
+        args = (digest, int(time.time() * 1000), _SEP.join((plan.tenant, plan.label)), miss, hit, takes_back)
         return ScriptCall(self._lookup, keys, args)
 
     def _scope_reads(self, pipe: Any, plan: CachePlan, scope: str) -> None:
@@ -118,7 +123,8 @@ class ResponseCache:
         return Hit(kind, orjson.loads(answer), float(cost or 0), str(job or ""), similarity)
 
     def _semantic_hit(self, plan: CachePlan, sem: SemanticAsk, scope_reads: list[Any]) -> Hit | None:
-        """The answer of the most similar entry that passes the guard; counts the miss otherwise."""
+        """The answer of the most similar entry that passes the guard (the exact lookup counted a miss;
+        a semantic hit takes it back, in the same script that fetches its answer)."""
         (epoch, seq), length = scope_reads
         self._sync(plan, sem.scope, epoch, int(seq or 0), int(length or 0))
         vector = self.embedder().embed(sem.text)
@@ -127,9 +133,8 @@ class ResponseCache:
             if reason is not None:
                 log.debug("semantic candidate %s refused by the guard (%s)", candidate.record.job, reason)
                 continue
-            reply = self._lookup_call(plan, candidate.record.digest, miss="miss", hit="semantic").run()
+            reply = self._lookup_call(plan, candidate.record.digest, miss="", hit="semantic", takes_back="miss").run()
             return self._exact_hit(reply, "semantic", round(candidate.similarity, 4))
-        self.client.hincrby(self.keys.cache_metrics(), _SEP.join((plan.tenant, plan.label, "miss")), 1)
         return None
 
     def _sync(self, plan: CachePlan, scope: str, epoch: str | None, seq: int, length: int) -> None:

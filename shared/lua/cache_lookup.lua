@@ -6,8 +6,10 @@
 -- ARGV[1]  the digest (the member in KEYS[2])
 -- ARGV[2]  now, in ms
 -- ARGV[3]  "<tenant>\t<feature>" (the metrics labels)
--- ARGV[4]  what a miss counts as: "miss", or "" when a semantic lookup follows and counts its own
+-- ARGV[4]  what a miss counts as: "miss", or "" (not counted again)
 -- ARGV[5]  what a hit counts as: "hit", or "semantic" when a semantic match fetches its answer
+-- ARGV[6]  (optional) an outcome counted already that this hit takes back: the "miss" the exact
+--          lookup before a semantic match counted
 --
 -- Returns {answer, cost, job} on a hit, false on a miss.
 local found = redis.call('HMGET', KEYS[1], 'a', 'c', 'j')
@@ -19,5 +21,8 @@ if not found[1] then
 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('HINCRBY', KEYS[3], ARGV[3] .. '\t' .. ARGV[5], 1)
+if ARGV[6] and ARGV[6] ~= '' then
+  redis.call('HINCRBY', KEYS[3], ARGV[3] .. '\t' .. ARGV[6], -1)
+end
 redis.call('HINCRBYFLOAT', KEYS[3], ARGV[3] .. '\tsaved', found[2])
 return found
