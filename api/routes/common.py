@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -59,11 +59,13 @@ def size_submit_threads(gw: Gateway) -> None:
     _INTERACTIVE.total_tokens = SUBMIT_THREADS + gw.settings.api.fast_lane_attempts
 
 
-def cache_mode(cache_control: str | None) -> str | None:
+def cache_mode(cache_control: str | None) -> Literal["no-store", "no-cache"] | None:
     """What ``Cache-Control`` asks of the cache: ``no-store`` wins over ``no-cache``; other directives
     (``max-age``, ...) are not the gateway's to honour and leave the cache as it is."""
     directives = {part.split("=", 1)[0].strip().lower() for part in (cache_control or "").split(",")}
-    return next((mode for mode in ("no-store", "no-cache") if mode in directives), None)
+    if "no-store" in directives:
+        return "no-store"
+    return "no-cache" if "no-cache" in directives else None
 
 
 def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str | None,

@@ -45,7 +45,7 @@ async def submit_job(
     if idempotency_key and not tags.idempotency_key:
         tags.idempotency_key = idempotency_key
     if tags.cache == "default" and (mode := cache_mode(cache_control)):
-        tags.cache = mode  # type: ignore[assignment]
+        tags.cache = mode
     wait_s = min(wait, gw.settings.api.max_sync_wait_s) if wait else None
     submitted, done = await submit_and_wait(gw, waiter, caller, body.chat(), tags, wait_s, default_lane=Lane.STANDARD)
     view = done or submitted.view

@@ -68,7 +68,12 @@ def provider_calls(stack: Stack) -> int:
 
 
 def job(stack: Stack, job_id: str, tenant: str = "acme") -> dict[str, Any]:
-    return stack.client(tenant).get(f"/v1/jobs/{job_id}").json()  # type: ignore[no-any-return]
+    """The job's view; a hit's row is written just after its caller was answered, so it may take a moment."""
+    deadline = time.monotonic() + 10
+    while (found := stack.client(tenant).get(f"/v1/jobs/{job_id}")).status_code == 404:
+        assert time.monotonic() < deadline, f"job {job_id} was never recorded"
+        time.sleep(0.01)
+    return found.json()  # type: ignore[no-any-return]
 
 
 def test_identical_calls_make_one_provider_call_and_hits_cost_nothing(stack: Stack) -> None:

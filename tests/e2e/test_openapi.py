@@ -32,6 +32,7 @@ CONTRACT: dict[tuple[str, str], tuple[set[int], tuple[str, ...]]] = {
     ("delete", "/v1/jobs/{job_id}"): ({200, 401, 403, 404, 409, 429, 500, 503}, TENANT),
     ("get", "/v1/models"): ({200, 401, 403, 429, 500, 503}, TENANT),
     ("get", "/v1/admin/budgets"): ({200, 401, 403, 500, 503}, OPERATORS),
+    ("delete", "/v1/admin/cache"): ({200, 400, 401, 403, 500, 503}, OPERATORS),
     ("get", "/metrics"): ({200, 401, 403, 500, 503}, OPERATORS),
     ("get", "/healthz"): ({200}, ()),
     ("get", "/readyz"): ({200, 503}, ()),
