@@ -94,7 +94,7 @@ def summary(ms: list[float]) -> str:
 
 async def stored(client: Client, body: dict[str, Any], feature: str = "default") -> None:
     """Ask until the answer is served from the cache (its attempt stores it just after answering)."""
-    for _ in range(50):
+    for _ in range(500):
         _, reply = await client.chat(body, feature)
         if reply is not None and reply.headers["x-gateway-cache"] in ("hit", "semantic"):
             return
