@@ -21,7 +21,18 @@ from shared.config import get_settings
 from shared.keys import Keys
 from shared.routing import chain_for
 from shared.schemas import ChatRequest
-from tests.conftest import ADMIN, PREFIX, REDIS_URL, ROOT, Stack, free_port, spawn, stop, wait_http
+from tests.conftest import (
+    ADMIN,
+    PREFIX,
+    REDIS_URL,
+    ROOT,
+    Stack,
+    free_port,
+    spawn,
+    stop,
+    wait_for_status,
+    wait_http,
+)
 
 MODEL = "cache"  # its deployment's replies are short: they finish with "stop"
 
@@ -44,6 +55,13 @@ def paid(stack: Stack, body: dict[str, Any], tenant: str = "acme", feature: str 
     """``chat``, then wait until its answer is in the cache: the attempt stores it in its last round trip,
     after the caller was answered, so a repeat sent at once may still miss."""
     reply = chat(stack, body, tenant, feature, url, **headers)
+    wait_stored(body, tenant, feature, store, reply.headers["x-gateway-job-id"])
+    return reply
+
+
+def wait_stored(body: dict[str, Any], tenant: str = "acme", feature: str = "default",
+                store: redis.Redis | None = None, job_id: str = "") -> None:
+    """Until the answer to ``body`` is in the cache (and in its semantic scope, when it has one)."""
     settings = get_settings()
     plan = plan_for(settings, tenant, feature, MODEL, chain_for(settings, MODEL),
                     ChatRequest.model_validate(body).provider_payload())
@@ -53,9 +71,8 @@ def paid(stack: Stack, body: dict[str, Any], tenant: str = "acme", feature: str 
         waiting_for.append(keys.semantic_scope(tenant, feature, plan.semantic.scope, "meta"))
     deadline = time.monotonic() + 10
     while r.exists(*waiting_for) < len(waiting_for):
-        assert time.monotonic() < deadline, f"{reply.headers['x-gateway-job-id']} was never stored"
+        assert time.monotonic() < deadline, f"{job_id or body} was never stored"
         time.sleep(0.01)
-    return reply
 
 
 def unique(text: str) -> str:
@@ -109,6 +126,20 @@ def test_key_order_whitespace_and_dialect_do_not_matter(stack: Stack) -> None:
     assert anthropic.headers["x-gateway-cache"] == "hit"
     assert anthropic.headers["x-gateway-cache-source-job"] == first.headers["x-gateway-job-id"]
     assert anthropic.json()["content"][0]["text"] == first.json()["choices"][0]["message"]["content"]
+
+
+def test_answers_of_queued_and_batch_jobs_are_stored_by_the_worker(stack: Stack) -> None:
+    queued, batched = ask(unique("Queued for a worker")), ask(unique("Sent in a batch"))
+    job_id = stack.client().post("/v1/jobs", json={**queued, "priority": "standard"}).json()["id"]
+    batch = stack.client().post("/v1/jobs/batch", json={"jobs": [{**batched, "priority": "batch"}]})
+    assert batch.status_code == 202, batch.text
+    assert batch.json()["data"][0]["cache_status"] == "bypass"  # a batch does not read the cache
+    for body, source in ((queued, job_id), (batched, batch.json()["data"][0]["id"])):
+        wait_for_status(stack.client(), source, {"succeeded"})
+        wait_stored(body, job_id=source)
+        reply = chat(stack, body)
+        assert reply.headers["x-gateway-cache"] == "hit"
+        assert reply.headers["x-gateway-cache-source-job"] == source
 
 
 def test_a_streaming_caller_gets_the_hit_as_events(stack: Stack) -> None:
