@@ -29,7 +29,6 @@ from functools import lru_cache
 from shared.tokens import _load_encoding
 
 _WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?(?:[.,:/-][a-z0-9]+)*|[^\sa-z0-9]", re.I)
-_NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
 
 def _words(text: str) -> list[str]:
     return text.split()
@@ -119,8 +118,9 @@ def near_miss(query: str, cached: str) -> str | None:
     return None
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=2048)
 def read(text: str) -> Reading:
+    """What the guard compares in one question (a lookup's question and its candidates' recur)."""
     digits: list[str] = []
     quantities: Counter[str] = Counter()
     negations: Counter[str] = Counter()

@@ -18,6 +18,8 @@ from shared.config import Settings
 from shared.tenancy import metric_feature
 
 CacheMode = Literal["default", "no-cache", "no-store"]
+# A longer last turn is a document, not a question: its near misses are beyond what the guard reads.
+SEMANTIC_MAX_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def plan_for(settings: Settings, tenant: str, feature: str, model: str, chain: l
     scope_feature = feature if cache.scope == "feature" else ""
     semantic = None
     text = last_user_text(form)
-    if cfg.semantic and text:
+    if cfg.semantic and text and len(text) <= SEMANTIC_MAX_CHARS:
         scope = digest("semantic", model, chain, without_last_turn(form))
         semantic = SemanticAsk(scope, text, cache.threshold(cfg))
     return CachePlan(base.tenant, base.feature, base.label, digest=digest(scope_feature, model, chain, form),
