@@ -57,8 +57,8 @@ class AttemptContext:
     def warm_up(self) -> AttemptContext:
         """Do at start what the first attempt would otherwise pay for (~50 ms on this machine): every
         deployment's adapter, the pooled HTTP client and the price lookups (so a model nobody priced is
-        reported when the process starts, not at its first call), and the cache's embedding model when a
-        feature uses the semantic cache (~0.6 s to load)."""
+        reported when the process starts, not at its first call); the cache's embedding model, when a
+        feature uses the semantic cache, starts loading beside it."""
         shared_client()
         for deployment in self.settings.deployments:
             provider = self.settings.providers[deployment.provider]

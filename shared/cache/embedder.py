@@ -30,9 +30,18 @@ class StaticEmbedder:
     name = "tokenlearn-static-model-10k-64d"
     dimensions = 64
 
+    def __init__(self) -> None:
+        self._loading = threading.Lock()
+        self._ready = False
+
     def embed(self, text: str) -> np.ndarray:
         from static_model import get_embeddings  # its Rust extension loads the packaged files once
 
+        if not self._ready:  # the first call loads the model; callers meanwhile wait rather than load it too
+            with self._loading:
+                if not self._ready:
+                    get_embeddings("")
+                    self._ready = True
         vector = np.asarray(get_embeddings(text), dtype=np.float32)
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm else vector

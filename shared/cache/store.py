@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,9 +80,16 @@ class ResponseCache:
         return cls(settings, keys, sync_redis(url), shares_client=False)
 
     def warm_up(self) -> None:
-        """Load the embedding model now when some feature will need it, not at its first call."""
+        """Start loading the embedding model when some feature will need it (~0.6 s of CPU, seconds on a
+        busy machine), beside the process's start rather than in it or in the first lookup."""
         if self.config.enabled and any(cfg.semantic for per in self.config.features.values() for cfg in per.values()):
+            threading.Thread(target=self._load_embedder, name="cache-embedder-warm-up", daemon=True).start()
+
+    def _load_embedder(self) -> None:
+        try:
             self.embedder().embed("warm up")
+        except Exception:  # the first semantic lookup or fill will report it
+            log.exception("could not load the cache's embedding model")
 
     # -- lookup (the api, before admission) ----------------------------------------------------------
 
