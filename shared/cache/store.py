@@ -36,6 +36,7 @@ from shared.redis_batch import RedisBatch, ScriptCall
 from shared.redis_conn import sync_redis
 
 log = logging.getLogger("gateway.cache")
+WARM_UP_AFTER_S = 3.0  # the embedding model loads this long after a process starts (``ResponseCache.warm_up``)
 View = dict[str, Any]
 _SEP = "\t"
 
@@ -79,13 +80,16 @@ class ResponseCache:
             return cls(settings, keys, gateway_redis, shares_client=True)
         return cls(settings, keys, sync_redis(url), shares_client=False)
 
-    def warm_up(self) -> None:
-        """Start loading the embedding model when some feature will need it (~0.6 s of CPU, seconds on a
-        busy machine), beside the process's start rather than in it or in the first lookup."""
+    def warm_up(self, after_s: float = WARM_UP_AFTER_S) -> None:
+        """Load the embedding model, when some feature will need it, ``after_s`` after the process started:
+        the load holds the GIL for ~1 s of CPU (the tokenizer's 10 MB of JSON), which would otherwise
+        delay the process's start or its first semantic lookup (a lookup before it loads the model itself)."""
         if self.config.enabled and any(cfg.semantic for per in self.config.features.values() for cfg in per.values()):
-            threading.Thread(target=self._load_embedder, name="cache-embedder-warm-up", daemon=True).start()
+            threading.Thread(target=self._load_embedder, args=(after_s,), name="cache-embedder-warm-up",
+                             daemon=True).start()
 
-    def _load_embedder(self) -> None:
+    def _load_embedder(self, after_s: float) -> None:
+        time.sleep(after_s)
         try:
             self.embedder().embed("warm up")
         except Exception:  # the first semantic lookup or fill will report it
