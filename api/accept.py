@@ -100,12 +100,15 @@ class Acceptor:
         payload = chat.provider_payload()
         plan = plan_for(gw.settings, caller.tenant, tags.feature, chat.model, chain_for(gw.settings, chat.model),
                         payload, tags.cache)
-        if plan.read and (served := self._from_cache(caller, plan, tags, lane, chat.model, payload, answer)):
-            return served
+        vector = None
+        if plan.read:
+            served, vector = self._from_cache(caller, plan, tags, lane, chat.model, payload, answer)
+            if served is not None:
+                return served
         if plan.bypass is not None:
             CACHE_BYPASSED.labels(reason=plan.bypass).inc()
         env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, payload, tags.deadline_at,
-                          reply_to=reply_to, cache=plan.fill())
+                          reply_to=reply_to, cache=plan.fill(vector))
         estimate = gw.admitter.prepare(env).total  # a job that can never fit is refused here, never queued
         may_send_here = bool(reply_to) and gw.settings.api.fast_lane_attempts > 0
         ahead = self._read_ahead(caller, env, may_send_here)
@@ -127,9 +130,11 @@ class Acceptor:
         return Submitted(view, created=True)
 
     def _from_cache(self, caller: Caller, plan: CachePlan, tags: JobTags, lane: Lane, model: str,
-                    payload: dict[str, Any], answer: Callable[[Submitted], None] | None) -> Submitted | None:
+                    payload: dict[str, Any], answer: Callable[[Submitted], None] | None
+                    ) -> tuple[Submitted | None, str | None]:
         """A job answered from the cache, before any budget is touched: its row is written finished
-        (cost 0, what it saved, whose answer it is). None on a miss, or when the cache cannot answer.
+        (cost 0, what it saved, whose answer it is). None on a miss, or when the cache cannot answer,
+        with the question's embedding when the lookup made one (its answer is stored with it).
 
         The caller is answered first and the row written right after (``HIT_ANSWER_FIRST``): the
         insert is most of a hit's work here, and a GET of the job a moment later finds it. With an
@@ -137,7 +142,7 @@ class Acceptor:
         cache = self.gw.attempts.cache
         lookup = cache.lookup(plan, epoch_key=self.gw.auth.epoch_key if caller.epoch is None else None)
         if lookup.hit is None:
-            return None
+            return None, lookup.vector
         if caller.epoch is None:  # a key from the cache: confirmed before anything is served to it
             if lookup.epoch is None:
                 self.gw.auth.check(caller.api_key, "")
@@ -149,9 +154,9 @@ class Acceptor:
             view = jobs.answered_view(caller.tenant, row, answered, now)
             answer(Submitted(view, created=True))
             self._persist_hit(caller.tenant, row, answered, now)
-            return Submitted(view, created=True)
+            return Submitted(view, created=True), None
         view, created = self._persist_hit(caller.tenant, row, answered, now)
-        return Submitted(view, created=created)
+        return Submitted(view, created=created), None
 
     def _hit_row(self, caller: Caller, tags: JobTags, lane: Lane, model: str, payload: dict[str, Any]) -> jobs.NewJob:
         deadline = tags.deadline_at(self.gw.settings.lanes[lane].deadline_s)

@@ -57,12 +57,10 @@ class AttemptContext:
     def warm_up(self) -> AttemptContext:
         """Do at start what the first attempt would otherwise pay for (~50 ms on this machine): every
         deployment's adapter, the pooled HTTP client and the price lookups (so a model nobody priced is
-        reported when the process starts, not at its first call); the cache's embedding model, when a
-        feature uses the semantic cache, starts loading beside it."""
+        reported when the process starts, not at its first call)."""
         shared_client()
         for deployment in self.settings.deployments:
             provider = self.settings.providers[deployment.provider]
             adapter_for(deployment, provider)
             pricing.cost_usd(deployment, provider.kind, Usage())
-        self.cache.warm_up()
         return self

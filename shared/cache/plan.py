@@ -43,13 +43,16 @@ class CachePlan:
     semantic: SemanticAsk | None = None
     bypass: str | None = None  # why the cache is not read, when it is not
 
-    def fill(self) -> dict[str, Any] | None:
-        """What the job carries for the end of its attempt (``JobSpec.cache``): None when nothing is stored."""
+    def fill(self, vector: str | None = None) -> dict[str, Any] | None:
+        """What the job carries for the end of its attempt (``JobSpec.cache``): None when nothing is stored.
+        ``vector`` is its question's embedding when the lookup made one (``Record.pack``), so whoever
+        stores the answer (a worker, often) need not load the model to make it again."""
         if not self.store:
             return None
         sem = self.semantic
         return {"digest": self.digest, "ttl_s": self.ttl_s, "label": self.label,
-                "scope": sem.scope if sem else None, "text": sem.text if sem else None}
+                "scope": sem.scope if sem else None, "text": sem.text if sem else None,
+                "vector": vector if sem else None}
 
 
 def plan_for(settings: Settings, tenant: str, feature: str, model: str, chain: list[str],

@@ -38,14 +38,22 @@ class Record:
     expires: float
 
     def dumps(self) -> str:
-        return orjson.dumps({"v": base64.b64encode(self.vector.astype(np.float32).tobytes()).decode(),
-                             "t": self.text, "d": self.digest, "j": self.job, "x": self.expires}).decode()
+        return orjson.dumps({"v": pack(self.vector), "t": self.text, "d": self.digest, "j": self.job,
+                             "x": self.expires}).decode()
 
     @classmethod
     def loads(cls, raw: str | bytes) -> Record:
         data = orjson.loads(raw)
-        vector = np.frombuffer(base64.b64decode(data["v"]), dtype=np.float32)
-        return cls(vector, str(data["t"]), str(data["d"]), str(data["j"]), float(data["x"]))
+        return cls(unpack(data["v"]), str(data["t"]), str(data["d"]), str(data["j"]), float(data["x"]))
+
+
+def pack(vector: np.ndarray) -> str:
+    """A vector as text (base64 of its float32 bytes): what Redis and an envelope carry."""
+    return base64.b64encode(vector.astype(np.float32).tobytes()).decode()
+
+
+def unpack(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=np.float32)
 
 
 @dataclass

@@ -28,7 +28,7 @@ import redis
 from shared.cache.embedder import Embedder, default_embedder
 from shared.cache.guard import near_miss
 from shared.cache.plan import CachePlan, SemanticAsk
-from shared.cache.semantic import Record, SemanticIndex
+from shared.cache.semantic import Record, SemanticIndex, pack, unpack
 from shared.config import Settings
 from shared.keys import Keys
 from shared.lua import script
@@ -36,7 +36,7 @@ from shared.redis_batch import RedisBatch, ScriptCall
 from shared.redis_conn import sync_redis
 
 log = logging.getLogger("gateway.cache")
-WARM_UP_AFTER_S = 3.0  # the embedding model loads this long after a process starts (``ResponseCache.warm_up``)
+WARM_UP_AFTER_S = 0.5  # the embedding model loads this long after an api starts (``ResponseCache.warm_up``)
 View = dict[str, Any]
 _SEP = "\t"
 
@@ -57,6 +57,7 @@ class Lookup:
     hit: Hit | None
     epoch: str | None = None  # the auth epoch, read in the same round trip (None: not read)
     failed: bool = False  # Redis did not answer: treated as a miss
+    vector: str | None = None  # the question's embedding, when a semantic lookup made one (``pack``)
 
 
 class ResponseCache:
@@ -81,9 +82,10 @@ class ResponseCache:
         return cls(settings, keys, sync_redis(url), shares_client=False)
 
     def warm_up(self, after_s: float = WARM_UP_AFTER_S) -> None:
-        """Load the embedding model, when some feature will need it, ``after_s`` after the process started:
-        the load holds the GIL for ~1 s of CPU (the tokenizer's 10 MB of JSON), which would otherwise
-        delay the process's start or its first semantic lookup (a lookup before it loads the model itself)."""
+        """Load the embedding model, when some feature will need it, ``after_s`` after the api started: the
+        load holds the GIL for ~1 s of CPU (the tokenizer's 10 MB of JSON), which would otherwise delay the
+        api's start or its first semantic lookup (a lookup before it loads the model itself). Workers
+        never load it for the api's jobs: those carry their question's vector (``CachePlan.fill``)."""
         if self.config.enabled and any(cfg.semantic for per in self.config.features.values() for cfg in per.values()):
             threading.Thread(target=self._load_embedder, args=(after_s,), name="cache-embedder-warm-up",
                              daemon=True).start()
@@ -100,6 +102,7 @@ class ResponseCache:
     def lookup(self, plan: CachePlan, epoch_key: str | None = None) -> Lookup:
         """The answer ``plan`` may be served from the cache, or None (see the module docstring)."""
         got: dict[str, Any] = {}
+        found: dict[str, str] = {}
         sem = plan.semantic
         batch = RedisBatch(self.client).script(
             self._lookup_call(plan, plan.digest, miss="miss", hit="hit"),
@@ -111,11 +114,11 @@ class ResponseCache:
             batch.command(lambda pipe: pipe.get(epoch_key), lambda r: got.__setitem__("epoch", r[0] or ""))
         try:
             batch.execute()
-            hit = self._exact_hit(got["exact"]) or (self._semantic_hit(plan, sem, got["scope"]) if sem else None)
+            hit = self._exact_hit(got["exact"]) or (self._semantic_hit(plan, sem, got["scope"], found) if sem else None)
         except (redis.RedisError, OSError) as exc:
             log.warning("cache lookup failed, served as a miss: %s", exc)
-            return Lookup(None, got.get("epoch"), failed=True)
-        return Lookup(hit, got.get("epoch"))
+            return Lookup(None, got.get("epoch"), failed=True, vector=found.get("vector"))
+        return Lookup(hit, got.get("epoch"), vector=found.get("vector"))
 
     def _lookup_call(self, plan: CachePlan, digest: str, *, miss: str, hit: str, takes_back: str = "") -> ScriptCall:
         keys = (self.keys.cache_entry(plan.tenant, digest), self.keys.cache_recency(plan.tenant),
@@ -134,12 +137,14 @@ class ResponseCache:
         answer, cost, job = reply[0], reply[1], reply[2]
         return Hit(kind, orjson.loads(answer), float(cost or 0), str(job or ""), similarity)
 
-    def _semantic_hit(self, plan: CachePlan, sem: SemanticAsk, scope_reads: list[Any]) -> Hit | None:
+    def _semantic_hit(self, plan: CachePlan, sem: SemanticAsk, scope_reads: list[Any],
+                      found: dict[str, str]) -> Hit | None:
         """The answer of the most similar entry that passes the guard (the exact lookup counted a miss;
         a semantic hit takes it back, in the same script that fetches its answer)."""
         (epoch, seq), length = scope_reads
         self._sync(plan, sem.scope, epoch, int(seq or 0), int(length or 0))
         vector = self.embedder().embed(sem.text)
+        found["vector"] = pack(vector)
         for candidate in self.index.nearest(sem.scope, vector, sem.threshold):
             reason = near_miss(sem.text, candidate.record.text)
             if reason is not None:
@@ -174,8 +179,8 @@ class ResponseCache:
              repr(float(view.get("cost_usd") or 0)), view["id"], feature)),
             lambda evicted: self._evict(tenant, evicted))
         if fill.get("scope") and fill.get("text"):
-            record = Record(self.embedder().embed(fill["text"]), fill["text"], fill["digest"], view["id"],
-                            time.time() + float(fill["ttl_s"]))
+            vector = unpack(fill["vector"]) if fill.get("vector") else self.embedder().embed(fill["text"])
+            record = Record(vector, fill["text"], fill["digest"], view["id"], time.time() + float(fill["ttl_s"]))
             mine.script(ScriptCall(self._remember, (
                 self.keys.semantic_scope(tenant, feature, fill["scope"], "entries"),
                 self.keys.semantic_scope(tenant, feature, fill["scope"], "meta")),
