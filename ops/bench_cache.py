@@ -15,8 +15,8 @@ with the test suite's config (tenant acme; its feature ``faq`` has the semantic 
    their medians is what a lookup adds to a miss. At the end the lookup itself is also timed in this
    process (``ResponseCache.lookup`` against the same Redis and the scope the workload filled), which
    a machine shared with other work disturbs less than the HTTP round trips.
-4. **a replayed workload**: ``--workload`` requests drawn Zipf-like over ``--distinct`` questions (each
-   sometimes reworded, as users do), at ``--rate``/s: hit rate by kind, and dollars paid and saved
+4. **a replayed workload**: ``--workload`` requests drawn Zipf-like over ``--distinct`` questions (a
+   third of them in other words, as users ask), at ``--rate``/s: hit rate by kind, and dollars paid and saved
    (from ``x-gateway-cost-usd`` / ``x-gateway-saved-usd``).
 """
 
@@ -180,7 +180,8 @@ async def misses(client: Client, rate: float, seconds: float) -> dict[str, Any]:
 
 
 async def workload(client: Client, rate: float, count: int, distinct: int, seed: int) -> dict[str, Any]:
-    """Zipf-like repeats over ``distinct`` questions; a third of the repeats reworded (a paraphrase of the set)."""
+    """Zipf-like repeats over ``distinct`` questions; a third of the requests ask in other words (one of
+    the set's hand-written paraphrases of the question)."""
     rng = random.Random(seed)
     run = uuid.uuid4().hex[:6]
     questions = [(item.question, item.same) for item in ITEMS]
@@ -266,7 +267,7 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
     kinds = w["kinds"]
     served = kinds["hit"] + kinds["semantic"]
     print(f"4. replayed workload: {w['count']} requests over {w['unique']} distinct texts "
-          f"({args.distinct} questions, Zipf-like, a third of repeats reworded), {args.rate:.0f} req/s:")
+          f"({args.distinct} questions, Zipf-like, a third of requests reworded), {args.rate:.0f} req/s:")
     print(f"   {dict(kinds)}: hit rate {served / max(1, sum(kinds.values())):.1%} "
           f"(exact {kinds['hit']}, semantic {kinds['semantic']})")
     total = w["paid"] + w["saved"]
