@@ -1,4 +1,9 @@
-"""Accepting one job: persist it, then admit it at once (fast lane) or queue it for the scheduler.
+"""Accepting one job: answer it from the cache, or persist it, then admit it at once (fast lane) or queue
+it for the scheduler.
+
+The cache is asked first, after the lane is decided and before any budget is touched
+(``shared.cache``): a hit costs one Redis round trip and a job row written just after the caller is
+answered; a miss costs that round trip and goes on as below, carrying where its answer is to be stored.
 
 The SQL row is written and committed before anything reaches Redis, so an accepted job always exists
 in the store; if Redis refuses the hand-off, the job is failed with the reason rather than left
@@ -27,16 +32,19 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import redis
 
 from api.auth import Caller
+from api.cache_hits import CacheHits
+from api.metrics import CACHE_BYPASSED
 from execution.attempt import run_inline
 from shared import tracing
 from shared.admission import QueueState
+from shared.cache.plan import plan_for
 from shared.db import jobs
 from shared.db.session import session_scope
 from shared.envelope import Envelope
@@ -77,11 +85,13 @@ class _Ahead:
 class Acceptor:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self.hits = CacheHits(gw)
 
     def submit(self, caller: Caller, chat: ChatRequest, tags: JobTags, lane: Lane, reply_to: str | None,
                answer: Callable[[Submitted], None] | None = None,
                stored: Callable[[dict[str, Any]], None] | None = None) -> Submitted:
-        """Validate against the budgets, then admit inline (fast lane) and persist, or persist and queue.
+        """Serve it from the cache, or validate against the budgets, then admit inline (fast lane) and
+        persist, or persist and queue.
         ``lane`` comes from ``Gateway.lane_for``. ``stored`` gets the job's view as soon as it is in the
         store (an answer that begins before the job ends can name it). A job the api sends itself
         (``_send_here``) is handed to ``answer`` as soon as its attempt is recorded, before the
@@ -94,14 +104,24 @@ class Acceptor:
                 env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(),
                                   tags.deadline_at, reply_to=reply_to, identity=caller.identity, task=tags.task,
                                   stream=chat.stream, traceparent=traceparent)
-                return self._accept(caller, env, tags, reply_to, answer, stored)
+                plan = plan_for(gw.settings, caller.tenant, tags.feature, chat.model, env.chain, env.request,
+                                tags.cache)
+                vector = None
+                if plan.read:
+                    served, vector = self.hits.serve(caller, plan, tags, env, answer)
+                    if served is not None:
+                        return served
+                if plan.bypass is not None:
+                    CACHE_BYPASSED.labels(reason=plan.bypass).inc()
+                env.job = replace(env.job, cache=plan.fill(vector))
+                return self._accept(caller, env, tags, reply_to, answer, stored, "miss" if plan.read else "bypass")
             except REFUSALS as exc:
                 gw.record_refusal(caller, tags.feature, lane, chat.model, exc)
                 raise
 
     def _accept(self, caller: Caller, env: Envelope, tags: JobTags, reply_to: str | None,
                 answer: Callable[[Submitted], None] | None,
-                stored: Callable[[dict[str, Any]], None] | None) -> Submitted:
+                stored: Callable[[dict[str, Any]], None] | None, cache_status: str) -> Submitted:
         gw = self.gw
         traceparent = env.job.traceparent
         estimate = gw.admitter.prepare(env).total  # a job that can never fit is refused here, never queued
@@ -115,7 +135,7 @@ class Acceptor:
                 undo.callback(gw.admitter.withdraw, env)
             else:
                 self._drop_lease(env)
-            view, created = self._persist(env, tags, estimate, fast, caller)
+            view, created = self._persist(env, tags, estimate, fast, caller, cache_status)
             if stored is not None:
                 stored(view)
             if not created:  # a repeated idempotency key: nothing new to send
@@ -235,7 +255,7 @@ class Acceptor:
                                               trace=env.job.traceparent)
 
     def _persist(self, env: Envelope, tags: JobTags, estimate: int, admitted: bool,
-                 caller: Caller) -> tuple[dict[str, Any], bool]:
+                 caller: Caller, cache_status: str) -> tuple[dict[str, Any], bool]:
         """Insert the job (admitted already, its lease held, when reserved inline); a repeated
         idempotency key returns the original job instead (``created`` False)."""
         with session_scope(self.gw.engine) as db:
@@ -245,6 +265,7 @@ class Acceptor:
                 idempotency_key=tags.idempotency_key, estimate_tokens=estimate, job_id=env.id,
                 admitted_deployment=env.deployment if admitted else None, key_id=caller.key_id,
                 screening=env.job.screening, route=env.route.to_dict() if env.route is not None else None,
+                cache_status=cache_status,
             )
             return jobs.job_view(job), created
 

@@ -149,7 +149,12 @@ class JobView(BaseModel):
     queued_ms: int | None
     usage: JobUsage
     cost_usd: float
-    cache_status: str
+    cache_status: Literal["hit", "semantic", "miss", "bypass"] = Field(
+        description="hit: an exact repeat answered from the cache; semantic: a question that means the same; "
+                    "miss: asked, not found; bypass: not asked (no-cache/no-store, sampling, a batch, off)")
+    cache_source_job: str | None = Field(description="on a hit: the job whose answer was served")
+    cache_similarity: float | None = Field(description="on a semantic hit: the questions' cosine similarity")
+    saved_usd: float = Field(description="on a hit: what the answer cost when it was paid for (this job costs 0)")
     attempts: int
     result: ChatCompletion | None = Field(description="the answer once succeeded; null after retention drops it")
     error: JobError | None
@@ -227,6 +232,15 @@ class LaneQueue(BaseModel):
 
 class SchedulerState(BaseModel):
     leader: str | None
+
+
+class CachePurged(BaseModel):
+    """``DELETE /v1/admin/cache``: what was deleted."""
+
+    tenant: str
+    feature: str | None
+    exact: int = Field(description="exact entries deleted")
+    semantic_scopes: int = Field(description="semantic scopes (model x context) deleted")
 
 
 class Budgets(BaseModel):

@@ -28,6 +28,7 @@ def create_app(settings: Settings, dispatch: Dispatch) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The api sends fast-lane attempts itself: its first caller should not pay for their set-up.
         gateway = Gateway(settings, dispatch, AttemptContext(settings).warm_up())
+        gateway.attempts.cache.warm_up()  # the semantic cache's model, just after the api is up
         gateway.auth.on_failure = lambda reason: AUTH_FAILURES.labels(reason=reason).inc()
         size_submit_threads(gateway)
         waiter = CompletionWaiter(settings.redis_url, gateway.keys.reply_channel, gateway.keys.tenant_done)

@@ -28,6 +28,7 @@ from api.accept import REFUSALS
 from api.auth import Caller
 from shared.admission import QueueState
 from shared.budget import prompt_tokens
+from shared.cache.plan import plan_for
 from shared.db import jobs
 from shared.db.session import session_scope
 from shared.envelope import Envelope
@@ -80,6 +81,11 @@ class BulkAcceptor:
             lane = self.gw.lane_for(caller, tags, Lane.STANDARD)
             env = self.gw.envelope(caller.tenant, tags.feature, lane, item.model, item.payload(), tags.deadline_at,
                                    identity=caller.identity, task=tags.task, count=False)  # bounded by characters
+            # A batch does not read the cache (it stays one transaction and one pipeline, every job queued),
+            # but its answers are stored for the calls after it.
+            plan = plan_for(self.gw.settings, caller.tenant, tags.feature, item.model, env.chain, env.request,
+                            tags.cache)
+            env.job = replace(env.job, cache=plan.fill())
             try:
                 self.gw.admitter.prepare(env)
             except InvalidRequest:  # the bound does not fit: count exactly, which may fit
@@ -108,7 +114,8 @@ class BulkAcceptor:
             self.gw.admitter.prepare(env)  # the exact estimate: what the queues count
         rows = [jobs.NewJob(env.id, env.feature, env.lane, item.task, env.model, env.request,
                             datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.tokens,
-                            caller.key_id, env.job.screening, env.route.to_dict() if env.route is not None else None)
+                            caller.key_id, env.job.screening, env.route.to_dict() if env.route is not None else None,
+                            cache_status="bypass")
                 for env, item in zip(envs, items, strict=True)]
         with session_scope(self.gw.engine) as db:
             results = jobs.create_jobs(db, caller.tenant, rows)

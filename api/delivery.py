@@ -45,6 +45,11 @@ def gateway_headers(view: dict[str, Any]) -> dict[str, str]:
     route = view.get("route")
     if route:
         headers["x-gateway-route"] = route_header(route)
+    if view.get("cache_source_job"):  # answered from the cache: whose answer, and how close the question was
+        headers["x-gateway-cache-source-job"] = str(view["cache_source_job"])
+        headers["x-gateway-saved-usd"] = f"{float(view.get('saved_usd') or 0):.8f}"
+    if view.get("cache_similarity") is not None:
+        headers["x-gateway-cache-similarity"] = f"{float(view['cache_similarity']):.4f}"
     return headers
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import Counter, Histogram
-from prometheus_client.core import REGISTRY, GaugeMetricFamily
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,6 +32,8 @@ REDACTED = Counter("gateway_redactions_total", "Sensitive values found at accept
                    "done (mask, tokenize, block)", ["detector", "action"])
 SCREENED = Counter("gateway_screen_total", "Calls through the prompt-injection screen, by verdict (clean, flagged, "
                    "blocked)", ["verdict"])
+CACHE_BYPASSED = Counter("gateway_cache_bypassed_total", "Requests the cache was not asked about, by why: off, "
+                         "no-store, no-cache, temperature (sampling), n", ["reason"])
 SYNC_WAIT = Histogram("gateway_sync_wait_seconds", "Time sync callers waited for their job",
                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 HTTP_REQUESTS = Counter("gateway_http_requests_total", "HTTP requests the api answered, by route template, "
@@ -93,6 +95,11 @@ class BudgetCollector(Collector):
         except Exception:  # Redis down: as above
             return
         yield from families
+        try:
+            yield from cache_families(self.gw.attempts.cache.counters())
+        except Exception:  # the cache's Redis down: as above
+            return
+
 
     def _budgets(self) -> Iterator[Metric]:
         from api.overview import bucket_levels
@@ -141,6 +148,23 @@ class BudgetCollector(Collector):
         leader = GaugeMetricFamily("gateway_scheduler_leader", "1 while a scheduler holds the leader lease")
         leader.add_metric([], 1.0 if self.gw.redis.get(self.gw.keys.leader) else 0.0)
         yield from (alive, leader)
+
+
+
+def cache_families(counters: dict[str, str]) -> Iterator[Metric]:
+    """The cache's counters, kept in Redis by the lookups (``shared/lua/cache_lookup.lua``): every api
+    replica reports the same totals."""
+    lookups = CounterMetricFamily("gateway_cache_lookups", "Cache lookups by outcome: hit (exact), semantic, miss",
+                                  labels=["tenant", "feature", "result"])
+    saved = CounterMetricFamily("gateway_cache_saved_usd", "What the answers served from the cache had cost",
+                                labels=["tenant", "feature"])
+    for field, value in sorted(counters.items()):
+        tenant, feature, what = field.split("\t")
+        if what == "saved":
+            saved.add_metric([tenant, feature], float(value))
+        else:
+            lookups.add_metric([tenant, feature, what], float(value))
+    yield from (lookups, saved)
 
 
 def install_collector(gateway: Any) -> None:

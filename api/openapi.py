@@ -79,7 +79,14 @@ JOB_HEADERS = {
     "x-gateway-tokens-in": header("prompt tokens as the provider metered them", _COUNT),
     "x-gateway-tokens-out": header("completion tokens as the provider metered them", _COUNT),
     "x-gateway-cost-usd": header("what the call cost, in US dollars", r"^\d+\.\d+$"),
-    "x-gateway-cache": header("hit or miss"),
+    "x-gateway-cache": header("hit (an exact repeat), semantic (a question that means the same), miss, or bypass "
+                              "(the cache was not asked: no-cache/no-store, sampling, off)",
+                              "^(hit|semantic|miss|bypass)$"),
+    "x-gateway-cache-source-job": header("on a hit: the job whose answer was served", required=False),
+    "x-gateway-cache-similarity": header("on a semantic hit: the questions' cosine similarity", r"^\d+\.\d+$",
+                                         required=False),
+    "x-gateway-saved-usd": header("on a hit: what the answer cost when it was paid for", r"^\d+\.\d+$",
+                                  required=False),
     "x-gateway-queued-ms": header("how long the job waited for admission, in milliseconds", _COUNT),
     "x-gateway-screen": header("on a call the prompt-injection screen flagged: `flagged; score=0.72; "
                                "signals=ignore_instructions,...`", r"^flagged; score=\d\.\d\d; signals=[a-z_,]*$",

@@ -1,4 +1,5 @@
-"""`gateway migrate`, `gateway tenants ...`, `gateway keys ...` and `gateway audit ...`: the store's admin commands.
+"""`gateway migrate`, `gateway tenants ...`, `gateway keys ...`, `gateway audit ...` and `gateway cache purge`:
+the admin commands.
 
 Each command brings the schema up to date first (an idempotent upgrade), so a fresh machine needs
 no separate migration step before creating its first tenant. Every change is written to the audit log
@@ -32,6 +33,7 @@ from shared.keys import Keys
 from shared.redis_conn import sync_redis
 
 tenants_app = typer.Typer(help="Create, list and disable tenants.", no_args_is_help=True)
+cache_app = typer.Typer(help="Purge cached answers.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys (hashed; shown once).", no_args_is_help=True)
 audit_app = typer.Typer(help="Verify and export the audit log.", no_args_is_help=True)
 console = Console()
@@ -253,3 +255,21 @@ def audit_export(
         if len(page) < audit.BATCH_ROWS:
             return
         after = page[-1]["id"]
+
+
+@cache_app.command("purge")
+def cache_purge(
+    tenant: str = typer.Option(..., "--tenant", "-t", help="The tenant whose cached answers go."),
+    feature: str | None = typer.Option(None, "--feature", "-f", help="Only the answers this feature stored."),
+) -> None:
+    """Delete a tenant's cached answers (exact and semantic), or one feature's; every api stops serving them at once."""
+    from shared.cache.store import ResponseCache
+
+    if not store.TENANT_ID_PATTERN.fullmatch(tenant):
+        err_console.print(f"[red]error:[/red] {tenant!r} is not a tenant id (lowercase letters, digits, '-', '_')")
+        raise typer.Exit(1)
+    settings = get_settings()
+    cache = ResponseCache.from_settings(settings, Keys(settings.key_prefix), sync_redis(settings.redis_url))
+    purged = cache.purge(tenant, feature.lower() if feature else None)
+    where = f"tenant {tenant}" + (f", feature {feature.lower()}" if feature else "")
+    console.print(f"purged {purged['exact']} exact entries and {purged['semantic_scopes']} semantic scopes of {where}")

@@ -21,7 +21,7 @@ import httpx
 import typer
 from rich.console import Console
 
-from cli.admin import audit_app, keys_app, migrate, tenants_app
+from cli.admin import audit_app, cache_app, keys_app, migrate, tenants_app
 from cli.health import NotReady, beating_here, wait_for_http
 from ops.sim.cli import sim
 from shared import tracing
@@ -41,6 +41,7 @@ app = typer.Typer(help="The AI gateway: one place every LLM call goes through.",
 app.add_typer(tenants_app, name="tenants", help="Create and list tenants.")
 app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
 app.add_typer(audit_app, name="audit", help="Verify and export the audit log.")
+app.add_typer(cache_app, name="cache", help="Purge cached answers (a tenant's, or one feature's).")
 app.command("migrate", help="Create or upgrade the result store's tables.")(migrate)
 app.command("sim", help="Run the provider simulator (OpenAI and Anthropic APIs with real rate limits).")(sim)
 

@@ -14,8 +14,8 @@ Then the same steps for both:
     call the provider ─▶ put the call's tokenized values back into the answer (its vault)
         ─▶ decide: done, or retry later ─▶ record attempt + job, and the call's audit record when it
            ends (one transaction) ─▶ park the retry ─▶ the end steps (``END_STEPS``), one round trip:
-           tell the waiting caller, count the attempt, count metrics, feed the breaker, settle the
-           budget (``execution.settle``), release the lease, drop the vault, wake the scheduler
+           tell the waiting caller, fill the cache, count the attempt, count metrics, feed the breaker,
+           settle the budget (``execution.settle``), release the lease, drop the vault, wake the scheduler
 
 A worker never sleeps and retries on its own: a retry goes back to the scheduler with a not-before
 time and is admitted against the budget like any job, on whichever deployment of the chain may
@@ -165,6 +165,21 @@ def _tell_the_caller(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> No
     batch.command(lambda pipe: announce_end(pipe, ctx.keys, env.tenant, env.id, view["status"]))
 
 
+def _fill_cache(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
+    """Store a succeeded job's answer where its cache plan says (``shared.cache``); never fails the attempt.
+    What is stored is the answer as the provider gave it (tokenized values still placeholders): a hit
+    puts back its own caller's values (``api.cache_hits``), never this one's."""
+    env, view = ended.env, ended.view
+    if view is None or not ended.ends_job or env.job.cache is None or view.get("status") != "succeeded":
+        return
+    if env.vault and ended.outcome.result is not None:
+        view = dict(view, result=storable_copy(ended.outcome.result.body))
+    try:
+        ctx.cache.fill(batch, env.job.cache, view, env.tenant, env.feature)
+    except Exception:  # the answer is recorded and delivered; a cache that cannot take it only costs a miss
+        log.exception("could not fill the cache with job %s", env.id)
+
+
 def _count_attempt(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
     """For the retry budget: a worker's attempt was counted when it claimed its lease, an inline one here."""
     if ended.inline:
@@ -224,8 +239,8 @@ def _wake_scheduler(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> Non
 
 
 END_STEPS: tuple[Callable[[AttemptContext, RedisBatch, Ended], None], ...] = (
-    _tell_the_caller, _count_attempt, _count_metrics, _count_route, _feed_breaker, _settle, _release_lease,
-    _drop_vault,
+    _tell_the_caller, _fill_cache, _count_attempt, _count_metrics, _count_route, _feed_breaker, _settle,
+    _release_lease, _drop_vault,
     _wake_scheduler)
 
 

@@ -15,6 +15,7 @@ from shared import pricing
 from shared.admission import Admitter
 from shared.attempt_leases import AttemptLeases
 from shared.breaker import Breakers
+from shared.cache.store import ResponseCache
 from shared.config import DeploymentConfig, Settings
 from shared.db.session import get_engine, session_scope
 from shared.envelope import Envelope
@@ -25,7 +26,8 @@ from shared.retry import RetryPolicy
 
 
 class AttemptContext:
-    """The Redis-backed helpers of one process's attempts: leases, breakers, retry budget, queues, budgets."""
+    """The Redis-backed helpers of one process's attempts: leases, breakers, retry budget, queues, budgets,
+    the response cache."""
 
     def __init__(self, settings: Settings) -> None:
         client, keys = sync_redis(settings.redis_url), Keys(settings.key_prefix)
@@ -37,6 +39,7 @@ class AttemptContext:
         self.retries = RetryPolicy(client, keys, settings.retries)
         self.queues = WaitingQueues(client, keys)
         self.admitter = Admitter(settings, client, keys)
+        self.cache = ResponseCache.from_settings(settings, keys, client)
         self.engine = get_engine(settings.database_url)
         self.records = GroupCommit(self.store)
         self.keeper = LeaseKeeper(self.leases, settings.admission)

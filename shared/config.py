@@ -437,6 +437,56 @@ def _checked_tasks(tasks: dict[str, list[str]]) -> dict[str, list[str]]:
     return tasks
 
 
+class FeatureCacheConfig(_Strict):
+    """One tenant x feature's cache: exact on/off, the semantic opt-in and its threshold and TTL."""
+
+    exact: bool = Field(True, description="serve and store exact repeats")
+    semantic: bool = Field(False, description="also serve answers to questions that mean the same")
+    threshold: float | None = Field(None, ge=0, le=1, description="cosine similarity a semantic hit needs "
+                                    "(cache.semantic_threshold when unset)")
+    ttl_s: float | None = Field(None, gt=0, description="how long its entries live (cache.ttl_s when unset)")
+    any_temperature: bool = Field(False, description="cache answers sampled at temperature > 0 (or unset) too")
+
+
+class CacheConfig(_Strict):
+    """The cache in front of admission (``shared.cache``): exact repeats for everyone, semantic matches per
+    tenant x feature that opts in (``features``). Entries never cross tenants."""
+
+    enabled: bool = True
+    redis_url: str | None = Field(None, description="a Redis of its own for the cache (the gateway's when unset)")
+    ttl_s: float = Field(3600.0, gt=0, le=30 * 86_400)
+    max_entries_per_tenant: int = Field(10_000, gt=0, description="past it, the tenant's least recently used "
+                                        "entries are evicted")
+    max_answer_bytes: int = Field(256 * 1024, gt=0, description="a larger answer is not stored")
+    scope: Literal["tenant", "feature"] = Field("tenant", description="whether a tenant's features share "
+                                                "exact entries (semantic entries are always per feature)")
+    semantic_threshold: float = Field(0.7, ge=0, le=1, description="the guard (shared.cache.guard) carries "
+                                      "precision; this bar only keeps unrelated questions out of its way")
+    max_semantic_entries: int = Field(2_000, gt=0, description="semantic entries kept per tenant x feature x "
+                                      "model x context; the oldest go first")
+    features: dict[str, dict[str, FeatureCacheConfig]] = Field(
+        default_factory=dict, description="tenant -> feature -> its cache settings")
+
+    @field_validator("features")
+    @classmethod
+    def _lowercase_features(cls, features: dict[str, dict[str, FeatureCacheConfig]]
+                            ) -> dict[str, dict[str, FeatureCacheConfig]]:
+        """Feature names are case-insensitive, as under ``tenants``."""
+        return {tenant: {name.lower(): cfg for name, cfg in per.items()} for tenant, per in features.items()}
+
+    def for_feature(self, tenant: str, feature: str) -> FeatureCacheConfig:
+        return self.features.get(tenant, {}).get(feature) or _NO_FEATURE_CACHE
+
+    def threshold(self, cfg: FeatureCacheConfig) -> float:
+        return self.semantic_threshold if cfg.threshold is None else cfg.threshold
+
+    def ttl(self, cfg: FeatureCacheConfig) -> float:
+        return self.ttl_s if cfg.ttl_s is None else cfg.ttl_s
+
+
+_NO_FEATURE_CACHE = FeatureCacheConfig()
+
+
 class SimConfig(_Strict):
     """The provider simulator that `gateway up` starts when the providers point at it."""
 
@@ -512,6 +562,7 @@ class Settings(BaseSettings):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
     key_prefix: str = "gw"
 
@@ -551,6 +602,19 @@ class Settings(BaseSettings):
                     *_routing_problems(self)]
         if problems:
             raise ValueError(f"{len(problems)} problem(s) in the configuration:\n" + "\n".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _cache_features_exist(self) -> Settings:
+        """A cache setting for a tenant or feature the file does not define is a typo, not a new feature."""
+        for tenant, features in self.cache.features.items():
+            if tenant not in self.tenants:
+                raise ValueError(f"cache.features.{tenant}: unknown tenant {tenant!r}; known: {sorted(self.tenants)}")
+            known = set(self.tenants[tenant].features) | {"default"}
+            for feature in features:
+                if feature.lower() not in known:
+                    raise ValueError(f"cache.features.{tenant}.{feature}: unknown feature {feature!r} of tenant "
+                                     f"{tenant!r}; its features: {sorted(known)}")
         return self
 
     def deployment(self, name: str) -> DeploymentConfig:

@@ -7,7 +7,8 @@ It carries everything a worker needs to send the attempt, so the hot path never 
     ├── job: JobSpec     fixed when the job is accepted: id, tenant, feature, lane, model, request,
     │                    deadline, reply_to, prompt_tokens (counted once, by the tokenizer), key_id,
     │                    screening (what redaction and the injection screen found, for the audit record),
-    │                    traceparent, route (``model: auto``: its tiers, from ``shared.routing``)
+    │                    traceparent, route (``model: auto``: its tiers, from ``shared.routing``),
+    │                    cache (where its answer is stored, when it may be)
     └── this attempt     attempt number, chain (its order: a retry moves the failed deployment last),
                          tier (the lowest tier of the route it may use: an escalation raises it),
                          deployment and estimate (once admitted there), lease token, breaker probe,
@@ -55,6 +56,7 @@ class JobSpec:
     screening: dict[str, Any] | None = None
     traceparent: str | None = None  # W3C trace context of the job (``shared.tracing``)
     route: RouteSpec | None = None
+    cache: dict[str, Any] | None = None  # how to store its answer (``shared.cache.plan.CachePlan.fill``)
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(JobSpec))

@@ -129,3 +129,31 @@ class Keys:
         """Circuit breaker of one deployment: ``state`` (hash), ``window`` (hash of outcome buckets),
         ``probes`` (sorted set of half-open probes in flight) or ``log`` (list of transitions)."""
         return f"{self.tag}:breaker:{deployment}:{part}"
+
+    # -- the cache (``shared.cache``): tenant first in every key, so nothing is shared across tenants --
+
+    def cache_entry(self, tenant: str, entry: str) -> str:
+        """One cached answer (a string with a TTL): ``entry`` is the canonical request's digest."""
+        return f"{self.tag}:cache:e:{tenant}/{entry}"
+
+    def cache_recency(self, tenant: str) -> str:
+        """A sorted set of the tenant's entry digests scored by last use (ms): who is evicted first."""
+        return f"{self.tag}:cache:lru:{tenant}"
+
+    def cache_entries_pattern(self, tenant: str) -> str:
+        """A SCAN pattern for every exact entry of ``tenant`` (tenant ids hold no glob characters)."""
+        return f"{self.tag}:cache:e:{tenant}/*"
+
+    def semantic_scope(self, tenant: str, feature: str, scope: str, part: str) -> str:
+        """One semantic scope (tenant x feature x model x sampling x context digest): ``entries``, a list
+        of packed records, oldest first; ``meta``, a hash of its ``epoch`` and ``seq`` (records ever added).
+        Feature names hold no ``/``, so ``<tenant>/<feature>/`` bounds a purge's pattern."""
+        return f"{self.tag}:cache:sem:{tenant}/{feature}/{scope}:{part}"
+
+    def semantic_pattern(self, tenant: str, feature: str | None) -> str:
+        """A SCAN pattern for the semantic scopes of a tenant, or of one of its features."""
+        return f"{self.tag}:cache:sem:{tenant}/{feature or '*'}/*"
+
+    def cache_metrics(self) -> str:
+        """A hash of cache counters for /metrics: lookups by outcome and dollars saved, per tenant x feature."""
+        return f"{self.tag}:metrics:cache"

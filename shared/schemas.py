@@ -103,6 +103,9 @@ Deadline = Annotated[datetime | StrictInt | StrictFloat | None,
                                      "description": "seconds from now, or a future ISO 8601 time; at most 366 days "
                                                     "away"})]
 IdempotencyKey = Annotated[str | None, Field(min_length=1, max_length=255)]
+CacheMode = Annotated[Literal["default", "no-cache", "no-store"], Field(
+    description="default: served from the cache when it can be; no-cache: a fresh answer (then stored); "
+                "no-store: the cache is not used at all (as the Cache-Control header says on the compatible routes)")]
 Task = Annotated[str | None, Field(max_length=64, description="what the request is for (classify, extract, "
                                    "summarize, chat, code, reason ...): with model `auto`, the route it takes"),
                  AfterValidator(_normal_task)]
@@ -166,6 +169,7 @@ class _Tags(BaseModel):
     task: Task = None
     deadline: Deadline = None
     idempotency_key: IdempotencyKey = None
+    cache: CacheMode = "default"
 
 
 class JobTags(_Tags, Storable):
@@ -185,10 +189,10 @@ class JobRequest(ChatRequest, _Tags):
 
     def tags(self) -> JobTags:
         return JobTags.model_construct(feature=self.feature, priority=self.priority, task=self.task,
-                                       deadline=self.deadline, idempotency_key=self.idempotency_key)
+                                       deadline=self.deadline, idempotency_key=self.idempotency_key, cache=self.cache)
 
     def chat(self) -> ChatRequest:
-        data = self.model_dump(exclude={"feature", "priority", "task", "deadline", "idempotency_key"},
+        data = self.model_dump(exclude={"feature", "priority", "task", "deadline", "idempotency_key", "cache"},
                                exclude_none=True)
         return ChatRequest.model_validate(data)
 
@@ -198,8 +202,8 @@ class JobRequest(ChatRequest, _Tags):
 
 
 # The job's tags, and what ``provider_payload`` leaves out.
-_NOT_IN_PAYLOAD = {"feature", "priority", "task", "deadline", "idempotency_key", "stream", "stream_options",
-                   "metadata"}
+_NOT_IN_PAYLOAD = {"feature", "priority", "task", "deadline", "idempotency_key", "cache", "stream",
+                   "stream_options", "metadata"}
 
 
 class JobBatchRequest(BaseModel):

@@ -244,3 +244,33 @@ def test_the_cli_says_what_is_wrong_without_a_traceback(tmp_path: Path) -> None:
     worker = subprocess.run([sys.executable, "-m", "cli", "worker", "-c", "16"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert worker.returncode == 2 and "config file 16 does not exist" in worker.stderr  # -c is --config only
+
+
+def test_cache_settings_mistakes_name_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    tenants = "tenants: {acme: {features: {faq: {}}}}\n"
+    path.write_text(tenants + "cache:\n  features:\n    acme: {faq: {semantic: true, threshold: 1.5}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert "cache.features.acme.faq.threshold" in str(err.value) and f"{path}:4" in str(err.value)
+    path.write_text(tenants + "cache: {features: {acme: {fqa: {semantic: true}}}}\n")
+    with pytest.raises(ConfigError, match=r"cache.features.acme.fqa: unknown feature 'fqa' of tenant 'acme'"):
+        load_settings(path)
+    path.write_text(tenants + "cache: {features: {initech: {faq: {semantic: true}}}}\n")
+    with pytest.raises(ConfigError, match=r"cache.features.initech: unknown tenant"):
+        load_settings(path)
+    path.write_text("cache: {semantic_threshold: -0.1, ttl_s: 0}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert "cache.semantic_threshold" in str(err.value) and "cache.ttl_s" in str(err.value)
+
+
+def test_a_feature_opts_in_to_the_semantic_cache(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("tenants: {acme: {features: {FAQ: {}}}}\n"
+                    "cache: {ttl_s: 60, features: {acme: {FAQ: {semantic: true, ttl_s: 5}}}}\n")
+    cache = load_settings(path).cache
+    faq = cache.for_feature("acme", "faq")
+    assert faq.semantic and cache.ttl(faq) == 5 and cache.threshold(faq) == cache.semantic_threshold
+    other = cache.for_feature("acme", "default")
+    assert not other.semantic and other.exact and cache.ttl(other) == 60

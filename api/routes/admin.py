@@ -1,4 +1,5 @@
-"""Operators' views: live budgets, queues and breakers; the overview the console shows; any tenant's jobs.
+"""Operators' views: live budgets, queues and breakers; the overview the console shows; any tenant's jobs;
+the cache purge.
 
 Guarded by the operators' key (``GATEWAY_ADMIN_KEY`` by default) or the console's session with its
 CSRF token, never a tenant key: these numbers span every tenant.
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from api.answers import AdminJob, AdminJobList, Budgets, JobStatus, Overview
+from api.answers import AdminJob, AdminJobList, Budgets, CachePurged, JobStatus, Overview
 from api.deps import AdminDep, GatewayDep
 from api.gateway import Gateway
 from api.openapi import OPERATORS_KEY, answer, errors
@@ -20,6 +21,7 @@ from api.responses import OrjsonResponse
 from shared.db import overview as store_overview
 from shared.db.ids import is_job_id
 from shared.db.session import session_scope
+from shared.db.tenants import TENANT_ID_PATTERN
 from shared.errors import NotFound, echo
 
 router = APIRouter()
@@ -72,3 +74,19 @@ def _job_detail(gw: Gateway, job_id: str) -> dict[str, Any]:
     if found is None:
         raise NotFound(f"job {echo(job_id)} not found", param="job_id")
     return found
+
+
+@router.delete("/v1/admin/cache", response_model=None,
+               responses={200: answer(CachePurged, "What was deleted"), **errors(*OPERATORS_KEY, 400)})
+async def purge_cache(
+    admin: AdminDep, gw: GatewayDep,
+    tenant: Annotated[str, Query(description="the tenant whose entries go", min_length=1, max_length=63,
+                                 pattern=TENANT_ID_PATTERN.pattern)],
+    feature: Annotated[str | None, Query(description="only the entries this feature of the tenant stored",
+                                         min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")] = None,
+) -> dict[str, Any]:
+    """Delete a tenant's cached answers (exact and semantic), or one feature's: every api replica stops
+    serving them at once (the entries are in Redis, which they share)."""
+    feature = feature.lower() if feature else None
+    purged = await run_in_threadpool(gw.attempts.cache.purge, tenant, feature)
+    return {"tenant": tenant, "feature": feature, **purged}

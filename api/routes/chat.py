@@ -11,6 +11,7 @@ from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
 from api.routes.common import (
+    CacheControlHeader,
     FeatureHeader,
     IdempotencyHeader,
     PriorityHeader,
@@ -34,10 +35,12 @@ async def chat_completions(
     request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
     x_gateway_feature: FeatureHeader = None, x_gateway_priority: PriorityHeader = None,
     idempotency_key: IdempotencyHeader = None, x_gateway_task: TaskHeader = None,
+    cache_control: CacheControlHeader = None,
 ) -> object:
     body = await read_body(request, ChatRequest)
     tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
-                     idempotency_key=idempotency_key, metadata=body.metadata, task=x_gateway_task)
+                     idempotency_key=idempotency_key, metadata=body.metadata, task=x_gateway_task,
+                     cache_control=cache_control)
     wait_s = gw.settings.api.max_sync_wait_s
     if body.stream:  # the headers, naming the job, go out at once; the events when the answer is there
         include_usage = bool((body.stream_options or {}).get("include_usage"))

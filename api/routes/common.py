@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -49,6 +49,9 @@ TaskHeader = Annotated[str | None, Header(
     description="what the call is for (classify, extract, summarize, chat, code, reason ...): with model `auto`, "
                 "the route it takes",
     json_schema_extra={"maxLength": 64})]
+CacheControlHeader = Annotated[str | None, Header(
+    description="`no-cache`: a fresh answer (then stored); `no-store`: the cache is not used at all",
+    json_schema_extra={"maxLength": 256})]
 IdempotencyHeader = Annotated[str | None, Header(
     description="returns the job this key made in the last 24 h instead of a new one",
     json_schema_extra={"minLength": 1, "maxLength": 255})]
@@ -62,8 +65,17 @@ def size_submit_threads(gw: Gateway) -> None:
     _INTERACTIVE.total_tokens = SUBMIT_THREADS + gw.settings.api.fast_lane_attempts
 
 
+def cache_mode(cache_control: str | None) -> Literal["no-store", "no-cache"] | None:
+    """What ``Cache-Control`` asks of the cache: ``no-store`` wins over ``no-cache``; other directives
+    (``max-age``, ...) are not the gateway's to honour and leave the cache as it is."""
+    directives = {part.split("=", 1)[0].strip().lower() for part in (cache_control or "").split(",")}
+    if "no-store" in directives:
+        return "no-store"
+    return "no-cache" if "no-cache" in directives else None
+
+
 def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str | None,
-              metadata: dict[str, str] | None, task: str | None = None) -> JobTags:
+              metadata: dict[str, str] | None, task: str | None = None, cache_control: str | None = None) -> JobTags:
     """Tags for the compatible routes: headers first, then ``metadata``. No priority means the
     route's default (``Gateway.lane_for``)."""
     meta = metadata or {}
@@ -72,6 +84,7 @@ def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str
         "priority": priority or meta.get("priority"),
         "task": task or meta.get("task"),
         "idempotency_key": idempotency_key or meta.get("idempotency_key"),
+        "cache": cache_mode(cache_control),
     }
     try:
         return JobTags(**{k: v for k, v in raw.items() if v is not None})

@@ -22,7 +22,7 @@ from api.gateway import Gateway
 from api.metrics import SHED, SUBMITTED
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, header, job_links
 from api.responses import OrjsonResponse
-from api.routes.common import _BULK, IdempotencyHeader, submit_and_wait, submit_early
+from api.routes.common import _BULK, CacheControlHeader, IdempotencyHeader, cache_mode, submit_and_wait, submit_early
 from api.waiter import CompletionWaiter
 from shared.db.jobs import STATUSES
 from shared.db.models import TERMINAL_STATUSES
@@ -43,12 +43,14 @@ _uploads: dict[int, asyncio.Semaphore] = {}  # per event loop (the api's, and ea
 async def submit_job(
     request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
     wait: Annotated[float | None, Query(ge=0, le=86_400, description="seconds to wait for the result")] = None,
-    idempotency_key: IdempotencyHeader = None,
+    idempotency_key: IdempotencyHeader = None, cache_control: CacheControlHeader = None,
 ) -> Response:
     body = await read_body(request, JobRequest)
     tags = body.tags()
     if idempotency_key and not tags.idempotency_key:
         tags.idempotency_key = idempotency_key
+    if tags.cache == "default" and (mode := cache_mode(cache_control)):
+        tags.cache = mode
     if wait:  # the job's id goes out before the wait: a caller whose connection drops can still find it
         wait_s = min(wait, gw.settings.api.max_sync_wait_s)
         stored, finish = await submit_early(gw, waiter, caller, body.chat(), tags, wait_s, Lane.STANDARD)

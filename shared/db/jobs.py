@@ -56,13 +56,15 @@ def _param(name: str, column: Any) -> Any:
     return bindparam(name, type_=column.type)
 
 
-@lru_cache(maxsize=4)
-def _create_statement(dialect: str) -> Any:
+@lru_cache(maxsize=8)
+def _create_statement(dialect: str, with_result: bool = False) -> Any:
     """The new job's row, copied from the tenant's row so a missing tenant inserts nothing.
 
-    ``result`` and ``error`` are left out: they stay SQL NULL until the job ends.
+    ``result`` and ``error`` are left out: they stay SQL NULL until the job ends (a cache hit, which
+    is answered at once, writes its ``result``).
     """
-    names = tuple(c.name for c in _JOBS.c if c.name not in ("tenant_id", "result", "error"))
+    left_out = ("tenant_id", "error") if with_result else ("tenant_id", "result", "error")
+    names = tuple(c.name for c in _JOBS.c if c.name not in left_out)
     source = select(_TENANTS.c.id, *(_param(f"n_{name}", _JOBS.c[name]) for name in names)).where(
         _TENANTS.c.id == bindparam("n_tenant_id"))
     return (_INSERTS[dialect](_JOBS).from_select(("tenant_id", *names), source)
@@ -125,10 +127,11 @@ class NewJob:
     key_id: int | None = None
     screening: dict[str, Any] | None = None  # what redaction and the injection screen found (``shared.privacy``)
     route: dict[str, Any] | None = None  # model auto: ``RouteSpec.to_dict()``
+    cache_status: str = "miss"
 
 
 def _new_job_values(tenant_id: str, job: NewJob, now: datetime, *,
-                    admitted_deployment: str | None = None) -> dict[str, Any]:
+                    admitted_deployment: str | None = None, cache_status: str = "miss") -> dict[str, Any]:
     """Every column of a new job's row but ``result`` and ``error`` (SQL NULL until it ends);
     ``create_job`` and ``create_jobs`` both build their rows here, so the two stay identical."""
     admitted = admitted_deployment is not None
@@ -137,8 +140,9 @@ def _new_job_values(tenant_id: str, job: NewJob, now: datetime, *,
         model=job.model,
         status="admitted" if admitted else "queued", request=job.request, deadline=job.deadline,
         idempotency_key=job.idempotency_key, estimate_tokens=job.estimate_tokens, deployment=admitted_deployment,
-        model_used=None, tokens_in=0, tokens_out=0, cost_usd=0.0, cache_status="miss",
-        queued_ms=0 if admitted else None, attempts=0, created_at=now, admitted_at=now if admitted else None,
+        model_used=None, tokens_in=0, tokens_out=0, cost_usd=0.0, cache_status=cache_status,
+        cache_source_job=None, cache_similarity=None, saved_usd=0.0, queued_ms=0 if admitted else None,
+        attempts=0, created_at=now, admitted_at=now if admitted else None,
         finished_at=None, updated_at=now, screening=job.screening, route=job.route, escalations=0,
         route_ceiling_usd=None, saving_usd=None,
     )
@@ -149,6 +153,7 @@ def create_job(
     request: dict[str, Any], deadline: datetime, idempotency_key: str | None,
     estimate_tokens: int | None = None, job_id: str | None = None, admitted_deployment: str | None = None,
     key_id: int | None = None, screening: dict[str, Any] | None = None, route: dict[str, Any] | None = None,
+    cache_status: str = "miss", answered: dict[str, Any] | None = None, now: datetime | None = None,
 ) -> tuple[Job, bool]:
     """Persist a new queued job, or return the tenant's job with the same idempotency key.
 
@@ -157,10 +162,12 @@ def create_job(
     row comes back (``created`` False). The returned Job is attached to the session as if loaded,
     so a caller may still change it and flush. ``admitted_deployment`` (fast lane, admitted before
     the insert under a ``job_id`` chosen up front) writes the job as admitted there at once.
+    ``answered`` (a cache hit) writes it finished at once: its status, result and cache fields
+    (``answered_view`` shows the same row before it is written).
     """
     _check_choice(lane, LANE_NAMES, "priority")
     key = idempotency_key
-    now = utcnow()
+    now = now or utcnow()
     if key is not None and (existing := _by_idempotency_key(session, tenant_id, key)):
         if existing.created_at > now - IDEMPOTENCY_WINDOW:
             return _repeat_of(existing, request)
@@ -168,17 +175,28 @@ def create_job(
     values = _new_job_values(
         tenant_id, NewJob(job_id or new_job_id(), feature, lane, task, model, request, deadline, key, estimate_tokens,
                           key_id, screening, route),
-        now, admitted_deployment=admitted_deployment,
+        now, admitted_deployment=admitted_deployment, cache_status=cache_status,
     )
-    inserted = session.execute(_create_statement(_dialect(session)), {f"n_{k}": v for k, v in values.items()})
+    if answered is not None:
+        values.update(answered, finished_at=now, queued_ms=0)
+    statement = _create_statement(_dialect(session), with_result=answered is not None)
+    inserted = session.execute(statement, {f"n_{k}": v for k, v in values.items()})
     if inserted.first() is None:
         if key is not None and (winner := _by_idempotency_key(session, tenant_id, key)):
             return _repeat_of(winner, request)
         raise NotFound(f"tenant {tenant_id!r} does not exist")
-    job = Job(**values, result=None, error=None)
+    job = Job(**{"result": None, **values}, error=None)
     make_transient_to_detached(job)  # persistent as if just loaded: no SELECT, later changes flush
     session.add(job)
     return job, True
+
+
+def answered_view(tenant_id: str, job: NewJob, answered: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The view of the row ``create_job(..., answered=answered, now=now)`` writes for ``job``, before it
+    is written: a cache hit is answered first and recorded right after."""
+    values = _new_job_values(tenant_id, job, now, cache_status=job.cache_status)
+    values.update(answered, finished_at=now, queued_ms=0)
+    return job_view(_JobRow(**{"result": None, **values}, error=None))
 
 
 @lru_cache(maxsize=4)
@@ -206,7 +224,7 @@ def create_jobs(session: Session, tenant_id: str, rows: Sequence[NewJob]) -> lis
         if row.idempotency_key is not None and (existing := used.get(row.idempotency_key)) is not None:
             views[i] = (job_view(_repeat_at(i, existing, row.request)), False)
         else:
-            fresh.append((i, _new_job_values(tenant_id, row, now)))
+            fresh.append((i, _new_job_values(tenant_id, row, now, cache_status=row.cache_status)))
     inserted: set[str] = set()
     if fresh:
         result = session.execute(_bulk_create_statement(_dialect(session)), [values for _, values in fresh])
@@ -291,6 +309,9 @@ class _JobRow:
     tokens_out: int
     cost_usd: float
     cache_status: str
+    cache_source_job: str | None
+    cache_similarity: float | None
+    saved_usd: float
     queued_ms: int | None
     attempts: int
     created_at: datetime
@@ -460,18 +481,20 @@ def list_attempts(session: Session, job_id: str) -> list[Attempt]:
 def complete_job(
     session: Session, job_id: str, *, status: str, result: dict[str, Any] | None = None,
     error: dict[str, Any] | None = None, model_used: str | None = None, deployment: str | None = None,
-    tokens_in: int = 0, tokens_out: int = 0, cost_usd: float = 0.0, cache_status: str = "miss",
+    tokens_in: int = 0, tokens_out: int = 0, cost_usd: float = 0.0, cache_status: str | None = None,
 ) -> bool:
     """Give the job its terminal outcome unless it already has one; True when this call set it."""
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"complete_job needs a terminal status, not {status!r}")
     values: dict[str, Any] = dict(
         status=status, result=result, error=error, model_used=model_used, tokens_in=tokens_in,
-        tokens_out=tokens_out, cost_usd=cost_usd, cache_status=cache_status, finished_at=utcnow(),
+        tokens_out=tokens_out, cost_usd=cost_usd, finished_at=utcnow(),
         attempts=select(func.count()).where(Attempt.job_id == job_id).scalar_subquery(),
     )
     if deployment is not None:
         values["deployment"] = deployment
+    if cache_status is not None:  # else what the job was accepted with (miss or bypass) stands
+        values["cache_status"] = cache_status
     return _transition(session, job_id, OPEN_STATUSES, **values)
 
 
@@ -479,8 +502,8 @@ def complete_job(
 _VIEW_COLUMNS = tuple(_JOBS.c[name] for name in (
     "id", "status", "tenant_id", "feature", "lane", "task", "model", "model_used", "deployment",
     "idempotency_key", "created_at", "admitted_at", "finished_at", "deadline", "queued_ms", "tokens_in",
-    "tokens_out", "cost_usd", "cache_status", "attempts", "result", "error", "route", "escalations",
-    "route_ceiling_usd", "saving_usd",
+    "tokens_out", "cost_usd", "cache_status", "cache_source_job", "cache_similarity", "saved_usd", "attempts",
+    "result", "error", "route", "escalations", "route_ceiling_usd", "saving_usd",
 ))
 
 
@@ -551,11 +574,11 @@ def record_attempt(
     return job_view(row)
 
 
-_OUTCOME_FIELDS = ("status", "result", "error", "model_used", "tokens_in", "tokens_out", "cost_usd",
-                   "cache_status", "finished_at")
+# An attempt's outcome leaves the cache fields as the job was accepted with them (miss or bypass).
+_OUTCOME_FIELDS = ("status", "result", "error", "model_used", "tokens_in", "tokens_out", "cost_usd", "finished_at")
 _OUTCOME_DEFAULTS: dict[str, Any] = {
     "result": None, "error": None, "model_used": None, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0,
-    "cache_status": "miss", "deployment": None, "route_ceiling_usd": None,
+    "deployment": None, "route_ceiling_usd": None,
 }
 
 
@@ -618,6 +641,9 @@ def job_view(job: Job | Row[Any] | _JobRow) -> dict[str, Any]:
         },
         "cost_usd": float(job.cost_usd or 0.0),
         "cache_status": job.cache_status,
+        "cache_source_job": job.cache_source_job,
+        "cache_similarity": job.cache_similarity,
+        "saved_usd": float(job.saved_usd or 0.0),
         "attempts": job.attempts,
         "result": job.result,
         "error": job.error,

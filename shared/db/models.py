@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -152,7 +153,10 @@ class Job(Base):
     tokens_in: Mapped[int] = mapped_column(default=0)
     tokens_out: Mapped[int] = mapped_column(default=0)
     cost_usd: Mapped[float] = mapped_column(Money, default=0.0)
-    cache_status: Mapped[str] = mapped_column(String(20), default="miss")
+    cache_status: Mapped[str] = mapped_column(String(20), default="miss")  # hit, semantic, miss or bypass
+    cache_source_job: Mapped[str | None] = mapped_column(String(30))  # a hit: the job whose answer it served
+    cache_similarity: Mapped[float | None] = mapped_column(Float)  # a semantic hit: how close the questions were
+    saved_usd: Mapped[float] = mapped_column(Money, default=0.0)  # a hit: what the answer cost when it was paid for
     queued_ms: Mapped[int | None]
     attempts: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

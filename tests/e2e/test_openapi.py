@@ -38,6 +38,7 @@ CONTRACT: dict[tuple[str, str], tuple[set[int], tuple[str | tuple[str, ...], ...
     ("get", "/v1/admin/jobs/{job_id}"): ({200, 401, 403, 404, 500, 503}, CONSOLE),
     ("get", "/v1/admin/audit"): ({200, 400, 401, 403, 500, 503}, CONSOLE),
     ("get", "/v1/audit"): ({200, 400, 401, 403, 429, 500, 503}, TENANT),
+    ("delete", "/v1/admin/cache"): ({200, 400, 401, 403, 500, 503}, CONSOLE),
     ("get", "/metrics"): ({200, 401, 403, 500, 503}, OPERATORS),
     ("get", "/healthz"): ({200}, ()),
     ("get", "/readyz"): ({200, 503}, ()),
