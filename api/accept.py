@@ -149,17 +149,22 @@ class Acceptor:
 
     def _admit_inline(self, env: Envelope, ahead: _Ahead) -> bool:
         """True when the job is reserved now (interactive, nobody waiting ahead of it, budgets fit).
-        Otherwise it will be queued: a 429 with Retry-After when it could not make its deadline."""
+        Otherwise it will be queued: a 429 with Retry-After when it could not make its deadline, a 429
+        ``insufficient_quota`` when a hard dollar budget cannot take it (``Admitter.over_budget``)."""
         admitter = self.gw.admitter
         if env.route is not None:
             self._refuse_closed_route(env, ahead)
         if env.lane == Lane.INTERACTIVE and ahead.queues.interactive_waiting == 0:
             with tracing.span("admission", lane=str(env.lane), inline=True):
                 decision = admitter.try_admit(env, breakers=ahead.breakers)
+            budget = decision.blocked_on_budget
+            if budget is not None and (refusal := admitter.over_budget(env, budget, decision.admission.spent)):
+                raise refusal
             if not decision.ok and env.route is not None:
                 self._refuse_late_route(env, decision.admission.wait_s)
             return decision.ok
         admitter.check_queue(env, ahead.queues)
+        admitter.check_budgets(env)
         return False
 
     def _refuse_closed_route(self, env: Envelope, ahead: _Ahead) -> None:
@@ -206,6 +211,7 @@ class Acceptor:
         except (redis.RedisError, OSError) as exc:
             raise Unavailable("The gateway's queue (Redis) is unavailable; the job was not accepted. "
                               "Retry shortly.") from exc
+        self.gw.directory.observe(got["epoch"])
         if caller.epoch != got["epoch"]:  # from the cache, or a key was revoked since: confirm it
             self.gw.auth.saw_epoch(got["epoch"])
             try:

@@ -380,3 +380,117 @@ class AdminJob(JobView):
     """Any tenant's job with its attempts."""
 
     attempt_list: list[AttemptView]
+# -- usage ----------------------------------------------------------------------------------------
+
+
+class UsageMeasures(BaseModel):
+    requests: int = Field(description="jobs an attempt here ended (succeeded or failed for good)")
+    succeeded: int
+    attempts: int
+    failed_attempts: int
+    input_tokens: int = Field(description="prompt tokens, cache reads and writes included")
+    cached_tokens: int = Field(description="prompt tokens read from the provider's cache")
+    cache_write_tokens: int = Field(description="prompt tokens written to the provider's cache")
+    output_tokens: int = Field(description="completion tokens, reasoning included")
+    reasoning_tokens: int
+    cost_usd: float = Field(description="what the attempts cost: the provider's usage at the deployment's price")
+    failed_cost_usd: float = Field(description="the part of cost_usd that failed attempts cost")
+    cache_savings_usd: float = Field(description="every input token at the input price, less the cost (negative "
+                                                 "while cache writes outweigh reads)")
+    routing_savings_usd: float = Field(description="the same usage at the model's first deployment, less the cost, "
+                                                   "for attempts another deployment served")
+
+
+class UsageRow(UsageMeasures):
+    start: str = Field(description="the bucket's start, ISO 8601 in the report's time zone")
+    end: str
+    tenant: str | None = None
+    feature: str | None = None
+    model: str | None = None
+    deployment: str | None = None
+    key: str | None = Field(None, description="the key's public id; null for jobs no key is recorded for")
+
+
+class UsageReport(BaseModel):
+    """``GET /v1/usage``: one row per bucket and group, oldest first, and the window's totals."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    object: Literal["usage"]
+    from_: str = Field(alias="from", description="the window's start, rounded down to its bucket")
+    to: str
+    granularity: Literal["hour", "day"]
+    timezone: str = Field(description="billing.timezone: where days start")
+    group_by: list[str]
+    tenant: str | None
+    data: list[UsageRow]
+    totals: UsageMeasures
+
+
+# -- management -----------------------------------------------------------------------------------
+
+
+class TenantView(BaseModel):
+    """A tenant: its settings in force (the config file's, with what the management API set over them)."""
+
+    id: str
+    object: Literal["gateway.tenant"]
+    name: str
+    disabled: bool
+    created_at: str | None
+    updated_at: str | None
+    settings: dict[str, Any] = Field(description="in force: weight, soft_tpm, hard_tpm, max_lane, budget, features ...")
+    overrides: dict[str, Any] = Field(description="what the management API set over the config file")
+    active_keys: int
+
+
+class TenantList(BaseModel):
+    object: Literal["list"]
+    data: list[TenantView]
+
+
+class KeyView(BaseModel):
+    """An API key (never its secret): its limits, dollar budget, expiry, and the models and features it may use."""
+
+    id: str = Field(description="the key's public id, key_...")
+    object: Literal["gateway.key"]
+    tenant: str
+    name: str
+    prefix: str = Field(description="the secret's first characters, to recognise it by")
+    status: Literal["active", "expired", "revoked"]
+    max_lane: Lane | None
+    rpm: int | None
+    tpm: int | None
+    budget: dict[str, Any] | None
+    expires_at: str | None
+    allowed_models: list[str] | None
+    allowed_features: list[str] | None
+    created_at: str | None
+    updated_at: str | None
+    revoked_at: str | None
+
+
+class KeyCreated(KeyView):
+    """A key with its secret, shown this once (``POST /v1/admin/keys``, ``.../rotate``)."""
+
+    key: str = Field(description="the secret: send it as 'Authorization: Bearer <key>'; it is not shown again")
+
+
+class KeyList(BaseModel):
+    object: Literal["list"]
+    data: list[KeyView]
+
+
+class AdminActionView(BaseModel):
+    id: int
+    at: str | None
+    actor: str = Field(description="who: the X-Gateway-Operator header, or the CLI user")
+    via: str = Field(description="how: 'api <address>' or 'cli <user>@<host>'")
+    action: str = Field(description="tenant.create, tenant.update, key.rotate, ...")
+    target: str = Field(description="tenant:<id> or key:<id>")
+    details: dict[str, Any] | None
+
+
+class AdminActionList(BaseModel):
+    object: Literal["list"]
+    data: list[AdminActionView]

@@ -27,10 +27,13 @@ import redis
 from sqlalchemy import Engine
 
 from shared.config import Settings
+from shared.db.models import utcnow
 from shared.db.session import session_scope
 from shared.db.tenants import DISPLAY_PREFIX_LEN, Identity, KeyCache, authenticate, hash_key
+from shared.directory import Directory
 from shared.errors import AuthError, Overloaded, PermissionDenied
 from shared.keys import Keys
+from shared.tenancy import check_key
 
 log = logging.getLogger("gateway.auth")
 
@@ -89,9 +92,11 @@ class _FailureBudget:
 class Authenticator:
     """Keys to callers, with the caches and the throttle described in the module docstring."""
 
-    def __init__(self, settings: Settings, client: redis.Redis, keys: Keys, engine: Engine) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis, keys: Keys, engine: Engine,
+                 directory: Directory | None = None) -> None:
         self.settings = settings
         self.engine = engine
+        self.directory = directory
         self.redis = client
         self.epoch_key = keys.auth_epoch
         self.cache = KeyCache()
@@ -108,9 +113,13 @@ class Authenticator:
         return expected is not None and hmac.compare_digest(api_key.encode(), expected.encode())
 
     def cached(self, api_key: str) -> Caller | None:
-        """A caller from the cache alone (no I/O), to be confirmed against the epoch later, or None."""
+        """A caller from the cache alone (no I/O), to be confirmed against the epoch later, or None. A key
+        that expired since it was cached is refused here (401)."""
         seen = self.cache.peek(hash_key(api_key))
-        return Caller(api_key, seen[0]) if seen is not None else None
+        if seen is None:
+            return None
+        check_key(seen[0].policy, utcnow())
+        return Caller(api_key, seen[0])
 
     def check(self, api_key: str, source: str) -> Caller:
         """The caller behind ``api_key``, confirmed against the current epoch (runs in a thread)."""
@@ -124,6 +133,7 @@ class Authenticator:
         under it, else from the store. ``epoch`` None (Redis unreadable): the store, nothing cached."""
         digest = hash_key(api_key)
         if epoch is not None and (identity := self.cache.identity(digest, epoch)) is not None:
+            check_key(identity.policy, utcnow())
             return Caller(api_key, identity, epoch)
         wait_s = self.failures.exhausted(source)
         if wait_s > 0:
@@ -138,6 +148,8 @@ class Authenticator:
             raise
         if epoch is not None:
             self.cache.remember(digest, identity, epoch)
+        if self.directory is not None and identity.key_id is not None:
+            self.directory.remember(identity.key_id, identity.policy)  # the budget tree's copy: no second read
         return Caller(api_key, identity, epoch)
 
     def _read_epoch(self) -> str | None:
@@ -149,10 +161,13 @@ class Authenticator:
         return epoch
 
     def saw_epoch(self, epoch: str) -> None:
-        """A new epoch means a key or tenant changed: a key refused before may be good now."""
+        """A new epoch means a key or tenant changed: a key refused before may be good now, and the
+        tenants' and keys' settings are read again (``shared.directory``)."""
         if epoch != self._last_epoch:
             self._last_epoch = epoch
             self._bad.clear()
+        if self.directory is not None:
+            self.directory.observe(epoch)
 
     def _refuse_known_bad(self, digest: str) -> None:
         bad = self._bad.get(digest)

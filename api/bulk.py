@@ -60,6 +60,7 @@ class BulkAcceptor:
         tenant = caller.tenant
         try:
             envs = [self._checked(caller, index, item) for index, item in enumerate(items)]
+            self._refuse_over_budget(envs)
             self._shed_batch(tenant, envs, self._queue_states(tenant, {env.lane for env in envs}))
         except REFUSALS as exc:
             self.gw.record_refusal(caller, "(batch)", Lane.BATCH, "(batch)", exc)
@@ -78,7 +79,7 @@ class BulkAcceptor:
         its estimate until its chunk is written is by characters. Errors name the item."""
         try:
             tags = item.tags()
-            lane = self.gw.lane_for(caller, tags, Lane.STANDARD)
+            lane = self.gw.lane_for(caller, tags, Lane.STANDARD, item.model)
             env = self.gw.envelope(caller.tenant, tags.feature, lane, item.model, item.payload(), tags.deadline_at,
                                    identity=caller.identity, task=tags.task, count=False)  # bounded by characters
             # A batch does not read the cache (it stays one transaction and one pipeline, every job queued),
@@ -125,6 +126,16 @@ class BulkAcceptor:
             env.enqueued_at = enqueued_at
         self._hand_off_many(created)
         return [view for view, _ in results], len(created)
+
+    def _refuse_over_budget(self, envs: list[Envelope]) -> None:
+        """A 429 for the batch when a hard dollar budget is too spent for one of its jobs and that job may
+        not wait for the reset (``Admitter.check_budgets``); the budgets read once for the whole batch."""
+        spent = self.gw.admitter.budget_spent(envs)
+        for index, env in enumerate(envs):
+            try:
+                self.gw.admitter.check_budgets(env, spent)
+            except Overloaded as exc:
+                raise _for_item(index, exc) from exc
 
     def _queue_states(self, tenant: str, lanes: Iterable[str]) -> dict[str, QueueState]:
         """The tenant's queues in each of ``lanes``, read in one round trip."""
@@ -231,8 +242,8 @@ def _for_item(index: int, exc: InvalidRequest | Overloaded | PermissionDenied) -
     item is a 400 whatever its single-job status (an unknown model is a 404 on ``POST /v1/jobs``)."""
     param = f"jobs.{index}.{exc.param}" if exc.param else f"jobs.{index}"
     message = f"{param}: {exc.message} Nothing of this batch was accepted."
-    if isinstance(exc, Overloaded):
-        return Overloaded(message, retry_after=exc.retry_after, code=exc.code, param=param)
+    if isinstance(exc, Overloaded):  # a QuotaExceeded stays one (its type says insufficient_quota)
+        return type(exc)(message, retry_after=exc.retry_after, code=exc.code, param=param)
     if isinstance(exc, PermissionDenied):
         return PermissionDenied(message, param=param, code=exc.code)
     return InvalidRequest(message, param=param, code=exc.code)

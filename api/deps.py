@@ -129,6 +129,13 @@ def _console_operator(request: Request, session: str, csrf: str | None) -> Calle
         raise PermissionDenied(f"A request with the console's session cookie must carry its CSRF token in "
                                f"{console_session.CSRF_HEADER}.", code="csrf_token_missing")
     return Caller(key, admin=True)
+async def _usage_reader(request: Request, tenant_key: Annotated[str | None, Depends(_maybe_api_key)],
+                        operators_key: Annotated[str | None, Depends(_maybe_operators_key)]) -> Caller:
+    """A tenant's key (its own usage) or the operators' key (everyone's): both schemes are declared, so the
+    document says either works; they read the same headers."""
+    key = _required(request, tenant_key or operators_key)
+    gw: Gateway = request.app.state.gateway
+    return await run_in_threadpool(gw.auth.check, key, _source(request))
 
 
 async def _metrics_reader(request: Request, api_key: Annotated[str | None, Depends(_maybe_operators_key)]) -> None:
@@ -158,4 +165,5 @@ WaiterDep = Annotated[CompletionWaiter, Depends(_waiter)]
 CallerDep = Annotated[Caller, Depends(_caller)]
 SubmitterDep = Annotated[Caller, Depends(_submitter)]
 AdminDep = Annotated[Caller, Depends(_admin)]
+UsageReaderDep = Annotated[Caller, Depends(_usage_reader)]
 MetricsReaderDep = Annotated[None, Depends(_metrics_reader)]

@@ -26,8 +26,9 @@ from shared.budget import prompt_tokens
 from shared.config import ModelAccess, Settings
 from shared.db import audit, jobs
 from shared.db.ids import new_job_id
+from shared.db.models import utcnow
 from shared.db.session import get_engine, session_scope
-from shared.db.tenants import Identity
+from shared.db.tenants import AuthEpoch, Identity
 from shared.dispatch import Dispatch
 from shared.envelope import Envelope, JobSpec
 from shared.errors import GatewayError, InjectionBlocked, InvalidRequest, NotFound, SensitiveDataBlocked, echo
@@ -38,7 +39,7 @@ from shared.queues import WaitingQueues
 from shared.redis_conn import sync_redis
 from shared.routing import AUTO, Router, RouteSpec, chain_for
 from shared.schemas import JobTags
-from shared.tenancy import check_feature, resolve_lane
+from shared.tenancy import check_feature, check_key, check_key_use, resolve_lane
 
 View = dict[str, Any]
 log = logging.getLogger("gateway.api")
@@ -56,19 +57,24 @@ class Gateway:
         self.redis = sync_redis(settings.redis_url)
         self.engine = get_engine(settings.database_url)
         self.queues = WaitingQueues(self.redis, self.keys)
-        self.admitter = Admitter(settings, self.redis, self.keys)
         self.router = Router(settings)
+        self.directory = self.attempts.directory  # one per process: the fast lane's attempts share it
+        self.admitter = Admitter(settings, self.redis, self.keys, self.directory)
         self.leases = AttemptLeases(self.redis, self.keys)
-        self.auth = Authenticator(settings, self.redis, self.keys, self.engine)
+        self.auth = Authenticator(settings, self.redis, self.keys, self.engine, self.directory)
+        self.epoch = AuthEpoch(self.redis, self.keys)  # replaced after every change to a tenant or key
         self.fast_lane_slots = threading.BoundedSemaphore(settings.api.fast_lane_attempts or 1)
         self.privacy = Guard(settings)
         self.accept = Acceptor(self)
         self.bulk = BulkAcceptor(self)
 
-    def lane_for(self, caller: Caller, tags: JobTags, default: Lane) -> Lane:
-        """The job's lane, decided once (``shared.tenancy``); its feature checked against the tenant's policy."""
+    def lane_for(self, caller: Caller, tags: JobTags, default: Lane, model: str) -> Lane:
+        """The job's lane, decided once (``shared.tenancy``); its feature checked against the tenant's policy,
+        its model and feature against the key's (``allowed_models``, ``allowed_features``)."""
         identity = caller.identity
         assert identity is not None
+        check_key(identity.policy, utcnow())
+        check_key_use(identity.policy, model, tags.feature)
         check_feature(self.settings, identity.tenant, tags.feature)
         return resolve_lane(self.settings, identity.tenant, tags.feature, tags.priority, default, identity.max_lane)
 

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import attempt_metrics
+from shared.budget import alerts as budget_alerts
 from shared.heartbeats import Heartbeats
 
 SUBMITTED = Counter("gateway_jobs_submitted_total", "Jobs accepted by the api", ["lane", "admitted_inline"])
@@ -91,7 +92,8 @@ class BudgetCollector(Collector):
             return
         yield from families
         try:
-            families = list(attempt_metrics.collect(self.gw.redis, self.gw.keys))
+            families = [*attempt_metrics.collect(self.gw.redis, self.gw.keys),
+                        *budget_alerts.collect(self.gw.redis, self.gw.keys)]
         except Exception:  # Redis down: as above
             return
         yield from families

@@ -39,16 +39,17 @@ _WHY: dict[int, str] = {
          "(`job_too_large`), a value the privacy policy blocks (`sensitive_data_blocked`) or a likely prompt "
          "injection (`prompt_injection_blocked`); `param` names the field.",
     401: "Missing, unknown or revoked API key.",
-    403: "The key may not do this: the operators' key on a tenant route, a lane the key may not use, or "
-         "admin routes switched off.",
-    404: "Not found: the job (another tenant's jobs are not found either), or the model (`model_not_found`, "
-         "with the models you can use).",
+    403: "The key may not do this: the operators' key on a tenant route, a lane, model or feature the key may "
+         "not use, another tenant's usage, or admin routes switched off.",
+    404: "Not found: the job (another tenant's jobs are not found either), the model (`model_not_found`, "
+         "with the models you can use), or the tenant or key an operator named.",
     408: "The request body stopped arriving (`request_timeout`).",
-    409: "Conflict: an `idempotency_key` reused with a different request, or a job no longer in a state "
-         "that allows this (cancelled, or already sent).",
+    409: "Conflict: an `idempotency_key` reused with a different request, a job no longer in a state "
+         "that allows this (cancelled, or already sent), a tenant that exists already, or a revoked key.",
     413: "The request body is larger than the gateway's limit.",
     429: "Shed: the tenant's queue is full, its deadline cannot be met, the job expired, or too many failed "
-         "authentications; wait `retry-after` seconds.",
+         "authentications; or a hard dollar budget is spent (`insufficient_quota`: the message names the budget, "
+         "its window, what was spent and when it resets). Wait `retry-after` seconds.",
     500: "Internal error; the message carries a reference to the gateway's logs.",
     502: "The provider failed and the gateway gave up on the job (retries and fallbacks spent).",
     503: "The gateway's queue and budget store (Redis) is unavailable, or too many uploads are in progress; "

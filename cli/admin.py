@@ -1,44 +1,54 @@
 """`gateway migrate`, `gateway tenants ...`, `gateway keys ...`, `gateway audit ...` and `gateway cache purge`:
 the admin commands.
 
-Each command brings the schema up to date first (an idempotent upgrade), so a fresh machine needs
-no separate migration step before creating its first tenant. Every change is written to the audit log
-in the transaction that makes it (``shared.db.audit.record_admin``), with the operator's login as actor.
+Each change to tenants and keys goes through ``shared.management``, the code ``/v1/admin/*`` runs: the
+same checks, an audit record (who: the login name, via the CLI; in ``admin_actions`` and in the tenant's
+hash-chained audit log) and a new auth epoch, so every api, scheduler and worker sees the change. Each
+command brings the schema up to date first (an idempotent upgrade), so a fresh machine needs no separate
+migration step before creating its first tenant.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from shared import management
 from shared.config import get_settings
 from shared.db import audit
 from shared.db import migrate as migrations
 from shared.db import tenants as store
+from shared.db.models import utcnow
 from shared.db.session import get_engine, session_scope
-from shared.errors import GatewayError
+from shared.errors import GatewayError, InvalidRequest
 from shared.keys import Keys
+from shared.management import Actor, KeyCreate, KeySettings, TenantCreate, TenantUpdate
 from shared.redis_conn import sync_redis
+from shared.usage_report import parse_since
 
-tenants_app = typer.Typer(help="Create, list and disable tenants.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Create, list, change, disable and enable tenants.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list, change, rotate and revoke API keys (hashed; shown once).",
+                       no_args_is_help=True)
 cache_app = typer.Typer(help="Purge cached answers.", no_args_is_help=True)
-keys_app = typer.Typer(help="Create, list and revoke API keys (hashed; shown once).", no_args_is_help=True)
-audit_app = typer.Typer(help="Verify and export the audit log.", no_args_is_help=True)
+audit_app = typer.Typer(help="Verify and export the audit log; list the operators' changes.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (one object per row) instead of a table.")]
+M = TypeVar("M", bound=BaseModel)
 
 
 @contextmanager
@@ -55,20 +65,33 @@ def _admin_session() -> Iterator[Session]:
 
 
 def _auth_epoch() -> store.AuthEpoch:
-    """Where revocations are announced to every api process (their key caches)."""
+    """Where changes are announced to every api process (their key caches) and every other process."""
     settings = get_settings()
     return store.AuthEpoch(sync_redis(settings.redis_url), Keys(settings.key_prefix))
 
 
-def _actor() -> str:
-    """Who ran the command, for the audit log."""
+def _actor() -> Actor:
+    """Who ran the command, for the audit trail."""
     try:
-        return f"cli:{getpass.getuser()}"
+        user = getpass.getuser()
     except (KeyError, OSError):  # no login name (a container's anonymous uid)
-        return "cli"
+        user = "cli"
+    return Actor(user, f"cli {user}@{socket.gethostname()}")
 
 
-def _when(moment: datetime | None) -> str:
+def _body(model: type[M], data: dict[str, Any]) -> M:
+    """The options as the api's request body, checked by the same model (an error names the option)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise InvalidRequest(f"{where}: {err['msg']}", param=where) from None
+
+
+def _when(moment: datetime | str | None) -> str:
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
     return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment else "-"
 
 
@@ -92,33 +115,99 @@ def _redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+# -- options shared by tenants and keys -----------------------------------------------------------
+
+DailyOpt = typer.Option(None, "--daily-usd", help="dollar budget per day (billing.timezone)")
+MonthlyOpt = typer.Option(None, "--monthly-usd", help="dollar budget per month")
+EnforceOpt = typer.Option(None, "--budget-enforce", help="hard (refuse what could cross it) or soft (alerts only)")
+AlertOpt = typer.Option(None, "--alert-at", help="shares of the budget that alert, e.g. 0.5,0.8,1")
+ClearOpt = typer.Option(None, "--clear", help="a field to clear (back to the file's value / no limit); repeatable")
+
+
+def _budget(current: dict[str, Any] | None, daily: float | None, monthly: float | None, enforce: str | None,
+            alert_at: str | None) -> dict[str, Any] | None:
+    """The budget options over the budget already set (an option not given keeps its value)."""
+    given = {"daily_usd": daily, "monthly_usd": monthly, "enforce": enforce,
+             "alert_at": [float(x) for x in alert_at.split(",")] if alert_at else None}
+    changes = {k: v for k, v in given.items() if v is not None}
+    return {**(current or {}), **changes} if changes else None
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+# -- tenants --------------------------------------------------------------------------------------
+
+
 @tenants_app.command("create")
 def tenants_create(
     tenant_id: str = typer.Argument(..., help="Slug: lowercase letters, digits, '-' and '_'."),
     name: str | None = typer.Option(None, help="Display name (defaults to the id)."),
+    weight: float | None = typer.Option(None, help="fair share against other tenants"),
+    hard_tpm: int | None = typer.Option(None, "--hard-tpm"),
+    soft_tpm: int | None = typer.Option(None, "--soft-tpm"),
+    max_lane: str | None = typer.Option(None, "--max-lane"),
+    daily_usd: float | None = DailyOpt, monthly_usd: float | None = MonthlyOpt,
+    budget_enforce: str | None = EnforceOpt, alert_at: str | None = AlertOpt,
 ) -> None:
-    """Create a tenant."""
+    """Create a tenant (its settings: the config file's, or tenant_defaults, with these over them)."""
+    data = _given(id=tenant_id, name=name, weight=weight, hard_tpm=hard_tpm, soft_tpm=soft_tpm, max_lane=max_lane,
+                  budget=_budget(None, daily_usd, monthly_usd, budget_enforce, alert_at))
     with _admin_session() as session:
-        tenant = store.create_tenant(session, tenant_id, name)
-        audit.record_admin(session, tenant.id, "tenant.create", _actor(), name=tenant.name)
-    console.print(f"created tenant [bold]{tenant.id}[/bold]; give it a key with:")
-    console.print(f"  gateway keys create --tenant {tenant.id}")
+        view = management.create_tenant(session, get_settings().tenant, _auth_epoch(), _actor(),
+                                        _body(TenantCreate, data))
+    console.print(f"created tenant [bold]{view['id']}[/bold]; give it a key with:")
+    console.print(f"  gateway keys create --tenant {view['id']}")
+
+
+@tenants_app.command("update")
+def tenants_update(
+    tenant_id: str,
+    name: str | None = typer.Option(None),
+    weight: float | None = typer.Option(None),
+    hard_tpm: int | None = typer.Option(None, "--hard-tpm"),
+    soft_tpm: int | None = typer.Option(None, "--soft-tpm"),
+    max_lane: str | None = typer.Option(None, "--max-lane"),
+    daily_usd: float | None = DailyOpt, monthly_usd: float | None = MonthlyOpt,
+    budget_enforce: str | None = EnforceOpt, alert_at: str | None = AlertOpt,
+    feature: str | None = typer.Option(None, help="apply --hard-tpm, --lane and the budget options to this "
+                                                  "feature of the tenant"),
+    lane: str | None = typer.Option(None, help="the lane the --feature always runs in"),
+    clear: list[str] | None = ClearOpt,
+) -> None:
+    """Change a tenant's settings over the config file (weight, limits, lanes, dollar budgets)."""
+    settings, epoch = get_settings(), _auth_epoch()
+    with _admin_session() as session:
+        current = store.get_tenant(session, tenant_id).settings or {}
+        if feature is not None:
+            feature_now = (current.get("features") or {}).get(feature.lower(), {})
+            changes = _given(hard_tpm=hard_tpm, lane=lane,
+                             budget=_budget(feature_now.get("budget"), daily_usd, monthly_usd, budget_enforce,
+                                            alert_at))
+            data: dict[str, Any] = _given(name=name, weight=weight, soft_tpm=soft_tpm, max_lane=max_lane,
+                                          features={feature: changes})
+        else:
+            data = _given(name=name, weight=weight, hard_tpm=hard_tpm, soft_tpm=soft_tpm, max_lane=max_lane,
+                          budget=_budget(current.get("budget"), daily_usd, monthly_usd, budget_enforce, alert_at))
+        data.update(dict.fromkeys(clear or [], None))
+        view = management.update_tenant(session, settings.tenant, epoch, _actor(), tenant_id, _body(TenantUpdate, data))
+    console.print(f"tenant [bold]{tenant_id}[/bold] now: {view['settings']}")
 
 
 @tenants_app.command("list")
 def tenants_list(as_json: JsonOpt = False) -> None:
-    """List tenants with their number of active keys."""
+    """List tenants with their number of active keys and their settings set over the file."""
     with _admin_session() as session:
-        tenants = store.list_tenants(session)
-        active = {t.id: sum(k.revoked_at is None for k in t.keys) for t in tenants}
+        views = management.list_tenants(session, get_settings().tenant)
     if as_json:
-        _print_json([{"id": t.id, "name": t.name, "disabled": t.disabled, "active_keys": active[t.id],
-                      "created_at": _iso(t.created_at)} for t in tenants])
+        _print_json([{"id": t["id"], "name": t["name"], "disabled": t["disabled"], "active_keys": t["active_keys"],
+                      "created_at": t["created_at"]} for t in views])
         return
-    table = Table("id", "name", "status", "active keys", "created")
-    for t in tenants:
-        status = "disabled" if t.disabled else "active"
-        table.add_row(t.id, t.name, status, str(active[t.id]), _when(t.created_at))
+    table = Table("id", "name", "status", "active keys", "created", "set here")
+    for t in views:
+        table.add_row(t["id"], t["name"], "disabled" if t["disabled"] else "active", str(t["active_keys"]),
+                      _when(t["created_at"]), str(t["overrides"] or "-"))
     console.print(table)
 
 
@@ -126,8 +215,7 @@ def tenants_list(as_json: JsonOpt = False) -> None:
 def tenants_disable(tenant_id: str) -> None:
     """Refuse every call of the tenant at once and cancel its queued jobs (its keys stay, `enable` restores them)."""
     with _admin_session() as session:
-        store.set_tenant_disabled(session, tenant_id, _auth_epoch(), True)
-        audit.record_admin(session, tenant_id, "tenant.disable", _actor())
+        management.set_tenant_disabled(session, get_settings().tenant, _auth_epoch(), _actor(), tenant_id, True)
     console.print(f"tenant [bold]{tenant_id}[/bold] disabled")
 
 
@@ -135,9 +223,34 @@ def tenants_disable(tenant_id: str) -> None:
 def tenants_enable(tenant_id: str) -> None:
     """Accept the tenant's calls again."""
     with _admin_session() as session:
-        store.set_tenant_disabled(session, tenant_id, _auth_epoch(), False)
-        audit.record_admin(session, tenant_id, "tenant.enable", _actor())
+        management.set_tenant_disabled(session, get_settings().tenant, _auth_epoch(), _actor(), tenant_id, False)
     console.print(f"tenant [bold]{tenant_id}[/bold] enabled")
+
+
+# -- keys -----------------------------------------------------------------------------------------
+
+
+def _expiry(value: str | None) -> str | None:
+    """``--expires``: an ISO 8601 time, or how long from now (30d, 12h)."""
+    if value is None:
+        return None
+    now = utcnow()
+    try:
+        ago = parse_since(value, now)
+    except GatewayError:
+        return value  # an ISO 8601 time: the model checks it
+    return (now + (now - ago)).isoformat()
+
+
+def _key_options(name: str | None, max_lane: str | None, rpm: int | None, tpm: int | None, expires: str | None,
+                 allow_model: list[str] | None, allow_feature: list[str] | None) -> dict[str, Any]:
+    return _given(name=name, max_lane=max_lane, rpm=rpm, tpm=tpm, expires_at=_expiry(expires),
+                  allowed_models=allow_model or None, allowed_features=allow_feature or None)
+
+
+ExpiresOpt = typer.Option(None, "--expires", help="when the key stops working: ISO 8601 time, or 30d, 12h ...")
+ModelOpt = typer.Option(None, "--allow-model", help="a model the key may use (repeat; default: any)")
+FeatureOpt = typer.Option(None, "--allow-feature", help="a feature the key may be used for (repeat; default: any)")
 
 
 @keys_app.command("create")
@@ -146,18 +259,25 @@ def keys_create(
     name: str = typer.Option("default", "--name", "-n", help="A label to recognise the key by."),
     max_lane: str | None = typer.Option(None, "--max-lane", help="The highest-priority lane the key may use "
                                         "(interactive, standard, batch); default: whatever its tenant may."),
+    rpm: int | None = typer.Option(None, help="the key's own requests per minute"),
+    tpm: int | None = typer.Option(None, help="the key's own tokens per minute"),
+    daily_usd: float | None = DailyOpt, monthly_usd: float | None = MonthlyOpt,
+    budget_enforce: str | None = EnforceOpt, alert_at: str | None = AlertOpt,
+    expires: str | None = ExpiresOpt, allow_model: list[str] | None = ModelOpt,
+    allow_feature: list[str] | None = FeatureOpt,
     allow_models: str | None = typer.Option(None, "--allow-models", help="Comma-separated deployments or models "
-                                            "the key's jobs may use, and nothing else (pins it to them)."),
+                                            "the key's jobs may be routed to, and nothing else (pins it to them)."),
     deny_models: str | None = typer.Option(None, "--deny-models", help="Comma-separated deployments or models "
-                                           "the key's jobs may never use."),
+                                           "the key's jobs may never be routed to."),
 ) -> None:
     """Create an API key and print it once."""
-    models = _models_policy(allow_models, deny_models)
+    data = {"tenant": tenant, **_key_options(name, max_lane, rpm, tpm, expires, allow_model, allow_feature),
+            **_given(budget=_budget(None, daily_usd, monthly_usd, budget_enforce, alert_at),
+                     models=_models_policy(allow_models, deny_models))}
+    settings = get_settings()
     with _admin_session() as session:
-        key, plaintext = store.create_key(session, tenant, name, max_lane=max_lane, models=models)
-        audit.record_admin(session, key.tenant_id, "key.create", _actor(), key_id=key.id, prefix=key.prefix,
-                           name=key.name, max_lane=key.max_lane, models=key.models)
-    console.print(f"API key {key.id} ({key.name}) for tenant [bold]{key.tenant_id}[/bold]:")
+        view, plaintext = management.create_key(session, settings, _auth_epoch(), _actor(), _body(KeyCreate, data))
+    console.print(f"API key {view['id']} ({view['name']}) for tenant [bold]{view['tenant']}[/bold]:")
     print(plaintext)  # plain stdout, no wrapping or markup, so scripts can capture it
     err_console.print(
         "[yellow]This key is shown only once: store it now. The gateway keeps only its hash.[/yellow]"
@@ -179,6 +299,29 @@ def _models_policy(allow: str | None, deny: str | None) -> dict[str, Any] | None
     return {"allow": lists["--allow-models"] if allow is not None else None, "deny": lists["--deny-models"]}
 
 
+@keys_app.command("update")
+def keys_update(
+    key: str = typer.Argument(..., metavar="KEY", help="the key's id (key_...), number or prefix"),
+    name: str | None = typer.Option(None, "--name", "-n"),
+    max_lane: str | None = typer.Option(None, "--max-lane"),
+    rpm: int | None = typer.Option(None), tpm: int | None = typer.Option(None),
+    daily_usd: float | None = DailyOpt, monthly_usd: float | None = MonthlyOpt,
+    budget_enforce: str | None = EnforceOpt, alert_at: str | None = AlertOpt,
+    expires: str | None = ExpiresOpt, allow_model: list[str] | None = ModelOpt,
+    allow_feature: list[str] | None = FeatureOpt, clear: list[str] | None = ClearOpt,
+) -> None:
+    """Change a key's limits, budget, expiry, models or features."""
+    settings = get_settings()
+    with _admin_session() as session:
+        current = store.find_key(session, key)
+        data = {**_key_options(name, max_lane, rpm, tpm, expires, allow_model, allow_feature),
+                **_given(budget=_budget(current.budget, daily_usd, monthly_usd, budget_enforce, alert_at)),
+                **dict.fromkeys(clear or [], None)}
+        view = management.update_key(session, settings, _auth_epoch(), _actor(), key, _body(KeySettings, data))
+    console.print(f"API key {view['id']} of tenant {view['tenant']} now: rpm {view['rpm']}, tpm {view['tpm']}, "
+                  f"budget {view['budget']}, expires {view['expires_at']}")
+
+
 @keys_app.command("list")
 def keys_list(
     tenant: str | None = typer.Option(None, "--tenant", "-t", help="Only this tenant's keys."),
@@ -186,17 +329,54 @@ def keys_list(
 ) -> None:
     """List keys by id and prefix (never the key itself)."""
     with _admin_session() as session:
-        keys = store.list_keys(session, tenant)
+        views = management.list_keys(session, tenant)
     if as_json:
-        _print_json([{"id": k.id, "tenant": k.tenant_id, "name": k.name, "prefix": k.prefix, "max_lane": k.max_lane,
-                      "models": k.models, "created_at": _iso(k.created_at), "revoked_at": _iso(k.revoked_at)}
-                     for k in keys])
+        _print_json(views)
         return
-    table = Table("id", "tenant", "name", "prefix", "max lane", "models", "created", "revoked")
-    for k in keys:
-        revoked = _when(k.revoked_at)
-        table.add_row(str(k.id), k.tenant_id, k.name, k.prefix + "…", k.max_lane or "(tenant's)",
-                      _describe_models(k.models), _when(k.created_at), revoked)
+    table = Table("id", "tenant", "name", "prefix", "status", "max lane", "rpm", "tpm", "budget", "models",
+                  "expires", "created", "revoked")
+    for k in views:
+        table.add_row(k["id"], k["tenant"], k["name"], k["prefix"] + "…", k["status"], k["max_lane"] or "(tenant's)",
+                      str(k["rpm"] or "-"), str(k["tpm"] or "-"), str(k["budget"] or "-"),
+                      _describe_models(k["models"]), _when(k["expires_at"]), _when(k["created_at"]),
+                      _when(k["revoked_at"]))
+    console.print(table)
+
+
+@keys_app.command("rotate")
+def keys_rotate(key: str = typer.Argument(..., metavar="KEY", help="the key's id (key_...), number or prefix")) -> None:
+    """Give a key a new secret and print it once: the old secret fails from now on; the key keeps its id,
+    limits, budget and usage history."""
+    with _admin_session() as session:
+        view, plaintext = management.rotate_key(session, _auth_epoch(), _actor(), key)
+    console.print(f"API key {view['id']} of tenant [bold]{view['tenant']}[/bold], new secret:")
+    print(plaintext)
+    err_console.print("[yellow]This key is shown only once: store it now.[/yellow]")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: str = typer.Argument(..., metavar="KEY", help="the key's id (key_...), number or prefix")) -> None:
+    """Revoke a key: it fails authentication from now on; its queued jobs are cancelled."""
+    with _admin_session() as session:
+        view = management.revoke_key(session, _auth_epoch(), _actor(), key)
+    console.print(f"revoked API key {view['id']} ({view['prefix']}…) of tenant {view['tenant']}")
+
+
+@audit_app.command("actions")
+def audit_actions(
+    target: str | None = typer.Option(None, help="only changes to this tenant:<id> or key:<id>"),
+    since: str = typer.Option("30d", help="how far back"),
+    limit: int = typer.Option(100, help="at most this many, newest first"),
+) -> None:
+    """What the operators changed: who, what, when (the api's and the CLI's changes alike)."""
+    with _admin_session() as session:
+        actions = management.list_actions(session, target=target, limit=limit)
+        oldest = parse_since(since, utcnow())
+    table = Table("at", "actor", "via", "action", "target", "details")
+    for a in actions:
+        if a["at"] and datetime.fromisoformat(a["at"]) < oldest:
+            continue
+        table.add_row(_when(a["at"]), a["actor"], a["via"], a["action"], a["target"], str(a["details"] or ""))
     console.print(table)
 
 
@@ -206,16 +386,6 @@ def _describe_models(models: dict[str, Any] | None) -> str:
     parts = [f"only {', '.join(models['allow'])}"] if models.get("allow") is not None else []
     parts += [f"not {', '.join(models['deny'])}"] if models.get("deny") else []
     return "; ".join(parts) or "(tenant's)"
-
-
-@keys_app.command("revoke")
-def keys_revoke(key: str = typer.Argument(..., metavar="KEY_ID_OR_PREFIX")) -> None:
-    """Revoke a key by id or displayed prefix: it fails authentication from now on; its queued jobs are cancelled."""
-    with _admin_session() as session:
-        revoked = store.revoke_key(session, key, _auth_epoch())
-        audit.record_admin(session, revoked.tenant_id, "key.revoke", _actor(), key_id=revoked.id,
-                           prefix=revoked.prefix)
-    console.print(f"revoked API key {revoked.id} ({revoked.prefix}…) of tenant {revoked.tenant_id}")
 
 
 @audit_app.command("verify")

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from cli.admin import audit_app, cache_app, keys_app, migrate, tenants_app
 from cli.health import NotReady, beating_here, wait_for_http
+from cli.usage import usage_app
 from ops.sim.cli import sim
 from shared import tracing
 from shared.config import Settings, check_provider_keys, get_settings
@@ -38,10 +39,12 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 app = typer.Typer(help="The AI gateway: one place every LLM call goes through.", no_args_is_help=True)
-app.add_typer(tenants_app, name="tenants", help="Create and list tenants.")
-app.add_typer(keys_app, name="keys", help="Create, list and revoke API keys.")
-app.add_typer(audit_app, name="audit", help="Verify and export the audit log.")
+app.add_typer(tenants_app, name="tenants", help="Create, list, change, disable and enable tenants.")
+app.add_typer(keys_app, name="keys", help="Create, list, change, rotate and revoke API keys.")
+app.add_typer(audit_app, name="audit", help="Verify and export the audit log; list the operators' changes.")
 app.add_typer(cache_app, name="cache", help="Purge cached answers (a tenant's, or one feature's).")
+app.add_typer(usage_app, name="usage", help="What the calls cost (from the usage rollups); `usage reconcile` "
+              "checks the rollups against the attempt records.")
 app.command("migrate", help="Create or upgrade the result store's tables.")(migrate)
 app.command("sim", help="Run the provider simulator (OpenAI and Anthropic APIs with real rate limits).")(sim)
 

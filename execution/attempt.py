@@ -38,6 +38,7 @@ from shared import attempt_metrics, pricing, tracing
 from shared.answer_checks import failed_check
 from shared.config import AuditPolicy, DeploymentConfig
 from shared.db import audit, jobs
+from shared.db.usage import AttemptUsage
 from shared.envelope import Envelope, Unreadable
 from shared.errors import InvalidRequest
 from shared.privacy.policy import audit_policy
@@ -96,6 +97,7 @@ class Escalation:
 def run_dispatched(env: Envelope, ctx: AttemptContext) -> View | None:
     """A worker's attempt (see the module docstring); the job's view, None when it was not sent."""
     deployment = ctx.deployment_for(env)
+    ctx.directory.poll()  # tenants' and keys' settings changed? (at most one GET a second)
     claimed, breaker = _claim(ctx, env, deployment.name, ctx.settings.admission.attempt_lease_s)
     if not claimed:
         ctx.keeper.drop(env)
@@ -214,10 +216,15 @@ def _feed_breaker(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
 
 
 def _settle(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
+    """Settle the reservation (dollar budgets at what the attempt is billed: nothing when it was not
+    recorded) and sync the headers; the settlement's reply says which budget alerts are due."""
     outcome, env = ended.outcome, ended.env
+    billed = outcome.cost_usd if ended.view is not None else 0.0
     try:
-        for call in settle_calls(env, outcome.deployment.name, ctx.admitter, result=outcome.result,
-                                 error=outcome.error, call_s=outcome.latency_ms / 1000):
+        settlement, *rest = settle_calls(env, outcome.deployment.name, ctx.admitter, result=outcome.result,
+                                         error=outcome.error, call_s=outcome.latency_ms / 1000, cost_usd=billed)
+        batch.script(settlement, lambda settled: ctx.admitter.alerts.settled(settled.windows))
+        for call in rest:
             batch.script(call)
     except Exception:  # budgets heal by refill and expiry; never fail the recorded job over this
         log.exception("could not settle the budget of job %s attempt %s", env.id, env.attempt)
@@ -385,20 +392,20 @@ def _record(ctx: AttemptContext, env: Envelope, outcome: Outcome, retry: RetryDe
     """
     policy = audit_policy(ctx.settings, env.tenant)
     if escalation is not None:
-        view = ctx.records.write(lambda db: _record_escalation(db, env, outcome, escalation))
+        view = ctx.records.write(lambda db: _record_escalation(db, ctx, env, outcome, escalation))
     elif outcome.ok:
         view = ctx.records.write(lambda db: _audited(db, env, outcome, policy, inline,
-                                                     _record_success(db, env, outcome, ctx)))
+                                                     _record_success(db, ctx, env, outcome)))
     else:
         view = ctx.records.write(lambda db: _audited(db, env, outcome, policy, inline,
-                                                     _record_failure(db, env, outcome, retry)))
+                                                     _record_failure(db, ctx, env, outcome, retry)))
     if view is None:
         log.warning("attempt %s of job %s was already recorded (redelivery) or the job had finished; "
                     "not recorded again", env.attempt, env.id)
     return view
 
 
-def _record_success(db: Any, env: Envelope, outcome: Outcome, ctx: AttemptContext) -> dict[str, Any] | None:
+def _record_success(db: Any, ctx: AttemptContext, env: Envelope, outcome: Outcome) -> dict[str, Any] | None:
     result = outcome.result
     assert result is not None
     usage = result.usage
@@ -411,10 +418,12 @@ def _record_success(db: Any, env: Envelope, outcome: Outcome, ctx: AttemptContex
         job_outcome={"status": "succeeded", "result": storable_copy(outcome.answer),
                      "model_used": outcome.deployment.model,
                      "deployment": outcome.deployment.name, **tokens, **ceiling},
+        usage=_attempt_usage(ctx, env, outcome), zone=ctx.settings.billing.zone,
     )
 
 
-def _record_escalation(db: Any, env: Envelope, outcome: Outcome, escalation: Escalation) -> dict[str, Any] | None:
+def _record_escalation(db: Any, ctx: AttemptContext, env: Envelope, outcome: Outcome,
+                       escalation: Escalation) -> dict[str, Any] | None:
     """An answer that failed a check: the attempt keeps its real usage and cost, the job goes on."""
     result = outcome.result
     assert result is not None and env.route is not None
@@ -423,7 +432,8 @@ def _record_escalation(db: Any, env: Envelope, outcome: Outcome, escalation: Esc
         http_status=result.status, latency_ms=outcome.latency_ms, tokens_in=result.usage.input_tokens,
         tokens_out=result.usage.output_tokens, cost_usd=outcome.cost_usd,
         error=f"the answer failed the {escalation.check} check; sent up to tier "
-              f"{env.route.tier_name(escalation.tier)}")
+              f"{env.route.tier_name(escalation.tier)}",
+        usage=_attempt_usage(ctx, env, outcome), zone=ctx.settings.billing.zone)
 
 
 def _ceiling_cost(ctx: AttemptContext, env: Envelope, usage: Any) -> float:
@@ -433,7 +443,27 @@ def _ceiling_cost(ctx: AttemptContext, env: Envelope, usage: Any) -> float:
     return pricing.cost_usd(ceiling, ctx.settings.providers[ceiling.provider].kind, usage)
 
 
-def _record_failure(db: Any, env: Envelope, outcome: Outcome, retry: RetryDecision | None) -> dict[str, Any] | None:
+def _attempt_usage(ctx: AttemptContext, env: Envelope, outcome: Outcome) -> AttemptUsage:
+    """What the usage rollups count beyond tokens and cost: the kinds of tokens, and what provider caching
+    (against every input token at the input price) and routing (against the model's first deployment,
+    priced for the same usage) saved. Priced only when there is something to compare."""
+    deployment, result = outcome.deployment, outcome.result
+    if result is None:
+        return AttemptUsage(model=deployment.model)
+    usage, kind = result.usage, ctx.settings.providers[deployment.provider].kind
+    cache_savings = routing_savings = 0.0
+    if usage.cached_input_tokens or usage.cache_write_tokens:
+        cache_savings = pricing.cost_without_cache(deployment, kind, usage) - outcome.cost_usd
+    primary = ctx.primary_deployment(env.model)
+    if primary is not None and primary.name != deployment.name:
+        primary_kind = ctx.settings.providers[primary.provider].kind
+        routing_savings = pricing.cost_usd(primary, primary_kind, usage) - outcome.cost_usd
+    return AttemptUsage(deployment.model, usage.cached_input_tokens, usage.cache_write_tokens,
+                        usage.reasoning_tokens, cache_savings, routing_savings)
+
+
+def _record_failure(db: Any, ctx: AttemptContext, env: Envelope, outcome: Outcome,
+                    retry: RetryDecision | None) -> dict[str, Any] | None:
     err = outcome.error
     assert err is not None
     goes_on = retry is not None and retry.retry
@@ -446,7 +476,7 @@ def _record_failure(db: Any, env: Envelope, outcome: Outcome, retry: RetryDecisi
     return jobs.record_attempt(
         db, env.id, env.attempt, deployment=outcome.deployment.name, status="failed",
         http_status=err.upstream_status, error=f"{err.kind}: {err.message}", latency_ms=outcome.latency_ms,
-        job_outcome=job_outcome,
+        job_outcome=job_outcome, usage=AttemptUsage(model=outcome.deployment.model), zone=ctx.settings.billing.zone,
     )
 
 

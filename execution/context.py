@@ -18,11 +18,14 @@ from shared.breaker import Breakers
 from shared.cache.store import ResponseCache
 from shared.config import DeploymentConfig, Settings
 from shared.db.session import get_engine, session_scope
+from shared.directory import Directory
 from shared.envelope import Envelope
+from shared.errors import GatewayError
 from shared.keys import Keys
 from shared.queues import WaitingQueues
 from shared.redis_conn import sync_redis
 from shared.retry import RetryPolicy
+from shared.routing import chain_for
 
 
 class AttemptContext:
@@ -38,9 +41,10 @@ class AttemptContext:
         self.breakers = Breakers.from_settings(client, keys, settings)
         self.retries = RetryPolicy(client, keys, settings.retries)
         self.queues = WaitingQueues(client, keys)
-        self.admitter = Admitter(settings, client, keys)
         self.cache = ResponseCache.from_settings(settings, keys, client)
         self.engine = get_engine(settings.database_url)
+        self.directory = Directory(settings, self.engine, client, keys)
+        self.admitter = Admitter(settings, client, keys, self.directory)
         self.records = GroupCommit(self.store)
         self.keeper = LeaseKeeper(self.leases, settings.admission)
 
@@ -51,6 +55,14 @@ class AttemptContext:
     def deployment_for(self, env: Envelope) -> DeploymentConfig:
         """Where this attempt goes: where it was admitted, else its chain's first."""
         return self.settings.deployment(env.deployment or env.chain[0])
+
+    def primary_deployment(self, model: str) -> DeploymentConfig | None:
+        """The first deployment of the chain ``model`` names in the config (routing savings are measured
+        against it); None for a model the config no longer has."""
+        try:
+            return self.settings.deployment(chain_for(self.settings, model)[0])
+        except (GatewayError, KeyError):
+            return None
 
     def call_limit_s(self, deployment: DeploymentConfig) -> float:
         """How long a call on ``deployment`` may keep its lease alive: its whole timeout and a margin

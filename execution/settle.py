@@ -43,18 +43,22 @@ def release_reservation(env: Envelope, admitter: Admitter) -> None:
 
 
 def settle_calls(env: Envelope, deployment: str, adm: Admitter, *, result: ProviderResult | None = None,
-                 error: ProviderCallError | None = None, call_s: float = 0.0) -> list[ScriptCall]:
+                 error: ProviderCallError | None = None, call_s: float = 0.0,
+                 cost_usd: float = 0.0) -> list[ScriptCall]:
     """Settle the attempt's reservation and sync the deployment's buckets to the provider's headers, as
     script calls the worker sends in one round trip with the attempt's other end-of-attempt steps
     (the calibration's occasional samples are taken here, at once). ``call_s``: how long the call
-    took, so how old its headers' counts are (``BudgetTree.header_targets``)."""
+    took, so how old its headers' counts are (``BudgetTree.header_targets``). The first call is the
+    settlement (its reply a ``Settled``): its dollar budgets are charged ``cost_usd``, what the attempt
+    is billed (0 for a failed one), never its worst case."""
     rid = adm.reservation_id(env)
     if result is not None:
-        calls = _settle_success(adm, env, deployment, result)
+        calls = _settle_success(adm, env, deployment, result, cost_usd)
     elif error is not None and error.kind in NOT_PROCESSED:
         calls = [adm.store.settle_call(rid, {})]
-    else:  # it may have been processed: keep what was reserved
-        calls = [adm.store.settle_call(rid, {b.key: b.cost for b in adm.buckets(env, deployment, env.estimate)})]
+    else:  # it may have been processed: keep the tokens reserved (its dollars: what it is billed, nothing)
+        calls = [adm.store.settle_call(rid, {b.key: b.cost for b in adm.buckets(env, deployment, env.estimate)
+                                             if not b.is_window})]
     headers = result.headers if result is not None else (error.headers if error is not None else {})
     targets = adm.tree.header_targets(deployment, rate_limit_state(headers), age_s=call_s) if headers else []
     if (pull_down := adm.store.pull_down_call(targets)) is not None:
@@ -62,11 +66,12 @@ def settle_calls(env: Envelope, deployment: str, adm: Admitter, *, result: Provi
     return calls
 
 
-def _settle_success(adm: Admitter, env: Envelope, deployment: str, result: ProviderResult) -> list[ScriptCall]:
+def _settle_success(adm: Admitter, env: Envelope, deployment: str, result: ProviderResult,
+                    cost_usd: float) -> list[ScriptCall]:
     used = Estimate(result.usage.input_tokens, result.usage.output_tokens)
     costs = adm.tree.settle_costs(deployment=deployment, lane=env.lane, tenant=env.tenant, feature=env.feature,
-                                  reserved=env.estimate, used=used)
-    calls = [adm.store.settle_call(adm.reservation_id(env), costs)]
+                                  reserved=env.estimate, used=used, key_id=env.key_id)
+    calls = [adm.store.settle_call(adm.reservation_id(env), costs, cost_usd=cost_usd)]
     model = adm.settings.deployment(deployment).model
     try:
         sample = adm.calibrator.observe_call(deployment, env.job.prompt_tokens, env.job.prompt_chars,

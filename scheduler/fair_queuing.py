@@ -10,7 +10,10 @@ Blocking rules, so nobody waits behind someone else's limit:
 - blocked only by its soft limit: borrow idle capacity when no other tenant waits in the lane;
 - blocked by a shared bucket (deployment, lane ceiling): that bucket is held for this job — no later
   candidate that needs the same bucket is admitted ahead of it this round (no starvation of a large
-  job by a stream of small ones), while jobs on other buckets go on (backfill that can't delay it).
+  job by a stream of small ones), while jobs on other buckets go on (backfill that can't delay it);
+- blocked by a hard dollar budget with time to wait for its reset (a batch job): taken out of its queue
+  and parked with the retries until the reset (``Round.parked``), so the tenant's jobs behind it, from
+  other keys and features, go on.
 
 Round trips per round, not per job: each tenant's next few envelopes are read ahead with one LRANGE
 per tenant (pipelined), what the round took is popped per tenant at the end of the lane (only the
@@ -35,6 +38,7 @@ from shared.lanes import LANES
 from shared.queues import WaitingQueues
 
 log = logging.getLogger("gateway.scheduler")
+OVER_BUDGET = "over budget: "  # a verdict: a hard dollar budget refuses the job and its deadline is before the reset
 
 
 @dataclass
@@ -44,6 +48,8 @@ class Round:
     admitted: list[Envelope] = field(default_factory=list)
     expired: list[tuple[Envelope, str]] = field(default_factory=list)
     failed: list[tuple[Envelope | Unreadable, str]] = field(default_factory=list)  # jobs that cannot run
+    refused: list[tuple[Envelope, str]] = field(default_factory=list)  # over a hard dollar budget, no time to wait
+    parked: list[tuple[Envelope, float]] = field(default_factory=list)  # over one, waiting for its reset (epoch s)
     wake_in: float = math.inf
     held: set[str] = field(default_factory=set)
     quiet: bool = False  # nothing was waiting at all: no queue, no parked retry
@@ -95,12 +101,16 @@ class FairQueuing:
     def _active_tenants(self, now: float, result: Round) -> dict[str, list[str]]:
         """Tenants with something waiting, per lane in priority order, in one round trip that also
         looks at the earliest parked retry: retries that are due are moved to their queues first, and
-        the round says when the next one will be (so the scheduler wakes for it)."""
+        the round says when the next one will be (so the scheduler wakes for it); and at the auth epoch
+        (a tenant's or key's settings changed: its budgets apply from this round)."""
         with self.queues.r.pipeline(transaction=False) as pipe:
             for lane in LANES:
                 pipe.smembers(self.queues.keys.active_tenants(lane))
             pipe.zrange(self.queues.keys.delayed, 0, 0, withscores=True)
-            *replies, first_due = pipe.execute()
+            pipe.get(self.queues.keys.auth_epoch)
+            *replies, first_due, epoch = pipe.execute()
+        if self.admitter.directory is not None:
+            self.admitter.directory.observe(str(epoch or ""))
         if first_due and first_due[0][1] <= now and self.queues.promote_due(now):
             return self._active_tenants(now, result)
         if first_due:
@@ -146,9 +156,21 @@ class FairQueuing:
                 result.admitted.append(env)
             elif verdict == "wait":
                 del heads[tenant]
+            elif verdict == "parked":
+                ahead.take(tenant, heads)
             else:
                 ahead.take(tenant, heads)
-                (result.expired if verdict.startswith("can never") else result.failed).append((env, verdict))
+                self._end(env, verdict, result)
+
+    @staticmethod
+    def _end(env: Envelope, verdict: str, result: Round) -> None:
+        """A job this round ends: it can never fit (expired), a dollar budget refused it, or it broke."""
+        if verdict.startswith(OVER_BUDGET):
+            result.refused.append((env, verdict.removeprefix(OVER_BUDGET)))
+        elif verdict.startswith("can never"):
+            result.expired.append((env, verdict))
+        else:
+            result.failed.append((env, verdict))
 
     def _decide(self, env: Envelope, result: Round, *, alone: bool) -> str:
         """``admitted`` (reserved), ``wait`` (not this round), or why it can never run. ``alone``: no
@@ -160,6 +182,13 @@ class FairQueuing:
             decision = self.admitter.try_admit(env, allow_borrow=True, breakers=self._breaker_states())
         if decision.ok:
             return "admitted"
+        budget = decision.blocked_on_budget
+        if budget is not None and budget.window_end is not None:
+            refusal = self.admitter.over_budget(env, budget, decision.admission.spent)
+            if refusal is not None:
+                return OVER_BUDGET + refusal.message
+            result.parked.append((env, budget.window_end))
+            return "parked"
         if decision.admission.never:  # limits shrank (config changed) below this job: it can never run as it is
             return f"can never fit the budget {decision.blocked_by}"
         result.blocked(decision.admission.wait_s)

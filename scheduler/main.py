@@ -10,6 +10,7 @@ admitted envelope goes to its lane's execution queue.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -32,6 +33,7 @@ from shared.config import Settings
 from shared.db import audit, jobs, retention
 from shared.db.models import Job, utcnow
 from shared.db.session import get_engine, session_scope
+from shared.directory import Directory
 from shared.dispatch import Dispatch
 from shared.envelope import Envelope, Unreadable
 from shared.keys import Keys
@@ -55,10 +57,11 @@ class Scheduler:
         self.queues = WaitingQueues(self.redis, self.keys)
         self.instance = instance or f"scheduler-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         self.lease = LeaderLease(self.redis, self.keys.leader, self.instance, settings.scheduler.leader_lease_s)
-        self.admitter = Admitter(self.settings, self.redis, self.keys)
+        self.engine = get_engine(settings.database_url)
+        self.directory = Directory(settings, self.engine, self.redis, self.keys)
+        self.admitter = Admitter(self.settings, self.redis, self.keys, self.directory)
         self.fair_queuing = FairQueuing(self.settings, self.admitter, self.queues)
         self.leases = AttemptLeases(self.redis, self.keys)
-        self.engine = get_engine(settings.database_url)
         self.recovery = Recovery(self.settings, self.queues, self.leases, self.admitter,
                                  every_s=self.settings.admission.reconcile_every_s, engine=self.engine)
         self._last_sweep = 0.0
@@ -120,8 +123,10 @@ class Scheduler:
         if self._quiet:  # nothing waited last time and nothing was pushed since: no round to run
             return Round(quiet=True)
         result = self.fair_queuing.run_round(BATCH, time.time())  # promotes due retries first
-        if result.admitted or result.expired or result.failed:  # an empty round (a wake-up with nothing due)
-            self.dispatch.send_many(self.record(result))                  # writes nothing
+        for env, until in result.parked:  # a dollar budget's reset; popped already (recovery covers a crash here)
+            self.queues.delay(dataclasses.replace(env, not_before=until))
+        if result.admitted or result.expired or result.failed or result.refused:  # an empty round writes nothing
+            self.dispatch.send_many(self.record(result))
         return result
 
     def record(self, result: Round) -> list[Envelope]:
@@ -141,6 +146,11 @@ class Scheduler:
                                                 error={"type": "invalid_job", "message": reason}):
                     job = jobs.get_job_any(db, bad.id)
                     ended.append((bad, jobs.job_view(job) if job else None))
+            for env, reason in result.refused:  # a hard dollar budget, and no time to wait for its reset
+                if jobs.complete_job(db, env.id, status="failed",
+                                     error={"type": "insufficient_quota", "message": reason}):
+                    job = jobs.get_job_any(db, env.id)
+                    ended.append((env, jobs.job_view(job) if job else None))
             admitted = jobs.mark_admitted_many(db, [
                 (env.id, env.deployment or env.chain[0], int((now - env.enqueued_at) * 1000))
                 for env in result.admitted])
@@ -201,8 +211,9 @@ class Scheduler:
             self._next_purge = now + SWEEP_EVERY_S
         if audit_purged:
             log.info("retention: dropped the content of %d audit records", audit_purged)
-        if done.blanked or done.deleted:
-            log.info("retention: dropped the content of %d finished jobs, deleted %d", done.blanked, done.deleted)
+        if done.blanked or done.deleted or done.rollups:
+            log.info("retention: dropped the content of %d finished jobs, deleted %d, and %d usage rollup rows",
+                     done.blanked, done.deleted, done.rollups)
 
 
 def run_scheduler(settings: Settings, dispatch: Dispatch) -> None:

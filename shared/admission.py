@@ -4,6 +4,10 @@ Used inline by the api (an interactive job with nobody ahead of it) and by the s
 else). Both go through the same Lua reservation, so any number of api processes and the scheduler
 admitting at once can never over-admit. The reservation id is ``job:attempt``, so re-trying the
 same admission (a scheduler failover) never charges twice.
+
+Dollar budgets are reserved in the same script, at the call's worst case (``worst_usd``). A job a hard
+budget cannot take is refused with ``QuotaExceeded`` (``over_budget``), except a batch job whose deadline
+is after the window's reset: it waits in its queue for the next window.
 """
 
 from __future__ import annotations
@@ -12,15 +16,20 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
+from shared import pricing
 from shared.breaker import Breakers, Permit
-from shared.budget import Admission, Bucket, BudgetStore, BudgetTree, Calibrator, Estimate, estimate
+from shared.budget import Admission, Bucket, BudgetStore, BudgetTree, Calibrator, Estimate, estimate, output_cap
+from shared.budget.alerts import BudgetAlerts
+from shared.budget.buckets import Seed
 from shared.config import Settings
+from shared.directory import Directory
 from shared.envelope import Envelope
-from shared.errors import InvalidRequest, Overloaded
+from shared.errors import InvalidRequest, Overloaded, QuotaExceeded
 from shared.keys import Keys
 from shared.lanes import Lane
 
@@ -52,6 +61,12 @@ class Decision:
         bucket = self.blocking
         return bucket is not None and bucket.scope is not None and bucket.scope.owned_by(tenant)
 
+    @property
+    def blocked_on_budget(self) -> Bucket | None:
+        """The hard dollar budget that blocked the admission, if that is what did."""
+        bucket = self.blocking
+        return bucket if bucket is not None and bucket.is_window and bucket.enforced else None
+
 
 @dataclass(frozen=True)
 class QueueState:
@@ -76,12 +91,14 @@ class QueueState:
 
 
 class Admitter:
-    def __init__(self, settings: Settings, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis, keys: Keys, directory: Directory | None = None) -> None:
         self.settings = settings
+        self.directory = directory
         self.store = BudgetStore(client, keys)
-        self.tree = BudgetTree(settings, keys)
+        self.tree = BudgetTree(settings, keys, key_policy=directory.key if directory is not None else None)
         self.calibrator = Calibrator(client, keys)
         self.breakers = Breakers.from_settings(client, keys, settings)
+        self.alerts = BudgetAlerts(settings, client, keys, self.tree)
 
     # -- estimates ---------------------------------------------------------------------------------
 
@@ -98,7 +115,8 @@ class Admitter:
         deployment = self.candidates(env)[0]
         est = env.estimate = self.estimate(env, deployment)
         reason = self.tree.too_large(deployment=deployment, lane=env.lane, tenant=env.tenant,
-                                     feature=env.feature, estimate=est)
+                                     feature=env.feature, estimate=est, key_id=env.key_id,
+                                     worst_usd=self.worst_usd(env, deployment, est))
         if reason:
             raise InvalidRequest(f"This job can never be admitted: {reason}.", param="max_tokens",
                                  code="job_too_large")
@@ -119,7 +137,17 @@ class Admitter:
 
     def buckets(self, env: Envelope, deployment: str, est: Estimate) -> list[Bucket]:
         return self.tree.buckets_for(deployment=deployment, lane=env.lane, tenant=env.tenant,
-                                     feature=env.feature, estimate=est)
+                                     feature=env.feature, estimate=est, key_id=env.key_id,
+                                     worst_usd=self.worst_usd(env, deployment, est))
+
+    def worst_usd(self, env: Envelope, deployment: str, est: Estimate) -> float:
+        """The most the call can cost on ``deployment``: its prompt estimate at the input price and its
+        output cap (max_tokens) at the output price. Priced only when a dollar budget applies."""
+        if not self.tree.budgets(env.tenant, env.feature, env.key_id):
+            return 0.0
+        dep = self.settings.deployment(deployment)
+        return pricing.worst_case_usd(dep, self.tree.provider_kind(deployment), est.input_tokens,
+                                      output_cap(env.request, dep))
 
     def try_admit(self, env: Envelope, *, allow_borrow: bool = False,
                   breakers: Mapping[str, Any] | None = None) -> Decision:
@@ -195,9 +223,78 @@ class Admitter:
     def _reserve(self, env: Envelope, deployment: str, allow_borrow: bool) -> Decision:
         est = self.estimate(env, deployment)
         buckets = self.buckets(env, deployment, est)
-        admission = self.store.try_reserve(self.reservation_id(env), buckets,
-                                           ttl_s=self.tree.reservation_ttl(deployment), allow_borrow=allow_borrow)
+        rid, ttl_s = self.reservation_id(env), self.tree.reservation_ttl(deployment)
+        admission = self.store.try_reserve(rid, buckets, ttl_s=ttl_s, allow_borrow=allow_borrow)
+        if admission.unseeded:  # a new window, or Redis forgot: rebuild from the store, then ask again
+            self.seed(buckets, admission.unseeded)
+            admission = self.store.try_reserve(rid, buckets, ttl_s=ttl_s, allow_borrow=allow_borrow)
         return Decision(admission.ok, deployment, est, admission, buckets)
+
+    def seed(self, buckets: Sequence[Bucket], keys: Sequence[str]) -> None:
+        """Create the dollar budgets ``keys`` (of ``buckets``) in Redis from what the store says they spent."""
+        wanted = set(keys)
+        seeds = []
+        for bucket in buckets:
+            if bucket.key in wanted and bucket.scope is not None and bucket.window_end is not None:
+                spent = self.directory.spent_usd(bucket.scope, bucket.window_end) if self.directory else 0.0
+                seeds.append(Seed(bucket, spent))
+        self.store.seed(seeds)
+
+    # -- dollar budgets ----------------------------------------------------------------------------
+
+    def check_budgets(self, env: Envelope, spent: Mapping[str, float] | None = None) -> None:
+        """For a job about to be queued: refuse it now (``QuotaExceeded``) when a hard dollar budget is
+        already too spent to take it and it may not wait for the reset (see ``over_budget``). ``spent``:
+        what ``budget_spent`` read for a whole batch; read here (one round trip) when not given."""
+        if not self.settings.admission.enabled:
+            return
+        hard = self._hard_budgets(env)
+        if not hard:
+            return
+        spent = spent if spent is not None else self.budget_spent([env])
+        for bucket in hard:
+            so_far = spent.get(bucket.key, 0.0)
+            if so_far + bucket.cost > bucket.capacity:
+                refusal = self.over_budget(env, bucket, spent=so_far)
+                if refusal is not None:
+                    raise refusal
+
+    def budget_spent(self, envs: Sequence[Envelope]) -> dict[str, float]:
+        """What the hard dollar budgets of ``envs`` have spent, in one round trip (seeding, first, the ones
+        Redis does not hold)."""
+        hard = {b.key: b for env in envs for b in self._hard_budgets(env)}
+        if not hard:
+            return {}
+        spent = self.store.spent(list(hard))
+        if len(spent) < len(hard):
+            self.seed(list(hard.values()), [key for key in hard if key not in spent])
+            spent = self.store.spent(list(hard))
+        return spent
+
+    def _hard_budgets(self, env: Envelope) -> list[Bucket]:
+        deployment = self.candidates(env)[0]
+        return [b for b in self.buckets(env, deployment, env.estimate) if b.is_window and b.enforced]
+
+    def over_budget(self, env: Envelope, bucket: Bucket, spent: float | None) -> QuotaExceeded | None:
+        """What to tell the caller of a job ``bucket`` (a hard dollar budget) cannot take; None when the job
+        waits instead: a batch job whose deadline is after the window's reset. A refusal counts as the
+        budget reaching 100% for its alerts."""
+        assert bucket.scope is not None and bucket.window_end is not None
+        now = time.time()
+        if env.lane == Lane.BATCH and env.deadline >= bucket.window_end:
+            return None
+        spent = bucket.capacity if spent is None else spent
+        self.alerts.refused(bucket, spent)
+        zone = self.settings.billing.zone
+        resets = datetime.fromtimestamp(bucket.window_end, UTC).astimezone(zone)
+        left_s = max(1.0, bucket.window_end - now)
+        message = (f"Budget exceeded: {self.tree.describe_budget(bucket.scope, bucket.capacity)} for "
+                   f"{bucket.scope.window_id} ({self.settings.billing.timezone}) has ${spent:,.4f} spent or held by "
+                   f"calls in flight, and this call could cost up to ${bucket.cost:,.4f}. It resets at "
+                   f"{resets.isoformat()} (in {_duration(left_s)}).")
+        if env.lane == Lane.BATCH:
+            message += " A batch job whose deadline is after the reset waits for it."
+        return QuotaExceeded(message, retry_after=left_s)
 
     def _breaker_wait(self, env: Envelope) -> float:
         states = self.breakers.states(self.candidates(env))
@@ -245,3 +342,12 @@ class Admitter:
         if env.lane != Lane.INTERACTIVE:
             share = min(share, 1 - self.settings.lanes[Lane.INTERACTIVE].reserve)
         return meters[0].rate * share
+
+
+def _duration(seconds: float) -> str:
+    """``5h 3m``, ``12m``, ``40s``: how long until a reset, for a message."""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m" if minutes else f"{secs}s"

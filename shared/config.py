@@ -12,10 +12,11 @@ import ipaddress
 import logging
 import os
 import re
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -87,11 +88,13 @@ class Limits(_Strict):
 
 
 class Price(_Strict):
-    """USD per million tokens; overrides genai-prices for a deployment (self-hosted, negotiated)."""
+    """USD per million tokens; overrides genai-prices for a deployment (self-hosted, negotiated). Cache
+    reads and writes cost the input price unless priced here."""
 
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
     cached_input_per_mtok: float | None = Field(None, ge=0)
+    cache_write_per_mtok: float | None = Field(None, ge=0)
 
 
 class CapabilityOverrides(_Strict):
@@ -235,6 +238,33 @@ class ModelAccess(_Strict):
         if deployment in self.deny or model in self.deny:
             return False
         return self.allow is None or deployment in self.allow or model in self.allow
+def _check_shares(shares: list[float] | None) -> list[float] | None:
+    """Alert thresholds: shares of a budget in (0, 1], each once, in order."""
+    if shares is None:
+        return None
+    if any(not 0 < share <= 1 for share in shares):
+        raise ValueError(f"each share must be above 0 and at most 1, got {shares}")
+    return sorted(set(shares))
+
+
+class DollarBudget(_Strict):
+    """What a tenant, a tenant's feature or a key may spend in USD per calendar day and month (in
+    ``billing.timezone``). ``hard``: a call that could cross it is refused before it is sent (a batch
+    job waits for the next window when its deadline allows); ``soft``: calls go on, alerts fire. Either
+    way an alert fires once per share in ``alert_at`` (default ``billing.alert_at``) and window."""
+
+    daily_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
+    monthly_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
+    enforce: Literal["hard", "soft"] = "hard"
+    alert_at: list[float] | None = Field(None, description="shares of the budget at which an alert fires")
+
+    @field_validator("alert_at")
+    @classmethod
+    def _shares(cls, shares: list[float] | None) -> list[float] | None:
+        return _check_shares(shares)
+
+    def limit(self, window: Literal["day", "month"]) -> float | None:
+        return self.daily_usd if window == "day" else self.monthly_usd
 
 
 class FeatureConfig(_Strict):
@@ -244,6 +274,7 @@ class FeatureConfig(_Strict):
     models: ModelAccess = Field(default_factory=ModelAccess)
     tasks: dict[str, list[str]] = Field(default_factory=dict, description="task -> tiers for this feature, "
                                         "cheapest first (overrides the tenant's and routing.tasks)")
+    budget: DollarBudget | None = None
 
 
 class TenantConfig(_Strict):
@@ -262,6 +293,7 @@ class TenantConfig(_Strict):
     models: ModelAccess = Field(default_factory=ModelAccess)
     tasks: dict[str, list[str]] = Field(default_factory=dict, description="task -> tiers for this tenant, "
                                         "cheapest first (overrides routing.tasks)")
+    budget: DollarBudget | None = None
 
     @field_validator("features")
     @classmethod
@@ -367,6 +399,51 @@ class RetentionConfig(_Strict):
 
     job_content_days: float | None = Field(30.0, ge=1)
     jobs_days: float | None = Field(None, ge=1)
+    usage_days: float | None = Field(400.0, ge=1, description="how long the usage rollups are kept; the usage "
+                                     "API refuses windows that start further back")
+
+
+class AlertWebhook(_Strict):
+    """Where budget alerts are POSTed: JSON, signed with HMAC-SHA256 of ``<timestamp>.<body>`` under the
+    secret in ``secret_env`` (header ``x-gateway-signature: t=<timestamp>,v1=<hex>``), retried with
+    backoff up to ``attempts`` times."""
+
+    url: str
+    secret_env: str | None = None
+    attempts: int = Field(5, ge=1, le=20)
+    timeout_s: float = Field(5.0, gt=0)
+    backoff_s: float = Field(1.0, gt=0, description="the first retry's wait; each next one doubles it")
+
+    def secret(self) -> str:
+        return os.environ.get(self.secret_env, "") if self.secret_env else ""
+
+
+class BillingConfig(_Strict):
+    """Calendar and alerts of the dollar budgets and the usage rollups."""
+
+    timezone: str = Field("UTC", description="where a day and a month start: budget windows and the usage "
+                                             "API's days")
+    alert_at: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0],
+                                  description="shares of a budget at which an alert fires, once per window")
+    webhook: AlertWebhook | None = None
+
+    @field_validator("alert_at")
+    @classmethod
+    def _shares(cls, shares: list[float]) -> list[float]:
+        return _check_shares(shares) or []
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}; use an IANA name like UTC or Europe/Berlin") from None
+        return name
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
 
 Check = Literal["length", "json_schema", "refusal", "empty"]
@@ -563,6 +640,7 @@ class Settings(BaseSettings):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    billing: BillingConfig = Field(default_factory=BillingConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
     key_prefix: str = "gw"
 

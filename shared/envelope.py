@@ -52,7 +52,7 @@ class JobSpec:
     reply_to: str | None = None
     prompt_tokens: int = 0  # the tokenizer's count, taken once
     prompt_chars: int = 0  # the prompt as characters / 4 (0: not counted, an older version's envelope)
-    key_id: int | None = None
+    key_id: int | None = None  # the key that submitted it: its own limits and dollar budget apply
     screening: dict[str, Any] | None = None
     traceparent: str | None = None  # W3C trace context of the job (``shared.tracing``)
     route: RouteSpec | None = None
@@ -114,6 +114,10 @@ class Envelope:
     @property
     def route(self) -> RouteSpec | None:
         return self.job.route
+
+    @property
+    def key_id(self) -> int | None:
+        return self.job.key_id
 
     # -- this attempt ------------------------------------------------------------------------------
 
@@ -195,6 +199,8 @@ def _check_types(env: Envelope) -> None:
         wrong.append("chain")
     if env.job.traceparent is not None and not isinstance(env.job.traceparent, str):
         wrong.append("traceparent")
+    if env.key_id is not None and (not isinstance(env.key_id, int) or isinstance(env.key_id, bool)):
+        wrong.append("key_id")
     if wrong:
         raise TypeError(f"fields of the wrong type: {', '.join(wrong)}")
 

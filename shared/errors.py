@@ -12,6 +12,7 @@
     ├── Conflict                    409  invalid_request_error
     ├── PayloadTooLarge             413  invalid_request_error
     ├── Overloaded                  429  rate_limit_error (carries retry_after)
+    │   └── QuotaExceeded           429  insufficient_quota: a hard dollar budget is spent (retry_after: its reset)
     ├── ProviderError               502  upstream failure after the gateway gave up
     │   └── ProviderCallError            one failed attempt; its status follows its kind (``answer_for``):
     │                                    400 bad_request/refusal, 504 timeout, else 502
@@ -135,6 +136,14 @@ class Overloaded(GatewayError):
         super().__init__(message, **kw)  # type: ignore[arg-type]
         self.retry_after = retry_after
         self.headers.setdefault("retry-after", str(max(1, round(retry_after))))
+
+
+class QuotaExceeded(Overloaded):
+    """A hard dollar budget cannot take the call (OpenAI's ``insufficient_quota`` shape); the message names
+    the budget, its window, what was spent and when it resets."""
+
+    type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class ProviderError(GatewayError):

@@ -104,8 +104,18 @@ class Keys:
     def budget_bucket(self, level: str, *parts: str) -> str:
         """A token bucket of the budget tree (hash: level, ts, cap, rate), one per ``budget.Scope``:
         ``dep:<deployment>:<axis>``, ``lane:<lane>:<deployment>:<axis>``, ``tenant:<tenant>:<hard|soft>``,
-        ``feature:<tenant>:<feature>:hard``."""
+        ``feature:<tenant>:<feature>:hard``, ``key:<key id>:<rpm|tpm>``."""
         return f"{self.tag}:budget:" + ":".join(({"deployment": "dep"}.get(level, level), *parts))
+
+    def spend_bucket(self, owner: str, *parts: str) -> str:
+        """A dollar budget's window bucket (hash: spent, settled, cap, ends, meta), one per ``budget.Scope``
+        of level ``spend``: ``spend:tenant:<tenant>:<day|month>:<window id>``,
+        ``spend:feature:<tenant>:<feature>:...``, ``spend:key:<key id>:...``."""
+        return f"{self.tag}:spend:{owner}:" + ":".join(parts)
+
+    def budget_alerted(self, bucket: str, share: float) -> str:
+        """Set once an alert fired for ``share`` of the window bucket ``bucket`` (a key built above)."""
+        return f"{bucket}:alerted:{share:g}"
 
     @property
     def budget_reservations(self) -> str:

@@ -13,11 +13,57 @@ the tenant's config (``TenantConfig``) here, once per request, before anything i
 
 from __future__ import annotations
 
-from shared.config import Settings
-from shared.errors import InvalidRequest, PermissionDenied
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.config import DollarBudget, Settings
+from shared.errors import AuthError, InvalidRequest, PermissionDenied, echo
 from shared.lanes import Lane
 
 OTHER_FEATURE = "other"
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    """What the operators set on one key (``gateway keys``, ``/v1/admin/keys``), under its tenant's own
+    settings: the highest lane, its own RPM/TPM, a dollar budget, an expiry, and the models and features
+    it may use (None: any)."""
+
+    key_id: int
+    tenant: str
+    public_id: str = ""
+    max_lane: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    budget: DollarBudget | None = None
+    expires_at: datetime | None = None
+    allowed_models: tuple[str, ...] | None = None
+    allowed_features: tuple[str, ...] | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+def check_key(policy: KeyPolicy | None, now: datetime) -> None:
+    """An expired key authenticates no more (a 401 that says when it expired)."""
+    if policy is not None and policy.expired(now):
+        assert policy.expires_at is not None
+        raise AuthError(f"API key expired at {policy.expires_at.isoformat()}: ask the gateway operator for a new "
+                        "key or a later expiry", code="expired_api_key")
+
+
+def check_key_use(policy: KeyPolicy | None, model: str, feature: str) -> None:
+    """A key held to some models or features may ask for those only (a 403 that lists them)."""
+    if policy is None:
+        return
+    if policy.allowed_models is not None and model not in policy.allowed_models:
+        raise PermissionDenied(f"This key may not use the model {echo(model)}; it may use "
+                               f"{', '.join(policy.allowed_models) or '(none)'}.", param="model",
+                               code="model_not_allowed")
+    if policy.allowed_features is not None and feature not in policy.allowed_features:
+        raise PermissionDenied(f"This key may not be used for the feature {echo(feature)}; it may be used for "
+                               f"{', '.join(policy.allowed_features) or '(none)'}.", param="feature",
+                               code="feature_not_allowed")
 
 
 def allowed_lanes(settings: Settings, tenant: str, key_max_lane: str | None = None) -> list[Lane]:

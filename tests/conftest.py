@@ -66,6 +66,7 @@ os.environ.update({
     "SIM_OPENAI_KEY": "sk-sim-openai",
     "SIM_ANTHROPIC_KEY": "sk-ant-sim",
     "GATEWAY_ADMIN_KEY": "gw-admin-tests",
+    "GATEWAY_TEST_ALERT_SECRET": "whsec-tests",  # signs the budget alerts' webhooks
 })
 ADMIN = {"Authorization": "Bearer gw-admin-tests"}  # the operators' key (/metrics, /v1/admin/*)
 

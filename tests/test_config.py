@@ -40,9 +40,11 @@ def test_no_file_runs_the_embedded_default(monkeypatch: pytest.MonkeyPatch) -> N
 def test_retention_keeps_rows_forever_and_content_a_month_unless_told(tmp_path: Path) -> None:
     path = tmp_path / "g.yaml"
     path.write_text("api: {port: 8000}\n")
-    assert load_settings(path).retention.model_dump() == {"job_content_days": 30, "jobs_days": None}
+    assert load_settings(path).retention.model_dump() == {"job_content_days": 30, "jobs_days": None,
+                                                          "usage_days": 400}
     path.write_text("retention: {job_content_days: null, jobs_days: 90}\n")
-    assert load_settings(path).retention.model_dump() == {"job_content_days": None, "jobs_days": 90}
+    assert load_settings(path).retention.model_dump() == {"job_content_days": None, "jobs_days": 90,
+                                                          "usage_days": 400}
     path.write_text("retention:\n  job_content_days: 0.5\n")  # inside the 24 h idempotency window
     with pytest.raises(ConfigError, match=rf"retention.job_content_days \({path}:2\): Input should be greater"):
         load_settings(path)
@@ -274,3 +276,14 @@ def test_a_feature_opts_in_to_the_semantic_cache(tmp_path: Path) -> None:
     assert faq.semantic and cache.ttl(faq) == 5 and cache.threshold(faq) == cache.semantic_threshold
     other = cache.for_feature("acme", "default")
     assert not other.semantic and other.exact and cache.ttl(other) == 60
+def test_budget_and_billing_mistakes_name_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("tenants:\n  acme:\n    budget: {daily_usd: -3}\n")
+    with pytest.raises(ConfigError, match=rf"tenants.acme.budget.daily_usd \({path}:3\)"):
+        load_settings(path)
+    path.write_text("billing: {timezone: Mars/Olympus_Mons}\n")
+    with pytest.raises(ConfigError, match="billing.timezone.*unknown time zone"):
+        load_settings(path)
+    path.write_text("billing: {alert_at: [0.5, 1.5]}\n")
+    with pytest.raises(ConfigError, match="billing.alert_at"):
+        load_settings(path)

@@ -110,7 +110,7 @@ async def submit_and_wait(gw: Gateway, waiter: CompletionWaiter, caller: Caller,
     reply_to = waiter.channel if wait_s else None
     started = time.monotonic()
     try:
-        lane = gw.lane_for(caller, tags, default_lane)
+        lane = gw.lane_for(caller, tags, default_lane, chat.model)
         limiter = _INTERACTIVE if lane == Lane.INTERACTIVE else _BULK
         submitted = await _submit(gw, limiter, caller, chat, tags, lane, reply_to, stored)
     except Overloaded as exc:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from execution.providers.base import ProviderAdapter
+from execution.providers.base import ProviderAdapter, Usage
 from shared.config import DeploymentConfig, ProviderConfig
 from shared.translate import anthropic_to_openai_response, openai_to_anthropic_request
 
@@ -46,3 +46,7 @@ class AnthropicAdapter(ProviderAdapter):
 
     def to_openai(self, payload: dict[str, Any]) -> dict[str, Any]:
         return anthropic_to_openai_response(payload, payload.get("model") or self.deployment.model)
+
+    def usage_of(self, payload: dict[str, Any]) -> Usage:
+        usage = payload.get("usage")
+        return Usage.from_anthropic(usage if isinstance(usage, dict) else None)

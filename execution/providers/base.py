@@ -23,11 +23,16 @@ from shared.config import DeploymentConfig, ProviderConfig
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens the provider billed; ``input_tokens`` includes the ``cached_input_tokens``."""
+    """Tokens the provider billed, as genai-prices counts them: ``input_tokens`` includes the cache reads
+    (``cached_input_tokens``) and writes (``cache_write_tokens``, of which ``cache_write_1h_tokens`` were
+    written for an hour), ``output_tokens`` includes the ``reasoning_tokens``. Each kind has its own price."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -35,13 +40,38 @@ class Usage:
 
     @classmethod
     def from_openai(cls, usage: dict[str, Any] | None) -> Usage:
+        """OpenAI's ``usage``: cached prompt tokens and reasoning tokens are details of the two totals."""
         usage = usage or {}
-        details = usage.get("prompt_tokens_details") or {}
+        prompt = usage.get("prompt_tokens_details") or {}
+        completion = usage.get("completion_tokens_details") or {}
         return cls(
-            input_tokens=int(usage.get("prompt_tokens") or 0),
-            output_tokens=int(usage.get("completion_tokens") or 0),
-            cached_input_tokens=int(details.get("cached_tokens") or 0),
+            input_tokens=_count(usage.get("prompt_tokens")),
+            output_tokens=_count(usage.get("completion_tokens")),
+            cached_input_tokens=_count(prompt.get("cached_tokens")),
+            reasoning_tokens=_count(completion.get("reasoning_tokens")),
         )
+
+    @classmethod
+    def from_anthropic(cls, usage: dict[str, Any] | None) -> Usage:
+        """Anthropic's ``usage``: its ``input_tokens`` leaves out cache reads and writes, which are billed at
+        their own prices (a write for an hour dearer than one for five minutes)."""
+        usage = usage or {}
+        read = _count(usage.get("cache_read_input_tokens"))
+        written = _count(usage.get("cache_creation_input_tokens"))
+        by_ttl = usage.get("cache_creation")
+        by_ttl = by_ttl if isinstance(by_ttl, dict) else {}
+        return cls(
+            input_tokens=_count(usage.get("input_tokens")) + read + written,
+            output_tokens=_count(usage.get("output_tokens")),
+            cached_input_tokens=read,
+            cache_write_tokens=written,
+            cache_write_1h_tokens=min(written, _count(by_ttl.get("ephemeral_1h_input_tokens"))),
+        )
+
+
+def _count(value: Any) -> int:
+    """A token count from a provider's JSON: anything but a non-negative whole number counts as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 @dataclass(slots=True)
@@ -84,9 +114,9 @@ class ProviderAdapter:
         latency_ms = (time.perf_counter() - started) * 1000.0
         if raw.status >= 300:
             raise errors.from_response(raw.status, raw.headers, raw.content, self.deployment.name)
-        body = self._decode(raw)
+        payload, body = self._decode(raw)
         return ProviderResult(
-            body=body, status=raw.status, headers=raw.headers, usage=Usage.from_openai(body.get("usage")),
+            body=body, status=raw.status, headers=raw.headers, usage=self.usage_of(payload),
             latency_ms=latency_ms, deployment=self.deployment.name,
         )
 
@@ -99,7 +129,8 @@ class ProviderAdapter:
         except httpx.HTTPError as exc:
             raise errors.from_transport(exc, self.deployment.name) from exc
 
-    def _decode(self, raw: http.RawResponse) -> dict[str, Any]:
+    def _decode(self, raw: http.RawResponse) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The provider's payload and its OpenAI ``chat.completion`` form."""
         try:
             payload = orjson.loads(raw.content)
         except orjson.JSONDecodeError as exc:
@@ -108,7 +139,7 @@ class ProviderAdapter:
         if problem:
             raise self._malformed(raw, problem)
         try:
-            return self.to_openai(payload)
+            return payload, self.to_openai(payload)
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise self._malformed(raw, f"cannot translate the body ({exc})") from exc
 
@@ -127,4 +158,8 @@ class ProviderAdapter:
 
     def to_openai(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The OpenAI ``chat.completion`` for a usable provider body."""
+        raise NotImplementedError
+
+    def usage_of(self, payload: dict[str, Any]) -> Usage:
+        """What the provider billed, read from its own payload (a translation may drop a kind of token)."""
         raise NotImplementedError

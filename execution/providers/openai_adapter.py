@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from execution.providers.base import ProviderAdapter
+from execution.providers.base import ProviderAdapter, Usage
 from shared.config import DeploymentConfig, ProviderConfig
 
 AZURE_API_VERSION = "2024-10-21"
@@ -66,6 +66,10 @@ class OpenAIAdapter(ProviderAdapter):
 
     def to_openai(self, payload: dict[str, Any]) -> dict[str, Any]:
         return payload
+
+    def usage_of(self, payload: dict[str, Any]) -> Usage:
+        usage = payload.get("usage")
+        return Usage.from_openai(usage if isinstance(usage, dict) else None)
 
 
 def _auth_headers(provider: ProviderConfig) -> dict[str, str]:

@@ -10,6 +10,8 @@
     POST   /sim/limits             {"model": ..., "api": "openai"|"anthropic", "rpm": ..., "tpm": ...}
     POST   /sim/reset              {"meters": true, "stats": true, "faults": false}
     GET    /sim/traceparents       the ``traceparent`` headers of the last 1,000 requests that sent one
+    POST/GET/DELETE /sim/webhooks  a webhook receiver (``ops.sim.webhooks``: the gateway's budget alerts)
+    PUT    /sim/webhooks/config    {"fail_next": n}
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ops.sim.engine import Simulator
 from ops.sim.http import Handler, Reply, Request, Response, json_response, read_body, send_reply
 from ops.sim.limits import Clock
 from ops.sim.openai_api import OpenAIApi
+from ops.sim.webhooks import WebhookSink
 from shared.tokens import tokenizer_name
 
 log = logging.getLogger("ops.sim")
@@ -82,6 +85,7 @@ class SimApp:
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
         self.openai, self.anthropic = OpenAIApi(), AnthropicApi()
+        self.webhooks = WebhookSink()
         self._sampler: asyncio.Task | None = None
         self.received: deque[tuple[str, bytes]] = deque(maxlen=RECEIVED)  # (path, body) of the last requests
         self.routes: dict[tuple[str, str], Handler] = {
@@ -99,6 +103,10 @@ class SimApp:
             ("DELETE", "/sim/faults"): self.clear_faults,
             ("POST", "/sim/limits"): self.set_limits,
             ("POST", "/sim/reset"): self.reset,
+            ("POST", "/sim/webhooks"): self.webhooks.receive,
+            ("GET", "/sim/webhooks"): self.webhooks.list,
+            ("DELETE", "/sim/webhooks"): self.webhooks.clear,
+            ("PUT", "/sim/webhooks/config"): self.webhooks.configure,
         }
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:

@@ -51,6 +51,8 @@ class _Usage:
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
 
 def call_cost(call: Call) -> float:

@@ -16,13 +16,21 @@ any host, refill on the same clock.
 Levels are bounded to ``[-capacity, capacity]``: a bucket may go into debt when real usage exceeds
 the reservation or when a soft limit is borrowed against, but never by more than one full burst, so
 a single bad estimate cannot lock a bucket for longer than ``2 * capacity / rate``.
+
+Dollar budgets are *window buckets* in the same reservations: a limit in USD for one calendar day or
+month, no refill, checked against what was spent plus what calls in flight hold (their worst case),
+settled to the attempt's real cost, and given back when a call never reports (its SQL record, if it
+ever has one, is what it is billed). A blocked window bucket fits again when its window ends. Redis
+holds a window bucket only once it was seeded from the SQL store (``seed``): one Redis forgot is
+rebuilt from the usage rollups, never taken as unspent. See ``shared/lua/budget_lib.lua``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
@@ -38,30 +46,62 @@ EXPIRE_BATCH = 1000
 @dataclass(frozen=True)
 class Scope:
     """What a bucket limits: its level of the budget tree and whose it is. Code asks the scope, never
-    the key (``shared.keys`` builds the key from it, ``Scope.key``)."""
+    the key (``shared.keys`` builds the key from it, ``Scope.key``).
 
-    level: Literal["deployment", "lane", "tenant", "feature"]
+    ``spend``: a dollar budget of a tenant, a tenant's feature, or a key (``key_id``), for one ``window``
+    (day or month) named by ``window_id``."""
+
+    level: Literal["deployment", "lane", "tenant", "feature", "key", "spend"]
     deployment: str | None = None
-    axis: str | None = None  # rpm, tpm, itpm, otpm (deployment and lane buckets)
+    axis: str | None = None  # rpm, tpm, itpm, otpm (deployment, lane and key buckets)
     lane: str | None = None
     tenant: str | None = None
     feature: str | None = None
     limit: Literal["hard", "soft"] = "hard"  # tenant and feature buckets
+    key_id: int | None = None  # key buckets, and a key's dollar budget
+    window: str | None = None  # day or month (spend)
+    window_id: str | None = None  # 2026-12-01, 2026-12 (spend)
 
     def key(self, keys: Keys) -> str:
+        if self.level == "spend":
+            return keys.spend_bucket(self.owner, *self._owner_parts(), str(self.window), str(self.window_id))
+        if self.level == "key":
+            return keys.budget_bucket("key", str(self.key_id), str(self.axis))
         return keys.budget_bucket(self.level, *(p for p in (self.lane, self.deployment, self.tenant, self.feature,
                                                              self.axis) if p is not None),
                                   *((self.limit,) if self.level in ("tenant", "feature") else ()))
 
+    @property
+    def owner(self) -> Literal["tenant", "feature", "key"]:
+        """Whose dollar budget a ``spend`` scope is."""
+        return "key" if self.key_id is not None else "feature" if self.feature else "tenant"
+
+    def _owner_parts(self) -> tuple[str, ...]:
+        if self.key_id is not None:
+            return (str(self.key_id),)
+        return (str(self.tenant), str(self.feature)) if self.feature else (str(self.tenant),)
+
     def owned_by(self, tenant: str) -> bool:
         """A bucket only ``tenant`` draws from: being blocked there holds up nobody else."""
-        return self.level in ("tenant", "feature") and self.tenant == tenant
+        return self.level in ("tenant", "feature", "key", "spend") and self.tenant == tenant
 
     def labels(self) -> dict[str, str]:
         """The scope as metric labels (empty where it does not apply)."""
         return {"level": self.level, "deployment": self.deployment or "", "axis": self.axis or "",
                 "lane": self.lane or "", "tenant": self.tenant or "", "feature": self.feature or "",
-                "limit": self.limit if self.level in ("tenant", "feature") else ""}
+                "limit": self.limit if self.level in ("tenant", "feature") else "",
+                "key": "" if self.key_id is None else str(self.key_id), "window": self.window or ""}
+
+    def to_json(self) -> str:
+        return orjson.dumps({k: v for k, v in dataclasses.asdict(self).items() if v is not None}).decode()
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Scope | None:
+        """The scope a window bucket was seeded with (its ``meta``); None when unreadable."""
+        try:
+            return cls(**orjson.loads(raw))
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            return None
 
 
 @dataclass(frozen=True)
@@ -70,6 +110,9 @@ class Bucket:
 
     ``floor`` is the level a reservation may not go below (the interactive reserve, for other lanes).
     ``borrowable`` marks a soft limit: when the caller allows borrowing it is debited but not checked.
+    ``window_end`` (epoch seconds) marks a window bucket: a dollar budget whose ``capacity`` is its limit
+    in USD and ``cost`` this job's worst case; ``enforced`` False: a soft budget, debited (for its
+    alerts), never checked.
     """
 
     key: str
@@ -79,19 +122,36 @@ class Bucket:
     floor: float = 0.0
     borrowable: bool = False
     scope: Scope | None = None
+    window_end: float | None = None
+    enforced: bool = True
+
+    @property
+    def is_window(self) -> bool:
+        return self.window_end is not None
+
+    @property
+    def flags(self) -> str:
+        """How budget_reserve.lua reads the bucket (see its header)."""
+        return ("b" if self.borrowable else "") + ("w" if self.is_window else "") + ("" if self.enforced else "s")
 
     def never_fits(self) -> bool:
         """True when even a full bucket could not pay this cost above the floor."""
+        if not self.enforced:
+            return False
         return self.cost > self.capacity - self.floor
 
 
 @dataclass(frozen=True)
 class Admission:
-    """The answer to one reservation: admitted, or which bucket blocked and for how long."""
+    """The answer to one reservation: admitted, or which bucket blocked and for how long (for a dollar
+    budget, with what it has spent and its limit), or which dollar budgets must be seeded first."""
 
     ok: bool
     blocked_by: str | None = None
     wait_s: float = 0.0
+    spent: float | None = None
+    limit: float | None = None
+    unseeded: tuple[str, ...] = ()
 
     @property
     def never(self) -> bool:
@@ -104,6 +164,34 @@ class Reservation:
     id: str
     charges: dict[str, float]
     expires_at: float
+    dollars: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WindowSpend:
+    """What a settlement did to one dollar budget: its settled USD before and after, its limit, its scope."""
+
+    key: str
+    before: float
+    after: float
+    cap: float
+    scope: Scope | None
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A settlement's answer: whether the reservation was there to settle, and the dollar budgets it moved."""
+
+    ok: bool
+    windows: tuple[WindowSpend, ...] = ()
+
+
+@dataclass(frozen=True)
+class Seed:
+    """A dollar budget to create in Redis: its bucket, what the store says was spent, its scope."""
+
+    bucket: Bucket
+    spent: float
 
 
 def _text(value: Any) -> str:
@@ -114,10 +202,29 @@ def _now_arg(now: float | None) -> str:
     return "" if now is None else repr(float(now))
 
 
+def _number(value: Any) -> float | None:
+    text = _text(value)
+    return float(text) if text else None
+
+
 def _admission(reply: Sequence[Any]) -> Admission:
-    if int(reply[0]) == 1:
+    code = int(reply[0])
+    if code == 1:
         return Admission(ok=True)
-    return Admission(ok=False, blocked_by=_text(reply[1]), wait_s=float(_text(reply[2])))
+    if code == 2:
+        return Admission(ok=False, unseeded=tuple(_text(key) for key in reply[1:]))
+    return Admission(ok=False, blocked_by=_text(reply[1]), wait_s=float(_text(reply[2])), spent=_number(reply[3]),
+                     limit=_number(reply[4]))
+
+
+def _settled(reply: Any) -> Settled:
+    if not isinstance(reply, list):
+        return Settled(False)
+    rest = reply[1:]
+    windows = tuple(WindowSpend(_text(rest[i]), float(_text(rest[i + 1])), float(_text(rest[i + 2])),
+                                _number(rest[i + 3]) or 0.0, Scope.from_json(rest[i + 4]) if rest[i + 4] else None)
+                    for i in range(0, len(rest), 5))
+    return Settled(True, windows)
 
 
 class BudgetStore:
@@ -131,6 +238,7 @@ class BudgetStore:
         self._expire = client.register_script(script("budget_expire"))
         self._pull_down = client.register_script(script("budget_pull_down"))
         self._levels = client.register_script(script("budget_levels"))
+        self._seed = client.register_script(script("budget_seed"))
 
     @property
     def _record_keys(self) -> list[str]:
@@ -143,7 +251,7 @@ class BudgetStore:
         args = [_now_arg(now), reservation_id, repr(float(ttl_s)), "1" if allow_borrow else "0"]
         for b in buckets:
             args += [repr(float(b.capacity)), repr(float(b.rate)), repr(float(b.cost)),
-                     repr(float(b.floor)), "1" if b.borrowable else "0"]
+                     repr(float(b.floor)), b.flags, "" if b.window_end is None else repr(float(b.window_end))]
         return self._record_keys + [b.key for b in buckets], args
 
     def try_reserve(self, reservation_id: str, buckets: Sequence[Bucket], *, ttl_s: float,
@@ -161,25 +269,39 @@ class BudgetStore:
                 self._reserve(keys=keys, args=args, client=pipe)
             return [_admission(reply) for reply in pipe.execute()]
 
-    def settle(self, reservation_id: str, actual: Mapping[str, float], *, now: float | None = None) -> bool:
-        """Replace the charges with real usage; buckets missing from ``actual`` are refunded in full.
+    def settle(self, reservation_id: str, actual: Mapping[str, float], *, cost_usd: float = 0.0,
+               now: float | None = None) -> bool:
+        """Replace the charges with real usage; token buckets missing from ``actual`` are refunded in
+        full, and every dollar budget held is charged ``cost_usd`` instead of its worst case.
 
         False, and nothing changes, when the reservation is unknown, expired or already settled, so a
-        redelivered attempt never refunds twice.
+        redelivered attempt never refunds or charges twice.
         """
-        return self.settle_call(reservation_id, actual, now=now).run()
+        settled: Settled = self.settle_call(reservation_id, actual, cost_usd=cost_usd, now=now).run()
+        return settled.ok
 
-    def settle_call(self, reservation_id: str, actual: Mapping[str, float], *,
+    def settle_call(self, reservation_id: str, actual: Mapping[str, float], *, cost_usd: float = 0.0,
                     now: float | None = None) -> ScriptCall:
-        """``settle`` as a script call to send in a batch with others."""
-        args = [_now_arg(now), reservation_id]
+        """``settle`` as a script call to send in a batch with others; its reply is a ``Settled``."""
+        args = [_now_arg(now), reservation_id, repr(float(cost_usd))]
         for key, cost in actual.items():
             args += [key, repr(float(cost))]
-        return ScriptCall(self._settle, self._record_keys + list(actual), args, lambda reply: int(reply) == 1)
+        return ScriptCall(self._settle, self._record_keys + list(actual), args, _settled)
 
     def release(self, reservation_id: str, *, now: float | None = None) -> bool:
         """Refund a reservation in full (the job was cancelled or never sent)."""
         return self.settle(reservation_id, {}, now=now)
+
+    def seed(self, seeds: Sequence[Seed]) -> int:
+        """Create the dollar budgets Redis does not hold, from what the store says they spent (one call)."""
+        if not seeds:
+            return 0
+        args: list[str] = []
+        for s in seeds:
+            scope = s.bucket.scope.to_json() if s.bucket.scope is not None else ""
+            args += [repr(float(s.spent)), repr(float(s.bucket.capacity)), repr(float(s.bucket.window_end or 0)),
+                     scope]
+        return int(self._seed(keys=[s.bucket.key for s in seeds], args=args))
 
     def expire(self, now: float | None = None) -> int:
         """Drop reservations past their expiry without refund; returns how many."""
@@ -230,6 +352,15 @@ class BudgetStore:
                 out[key] = float(item.capacity)
         return out
 
+    def spent(self, keys: Sequence[str]) -> dict[str, float]:
+        """What each dollar budget (window bucket) has spent or holds for calls in flight; a bucket Redis
+        does not hold (not seeded yet) is left out."""
+        with self.r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hget(key, "spent")
+            values = pipe.execute()
+        return {key: float(v) for key, v in zip(keys, values, strict=True) if v is not None}
+
     def reservations(self) -> list[Reservation]:
         """Every open reservation (for the admin endpoint); expired ones until ``expire`` drops them."""
         raw = self.r.hgetall(self.keys.budget_reservations)
@@ -237,14 +368,15 @@ class BudgetStore:
         for rid, record in raw.items():
             data = orjson.loads(record)
             charges = {k: float(v) for k, v in (data.get("c") or {}).items()}
-            out.append(Reservation(id=_text(rid), charges=charges, expires_at=float(data["x"])))
+            dollars = {k: float(v) for k, v in (data.get("w") or {}).items()} if isinstance(data.get("w"), dict) else {}
+            out.append(Reservation(id=_text(rid), charges=charges, expires_at=float(data["x"]), dollars=dollars))
         return sorted(out, key=lambda r: r.expires_at)
 
     def reserved_totals(self) -> dict[str, tuple[int, float]]:
         """Per bucket key: how many open reservations hold it and their total charge."""
         totals: dict[str, tuple[int, float]] = {}
         for resv in self.reservations():
-            for key, cost in resv.charges.items():
+            for key, cost in {**resv.charges, **resv.dollars}.items():
                 count, total = totals.get(key, (0, 0.0))
                 totals[key] = (count + 1, total + cost)
         return totals

@@ -8,6 +8,9 @@
     tenant      hard_tpm: a bucket never exceeded; soft_tpm: a borrowable bucket (may go into debt,
                 down to one burst, when the scheduler lends idle capacity)
     feature     hard_tpm: a bucket never exceeded
+    key         rpm, tpm: a key's own limits (``gateway keys``, ``/v1/admin/keys``), never exceeded
+    spend       dollar budgets of the tenant, the tenant's feature and the key, per day and per month
+                (``billing.timezone``): window buckets whose cost is the call's worst case in USD
 
 Tenant and feature buckets are global across deployments: a tenant's limit is a contract on what the
 tenant consumes, not on one provider account. Per deployment, a fallback would hand the tenant a
@@ -23,14 +26,20 @@ field exists, else ``BURST_S``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from shared.budget.buckets import Bucket, Scope
 from shared.budget.estimate import Estimate
-from shared.config import DeploymentConfig, Settings
+from shared.budget.windows import PERIOD, WINDOWS, window_at
+from shared.config import DeploymentConfig, DollarBudget, Settings
 from shared.keys import Keys
 from shared.lanes import Lane
+from shared.tenancy import KeyPolicy
+
+KeyPolicies = Callable[[int], KeyPolicy | None]
 
 BURST_S = 60.0  # seconds of a per-minute deployment limit a provider lets through at once
 TENANT_BURST_S = 60.0  # tenant and feature limits allow one minute's worth at once
@@ -76,9 +85,10 @@ def _axis_cost(axis: str, estimate: Estimate) -> float:
 class BudgetTree:
     """Maps (deployment, lane, tenant, feature, estimate) to the buckets to reserve, from settings."""
 
-    def __init__(self, settings: Settings, keys: Keys) -> None:
+    def __init__(self, settings: Settings, keys: Keys, key_policy: KeyPolicies | None = None) -> None:
         self.settings = settings
         self.keys = keys
+        self.key_policy: KeyPolicies = key_policy or (lambda key_id: None)
 
     # -- deployment level -------------------------------------------------------------------------
 
@@ -126,11 +136,26 @@ class BudgetTree:
         return Bucket(scope.key(self.keys), rate * TENANT_BURST_S, rate, cost, borrowable=scope.limit == "soft",
                       scope=scope)
 
-    def _tenant_path(self, tenant: str, feature: str | None, estimate: Estimate) -> list[Bucket]:
+    def _key_path(self, key_id: int | None, estimate: Estimate) -> list[Bucket]:
+        """A key's own RPM (cost 1) and TPM, per minute like a tenant's."""
+        policy = self.key_policy(key_id) if key_id else None
+        if policy is None:
+            return []
+        out = []
+        if policy.rpm:
+            out.append(self._per_minute(Scope("key", tenant=policy.tenant, key_id=key_id, axis="rpm"), policy.rpm, 1))
+        if policy.tpm:
+            out.append(self._per_minute(Scope("key", tenant=policy.tenant, key_id=key_id, axis="tpm"), policy.tpm,
+                                        estimate.total))
+        return out
+
+    def _tenant_path(self, tenant: str, feature: str | None, estimate: Estimate,
+                     key_id: int | None = None) -> list[Bucket]:
+        keyed = self._key_path(key_id, estimate)
         cfg = self.settings.tenants.get(tenant)
         if cfg is None:
-            return []
-        cost, out = estimate.total, []
+            return keyed
+        cost, out = estimate.total, keyed
         if cfg.hard_tpm:
             out.append(self._per_minute(Scope("tenant", tenant=tenant), cfg.hard_tpm, cost))
         if cfg.soft_tpm:
@@ -140,16 +165,62 @@ class BudgetTree:
             out.append(self._per_minute(Scope("feature", tenant=tenant, feature=feature), feature_cfg.hard_tpm, cost))
         return out
 
+    # -- dollars ----------------------------------------------------------------------------------
+
+    def budgets(self, tenant: str, feature: str | None, key_id: int | None) -> list[tuple[Scope, DollarBudget]]:
+        """The dollar budgets a job of ``tenant``'s ``feature`` sent with key ``key_id`` is held to: the
+        tenant's, its feature's and its key's (each as a scope without its window)."""
+        cfg = self.settings.tenant(tenant)
+        out = []
+        if cfg.budget is not None:
+            out.append((Scope("spend", tenant=tenant), cfg.budget))
+        feature_cfg = cfg.features.get(feature) if feature else None
+        if feature_cfg is not None and feature_cfg.budget is not None:
+            out.append((Scope("spend", tenant=tenant, feature=feature), feature_cfg.budget))
+        policy = self.key_policy(key_id) if key_id else None
+        if policy is not None and policy.budget is not None:
+            out.append((Scope("spend", tenant=tenant, key_id=key_id), policy.budget))
+        return out
+
+    def budget_of(self, scope: Scope) -> DollarBudget | None:
+        """The budget a ``spend`` scope stands for, as configured now."""
+        for candidate, budget in self.budgets(str(scope.tenant), scope.feature, scope.key_id):
+            if candidate.owner == scope.owner:
+                return budget
+        return None
+
+    def _spend_path(self, tenant: str, feature: str | None, key_id: int | None, worst_usd: float,
+                    now: float) -> list[Bucket]:
+        """A window bucket per budget and window (day, month) that has a limit, costing ``worst_usd``."""
+        budgets = self.budgets(tenant, feature, key_id)
+        if not budgets:
+            return []
+        zone, moment, out = self.settings.billing.zone, datetime.fromtimestamp(now, UTC), []
+        for base, budget in budgets:
+            for kind in WINDOWS:
+                limit = budget.limit(kind)
+                if limit is None:
+                    continue
+                window = window_at(kind, moment, zone)
+                scope = Scope("spend", tenant=base.tenant, feature=base.feature, key_id=base.key_id, window=kind,
+                              window_id=window.id)
+                out.append(Bucket(scope.key(self.keys), limit, 0.0, worst_usd, scope=scope,
+                                  window_end=window.ends_at, enforced=budget.enforce == "hard"))
+        return out
+
     # -- the whole path ---------------------------------------------------------------------------
 
     def buckets_for(self, *, deployment: str, lane: str, tenant: str, feature: str | None,
-                    estimate: Estimate) -> list[Bucket]:
-        """Every bucket a job on this path must fit, with this estimate as its cost."""
+                    estimate: Estimate, key_id: int | None = None, worst_usd: float = 0.0,
+                    now: float | None = None) -> list[Bucket]:
+        """Every bucket a job on this path must fit, with this estimate as its cost (``worst_usd`` on its
+        dollar budgets, in their windows at ``now``)."""
         path = self._deployment_path(deployment, lane, estimate)
-        return path + self._tenant_path(tenant, feature, estimate)
+        spend = self._spend_path(tenant, feature, key_id, worst_usd, time.time() if now is None else now)
+        return path + self._tenant_path(tenant, feature, estimate, key_id) + spend
 
     def settle_costs(self, *, deployment: str, lane: str, tenant: str, feature: str | None,
-                     reserved: Estimate, used: Estimate) -> dict[str, float]:
+                     reserved: Estimate, used: Estimate, key_id: int | None = None) -> dict[str, float]:
         """What to pass to ``BudgetStore.settle``: what each meter really charged for the attempt.
 
         An OpenAI-style TPM meter charges prompt + max_tokens at request time and never refunds the
@@ -159,7 +230,7 @@ class BudgetTree:
         kind = self.provider_kind(deployment)
         metered = Estimate(used.input_tokens, reserved.output_tokens) if kind == "openai" else used
         costs = {b.key: b.cost for b in self._deployment_path(deployment, lane, metered)}
-        costs.update({b.key: b.cost for b in self._tenant_path(tenant, feature, used)})
+        costs.update({b.key: b.cost for b in self._tenant_path(tenant, feature, used, key_id)})
         return costs
 
     def provider_kind(self, deployment: str) -> str:
@@ -241,11 +312,14 @@ class BudgetTree:
                 yield kinds[(int(a.cost), int(b.cost))], a
 
     def too_large(self, *, deployment: str, lane: str, tenant: str, feature: str | None,
-                  estimate: Estimate) -> str | None:
+                  estimate: Estimate, key_id: int | None = None, worst_usd: float = 0.0) -> str | None:
         """Why this job can never be admitted on this path, with the numbers; None when it can."""
         for b in self.buckets_for(deployment=deployment, lane=lane, tenant=tenant, feature=feature,
-                                  estimate=estimate):
+                                  estimate=estimate, key_id=key_id, worst_usd=worst_usd):
             if not b.borrowable and b.never_fits():
+                if b.is_window:
+                    return (f"this request could cost up to ${b.cost:.4f}, more than the whole of "
+                            f"{self.describe(b, lane)}; lower max_tokens or shorten the prompt")
                 unit = "requests" if b.scope is not None and b.scope.axis == "rpm" else "tokens"
                 return (f"this request needs {b.cost:.0f} {unit} of {self.describe(b, lane)}, "
                         f"but at most {math.floor(b.capacity - b.floor)} can ever be admitted there; "
@@ -262,12 +336,30 @@ class BudgetTree:
         if s.level == "lane":
             ceiling = self.settings.lanes[s.lane].ceiling  # type: ignore[index]
             return f"the {s.lane} lane's {ceiling:.0%} ceiling of deployment {s.deployment} {str(s.axis).upper()}"
+        if s.level == "spend":
+            return self.describe_budget(s, bucket.capacity)
+        if s.level == "key":
+            policy = self.key_policy(int(s.key_id or 0))
+            limit = getattr(policy, str(s.axis), None) if policy else None
+            return f"key {policy.public_id if policy else s.key_id}'s own limit ({limit} {str(s.axis).upper()})"
         cfg = self.settings.tenant(str(s.tenant))
         if s.level == "tenant":
             tpm = cfg.hard_tpm if s.limit == "hard" else cfg.soft_tpm
             return f"tenant {s.tenant}'s {s.limit} limit ({tpm} TPM)"
         cap = cfg.features[str(s.feature)].hard_tpm
         return f"feature {s.feature} of tenant {s.tenant} (limit {cap} TPM)"
+
+    def describe_budget(self, scope: Scope, limit: float) -> str:
+        """A dollar budget in words: whose, which window, how much (``tenant acme's daily budget ($10.00)``)."""
+        period = PERIOD.get(str(scope.window), str(scope.window))
+        if scope.owner == "key":
+            policy = self.key_policy(int(scope.key_id or 0))
+            whose = f"key {policy.public_id if policy and policy.public_id else scope.key_id} (tenant {scope.tenant})'s"
+        elif scope.owner == "feature":
+            whose = f"tenant {scope.tenant}'s feature {scope.feature}'s"
+        else:
+            whose = f"tenant {scope.tenant}'s"
+        return f"{whose} {period} budget (${limit:,.2f})"
 
     def _describe_deployment(self, deployment: str, axis: str, lane: str) -> str:
         dep = self.settings.deployment(deployment)

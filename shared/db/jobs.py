@@ -14,7 +14,7 @@ import base64
 import binascii
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any, cast
 
@@ -24,8 +24,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
+from shared.db import usage as rollups
 from shared.db.ids import is_job_id, new_job_id
 from shared.db.models import STATUSES, TERMINAL_STATUSES, Attempt, Job, Tenant, utcnow
+from shared.db.usage import AttemptUsage
 from shared.errors import Conflict, InvalidRequest, NotFound, echo
 from shared.lanes import LANE_NAMES
 
@@ -500,11 +502,15 @@ def complete_job(
 
 # Everything job_view reads, so a RETURNING row can be shown without another SELECT.
 _VIEW_COLUMNS = tuple(_JOBS.c[name] for name in (
-    "id", "status", "tenant_id", "feature", "lane", "task", "model", "model_used", "deployment",
+    "id", "status", "tenant_id", "key_id", "feature", "lane", "task", "model", "model_used", "deployment",
     "idempotency_key", "created_at", "admitted_at", "finished_at", "deadline", "queued_ms", "tokens_in",
     "tokens_out", "cost_usd", "cache_status", "cache_source_job", "cache_similarity", "saved_usd", "attempts",
     "result", "error", "route", "escalations", "route_ceiling_usd", "saving_usd",
 ))
+
+
+_USAGE_COLUMNS = ("model", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cache_savings_usd",
+                  "routing_savings_usd")
 
 
 @lru_cache(maxsize=4)
@@ -516,7 +522,7 @@ def _record_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
     """
     insert = _INSERTS[dialect]
     columns = ("number", "deployment", "status", "http_status", "error", "latency_ms", "tokens_in",
-               "tokens_out", "cost_usd", "started_at", "finished_at")
+               "tokens_out", "cost_usd", "started_at", "finished_at", *_USAGE_COLUMNS, "ended_job")
     is_open = (_JOBS.c.id == bindparam("jid"), _JOBS.c.status.in_(OPEN_STATUSES))
     source = select(_JOBS.c.id, *(_param(f"a_{name}", _ATTEMPTS.c[name]) for name in columns)).where(*is_open)
     add_attempt = (insert(_ATTEMPTS).from_select(("job_id", *columns), source)
@@ -545,22 +551,27 @@ def _record_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
 def record_attempt(
     session: Session, job_id: str, number: int, *, deployment: str, status: str, latency_ms: int,
     http_status: int | None = None, error: str | None = None, tokens_in: int = 0, tokens_out: int = 0,
-    cost_usd: float = 0.0, job_outcome: dict[str, Any] | None = None,
+    cost_usd: float = 0.0, job_outcome: dict[str, Any] | None = None, usage: AttemptUsage | None = None,
+    zone: tzinfo = UTC,
 ) -> dict[str, Any] | None:
     """Record finished attempt ``number`` and its effect on the job in two statements; the job's view.
 
     ``job_outcome`` holds the terminal ``status`` and other fields of ``complete_job``; without it
     the job goes on (queued again, to be re-admitted as a retry). None, with nothing written, for a redelivered attempt
     or a job no longer open: the unique (job, number) key and the status guard make it exactly once.
+    The attempt is counted in the usage rollups (``shared.db.usage``, days in ``zone``) when the
+    transaction commits, in it.
     """
     outcome = None if job_outcome is None else _terminal_values(job_outcome)
     add_attempt, goes_on, ends, forget = _record_statements(_dialect(session))
     now = utcnow()
+    usage = usage or AttemptUsage()
     attempt = {
         "jid": job_id, "a_number": number, "a_deployment": deployment, "a_status": status,
         "a_http_status": http_status, "a_error": error, "a_latency_ms": latency_ms, "a_tokens_in": tokens_in,
         "a_tokens_out": tokens_out, "a_cost_usd": cost_usd, "a_finished_at": now,
-        "a_started_at": now - timedelta(milliseconds=latency_ms),
+        "a_started_at": now - timedelta(milliseconds=latency_ms), "a_ended_job": outcome is not None,
+        **{f"a_{name}": getattr(usage, name) for name in _USAGE_COLUMNS},
     }
     if session.execute(add_attempt, attempt).first() is None:
         return None
@@ -571,6 +582,9 @@ def record_attempt(
     if row is None:  # PostgreSQL only: another transaction finished the job in between
         session.execute(forget, attempt)
         return None
+    rollups.add(session, rollups.RecordedAttempt(
+        row.tenant_id, row.feature, row.key_id, deployment, now, status, outcome is not None, tokens_in,
+        tokens_out, cost_usd, usage), zone)
     return job_view(row)
 
 

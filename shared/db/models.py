@@ -1,4 +1,5 @@
-"""The durable truth of the gateway: tenants, hashed API keys, jobs and their attempts.
+"""The durable truth of the gateway: tenants, hashed API keys, jobs, their attempts, the usage rollups the
+usage API reads, and the operators' actions.
 
 Typed SQLAlchemy 2 models that run unchanged on SQLite (embedded default) and PostgreSQL
 (production). Every datetime is timezone-aware UTC on the way in and out, whatever the backend.
@@ -6,11 +7,13 @@ Typed SQLAlchemy 2 models that run unchanged on SQLite (embedded default) and Po
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Float,
@@ -19,6 +22,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -50,6 +54,11 @@ NAMING_CONVENTION = {
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_key_public_id() -> str:
+    """How the management API names a key: random, so a path cannot be guessed from another key's."""
+    return "key_" + secrets.token_hex(8)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -89,6 +98,9 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200))
     disabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # What the management API set (weight, limits, budgets ...), over the config file's tenant settings.
+    settings: Mapped[dict[str, Any] | None]
+    updated_at: Mapped[datetime | None]
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant")
 
@@ -113,6 +125,15 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
     max_lane: Mapped[str | None] = mapped_column(String(20))  # the highest lane it may use; None: the tenant's
     models: Mapped[dict[str, Any] | None]  # {"allow": [...] | null, "deny": [...]}: what its jobs may use
+    # How the management API and the usage API name it (random: no key's name tells another's).
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, index=True, default=new_key_public_id)
+    rpm: Mapped[int | None]  # the key's own limits, under its tenant's
+    tpm: Mapped[int | None]
+    budget: Mapped[dict[str, Any] | None]  # a DollarBudget
+    expires_at: Mapped[datetime | None]
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSONDoc)  # None: any
+    allowed_features: Mapped[list[str] | None] = mapped_column(JSONDoc)
+    updated_at: Mapped[datetime | None]
 
     tenant: Mapped[Tenant] = relationship(back_populates="keys")
 
@@ -188,6 +209,14 @@ class Attempt(Base):
     cost_usd: Mapped[float] = mapped_column(Money, default=0.0)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    # What the usage rollups are made of (``shared.db.usage``), so they can be checked against it.
+    model: Mapped[str | None] = mapped_column(String(200))  # the deployment's model, as priced
+    cached_tokens: Mapped[int] = mapped_column(default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(default=0)
+    cache_savings_usd: Mapped[float] = mapped_column(Money, default=0.0)
+    routing_savings_usd: Mapped[float] = mapped_column(Money, default=0.0)
+    ended_job: Mapped[bool] = mapped_column(default=False)  # its outcome was the job's
 
 
 class AuditEvent(Base):
@@ -235,3 +264,55 @@ class AuditEvent(Base):
     seq: Mapped[int | None]
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     hash: Mapped[str | None] = mapped_column(String(64))
+
+
+GRANULARITIES = ("h", "d")
+
+
+class UsageRollup(Base):
+    """Usage and cost per hour (``h``, UTC hours) and per day (``d``, days in ``billing.timezone``) by
+    tenant, feature, model, deployment and key, kept up to date in the transaction that records each
+    attempt (``shared.db.usage``). ``key_id`` 0: no key (jobs from before keys were recorded)."""
+
+    __tablename__ = "usage_rollups"
+    __table_args__ = (
+        PrimaryKeyConstraint("granularity", "bucket_start", "tenant_id", "feature", "model", "deployment", "key_id"),
+        Index(None, "granularity", "tenant_id", "bucket_start"),  # a tenant's own usage
+        CheckConstraint(f"granularity IN {GRANULARITIES!r}", name="granularity"),
+    )
+
+    granularity: Mapped[str] = mapped_column(String(1))
+    bucket_start: Mapped[datetime]
+    tenant_id: Mapped[str] = mapped_column(String(63))
+    feature: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(200))
+    deployment: Mapped[str] = mapped_column(String(200))
+    key_id: Mapped[int] = mapped_column(Integer)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)  # jobs an attempt here ended
+    succeeded: Mapped[int] = mapped_column(BigInteger, default=0)
+    attempts: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed_attempts: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)  # cache reads and writes included
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)  # reasoning included
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[float] = mapped_column(Money, default=0.0)  # every attempt's, failed ones included
+    failed_cost_usd: Mapped[float] = mapped_column(Money, default=0.0)
+    cache_savings_usd: Mapped[float] = mapped_column(Money, default=0.0)
+    routing_savings_usd: Mapped[float] = mapped_column(Money, default=0.0)
+
+
+class AdminAction(Base):
+    """One change an operator made to tenants or keys: who, what, when (never a key's secret)."""
+
+    __tablename__ = "admin_actions"
+    __table_args__ = (Index(None, "at"), Index(None, "target", "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))  # who did it: the api's X-Gateway-Operator, the CLI's user
+    via: Mapped[str] = mapped_column(String(200))  # how: "api 10.0.0.7", "cli alice@host"
+    action: Mapped[str] = mapped_column(String(50))  # tenant.create, key.rotate, ...
+    target: Mapped[str] = mapped_column(String(100))  # tenant:acme, key:key_3f...
+    details: Mapped[dict[str, Any] | None]

@@ -1,5 +1,5 @@
 """Retention: finished jobs lose their content after ``retention.job_content_days``, their rows after
-``retention.jobs_days``.
+``retention.jobs_days``; usage rollups go after ``retention.usage_days``.
 
 Why: a job's ``request`` and ``result`` are a tenant's prompts and answers, and nothing else ever
 deletes them. Purging the content sets both to NULL and keeps the row's billing fields (ids,
@@ -21,6 +21,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Engine, delete, null, select, update
 
 from shared.config import RetentionConfig
+from shared.db import usage
 from shared.db.ids import first_id_at
 from shared.db.jobs import OPEN_STATUSES
 from shared.db.models import Job, utcnow
@@ -39,6 +40,7 @@ class Purged:
     blanked: int = 0
     deleted: int = 0
     more: bool = False
+    rollups: int = 0
 
 
 def purge(retention: RetentionConfig, *, engine: Engine | None = None, now: datetime | None = None,
@@ -51,7 +53,11 @@ def purge(retention: RetentionConfig, *, engine: Engine | None = None, now: date
         blanked = _blank_content(engine, now - timedelta(days=retention.job_content_days), batch)
     if retention.jobs_days is not None:
         deleted = _delete_rows(engine, now - timedelta(days=retention.jobs_days), batch)
-    return Purged(blanked, deleted, more=blanked == batch or deleted == batch)
+    rollups = 0
+    if retention.usage_days is not None:  # a minute's worth of buckets at a time: one short DELETE
+        with session_scope(engine) as db:
+            rollups = usage.purge(db, now - timedelta(days=retention.usage_days))
+    return Purged(blanked, deleted, more=blanked == batch or deleted == batch, rollups=rollups)
 
 
 def _blank_content(engine: Engine | None, cutoff: datetime, batch: int) -> int:

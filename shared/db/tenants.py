@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -27,10 +28,12 @@ from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared.config import DollarBudget
 from shared.db.models import ApiKey, Job, Tenant, utcnow
-from shared.errors import AuthError, Conflict, InvalidRequest, NotFound
+from shared.errors import AuthError, Conflict, InvalidRequest, NotFound, echo
 from shared.keys import Keys
 from shared.lanes import LANE_NAMES
+from shared.tenancy import KeyPolicy, check_key
 
 KEY_PREFIX = "gw-"
 DISPLAY_PREFIX_LEN = 12
@@ -69,7 +72,8 @@ def create_tenant(session: Session, tenant_id: str, name: str | None = None) -> 
 def get_tenant(session: Session, tenant_id: str) -> Tenant:
     tenant = session.get(Tenant, tenant_id)
     if tenant is None:
-        raise NotFound(f"tenant {tenant_id!r} does not exist; create it with `gateway tenants create`")
+        raise NotFound(f"tenant {echo(tenant_id)} does not exist; create it with `gateway tenants create` or "
+                       "POST /v1/admin/tenants", param="tenant")
     return tenant
 
 
@@ -137,24 +141,27 @@ def list_keys(session: Session, tenant_id: str | None = None) -> list[ApiKey]:
     return list(session.scalars(query))
 
 
-def _find_key(session: Session, key_id_or_prefix: str) -> ApiKey:
-    if key_id_or_prefix.isdigit():
-        key = session.get(ApiKey, int(key_id_or_prefix))
+def find_key(session: Session, key_ref: str) -> ApiKey:
+    """A key by its public id (``key_...``, what the management API names it), numeric id or displayed prefix."""
+    if key_ref.startswith("key_"):
+        matches = list(session.scalars(select(ApiKey).where(ApiKey.public_id == key_ref)))
+    elif key_ref.isdigit():
+        key = session.get(ApiKey, int(key_ref))
         matches = [key] if key else []
     else:
-        matches = list(session.scalars(select(ApiKey).where(ApiKey.prefix == key_id_or_prefix)))
+        matches = list(session.scalars(select(ApiKey).where(ApiKey.prefix == key_ref)))
     if not matches:
-        raise NotFound(f"no API key with id or prefix {key_id_or_prefix!r}; see `gateway keys list`")
+        raise NotFound(f"no API key {echo(key_ref)}; see `gateway keys list` or GET /v1/admin/keys", param="key_id")
     if len(matches) > 1:
-        ids = ", ".join(str(k.id) for k in matches)
-        raise Conflict(f"prefix {key_id_or_prefix!r} matches keys {ids}; revoke by id instead")
+        ids = ", ".join(m.public_id for m in matches)
+        raise Conflict(f"prefix {echo(key_ref)} matches keys {ids}; name the key by its id instead", param="key_id")
     return matches[0]
 
 
 def revoke_key(session: Session, key_id_or_prefix: str, epoch: AuthEpoch) -> ApiKey:
     """Revoke by numeric id or by the displayed prefix; revoking twice keeps the first time. The jobs
     the key has waiting (queued, not yet sent) are cancelled: nothing is sent or billed for it afterwards."""
-    key = _find_key(session, key_id_or_prefix)
+    key = find_key(session, key_id_or_prefix)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         session.flush()
@@ -166,34 +173,58 @@ def revoke_key(session: Session, key_id_or_prefix: str, epoch: AuthEpoch) -> Api
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a tenant key speaks for: its tenant, its id, and the highest lane it may use (None: the tenant's)."""
+    """Who a tenant key speaks for: its tenant, its id, the highest lane it may use (None: the tenant's),
+    and what else the operators set on it (``policy``: its limits, budget, expiry, models and features)."""
 
     tenant: str
     key_id: int | None = None
     max_lane: str | None = None
     allow_models: tuple[str, ...] | None = None  # the key's own models policy (``shared.routing``)
     deny_models: tuple[str, ...] = ()
+    policy: KeyPolicy | None = None
 
 
-def authenticate(session: Session, plaintext_key: str) -> Identity:
+def policy_of(key: ApiKey) -> KeyPolicy:
+    """A key row's settings as the budget tree and the api enforce them."""
+    return KeyPolicy(
+        key_id=key.id, tenant=key.tenant_id, public_id=key.public_id, max_lane=key.max_lane, rpm=key.rpm,
+        tpm=key.tpm, budget=DollarBudget.model_validate(key.budget) if key.budget else None,
+        expires_at=key.expires_at,
+        allowed_models=tuple(key.allowed_models) if key.allowed_models is not None else None,
+        allowed_features=tuple(key.allowed_features) if key.allowed_features is not None else None)
+
+
+def key_policy(session: Session, key_id: int) -> KeyPolicy | None:
+    key = session.get(ApiKey, key_id)
+    return policy_of(key) if key is not None else None
+
+
+def tenant_overrides(session: Session) -> dict[str, dict[str, Any]]:
+    """What the management API set over the config file, per tenant that has any."""
+    rows = session.execute(select(Tenant.id, Tenant.settings).where(Tenant.settings.is_not(None)))
+    return {tenant: settings for tenant, settings in rows if settings}
+
+
+def authenticate(session: Session, plaintext_key: str, now: datetime | None = None) -> Identity:
     """The identity behind ``plaintext_key``; AuthError says why there is none (``reason`` for counting)."""
     row = session.execute(
-        select(ApiKey.revoked_at, Tenant.id, Tenant.disabled, ApiKey.id, ApiKey.max_lane, ApiKey.models)
-        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        select(ApiKey, Tenant.disabled).join(Tenant, Tenant.id == ApiKey.tenant_id)
         .where(ApiKey.key_hash == hash_key(plaintext_key))
     ).first()
     if row is None:
         raise AuthError("invalid API key: send a key created with `gateway keys create` as 'Bearer <key>'",
                         code="invalid_api_key")
-    revoked_at, tenant_id, disabled, key_id, max_lane, models = row
-    if revoked_at is not None:
+    key, disabled = row
+    if key.revoked_at is not None:
         raise AuthError("API key revoked: ask the gateway operator for a new key", code="revoked_api_key")
     if disabled:
-        raise AuthError(f"tenant disabled: tenant {tenant_id!r} may not make calls; ask the gateway operator",
+        raise AuthError(f"tenant disabled: tenant {key.tenant_id!r} may not make calls; ask the gateway operator",
                         code="tenant_disabled")
-    allow = (models or {}).get("allow")
-    return Identity(tenant_id, key_id, max_lane, tuple(allow) if allow is not None else None,
-                    tuple((models or {}).get("deny") or ()))
+    policy = policy_of(key)
+    check_key(policy, now or utcnow())
+    allow = (key.models or {}).get("allow")
+    return Identity(key.tenant_id, key.id, key.max_lane, tuple(allow) if allow is not None else None,
+                    tuple((key.models or {}).get("deny") or ()), policy)
 
 
 # -- the api's key cache -------------------------------------------------------------------------

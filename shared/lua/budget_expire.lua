@@ -1,5 +1,6 @@
--- Drop reservations whose attempt never reported back, WITHOUT refund: the provider may have
--- served them, and the buckets refill on their own.
+-- Drop reservations whose attempt never reported back: their token charges stay (the provider may have
+-- served them, and the buckets refill on their own), their dollars are given back (budget_lib's
+-- refund_windows: the call is billed by its SQL record, if it ever has one).
 --
 -- KEYS[1]     {gw}:budget:resv        hash: reservation id -> JSON record
 -- KEYS[2]     {gw}:budget:resv:exp    sorted set: reservation id scored by expiry
@@ -10,7 +11,6 @@
 local now = clock(ARGV[1])
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(stale) do
-  redis.call('HDEL', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
+  drop_reservation(KEYS[1], KEYS[2], id, redis.call('HGET', KEYS[1], id))
 end
 return #stale

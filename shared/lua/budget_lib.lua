@@ -1,10 +1,17 @@
 -- Shared prelude of the budget scripts; shared.lua.script puts it in front of every budget_* script.
 --
--- A bucket is a hash {tag}:budget:<name> with fields
+-- A token bucket is a hash {tag}:budget:<name> with fields
 --   level  tokens (or requests) available now, may be negative (debt), never above cap
 --   ts     when level was last brought up to date (seconds, Redis clock unless a test passes one)
 --   cap    capacity, rate  refill per second (written by every reserve / pull-down so that settle,
 --          release and reads can refill without being told)
+-- A window bucket (a dollar budget for one day or month) is a hash {tag}:spend:<name>:<window> with
+--   spent    USD settled plus USD held by reservations in flight: what the limit is checked against
+--   settled  USD settled only: what the alerts are about
+--   cap      the limit (written by every reserve, so a changed budget counts at once)
+--   ends     when the window ends (epoch seconds); meta  what it is, as JSON (for the alerts)
+-- A window bucket is created only by budget_seed (from what the SQL store says was spent), never by
+-- a reservation: a bucket Redis forgot is rebuilt, never taken as unspent.
 -- Numbers are stored with 17 significant digits and returned as strings: Lua numbers turn into
 -- integer replies, which would truncate fractions.
 
@@ -42,3 +49,29 @@ local function save(key, level, ts, cap, rate)
   redis.call('HSET', key, 'level', fmt(level), 'ts', fmt(ts), 'cap', fmt(cap), 'rate', fmt(rate))
 end
 
+
+-- A window bucket's spent and settled USD (0 for fields never written).
+local function window_spend(key)
+  local v = redis.call('HMGET', key, 'spent', 'settled')
+  return tonumber(v[1]) or 0, tonumber(v[2]) or 0
+end
+
+-- Give back what a reservation held on window buckets, without settling it: the call never reported
+-- (its worker died) and recovery sends it again, or it was never sent. Its SQL record is what it is
+-- billed, so a held dollar charge is never kept (unlike a token charge: the provider may have metered it).
+local function refund_windows(record)
+  if not record.w then return end
+  for key, charged in pairs(record.w) do
+    if redis.call('EXISTS', key) == 1 then
+      local spent = window_spend(key)
+      redis.call('HSET', key, 'spent', fmt(math.max(0, spent - tonumber(charged))))
+    end
+  end
+end
+
+-- Drop a reservation whose attempt never reported back (see refund_windows for its dollars).
+local function drop_reservation(resv_key, exp_key, id, raw)
+  redis.call('HDEL', resv_key, id)
+  redis.call('ZREM', exp_key, id)
+  if raw then refund_windows(cjson.decode(raw)) end
+end

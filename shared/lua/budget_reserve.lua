@@ -1,67 +1,96 @@
 -- Check every bucket on a job's path and, only if all fit, debit them and record the reservation.
 --
--- KEYS[1]     {gw}:budget:resv        hash: reservation id -> JSON {c = {bucket key -> charged}, x = expiry}
+-- KEYS[1]     {gw}:budget:resv        hash: reservation id -> JSON {c = {token bucket -> charged},
+--                                     w = {window bucket -> charged USD}, x = expiry}
 -- KEYS[2]     {gw}:budget:resv:exp    sorted set: reservation id scored by expiry
--- KEYS[3..]   {gw}:budget:<name>      the buckets (see budget_lib.lua)
+-- KEYS[3..]   the buckets: token buckets {gw}:budget:<name>, window buckets {gw}:spend:<name> (budget_lib.lua)
 -- ARGV[1]     now (seconds) or '' for the Redis clock
 -- ARGV[2]     reservation id
 -- ARGV[3]     ttl of the reservation, seconds
 -- ARGV[4]     '1' when borrowable buckets may be borrowed from
--- ARGV[5..]   per bucket, five values: capacity, rate, cost, floor, borrowable ('1'/'0')
+-- ARGV[5..]   per bucket, six values: capacity, rate, cost, floor, flags, window end
+--             flags: 'b' borrowable (a soft limit), 'w' a window bucket (cost in USD, capacity the
+--             limit, rate 0), 's' not enforced (a soft dollar budget: debited for its alerts only);
+--             window end: epoch seconds ('' for a token bucket)
 --
--- Returns {1, '', '0'} when admitted (or when this id already holds a live reservation: a repeated
--- admission is not charged twice), else {0, blocking bucket key, seconds until it would fit} with
--- 'inf' when it never can. A bucket fits when level - cost >= floor. A borrowable bucket, when
--- borrowing is allowed, is not checked but is still debited, down to -capacity at most.
+-- Returns {1} when admitted (or when this id already holds a live reservation: a repeated admission
+-- is not charged twice); {2, key, ...} naming the window buckets Redis does not hold (the caller
+-- seeds them from the SQL store, budget_seed, and asks again); else {0, blocking bucket key, seconds
+-- until it would fit ('inf' when it never can), spent, cap} (spent and cap for a window bucket, else
+-- ''). A token bucket fits when level - cost >= floor; a borrowable one, when borrowing is allowed, is
+-- not checked but still debited, down to -capacity at most. A window bucket fits when
+-- spent + cost <= cap; when it does not, it fits again when the window ends.
 local now = clock(ARGV[1])
 local id, ttl, borrow = ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 
 local held = redis.call('HGET', KEYS[1], id)
 if held then
-  if tonumber(cjson.decode(held).x) > now then return {1, '', '0'} end
-  redis.call('HDEL', KEYS[1], id)  -- expired unreported: its charge stays, a new one is made
-  redis.call('ZREM', KEYS[2], id)
+  if tonumber(cjson.decode(held).x) > now then return {1} end
+  drop_reservation(KEYS[1], KEYS[2], id, held)  -- expired unreported: a new one is made
 end
 
 local n = #KEYS - 2
-local levels, stamps, specs = {}, {}, {}
-local worst_key, worst_wait = nil, -1
+local specs, unseeded = {}, {}
 for i = 1, n do
-  local key, a = KEYS[i + 2], 5 + (i - 1) * 5
-  local s = {cap = tonumber(ARGV[a]), rate = tonumber(ARGV[a + 1]), cost = tonumber(ARGV[a + 2]),
-             floor = tonumber(ARGV[a + 3]), lend = borrow and ARGV[a + 4] == '1'}
-  specs[i] = s
-  levels[i], stamps[i] = refill(key, s.cap, s.rate, now)
-  if not s.lend and levels[i] - s.cost < s.floor then
-    local wait
-    if s.rate <= 0 or s.cost > s.cap - s.floor then
-      wait = math.huge
-    else
-      wait = (s.cost + s.floor - levels[i]) / s.rate
-    end
-    if wait > worst_wait then worst_key, worst_wait = key, wait end
+  local a = 5 + (i - 1) * 6
+  local flags = ARGV[a + 4]
+  specs[i] = {key = KEYS[i + 2], cap = tonumber(ARGV[a]), rate = tonumber(ARGV[a + 1]),
+              cost = tonumber(ARGV[a + 2]), floor = tonumber(ARGV[a + 3]),
+              lend = borrow and string.find(flags, 'b', 1, true) ~= nil,
+              window = string.find(flags, 'w', 1, true) ~= nil,
+              enforced = string.find(flags, 's', 1, true) == nil, ends = tonumber(ARGV[a + 5])}
+  if specs[i].window and redis.call('EXISTS', specs[i].key) == 0 then
+    unseeded[#unseeded + 1] = specs[i].key
   end
 end
+if #unseeded > 0 then return {2, unpack(unseeded)} end
 
-if worst_key then
-  if worst_wait == math.huge then return {0, worst_key, 'inf'} end
-  return {0, worst_key, fmt(worst_wait)}
+local worst, worst_wait = nil, -1
+for i = 1, n do
+  local s = specs[i]
+  local wait = nil
+  if s.window then
+    s.spent = window_spend(s.key)
+    if s.enforced and s.spent + s.cost > s.cap + 1e-12 then
+      if s.cost > s.cap then wait = math.huge else wait = math.max(0, s.ends - now) end
+    end
+  else
+    s.level, s.ts = refill(s.key, s.cap, s.rate, now)
+    if not s.lend and s.level - s.cost < s.floor then
+      if s.rate <= 0 or s.cost > s.cap - s.floor then
+        wait = math.huge
+      else
+        wait = (s.cost + s.floor - s.level) / s.rate
+      end
+    end
+  end
+  if wait and wait > worst_wait then worst, worst_wait = s, wait end
 end
 
-local charges = {}
+if worst then
+  local shown = worst_wait == math.huge and 'inf' or fmt(worst_wait)
+  if worst.window then return {0, worst.key, shown, fmt(worst.spent), fmt(worst.cap)} end
+  return {0, worst.key, shown, '', ''}
+end
+
+local charges, windows = {}, {}
 for i = 1, n do
-  local key, s = KEYS[i + 2], specs[i]
-  save(key, clamp(levels[i] - s.cost, s.cap), stamps[i], s.cap, s.rate)
-  charges[key] = fmt(s.cost)
+  local s = specs[i]
+  if s.window then
+    redis.call('HSET', s.key, 'spent', fmt(s.spent + s.cost), 'cap', fmt(s.cap))
+    windows[s.key] = fmt(s.cost)
+  else
+    save(s.key, clamp(s.level - s.cost, s.cap), s.ts, s.cap, s.rate)
+    charges[s.key] = fmt(s.cost)
+  end
 end
 local expires = now + ttl
-redis.call('HSET', KEYS[1], id, cjson.encode({c = charges, x = fmt(expires)}))
+redis.call('HSET', KEYS[1], id, cjson.encode({c = charges, w = windows, x = fmt(expires)}))
 redis.call('ZADD', KEYS[2], expires, id)
 
 -- Sweep a few reservations that expired unreported, so the record never grows without bound.
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 16)
 for _, old in ipairs(stale) do
-  redis.call('HDEL', KEYS[1], old)
-  redis.call('ZREM', KEYS[2], old)
+  drop_reservation(KEYS[1], KEYS[2], old, redis.call('HGET', KEYS[1], old))
 end
-return {1, '', '0'}
+return {1}

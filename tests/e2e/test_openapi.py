@@ -22,6 +22,7 @@ TENANT = ("ApiKey", "XApiKey")
 OPERATORS = ("OperatorsKey", "OperatorsXApiKey")
 CONSOLE = ("OperatorsKey", "OperatorsXApiKey", ("ConsoleSession", "ConsoleCsrf"))  # cookie and CSRF token together
 SUBMIT = {400, 401, 403, 404, 408, 409, 413, 429, 500, 503}
+ADMIN_KEY = {401, 403, 500, 503}
 # (method, path): (the statuses it documents, the schemes its key may come by)
 CONTRACT: dict[tuple[str, str], tuple[set[int], tuple[str | tuple[str, ...], ...]]] = {
     ("post", "/v1/chat/completions"): ({200, *SUBMIT, 502, 504}, TENANT),
@@ -39,6 +40,20 @@ CONTRACT: dict[tuple[str, str], tuple[set[int], tuple[str | tuple[str, ...], ...
     ("get", "/v1/admin/audit"): ({200, 400, 401, 403, 500, 503}, CONSOLE),
     ("get", "/v1/audit"): ({200, 400, 401, 403, 429, 500, 503}, TENANT),
     ("delete", "/v1/admin/cache"): ({200, 400, 401, 403, 500, 503}, CONSOLE),
+    ("get", "/v1/usage"): ({200, 400, 401, 403, 429, 500, 503}, TENANT + OPERATORS),
+    ("get", "/v1/admin/tenants"): ({200, *ADMIN_KEY}, CONSOLE),
+    ("post", "/v1/admin/tenants"): ({201, 400, 408, 409, 413, *ADMIN_KEY}, CONSOLE),
+    ("get", "/v1/admin/tenants/{tenant_id}"): ({200, 400, 404, *ADMIN_KEY}, CONSOLE),
+    ("patch", "/v1/admin/tenants/{tenant_id}"): ({200, 400, 404, 408, 413, *ADMIN_KEY}, CONSOLE),
+    ("post", "/v1/admin/tenants/{tenant_id}/disable"): ({200, 400, 404, *ADMIN_KEY}, CONSOLE),
+    ("post", "/v1/admin/tenants/{tenant_id}/enable"): ({200, 400, 404, *ADMIN_KEY}, CONSOLE),
+    ("get", "/v1/admin/keys"): ({200, 400, 404, *ADMIN_KEY}, CONSOLE),
+    ("post", "/v1/admin/keys"): ({201, 400, 404, 408, 413, *ADMIN_KEY}, CONSOLE),
+    ("get", "/v1/admin/keys/{key_id}"): ({200, 400, 404, *ADMIN_KEY}, CONSOLE),
+    ("patch", "/v1/admin/keys/{key_id}"): ({200, 400, 404, 408, 413, *ADMIN_KEY}, CONSOLE),
+    ("post", "/v1/admin/keys/{key_id}/rotate"): ({200, 400, 404, 409, *ADMIN_KEY}, CONSOLE),
+    ("post", "/v1/admin/keys/{key_id}/revoke"): ({200, 400, 404, *ADMIN_KEY}, CONSOLE),
+    ("get", "/v1/admin/actions"): ({200, 400, *ADMIN_KEY}, CONSOLE),
     ("get", "/metrics"): ({200, 401, 403, 500, 503}, OPERATORS),
     ("get", "/healthz"): ({200}, ()),
     ("get", "/readyz"): ({200, 503}, ()),

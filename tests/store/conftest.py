@@ -58,7 +58,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     url: str = request.getfixturevalue("pg_url")
     engine = make_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE attempts, jobs, api_keys, tenants, audit_events RESTART IDENTITY CASCADE"))
+        conn.execute(text("TRUNCATE attempts, jobs, api_keys, tenants, audit_events, usage_rollups, admin_actions "
+                          "RESTART IDENTITY CASCADE"))
     engine.dispose()
     return url
 

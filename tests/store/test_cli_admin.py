@@ -62,7 +62,7 @@ def test_tenant_and_key_lifecycle(database_url: str) -> None:
     listing = gateway("keys", "list", "--tenant", "acme")
     assert "ci" in listing and plaintext not in listing
 
-    assert "revoked API key 1" in gateway("keys", "revoke", plaintext[:12])
+    assert "revoked API key key_" in gateway("keys", "revoke", plaintext[:12])
     with pytest.raises(AuthError, match="revoked"), session_scope(get_engine(database_url), readonly=True) as s:
         tenants.authenticate(s, plaintext)
 

@@ -42,13 +42,14 @@ def test_downgrade_then_upgrade_round_trips(tmp_path) -> None:
 
 
 def test_an_upgrade_that_copies_a_table_keeps_the_rows_that_reference_it(db_url: str) -> None:
-    """0003 rebuilds ``jobs`` on SQLite; with foreign keys on, dropping the old copy would delete every
-    job's attempts (ON DELETE CASCADE). The rows are written at head (the models' columns), then taken
-    down to 0002 and up again, through every later revision's table copies both ways."""
+    """0003 rebuilds ``jobs`` on SQLite (and 0007 ``api_keys``); with foreign keys on, dropping the old copy
+    would delete every job's attempts (ON DELETE CASCADE). The rows are written at head (the models'
+    columns), then taken down to 0002 and up again, through every later revision's table copies both ways."""
     engine = make_engine(db_url)
     try:
         with session_scope(engine) as s:
             tenants.create_tenant(s, "acme")
+            tenants.create_key(s, "acme", "k")
             job, _ = new_job(s)
             jobs.start_attempt(s, job.id, 1, "gpt-4o-mini@sim")
         migrate.downgrade(db_url, "0002_key_lanes")
@@ -56,6 +57,7 @@ def test_an_upgrade_that_copies_a_table_keeps_the_rows_that_reference_it(db_url:
         with session_scope(engine, readonly=True) as s:
             assert [a.number for a in jobs.list_attempts(s, job.id)] == [1]
             assert jobs.get_job(s, "acme", job.id).request == chat()
+            assert [k.public_id.startswith("key_") for k in tenants.list_keys(s, "acme")] == [True]
     finally:
         engine.dispose()
 
