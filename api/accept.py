@@ -108,7 +108,8 @@ class Acceptor:
                                 tags.cache)
                 vector = None
                 if plan.read:
-                    served, vector = self.hits.serve(caller, plan, tags, env, answer)
+                    with tracing.span("cache", semantic=plan.semantic is not None):
+                        served, vector = self.hits.serve(caller, plan, tags, env, answer)
                     if served is not None:
                         return served
                 if plan.bypass is not None:

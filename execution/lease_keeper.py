@@ -43,8 +43,12 @@ class LeaseKeeper:
 
     def hold(self, env: Envelope, for_s: float) -> None:
         """Keep ``env``'s lease (under its current token) alive for up to ``for_s`` seconds."""
+        self.hold_dispatch(env.id, env.token, for_s)
+
+    def hold_dispatch(self, job_id: str, token: str, for_s: float) -> None:
+        """``hold`` by job id and token: a message this process received and has not started yet."""
         with self._lock:
-            self._held[env.id] = _Held(env.token, time.monotonic() + for_s)
+            self._held[job_id] = _Held(token, time.monotonic() + for_s)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
                 self._thread.start()

@@ -4,8 +4,10 @@ Run by the leading scheduler between admission rounds (same thread, so it never 
 pops). Two kinds of lost job:
 - queued in SQL but in no Redis queue: Redis restarted empty, or an api died between commit and
   push. Put back in its queue.
-- admitted in SQL but with no attempt lease: its worker was killed, its message died with Redis,
-  or the scheduler died between admitting and sending. Back to queued with the same attempt number
+- admitted in SQL but with no attempt lease: its worker was killed, its message died with Redis or
+  was lost on its way to a dying worker (``scheduler.waiting_dispatches``: the leases of messages still
+  in the broker are extended here, so only a lost one runs out), or the scheduler died between
+  admitting and sending. Back to queued with the same attempt number
   (it never recorded a result), at the front of its queue (it had its fair turn already: behind a
   tenant's backlog it would wait minutes), admitted again against the budget like any job.
 A grace period keeps it away from jobs that are only between two steps of a healthy hand-off.
@@ -25,6 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Engine, select, update
 
+from scheduler.waiting_dispatches import WaitingDispatches
 from shared.admission import Admitter
 from shared.attempt_leases import AttemptLeases
 from shared.budget import prompt_tokens
@@ -52,6 +55,7 @@ class Recovery:
         self.admitter = admitter
         self.queues = queues
         self.leases = leases
+        self.waiting = WaitingDispatches(leases.r, leases.keys)
         self.every_s = every_s
         self._last = 0.0
 
@@ -63,6 +67,7 @@ class Recovery:
         return self.run_once()
 
     def run_once(self) -> dict[str, int]:
+        extended = self.waiting.extend(self.settings.admission.dispatch_lease_s)
         cutoff = utcnow() - timedelta(seconds=GRACE_S)
         with session_scope(self.engine, readonly=True) as db:  # ids only: a row's content is read when it is put back
             queued = list(db.scalars(select(Job.id).where(Job.status == "queued", Job.created_at < cutoff)
@@ -75,7 +80,7 @@ class Recovery:
         redispatched = sum(self._requeue(job_id, orphan=True) for job_id in admitted if job_id not in held)
         if requeued or redispatched:
             log.warning("recovery put back %d lost queued jobs and %d orphaned attempts", requeued, redispatched)
-        return {"requeued": requeued, "redispatched": redispatched}
+        return {"requeued": requeued, "redispatched": redispatched, "waiting_dispatches": extended}
 
     def _requeue(self, job_id: str, *, orphan: bool = False) -> bool:
         try:

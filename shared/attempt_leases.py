@@ -11,7 +11,7 @@ a token that is not its own and is dropped before it can call the provider.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis
@@ -22,6 +22,7 @@ from shared.keys import Keys
 from shared.lua import script
 from shared.redis_batch import ScriptCall
 
+LEASES_HEADER = "gw_leases"  # the Celery message header naming its dispatches: "job:token job:token ..."
 _CLAIM = script("lease_claim")
 _RELEASE = script("lease_release")
 _RENEW = script("lease_renew")
@@ -98,3 +99,18 @@ class AttemptLeases:
             return set()
         values = self.r.mget([self.keys.lease(j) for j in job_ids])
         return {j for j, v in zip(job_ids, values, strict=True) if v}
+
+
+def leases_header(pairs: Iterator[tuple[str, str]]) -> str:
+    """The header value for a message carrying these (job id, token) dispatches."""
+    return " ".join(f"{job_id}:{token}" for job_id, token in pairs)
+
+
+def parse_leases(value: str) -> list[tuple[str, str]]:
+    """The (job id, token) pairs of a header value; anything malformed is skipped."""
+    pairs = []
+    for item in value.split():
+        job_id, _, token = item.partition(":")
+        if job_id and token:
+            pairs.append((job_id, token))
+    return pairs

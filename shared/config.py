@@ -364,8 +364,10 @@ class AdmissionConfig(_Strict):
     """Budget-aware admission; ``enabled: false`` sends every job at once (for comparison runs only)."""
 
     enabled: bool = True
-    dispatch_lease_s: float = Field(60.0, gt=0, description="how long an admitted job may wait in the execution "
-                                    "queue for a worker to take it before recovery dispatches it again")
+    dispatch_lease_s: float = Field(8.0, gt=0, description="how long a dispatch's lease lives without being "
+                                    "extended: while its message waits in the broker the leading scheduler extends it "
+                                    "every reconcile_every_s, and the worker that receives it keeps it; a message "
+                                    "lost in between is sent again this long after")
     attempt_lease_s: float = Field(6.0, gt=0, description="how long a call's lease lives without a heartbeat: a "
                                    "worker or api killed mid-call is noticed this long after, whatever the call's "
                                    "length")

@@ -167,7 +167,7 @@ def audit(session: Session, actor: Actor, action: str, target: str, details: dic
     session.add(AdminAction(at=utcnow(), actor=actor.name[:200], via=actor.via[:200], action=action,
                             target=target, details=details))
     audit_log.record_admin(session, tenant, action, f"{actor.via.split(' ', 1)[0]}:{actor.name}"[:200],
-                           target=target, key_id=key_id, **(details or {}))
+                           target=target, key_id=key_id, change=details)
 
 
 def list_actions(session: Session, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from celery import Celery
 
+from shared.attempt_leases import LEASES_HEADER, leases_header
 from shared.envelope import Envelope
 from shared.keys import Keys
 from worker.tasks import EXECUTE_MANY_TASK, EXECUTE_TASK
@@ -39,6 +40,12 @@ def shown_jobs(envs: Sequence[Envelope]) -> str:
     return "jobs " + ", ".join(f"{env.id}#{env.attempt}" for env in envs)
 
 
+def _leases(envs: Sequence[Envelope]) -> dict[str, str]:
+    """The message's dispatches, where the scheduler (while it waits in the broker) and the worker that
+    receives it (until it runs) find the leases to keep alive (``scheduler.waiting_dispatches``)."""
+    return {LEASES_HEADER: leases_header((env.id, env.token) for env in envs)}
+
+
 def _by_whose(envs: Sequence[Envelope]) -> dict[tuple[str, str, str], list[Envelope]]:
     groups: dict[tuple[str, str, str], list[Envelope]] = {}
     for env in envs:
@@ -54,7 +61,7 @@ class CeleryDispatch:
     def send(self, env: Envelope) -> None:
         """One attempt, one message (a fast-lane job the api did not send itself)."""
         self.app.send_task(EXECUTE_TASK, args=[env.to_dict()], queue=self.keys.exec_queue(env.lane),
-                           argsrepr=shown_jobs([env]), kwargsrepr=shown_tags([env]))
+                           argsrepr=shown_jobs([env]), kwargsrepr=shown_tags([env]), headers=_leases([env]))
 
     def send_many(self, envs: Sequence[Envelope]) -> None:
         """A scheduler round's admissions: one message per lane, tenant, feature and chunk of
@@ -70,4 +77,5 @@ class CeleryDispatch:
                     else:
                         name, args = EXECUTE_MANY_TASK, [[env.to_dict() for env in chunk]]
                     self.app.send_task(name, args=args, queue=self.keys.exec_queue(lane), producer=producer,
-                                       argsrepr=shown_jobs(chunk), kwargsrepr=shown_tags(chunk))
+                                       argsrepr=shown_jobs(chunk), kwargsrepr=shown_tags(chunk),
+                                       headers=_leases(chunk))

@@ -1,5 +1,9 @@
 """Celery tasks: the thin shell around ``execution.attempt``.
 
+From the moment a message reaches the worker (prefetched, waiting for a slot) its dispatches' leases
+are kept alive by the process's heartbeat (``hold_received``): a worker killed with messages it had
+taken leaves leases that run out in seconds, and recovery sends those jobs again.
+
 ``execute`` carries one attempt (a fast-lane job the api did not send itself); ``execute_many`` a
 chunk of a scheduler round, run side by side on the process's attempt pool so that a slow call holds
 up only its own job's record, never its neighbours'. The message is acknowledged once every attempt
@@ -14,9 +18,11 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from celery import Celery
+from celery.signals import task_received
 
 from execution.attempt import fail_unreadable, run_dispatched
 from execution.context import AttemptContext
+from shared.attempt_leases import LEASES_HEADER, parse_leases
 from shared.config import Settings
 from shared.envelope import Unreadable, read_entry
 
@@ -24,6 +30,7 @@ log = logging.getLogger("gateway.worker")
 
 EXECUTE_TASK = "gateway.execute"
 EXECUTE_MANY_TASK = "gateway.execute_many"
+RECEIVED_WAIT_CALLS = 4  # a received message waits at most this many of the longest calls for its slot
 
 
 class _Executor:
@@ -51,6 +58,16 @@ class _Executor:
             return
         run_dispatched(env, ctx)
 
+    def hold_received(self, headers: dict[str, Any]) -> None:
+        """A message this worker took: keep its dispatches' leases until its attempts start (then their
+        own holds take over). Bounded: a message that waited longer than any call could is let go."""
+        pairs = parse_leases(str(headers.get(LEASES_HEADER) or ""))
+        if not pairs:
+            return
+        ctx, _ = self.get()
+        for job_id, token in pairs:
+            ctx.keeper.hold_dispatch(job_id, token, RECEIVED_WAIT_CALLS * ctx.longest_call_s)
+
     def attempts(self, envelopes: Any) -> None:
         ctx, pool = self.get()
         chunk = envelopes if isinstance(envelopes, list) else [envelopes]
@@ -67,6 +84,15 @@ class _Executor:
 def register_tasks(app: Celery, settings: Settings) -> None:
     """Give ``app`` the two tasks, running attempts with ``settings``."""
     executor = _Executor(settings)
+
+    @task_received.connect(weak=False)
+    def _received(sender: Any = None, request: Any = None, **_: Any) -> None:
+        if request is None or request.task_name not in (EXECUTE_TASK, EXECUTE_MANY_TASK):
+            return
+        try:
+            executor.hold_received(request.request_dict)
+        except Exception:  # noqa: BLE001 - the lease then runs out and recovery resends: never lose the message
+            log.exception("could not hold the leases of a received message")
 
     @app.task(name=EXECUTE_TASK)
     def execute(envelope: dict[str, Any]) -> None:

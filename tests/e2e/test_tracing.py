@@ -119,6 +119,16 @@ def test_a_fast_lane_call_is_one_trace_from_accept_to_delivery(stack: Stack, tra
     assert f"00-{trace_id}-{attempt}-01" in _sent_to_provider(stack)  # the provider continues the trace
 
 
+def test_a_cache_lookup_is_a_span_of_the_call(stack: Stack, traced: str) -> None:
+    trace_id = uuid.uuid4().hex
+    body = {**CHAT, "temperature": 0, "messages": [{"role": "user", "content": f"cache me {trace_id}"}]}
+    r = httpx.post(f"{traced}/v1/chat/completions", json=body, timeout=30, headers={
+        "Authorization": f"Bearer {stack.keys['acme']}", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    assert r.status_code == 200 and r.headers["x-gateway-cache"] == "miss", r.text
+    spans = {s["name"]: s for s in _spans_of(trace_id, {"gateway.accept", "gateway.cache", "gateway.attempt"})}
+    assert spans["gateway.cache"]["parent"] == spans["gateway.accept"]["span_id"]
+
+
 def test_a_queued_job_is_traced_through_the_scheduler_and_a_worker(stack: Stack, traced: str) -> None:
     trace_id = uuid.uuid4().hex
     r = httpx.post(f"{traced}/v1/jobs", json={**CHAT, "priority": "batch", "feature": "summarizer"}, timeout=30,

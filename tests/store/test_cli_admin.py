@@ -126,4 +126,7 @@ def test_a_key_may_be_pinned_to_models_or_kept_from_them(database_url: str) -> N
     with session_scope(get_engine(database_url), readonly=True) as s:
         identity = tenants.authenticate(s, plaintext)
     assert (identity.allow_models, identity.deny_models) == (None, ("claude-haiku@sim",))
-    assert "models" in gateway("keys", "list")
+    import json
+
+    listed = json.loads(gateway("keys", "list", "--json", "--tenant", "acme"))
+    assert [k["models"] for k in listed] == [{"allow": None, "deny": ["claude-haiku@sim"]}]
