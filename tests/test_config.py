@@ -287,3 +287,15 @@ def test_budget_and_billing_mistakes_name_the_field(tmp_path: Path) -> None:
     path.write_text("billing: {alert_at: [0.5, 1.5]}\n")
     with pytest.raises(ConfigError, match="billing.alert_at"):
         load_settings(path)
+
+
+def test_the_benchmarks_and_the_fuzzers_configs_load(tmp_path: Path) -> None:
+    """ops/bench_gateway.py and ops/fuzz_api.py derive their configs from the suite's; a derived config
+    that no longer loads fails their runs before they measure anything."""
+    from ops.bench_gateway import bench_config
+    from ops.fuzz_api import fuzz_config
+
+    for make in (bench_config, fuzz_config):
+        path = tmp_path / f"{make.__name__}.yaml"
+        path.write_text(make(5555))
+        assert load_settings(path).deployments
