@@ -78,6 +78,15 @@ class Gateway:
         check_feature(self.settings, identity.tenant, tags.feature)
         return resolve_lane(self.settings, identity.tenant, tags.feature, tags.priority, default, identity.max_lane)
 
+    def model_names(self, caller: Caller) -> list[str]:
+        """What ``GET /v1/models`` lists for this caller: what its tenant's and key's policies let it use,
+        and of those, what the key may ask for by name (``allowed_models``)."""
+        names = self.router.names_for(caller.tenant, _key_models(caller.identity))
+        policy = caller.identity.policy if caller.identity is not None else None
+        if policy is not None and policy.allowed_models is not None:
+            names = [n for n in names if n in policy.allowed_models]
+        return names
+
     def envelope(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any],
                  deadline_at: Callable[[float], datetime], reply_to: str | None = None, *,
                  identity: Identity | None = None, task: str | None = None, stream: bool = False,

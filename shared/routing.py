@@ -149,6 +149,16 @@ class Router:
         spec = self._spec(kept, start, task, reason, lane, needs, access)
         return spec.chain, spec
 
+    def names_for(self, tenant: str, key: ModelAccess | None = None) -> list[str]:
+        """The names a tenant's key may ask for (``GET /v1/models``): ``auto`` when routes exist, every
+        model whose chain keeps a deployment the tenant's and the key's policies allow, and those
+        deployments by name. A feature's own policy narrows it further when the call names one."""
+        access = (self.settings.tenant(tenant).models, *((key,) if key is not None else ()))
+        allowed = [d.name for d in self.settings.deployments
+                   if all(a.permits(d.name, self.model_of[d.name]) for a in access)]
+        models = [m for m, chain in self.settings.models.items() if any(d in allowed for d in chain)]
+        return ([AUTO] if self.settings.routing.tiers else []) + models + allowed
+
     # -- filters -----------------------------------------------------------------------------------
 
     def _access(self, tenant: str, feature: str) -> tuple[ModelAccess, ...]:

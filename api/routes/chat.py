@@ -56,7 +56,6 @@ async def chat_completions(
 @router.get("/v1/models", response_model=None,
             responses={200: answer(ModelList, "The models this gateway serves"), **errors(*TENANT_KEY)})
 async def list_models(caller: CallerDep, gw: GatewayDep) -> dict[str, object]:
-    names = (["auto"] if gw.settings.routing.tiers else []) + list(gw.settings.models) + [
-        d.name for d in gw.settings.deployments]
+    names = gw.model_names(caller)
     return {"object": "list",
             "data": [{"id": n, "object": "model", "created": 0, "owned_by": "gateway"} for n in names]}

@@ -189,3 +189,24 @@ def test_a_keys_own_rpm_holds_its_calls_in_the_queue(stack: Stack) -> None:
         held = c.get(f"/v1/jobs/{second['id']}").json()
         c.delete(f"/v1/jobs/{second['id']}")
     assert held["status"] == "queued" and held["attempts"] == 0
+
+
+def test_models_lists_what_the_key_may_use(stack: Stack) -> None:
+    tenant = _tenant()
+    with _admin(stack) as c:
+        assert c.post("/v1/admin/tenants", json={"id": tenant}).status_code == 201
+        asks = c.post("/v1/admin/keys", json={"tenant": tenant, "allowed_models": ["gpt-4o-mini", "gpt-4o"]})
+        routed = c.post("/v1/admin/keys", json={"tenant": tenant, "models": {"deny": ["claude-haiku@sim"]}})
+        bad = c.post("/v1/admin/keys", json={"tenant": tenant, "models": {"deny": ["nowhere@sim"]}})
+    assert asks.status_code == 201 and routed.status_code == 201, (asks.text, routed.text)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "models"
+
+    def listed(key: str) -> set[str]:
+        r = httpx.get(f"{stack.url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        return {m["id"] for m in r.json()["data"]}
+
+    assert listed(asks.json()["key"]) == {"gpt-4o-mini", "gpt-4o"}
+    names = listed(routed.json()["key"])
+    assert "claude-haiku@sim" not in names and "claude-haiku-4-5" not in names  # its only deployment is denied
+    assert {"gpt-4o-mini", "gpt-4o-mini@sim"} <= names  # a chain with another deployment stays
+    assert _call(stack, routed.json()["key"], body={"model": "claude-haiku-4-5"}).status_code == 403
