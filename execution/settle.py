@@ -4,7 +4,8 @@
   max_tokens charged, Anthropic counts actual output), refunding or charging the difference.
 - An attempt the provider never processed (429, refused connection, 4xx) is released in full.
 - The provider's rate-limit headers pull the deployment's buckets down to what it says is left, so
-  traffic the gateway does not see (another service on the same account) is accounted for.
+  traffic the gateway does not see (another service on the same account) is accounted for; the
+  deployment's headroom adapts to them, and backs off on a 429 (``budget_sync.lua``).
 - The estimate calibration learns from the reported usage; the scheduler is woken for the refund
   (``wake_scheduler``, sent with the lease release: one round trip for both).
 
@@ -60,9 +61,11 @@ def settle_calls(env: Envelope, deployment: str, adm: Admitter, *, result: Provi
         calls = [adm.store.settle_call(rid, {b.key: b.cost for b in adm.buckets(env, deployment, env.estimate)
                                              if not b.is_window})]
     headers = result.headers if result is not None else (error.headers if error is not None else {})
-    targets = adm.tree.header_targets(deployment, rate_limit_state(headers), age_s=call_s) if headers else []
-    if (pull_down := adm.store.pull_down_call(targets)) is not None:
-        calls.append(pull_down)
+    refused = error is not None and error.kind == "rate_limit"
+    targets = adm.tree.header_targets(deployment, rate_limit_state(headers) if headers else {}, age_s=call_s,
+                                      refused=refused)
+    if (sync := adm.store.sync_call(targets, refused=refused)) is not None:
+        calls.append(sync)
     return calls
 
 

@@ -94,8 +94,8 @@ class Admitter:
     def __init__(self, settings: Settings, client: redis.Redis, keys: Keys, directory: Directory | None = None) -> None:
         self.settings = settings
         self.directory = directory
-        self.store = BudgetStore(client, keys)
         self.tree = BudgetTree(settings, keys, key_policy=directory.key if directory is not None else None)
+        self.store = BudgetStore(client, keys, reserve=self.tree.reserve_rule())
         self.calibrator = Calibrator(client, keys)
         self.breakers = Breakers.from_settings(client, keys, settings)
         self.alerts = BudgetAlerts(settings, client, keys, self.tree)

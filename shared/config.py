@@ -116,7 +116,11 @@ class DeploymentConfig(_Strict):
     provider: str
     model: str
     limits: Limits = Field(default_factory=Limits)
-    headroom: float = Field(0.95, gt=0, le=1)
+    headroom: float = Field(0.95, gt=0, le=1, description="share of the provider's limit the gateway starts at, "
+                            "and goes back to at least after a 429")
+    headroom_max: float = Field(0.995, gt=0, le=1, description="the most headroom adapts up to while the provider's "
+                                "headers agree with the mirror (set it to headroom to keep headroom fixed)")
+    headroom_min: float = Field(0.8, gt=0, le=1, description="the least it backs off to when 429s go on")
     default_max_tokens: int = Field(1024, gt=0)
     burst_s: float = Field(60.0, gt=0, le=60, description="seconds of the per-minute limit allowed at once")
     max_context_tokens: int = Field(128_000, gt=0, description="the context window of a model the catalogue does "
@@ -128,9 +132,16 @@ class DeploymentConfig(_Strict):
 
 
 class LaneConfig(_Strict):
-    """A priority lane: interactive has a reserved share, the others a ceiling."""
+    """A priority lane: interactive has a reserved share, the others a ceiling.
 
-    reserve: float = Field(0.0, ge=0, le=1)
+    The interactive reserve is what other lanes must leave of every deployment bucket: what the
+    interactive lane's recent arrivals need (``reserve_window_s`` of its arrival rate, plus its largest
+    recent job), at least ``reserve_min`` and at most ``reserve`` of the bucket. The rest is lent."""
+
+    reserve: float = Field(0.0, ge=0, le=1, description="the most of a deployment kept for interactive arrivals")
+    reserve_min: float = Field(0.02, ge=0, le=1, description="the least kept, however quiet the interactive lane")
+    reserve_window_s: float = Field(5.0, gt=0, le=600, description="seconds of the interactive lane's recent "
+                                    "arrival rate kept for it")
     ceiling: float = Field(1.0, gt=0, le=1)
     deadline_s: float = Field(600.0, gt=0)
     max_queue_per_tenant: int = Field(100_000, gt=0)
@@ -140,7 +151,7 @@ def _default_lanes() -> dict[Lane, LaneConfig]:
     return {
         Lane.INTERACTIVE: LaneConfig(reserve=0.3, deadline_s=60),
         Lane.STANDARD: LaneConfig(deadline_s=900),
-        Lane.BATCH: LaneConfig(ceiling=0.7, deadline_s=86_400),
+        Lane.BATCH: LaneConfig(deadline_s=86_400),
     }
 
 

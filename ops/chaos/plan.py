@@ -116,7 +116,7 @@ class ChaosPlan:
         primary.update(breaker=BREAKER)
         config["deployments"].append({
             "name": FALLBACK, "provider": "sim-anthropic", "model": FALLBACK_MODEL, "limits": self.fallback_limits,
-            "headroom": primary["headroom"], "burst_s": primary["burst_s"], "breaker": BREAKER,
+            "burst_s": primary["burst_s"], "breaker": BREAKER,
         })
         config["models"][MODEL] = [DEPLOYMENT, FALLBACK]
         return yaml.safe_dump(config, sort_keys=False)

@@ -8,9 +8,11 @@
   from the moment the account's burst allowance is spent (its bucket first below 20% after the storm)
   until the last backlog job was accepted; before that moment the meter lets a burst through on top of
   the rate, which would read as more than 100%. The whole window from the storm is kept in the JSON;
-- drain time: storm until the last backlog job ended, against backlog tokens / TPM, and against
-  backlog tokens / (TPM - the copilot's average use), the best any scheduler could do while the
-  copilot runs;
+- drain time: storm until the last backlog job ended, against backlog tokens / TPM, against
+  backlog tokens / (TPM - the copilot's average use), and against the physical minimum, the best any
+  scheduler could do while the copilot runs: the provider's full bucket (TPM x burst window / 60) at
+  once, the rest at its refill less the copilot's use, (backlog - TPM x burst / 60) / ((TPM - copilot
+  TPM) / 60) (``Scenario.physical_min_s``);
 - fairness: Jain's index of the tokens each summarizer got accepted while they competed for a spent
   meter: from the end of the burst until the first of them had its last job accepted. A backlog
   accepted whole from the idle burst (it arrived first) never competed and is left out.
@@ -137,6 +139,8 @@ def _drain(calls: list[Call], obs: Observed, scenario: Scenario) -> dict[str, An
         "drain_s": drain_s, "min_s": scenario.min_drain_s, "min_with_copilot_s": best_with_copilot,
         "drain_over_min": drain_s / scenario.min_drain_s if drain_s else None,
         "drain_over_min_with_copilot": drain_s / best_with_copilot if drain_s else None,
+        "physical_min_s": scenario.physical_min_s,
+        "drain_over_physical_min": drain_s / scenario.physical_min_s if drain_s else None,
         "last_accepted_at": max(accepted) if accepted else None,
         "drained_at": drained_at,
     }

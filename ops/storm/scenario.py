@@ -2,7 +2,8 @@
 
 One provider account (one simulator org) with one model. Its TPM is the binding limit (RPM is set
 far above what the traffic needs) and it is enforced over ``burst_s``-second windows, as providers
-do; the gateway's deployment mirrors the same numbers with a small headroom.
+do. The gateway's deployment states the same account (RPM, TPM, burst); everything else (headroom,
+lanes) is the gateway's default.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ class Scenario:
     tpm: int = 600_000
     rpm: int = 60_000
     burst_s: float = 10.0
-    headroom: float = 0.97
     tenants: int = 20
     copilot_rate: float = 8.0  # requests per second over all tenants (Poisson)
     copilot_words: int = 12
@@ -49,7 +49,6 @@ class Scenario:
     cap_factor: float = 2.5  # give up on a mode after cap_factor x the physical minimum drain time
     worker_concurrency: int = 200
     direct_concurrency: int = 64  # each summarizer's own connection pool in the world before the gateway
-    interactive_reserve: float = 0.1
     latency: dict[str, float] = field(default_factory=lambda: {"ttft_ms": 400, "per_token_ms": 15,
                                                                  "jitter": 0.25})
     seed: int = 7
@@ -98,8 +97,20 @@ class Scenario:
 
     @property
     def min_drain_s(self) -> float:
-        """The physical minimum: backlog tokens / TPM."""
+        """Backlog tokens / TPM: the minimum of an account without burst credit or other traffic."""
         return self.backlog_tokens / (self.tpm / 60.0)
+
+    @property
+    def burst_tokens(self) -> float:
+        """What the provider's bucket holds when full: TPM x burst window / 60."""
+        return self.tpm * self.burst_s / 60.0
+
+    @property
+    def physical_min_s(self) -> float:
+        """The physical minimum with the account's burst credit and the copilot's own tokens: the full
+        bucket goes at once, the rest at the refill rate less what the copilot takes,
+        (backlog - TPM x burst / 60) / ((TPM - copilot TPM) / 60)."""
+        return max(0.0, self.backlog_tokens - self.burst_tokens) / ((self.tpm - self.copilot_tpm) / 60.0)
 
     @property
     def copilot_tpm(self) -> float:
@@ -122,17 +133,16 @@ class Scenario:
         }, sort_keys=False)
 
     def gateway_yaml(self, sim_port: int, admission: bool) -> str:
-        """The gateway: its deployment mirrors the simulator's limits; equal-weight tenants."""
+        """The gateway: its deployment states the simulator's account (limits, burst window); headroom
+        and lanes are the defaults; equal-weight tenants."""
         base = f"http://127.0.0.1:{sim_port}"
         return yaml.safe_dump({
             "providers": {"sim-openai": {"kind": "openai", "base_url": f"{base}/v1", "api_key_env": "SIM_OPENAI_KEY"}},
             "deployments": [{
                 "name": DEPLOYMENT, "provider": "sim-openai", "model": MODEL,
-                "limits": {"rpm": self.rpm, "tpm": self.tpm}, "headroom": self.headroom, "burst_s": self.burst_s,
+                "limits": {"rpm": self.rpm, "tpm": self.tpm}, "burst_s": self.burst_s,
             }],
             "models": {MODEL: [DEPLOYMENT]},
-            "lanes": {"interactive": {"reserve": self.interactive_reserve, "deadline_s": 60},
-                      "batch": {"ceiling": 1.0}},
             "tenants": {t: {"weight": 1} for t in self.tenant_ids},
             "worker": {"pool": "threads", "concurrency": self.worker_concurrency},
             "admission": {"enabled": admission},

@@ -110,6 +110,11 @@ class Bucket:
 
     ``floor`` is the level a reservation may not go below (the interactive reserve, for other lanes).
     ``borrowable`` marks a soft limit: when the caller allows borrowing it is debited but not checked.
+    ``headroom`` marks a deployment bucket: ``capacity``, ``rate`` and ``floor`` are at this (the
+    configured) headroom, and Redis scales them to the headroom the bucket adapted to (``budget_sync``).
+    ``interactive``: ``feed``, an interactive reservation, counted in the bucket's interactive meter;
+    ``floor``, ``floor`` is the interactive reserve's most, and only what the meter says the interactive
+    lane needs is kept (``ReserveRule``).
     ``window_end`` (epoch seconds) marks a window bucket: a dollar budget whose ``capacity`` is its limit
     in USD and ``cost`` this job's worst case; ``enforced`` False: a soft budget, debited (for its
     alerts), never checked.
@@ -124,6 +129,8 @@ class Bucket:
     scope: Scope | None = None
     window_end: float | None = None
     enforced: bool = True
+    headroom: float | None = None
+    interactive: Literal["", "feed", "floor"] = ""
 
     @property
     def is_window(self) -> bool:
@@ -132,13 +139,49 @@ class Bucket:
     @property
     def flags(self) -> str:
         """How budget_reserve.lua reads the bucket (see its header)."""
-        return ("b" if self.borrowable else "") + ("w" if self.is_window else "") + ("" if self.enforced else "s")
+        return ("b" if self.borrowable else "") + ("w" if self.is_window else "") + ("" if self.enforced else "s") \
+            + ("a" if self.headroom else "") + {"": "", "feed": "i", "floor": "r"}[self.interactive]
 
     def never_fits(self) -> bool:
         """True when even a full bucket could not pay this cost above the floor."""
         if not self.enforced:
             return False
         return self.cost > self.capacity - self.floor
+
+
+@dataclass(frozen=True)
+class ReserveRule:
+    """How much of a deployment bucket the interactive reserve keeps from other lanes: ``window_s``
+    seconds of the interactive lane's recent arrival rate (averaged over ``tau_s``) plus its largest
+    recent job, at least ``least`` of the bucket's capacity, at most the bucket's floor."""
+
+    window_s: float = 5.0
+    least: float = 0.02
+    tau_s: float = 10.0
+
+    def args(self) -> list[str]:
+        return [repr(float(self.tau_s)), repr(float(self.window_s)), repr(float(self.least))]
+
+
+@dataclass(frozen=True)
+class SyncTarget:
+    """One deployment bucket in a header sync (``budget_sync.lua``): what the provider says is left
+    (None: the headers do not say), the provider's bucket size, the bucket at the configured headroom,
+    and the range its headroom adapts in."""
+
+    key: str
+    remaining: float | None
+    provider_capacity: float
+    capacity: float
+    rate: float
+    headroom: float
+    least: float
+    most: float
+
+    def args(self) -> list[str]:
+        return ["" if self.remaining is None else repr(float(self.remaining)),
+                *(repr(float(v)) for v in (self.provider_capacity, self.capacity, self.rate, self.headroom,
+                                            self.least, self.most))]
 
 
 @dataclass(frozen=True)
@@ -230,13 +273,15 @@ def _settled(reply: Any) -> Settled:
 class BudgetStore:
     """Reserve, settle, release and read buckets; one Lua call per operation."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, reserve: ReserveRule | None = None) -> None:
         self.r = client
         self.keys = keys
+        self.reserve = reserve or ReserveRule()
         self._reserve = client.register_script(script("budget_reserve"))
         self._settle = client.register_script(script("budget_settle"))
         self._expire = client.register_script(script("budget_expire"))
         self._pull_down = client.register_script(script("budget_pull_down"))
+        self._sync = client.register_script(script("budget_sync"))
         self._levels = client.register_script(script("budget_levels"))
         self._seed = client.register_script(script("budget_seed"))
 
@@ -248,10 +293,12 @@ class BudgetStore:
                       allow_borrow: bool, now: float | None) -> tuple[list[str], list[str]]:
         if len({b.key for b in buckets}) != len(buckets):
             raise ValueError(f"a bucket appears twice on one path: {[b.key for b in buckets]}")
-        args = [_now_arg(now), reservation_id, repr(float(ttl_s)), "1" if allow_borrow else "0"]
+        args = [_now_arg(now), reservation_id, repr(float(ttl_s)), "1" if allow_borrow else "0",
+                *self.reserve.args()]
         for b in buckets:
             args += [repr(float(b.capacity)), repr(float(b.rate)), repr(float(b.cost)),
-                     repr(float(b.floor)), b.flags, "" if b.window_end is None else repr(float(b.window_end))]
+                     repr(float(b.floor)), b.flags, "" if b.window_end is None else repr(float(b.window_end)),
+                     "" if b.headroom is None else repr(float(b.headroom))]
         return self._record_keys + [b.key for b in buckets], args
 
     def try_reserve(self, reservation_id: str, buckets: Sequence[Bucket], *, ttl_s: float,
@@ -334,6 +381,33 @@ class BudgetStore:
         keys = [t[0] for t in targets]
         return ScriptCall(self._pull_down, keys,
                           args, lambda reply: {k: float(_text(v)) for k, v in zip(keys, reply, strict=True)})
+
+    def sync_call(self, targets: Sequence[SyncTarget], *, refused: bool = False,
+                  now: float | None = None) -> ScriptCall | None:
+        """Header sync of a deployment's buckets, their headroom adapting (``budget_sync.lua``), as a
+        script call to send in a batch with others (None: no targets). ``refused``: a 429 came back."""
+        if not targets:
+            return None
+        args = [_now_arg(now), "1" if refused else "0"]
+        for t in targets:
+            args += t.args()
+        keys = [t.key for t in targets]
+        return ScriptCall(self._sync, keys, args,
+                          lambda reply: {k: float(_text(v)) for k, v in zip(keys, reply, strict=True)})
+
+    def sync(self, targets: Sequence[SyncTarget], *, refused: bool = False,
+             now: float | None = None) -> dict[str, float]:
+        """``sync_call`` sent now; returns the new levels."""
+        call = self.sync_call(targets, refused=refused, now=now)
+        return call.run() if call is not None else {}
+
+    def headrooms(self, keys: Sequence[str]) -> dict[str, float]:
+        """The headroom each deployment bucket runs at now; a bucket never synced is left out."""
+        with self.r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hget(key, "hr")
+            values = pipe.execute()
+        return {key: float(v) for key, v in zip(keys, values, strict=True) if v is not None}
 
     def levels(self, buckets: Iterable[str | Bucket], *, now: float | None = None) -> dict[str, float]:
         """Levels refilled to now, changing nothing. A bucket never used is full: given a ``Bucket``

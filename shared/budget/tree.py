@@ -1,8 +1,10 @@
 """The budget tree: which buckets a job's path touches, with what capacity, refill, floor and cost.
 
     deployment  RPM (cost 1) and TPM (input + output), or ITPM (input) + OTPM (output), each at
-                limit x headroom; other lanes than interactive see a floor there: the interactive
-                reserve, which they can never take
+                limit x headroom, the headroom adapting to the provider's headers (``budget_sync.lua``);
+                other lanes than interactive see a floor there: the interactive reserve, sized to
+                the interactive lane's recent arrivals (at least ``reserve_min``, at most ``reserve``
+                of the bucket), which they can never take
     lane        a lane with ceiling < 1 gets its own bucket per deployment token axis, at ceiling x
                 the deployment's capacity and refill
     tenant      hard_tpm: a bucket never exceeded; soft_tpm: a borrowable bucket (may go into debt,
@@ -30,8 +32,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
-from shared.budget.buckets import Bucket, Scope
+from shared.budget.buckets import Bucket, ReserveRule, Scope, SyncTarget
 from shared.budget.estimate import Estimate
 from shared.budget.windows import PERIOD, WINDOWS, window_at
 from shared.config import DeploymentConfig, DollarBudget, Settings
@@ -45,6 +48,7 @@ BURST_S = 60.0  # seconds of a per-minute deployment limit a provider lets throu
 TENANT_BURST_S = 60.0  # tenant and feature limits allow one minute's worth at once
 TOKEN_AXES = ("tpm", "itpm", "otpm")
 RESERVATION_MARGIN_S = 60.0  # a reservation outlives its attempt's total timeout by this much
+RESERVE_TAU_S = 10.0  # the interactive lane's arrival rate is averaged over about this long
 
 # Header axis (shared by execution/providers/ratelimits.py) -> deployment bucket axis.
 HEADER_AXES = {"requests": "rpm", "tokens": "tpm", "input_tokens": "itpm", "output_tokens": "otpm"}
@@ -120,10 +124,13 @@ class BudgetTree:
     def _deployment_path(self, deployment: str, lane: str, estimate: Estimate) -> list[Bucket]:
         share = self._reserve_share(lane)
         ceiling = self.settings.lanes[lane].ceiling  # type: ignore[index]
+        headroom = self.settings.deployment(deployment).headroom
+        interactive: Literal["", "feed", "floor"] = "feed" if lane == Lane.INTERACTIVE else "floor" if share else ""
         out = []
         for m in self.meters(deployment):
             cost = _axis_cost(m.axis, estimate)
-            out.append(Bucket(m.key, m.capacity, m.rate, cost, floor=share * m.capacity, scope=m.scope))
+            out.append(Bucket(m.key, m.capacity, m.rate, cost, floor=share * m.capacity, scope=m.scope,
+                              headroom=headroom, interactive=interactive))
             if ceiling < 1 and m.axis in TOKEN_AXES:
                 scope = Scope("lane", deployment=deployment, axis=m.axis, lane=lane)
                 out.append(Bucket(scope.key(self.keys), ceiling * m.capacity, ceiling * m.rate, cost, scope=scope))
@@ -241,34 +248,47 @@ class BudgetTree:
         """How long a reservation lives unreported: the attempt's total timeout plus a margin."""
         return self.settings.deployment(deployment).timeouts.total + RESERVATION_MARGIN_S
 
-    def header_targets(self, deployment: str, state: Mapping[str, float],
-                       age_s: float = 0.0) -> list[tuple[str, float, float, float]]:
-        """``BudgetStore.pull_down_many`` targets from a provider's rate-limit headers.
+    def header_targets(self, deployment: str, state: Mapping[str, float], age_s: float = 0.0,
+                       *, refused: bool = False) -> list[SyncTarget]:
+        """``BudgetStore.sync`` targets from a provider's rate-limit headers.
 
         ``state`` is ``execution.providers.ratelimits.rate_limit_state`` output. The provider's
-        ``remaining`` includes the headroom slice we never use, so our remaining is the provider's
-        minus (provider capacity - our capacity).
+        ``remaining`` includes the headroom slice we never use; ``budget_sync.lua`` takes it off at the
+        headroom the bucket runs at.
 
         ``age_s``: how long ago the provider counted what the headers say (the call's length: it
         meters a request when it admits it, and a non-streamed answer brings the headers at the end).
         Its meter has refilled since, so the target is ``remaining`` plus that refill. Taken as "left
         now", a burst's answers arriving seconds later kept pulling the bucket down to a level long
         gone, and the deployment sat idle for ~2 s after every burst.
+
+        ``refused``: the answer was a 429; every axis is a target (its headroom backs off) whether or
+        not the headers name it.
         """
         dep = self.settings.deployment(deployment)
-        meters = {m.axis: m for m in self.meters(deployment)}
+        least, most = min(dep.headroom_min, dep.headroom), max(dep.headroom_max, dep.headroom)
         out = []
         for header_axis, axis in HEADER_AXES.items():
-            remaining, meter = state.get(f"{header_axis}_remaining"), meters.get(axis)
-            if remaining is None or meter is None:
+            meter = self.meter(deployment, axis)
+            remaining = state.get(f"{header_axis}_remaining")
+            if meter is None or (remaining is None and not refused):
                 continue
+            # The provider's own bucket: the limit it states when lower than ours (plan changed, shared
+            # account), else the one we configured.
             provider_limit = min(state.get(f"{header_axis}_limit") or meter.limit, meter.limit)
-            # The headroom slice only exists when the provider's limit is the one we configured; when
-            # the provider says its limit is lower (plan changed, shared account), take its word.
-            slice_kept = max(0.0, provider_limit * self.burst_s(dep) / 60.0 - meter.capacity)
             refilled = provider_limit / 60.0 * max(0.0, age_s)
-            out.append((meter.key, remaining + refilled - slice_kept, meter.capacity, meter.rate))
+            out.append(SyncTarget(meter.key, None if remaining is None else remaining + refilled,
+                                  provider_limit * self.burst_s(dep) / 60.0, meter.capacity, meter.rate,
+                                  dep.headroom, least, most))
         return out
+
+    def meter(self, deployment: str, axis: str) -> Meter | None:
+        return next((m for m in self.meters(deployment) if m.axis == axis), None)
+
+    def reserve_rule(self) -> ReserveRule:
+        """The interactive reserve's sizing, from the interactive lane's settings."""
+        lane = self.settings.lanes[Lane.INTERACTIVE]
+        return ReserveRule(window_s=lane.reserve_window_s, least=lane.reserve_min, tau_s=RESERVE_TAU_S)
 
     def all_buckets(self) -> list[Bucket]:
         """Every bucket the configuration defines (cost 0), for the admin endpoint and metrics."""

@@ -45,6 +45,37 @@ local function shape(key)
   return cap, rate
 end
 
+-- The headroom a deployment bucket runs at: its own (hr), or `base` (the configured one) before any sync.
+local function headroom(key, base)
+  return tonumber(redis.call('HGET', key, 'hr')) or base
+end
+
+-- The interactive lane's meter of a bucket decayed to `now`: arrival rate (cost/s) and largest recent cost.
+local function interactive_meter(key, now, tau)
+  local v = redis.call('HMGET', key, 'ir', 'ip', 'it')
+  local rate, peak, ts = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or now
+  if now > ts then
+    local decay = math.exp(-(now - ts) / tau)
+    rate, peak = rate * decay, peak * decay
+  end
+  return rate, peak
+end
+
+-- An interactive reservation of `cost`: counted in the bucket's meter (rate += cost / tau, so a steady
+-- stream of r per second settles at r).
+local function feed_interactive(key, cost, now, tau)
+  local rate, peak = interactive_meter(key, now, tau)
+  redis.call('HSET', key, 'ir', fmt(rate + cost / tau), 'ip', fmt(math.max(peak, cost)), 'it', fmt(now))
+end
+
+-- What other lanes must leave of a bucket for the interactive lane: what it asked for over the last
+-- `window` seconds at its recent rate, plus its largest recent job, at least `least`, at most `most`
+-- (the configured reserve).
+local function interactive_floor(key, now, tau, window, least, most)
+  local rate, peak = interactive_meter(key, now, tau)
+  return math.min(most, math.max(least, rate * window + peak))
+end
+
 local function save(key, level, ts, cap, rate)
   redis.call('HSET', key, 'level', fmt(level), 'ts', fmt(ts), 'cap', fmt(cap), 'rate', fmt(rate))
 end

@@ -8,10 +8,17 @@
 -- ARGV[2]     reservation id
 -- ARGV[3]     ttl of the reservation, seconds
 -- ARGV[4]     '1' when borrowable buckets may be borrowed from
--- ARGV[5..]   per bucket, six values: capacity, rate, cost, floor, flags, window end
+-- ARGV[5..7]  the interactive meter: its time constant (s), the seconds of its arrival rate an 'r' floor
+--             keeps, and the least an 'r' floor keeps (share of the bucket's capacity)
+-- ARGV[8..]   per bucket, seven values: capacity, rate, cost, floor, flags, window end, headroom
 --             flags: 'b' borrowable (a soft limit), 'w' a window bucket (cost in USD, capacity the
---             limit, rate 0), 's' not enforced (a soft dollar budget: debited for its alerts only);
---             window end: epoch seconds ('' for a token bucket)
+--             limit, rate 0), 's' not enforced (a soft dollar budget: debited for its alerts only),
+--             'a' adaptive (a deployment bucket: capacity, rate and floor were computed at the configured
+--             headroom, the last value, and are scaled to the bucket's own, hr), 'i' an interactive
+--             reservation (fed to the bucket's interactive meter), 'r' the floor is the interactive
+--             reserve: the given floor is its most, and it keeps only what the interactive lane's
+--             recent arrivals need (budget_lib.lua interactive_floor);
+--             window end: epoch seconds ('' for a token bucket); headroom: '' unless 'a'
 --
 -- Returns {1} when admitted (or when this id already holds a live reservation: a repeated admission
 -- is not charged twice); {2, key, ...} naming the window buckets Redis does not hold (the caller
@@ -22,6 +29,8 @@
 -- spent + cost <= cap; when it does not, it fits again when the window ends.
 local now = clock(ARGV[1])
 local id, ttl, borrow = ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+local tau, window_s, least = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local STRIDE = 7
 
 local held = redis.call('HGET', KEYS[1], id)
 if held then
@@ -32,15 +41,26 @@ end
 local n = #KEYS - 2
 local specs, unseeded = {}, {}
 for i = 1, n do
-  local a = 5 + (i - 1) * 6
+  local a = 8 + (i - 1) * STRIDE
   local flags = ARGV[a + 4]
-  specs[i] = {key = KEYS[i + 2], cap = tonumber(ARGV[a]), rate = tonumber(ARGV[a + 1]),
-              cost = tonumber(ARGV[a + 2]), floor = tonumber(ARGV[a + 3]),
-              lend = borrow and string.find(flags, 'b', 1, true) ~= nil,
-              window = string.find(flags, 'w', 1, true) ~= nil,
-              enforced = string.find(flags, 's', 1, true) == nil, ends = tonumber(ARGV[a + 5])}
-  if specs[i].window and redis.call('EXISTS', specs[i].key) == 0 then
-    unseeded[#unseeded + 1] = specs[i].key
+  local s = {key = KEYS[i + 2], cap = tonumber(ARGV[a]), rate = tonumber(ARGV[a + 1]),
+             cost = tonumber(ARGV[a + 2]), floor = tonumber(ARGV[a + 3]),
+             lend = borrow and string.find(flags, 'b', 1, true) ~= nil,
+             window = string.find(flags, 'w', 1, true) ~= nil,
+             enforced = string.find(flags, 's', 1, true) == nil, ends = tonumber(ARGV[a + 5]),
+             interactive = string.find(flags, 'i', 1, true) ~= nil}
+  if string.find(flags, 'a', 1, true) then
+    local base = tonumber(ARGV[a + 6])
+    local scale = headroom(s.key, base) / base
+    s.cap, s.rate, s.floor = s.cap * scale, s.rate * scale, s.floor * scale
+  end
+  s.never = s.cost > s.cap - s.floor  -- above the most floor: never, as BudgetTree.too_large tells callers
+  if string.find(flags, 'r', 1, true) then
+    s.floor = interactive_floor(s.key, now, tau, window_s, least * s.cap, s.floor)
+  end
+  specs[i] = s
+  if s.window and redis.call('EXISTS', s.key) == 0 then
+    unseeded[#unseeded + 1] = s.key
   end
 end
 if #unseeded > 0 then return {2, unpack(unseeded)} end
@@ -56,8 +76,8 @@ for i = 1, n do
     end
   else
     s.level, s.ts = refill(s.key, s.cap, s.rate, now)
-    if not s.lend and s.level - s.cost < s.floor then
-      if s.rate <= 0 or s.cost > s.cap - s.floor then
+    if not s.lend and (s.never or s.level - s.cost < s.floor) then
+      if s.rate <= 0 or s.never then
         wait = math.huge
       else
         wait = (s.cost + s.floor - s.level) / s.rate
@@ -81,6 +101,7 @@ for i = 1, n do
     windows[s.key] = fmt(s.cost)
   else
     save(s.key, clamp(s.level - s.cost, s.cap), s.ts, s.cap, s.rate)
+    if s.interactive then feed_interactive(s.key, s.cost, now, tau) end
     charges[s.key] = fmt(s.cost)
   end
 end
