@@ -2,7 +2,7 @@
 
 - ``interactive``: someone is waiting; a reserved share of every deployment, the fast lane;
 - ``standard``: the default for native jobs;
-- ``batch``: bulk work under a ceiling, drained in the gaps.
+- ``batch``: bulk work, drained in the gaps (under a ceiling, when one is configured).
 
 A lane is decided once per job (``shared.tenancy.resolve_lane``) and then carried, never re-derived.
 """

@@ -34,7 +34,7 @@ def test_no_file_runs_the_embedded_default(monkeypatch: pytest.MonkeyPatch) -> N
     assert s.database_url.startswith("sqlite:///./var/")
     assert {p.base_url for p in s.providers.values()} == {"http://127.0.0.1:9100/v1", "http://127.0.0.1:9100"}
     assert set(s.tenants) == {"acme", "globex"}
-    assert s.lanes["batch"].ceiling == 0.7 and s.lanes["interactive"].reserve == 0.3
+    assert s.lanes["batch"].ceiling == 1.0 and s.lanes["interactive"].reserve == 0.3
 
 
 def test_retention_keeps_rows_forever_and_content_a_month_unless_told(tmp_path: Path) -> None:

@@ -387,5 +387,5 @@ class BudgetTree:
                 f"{dep.headroom:g}, {self.burst_s(dep):g} s burst")
         share = self._reserve_share(lane)
         if share:
-            text += f", less the {share:.0%} the {lane} lane leaves to interactive"
+            text += f", less the interactive reserve the {lane} lane leaves (up to {share:.0%})"
         return text + ")"
