@@ -29,17 +29,20 @@ def budget_snapshot(gw: Gateway) -> dict[str, Any]:
 
 
 def bucket_levels(gw: Gateway) -> list[dict[str, Any]]:
-    """Every bucket of the budget tree: level (refilled to now), capacity, rate and open reservations."""
+    """Every bucket of the budget tree: level (refilled to now), capacity, rate and open reservations; a
+    deployment bucket also the headroom it has adapted to (capacity and rate are at the configured one)."""
     store, tree = gw.admitter.store, gw.admitter.tree
     buckets = tree.all_buckets()
     levels = store.levels(buckets)
     reserved = store.reserved_totals()
+    headrooms = store.headrooms([b.key for b in buckets if b.headroom])
     rows = []
     for b in buckets:
         count, total = reserved.get(b.key, (0, 0.0))
         rows.append({"key": b.key, "scope": b.scope.labels() if b.scope else {},
                      "level": round(levels.get(b.key, b.capacity), 1), "capacity": b.capacity, "rate_per_s": b.rate,
-                     "borrowable": b.borrowable, "reservations": count, "reserved": total})
+                     "headroom": headrooms.get(b.key, b.headroom), "borrowable": b.borrowable,
+                     "reservations": count, "reserved": total})
     return rows
 
 
