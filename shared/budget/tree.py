@@ -93,6 +93,7 @@ class BudgetTree:
         self.settings = settings
         self.keys = keys
         self.key_policy: KeyPolicies = key_policy or (lambda key_id: None)
+        self._meters: dict[str, list[Meter]] = {}
 
     # -- deployment level -------------------------------------------------------------------------
 
@@ -100,7 +101,14 @@ class BudgetTree:
         return float(getattr(dep, "burst_s", None) or BURST_S)
 
     def meters(self, deployment: str) -> list[Meter]:
-        """The deployment's axes that have a limit, as mirrored buckets."""
+        """The deployment's axes that have a limit, as mirrored buckets (worked out once: every admission
+        and settlement asks)."""
+        meters = self._meters.get(deployment)
+        if meters is None:
+            meters = self._meters[deployment] = self._mirror(deployment)
+        return meters
+
+    def _mirror(self, deployment: str) -> list[Meter]:
         dep = self.settings.deployment(deployment)
         burst = self.burst_s(dep)
         out = []

@@ -25,9 +25,8 @@ end
 
 -- Level and stamp of a bucket refilled to `now`; a bucket never seen before starts full. A stamp in
 -- the future (another clock) is kept, never moved back, so refill is never counted twice.
-local function refill(key, cap, rate, now)
-  local v = redis.call('HMGET', key, 'level', 'ts')
-  local level, ts = tonumber(v[1]), tonumber(v[2])
+local function refilled(level, ts, cap, rate, now)
+  level, ts = tonumber(level), tonumber(ts)
   if level == nil then return cap, now end
   if ts == nil then ts = now end
   if now > ts then
@@ -35,6 +34,11 @@ local function refill(key, cap, rate, now)
     ts = now
   end
   return clamp(level, cap), ts
+end
+
+local function refill(key, cap, rate, now)
+  local v = redis.call('HMGET', key, 'level', 'ts')
+  return refilled(v[1], v[2], cap, rate, now)
 end
 
 -- Capacity and rate last written for a bucket, or nil when it was never used.
@@ -45,15 +49,14 @@ local function shape(key)
   return cap, rate
 end
 
--- The headroom a deployment bucket runs at: its own (hr), or `base` (the configured one) before any sync.
-local function headroom(key, base)
-  return tonumber(redis.call('HGET', key, 'hr')) or base
+-- A deployment bucket's fields in one read: level, ts, hr, ir, ip, it (see the header).
+local function deployment_fields(key)
+  return redis.call('HMGET', key, 'level', 'ts', 'hr', 'ir', 'ip', 'it')
 end
 
--- The interactive lane's meter of a bucket decayed to `now`: arrival rate (cost/s) and largest recent cost.
-local function interactive_meter(key, now, tau)
-  local v = redis.call('HMGET', key, 'ir', 'ip', 'it')
-  local rate, peak, ts = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or now
+-- The interactive lane's meter decayed to `now`, from its fields: arrival rate (cost/s), largest recent cost.
+local function decayed_meter(rate, peak, ts, now, tau)
+  rate, peak, ts = tonumber(rate) or 0, tonumber(peak) or 0, tonumber(ts) or now
   if now > ts then
     local decay = math.exp(-(now - ts) / tau)
     rate, peak = rate * decay, peak * decay
@@ -61,18 +64,18 @@ local function interactive_meter(key, now, tau)
   return rate, peak
 end
 
--- An interactive reservation of `cost`: counted in the bucket's meter (rate += cost / tau, so a steady
--- stream of r per second settles at r).
-local function feed_interactive(key, cost, now, tau)
-  local rate, peak = interactive_meter(key, now, tau)
+-- An interactive reservation of `cost` on a bucket whose fields were read as `v`: counted in its meter
+-- (rate += cost / tau, so a steady stream of r per second settles at r).
+local function feed_interactive(key, v, cost, now, tau)
+  local rate, peak = decayed_meter(v[4], v[5], v[6], now, tau)
   redis.call('HSET', key, 'ir', fmt(rate + cost / tau), 'ip', fmt(math.max(peak, cost)), 'it', fmt(now))
 end
 
--- What other lanes must leave of a bucket for the interactive lane: what it asked for over the last
--- `window` seconds at its recent rate, plus its largest recent job, at least `least`, at most `most`
--- (the configured reserve).
-local function interactive_floor(key, now, tau, window, least, most)
-  local rate, peak = interactive_meter(key, now, tau)
+-- What other lanes must leave of a bucket (fields read as `v`) for the interactive lane: what it asked
+-- for over the last `window` seconds at its recent rate, plus its largest recent job, at least `least`,
+-- at most `most` (the configured reserve).
+local function interactive_floor(v, now, tau, window, least, most)
+  local rate, peak = decayed_meter(v[4], v[5], v[6], now, tau)
   return math.min(most, math.max(least, rate * window + peak))
 end
 

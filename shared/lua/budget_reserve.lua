@@ -17,7 +17,7 @@
 --             headroom, the last value, and are scaled to the bucket's own, hr), 'i' an interactive
 --             reservation (fed to the bucket's interactive meter), 'r' the floor is the interactive
 --             reserve: the given floor is its most, and it keeps only what the interactive lane's
---             recent arrivals need (budget_lib.lua interactive_floor);
+--             recent arrivals need (budget_lib.lua interactive_floor); 'i' and 'r' only with 'a';
 --             window end: epoch seconds ('' for a token bucket); headroom: '' unless 'a'
 --
 -- Returns {1} when admitted (or when this id already holds a live reservation: a repeated admission
@@ -49,14 +49,15 @@ for i = 1, n do
              window = string.find(flags, 'w', 1, true) ~= nil,
              enforced = string.find(flags, 's', 1, true) == nil, ends = tonumber(ARGV[a + 5]),
              interactive = string.find(flags, 'i', 1, true) ~= nil}
-  if string.find(flags, 'a', 1, true) then
+  if string.find(flags, 'a', 1, true) then  -- a deployment bucket: every field in one read
+    s.fields = deployment_fields(s.key)
     local base = tonumber(ARGV[a + 6])
-    local scale = headroom(s.key, base) / base
+    local scale = (tonumber(s.fields[3]) or base) / base
     s.cap, s.rate, s.floor = s.cap * scale, s.rate * scale, s.floor * scale
   end
   s.never = s.cost > s.cap - s.floor  -- above the most floor: never, as BudgetTree.too_large tells callers
-  if string.find(flags, 'r', 1, true) then
-    s.floor = interactive_floor(s.key, now, tau, window_s, least * s.cap, s.floor)
+  if s.fields and string.find(flags, 'r', 1, true) then
+    s.floor = interactive_floor(s.fields, now, tau, window_s, least * s.cap, s.floor)
   end
   specs[i] = s
   if s.window and redis.call('EXISTS', s.key) == 0 then
@@ -75,7 +76,11 @@ for i = 1, n do
       if s.cost > s.cap then wait = math.huge else wait = math.max(0, s.ends - now) end
     end
   else
-    s.level, s.ts = refill(s.key, s.cap, s.rate, now)
+    if s.fields then
+      s.level, s.ts = refilled(s.fields[1], s.fields[2], s.cap, s.rate, now)
+    else
+      s.level, s.ts = refill(s.key, s.cap, s.rate, now)
+    end
     if not s.lend and (s.never or s.level - s.cost < s.floor) then
       if s.rate <= 0 or s.never then
         wait = math.huge
@@ -101,7 +106,7 @@ for i = 1, n do
     windows[s.key] = fmt(s.cost)
   else
     save(s.key, clamp(s.level - s.cost, s.cap), s.ts, s.cap, s.rate)
-    if s.interactive then feed_interactive(s.key, s.cost, now, tau) end
+    if s.interactive and s.fields then feed_interactive(s.key, s.fields, s.cost, now, tau) end
     charges[s.key] = fmt(s.cost)
   end
 end

@@ -27,8 +27,9 @@ for i = 1, #KEYS do
   local remaining, provider_cap = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local cap, rate, base = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   local least, most = tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
-  local hr = headroom(KEYS[i], base)
-  local level, ts = refill(KEYS[i], cap * hr / base, rate * hr / base, now)
+  local v = redis.call('HMGET', KEYS[i], 'level', 'ts', 'hr')
+  local hr = tonumber(v[3]) or base
+  local level, ts = refilled(v[1], v[2], cap * hr / base, rate * hr / base, now)
   local margin = 1 - hr
   if remaining then
     local target = remaining - math.max(0, provider_cap - cap * hr / base)
@@ -38,8 +39,9 @@ for i = 1, #KEYS do
   if refused then margin = math.max(margin * BACK_OFF, 1 - base) end
   hr = math.min(most, math.max(least, 1 - margin))
   local new_cap = cap * hr / base
-  redis.call('HSET', KEYS[i], 'hr', fmt(hr))
-  save(KEYS[i], clamp(level, new_cap), ts, new_cap, rate * hr / base)
-  out[i] = fmt(clamp(level, new_cap))
+  level = clamp(level, new_cap)
+  redis.call('HSET', KEYS[i], 'level', fmt(level), 'ts', fmt(ts), 'cap', fmt(new_cap), 'rate', fmt(rate * hr / base),
+             'hr', fmt(hr))
+  out[i] = fmt(level)
 end
 return out
