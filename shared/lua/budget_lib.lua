@@ -64,13 +64,6 @@ local function decayed_meter(rate, peak, ts, now, tau)
   return rate, peak
 end
 
--- An interactive reservation of `cost` on a bucket whose fields were read as `v`: counted in its meter
--- (rate += cost / tau, so a steady stream of r per second settles at r).
-local function feed_interactive(key, v, cost, now, tau)
-  local rate, peak = decayed_meter(v[4], v[5], v[6], now, tau)
-  redis.call('HSET', key, 'ir', fmt(rate + cost / tau), 'ip', fmt(math.max(peak, cost)), 'it', fmt(now))
-end
-
 -- What other lanes must leave of a bucket (fields read as `v`) for the interactive lane: what it asked
 -- for over the last `window` seconds at its recent rate, plus its largest recent job, at least `least`,
 -- at most `most` (the configured reserve).
@@ -81,6 +74,14 @@ end
 
 local function save(key, level, ts, cap, rate)
   redis.call('HSET', key, 'level', fmt(level), 'ts', fmt(ts), 'cap', fmt(cap), 'rate', fmt(rate))
+end
+
+-- `save`, for an interactive reservation of `cost` on a deployment bucket whose fields were read as
+-- `v`: also counted in its meter (rate += cost / tau, so a steady stream of r per second settles at r).
+local function save_fed(key, level, ts, cap, rate, v, cost, now, tau)
+  local r, peak = decayed_meter(v[4], v[5], v[6], now, tau)
+  redis.call('HSET', key, 'level', fmt(level), 'ts', fmt(ts), 'cap', fmt(cap), 'rate', fmt(rate),
+             'ir', fmt(r + cost / tau), 'ip', fmt(math.max(peak, cost)), 'it', fmt(now))
 end
 
 

@@ -105,8 +105,11 @@ for i = 1, n do
     redis.call('HSET', s.key, 'spent', fmt(s.spent + s.cost), 'cap', fmt(s.cap))
     windows[s.key] = fmt(s.cost)
   else
-    save(s.key, clamp(s.level - s.cost, s.cap), s.ts, s.cap, s.rate)
-    if s.interactive and s.fields then feed_interactive(s.key, s.fields, s.cost, now, tau) end
+    if s.interactive and s.fields then
+      save_fed(s.key, clamp(s.level - s.cost, s.cap), s.ts, s.cap, s.rate, s.fields, s.cost, now, tau)
+    else
+      save(s.key, clamp(s.level - s.cost, s.cap), s.ts, s.cap, s.rate)
+    end
     charges[s.key] = fmt(s.cost)
   end
 end
