@@ -217,8 +217,10 @@ class BucketLevel(BaseModel):
     key: str
     scope: BucketScope
     level: float
-    capacity: float
+    capacity: float = Field(description="at the configured headroom, for a deployment bucket")
     rate_per_s: float
+    headroom: float | None = Field(None, description="a deployment bucket's headroom now: the configured one "
+                                   "until the provider's headers move it (README: spending the whole account)")
     borrowable: bool
     reservations: int
     reserved: float
