@@ -740,12 +740,15 @@ def _reference_problems(s: Settings) -> list[str]:
 
 def _limit_problems(s: Settings) -> list[str]:
     """Limits that cannot mean what was meant: a deployment with none (admission would send without
-    bound), a soft limit above its hard one (the soft one would never bind)."""
+    bound), a headroom range upside down, a soft limit above its hard one (the soft one would never bind)."""
     problems = []
     for i, d in enumerate(s.deployments):
         if not any((d.limits.rpm, d.limits.tpm, d.limits.itpm, d.limits.otpm)):
             problems.append(f"deployments.{i}.limits: {d.name} has no limits: set the provider account's rpm and "
                             "tpm (or itpm and otpm), or the gateway sends to it without bound")
+        if d.headroom_min > d.headroom_max:
+            problems.append(f"deployments.{i}.headroom_min: {d.headroom_min} is above headroom_max ({d.headroom_max}); "
+                            "the headroom adapts between them (set both to headroom to keep it fixed)")
     tenants = [(f"tenants.{name}", cfg) for name, cfg in s.tenants.items()] + [("tenant_defaults", s.tenant_defaults)]
     for where, cfg in tenants:
         if cfg.soft_tpm and cfg.hard_tpm and cfg.soft_tpm > cfg.hard_tpm:

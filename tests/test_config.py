@@ -299,3 +299,13 @@ def test_the_benchmarks_and_the_fuzzers_configs_load(tmp_path: Path) -> None:
         path = tmp_path / f"{make.__name__}.yaml"
         path.write_text(make(5555))
         assert load_settings(path).deployments
+
+
+def test_a_headroom_range_upside_down_is_refused_and_named(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("deployments:\n"
+                    "  - {name: a, provider: sim-openai, model: m, limits: {tpm: 1000},\n"
+                    "     headroom_min: 0.99, headroom_max: 0.9}\n"
+                    "models:\n  fast: [a]\n")
+    with pytest.raises(ConfigError, match=r"deployments.0.headroom_min .*0.99 is above headroom_max \(0.9\)"):
+        load_settings(path)
