@@ -49,13 +49,15 @@ for i = 1, n do
              window = string.find(flags, 'w', 1, true) ~= nil,
              enforced = string.find(flags, 's', 1, true) == nil, ends = tonumber(ARGV[a + 5]),
              interactive = string.find(flags, 'i', 1, true) ~= nil}
+  -- Never: above the configured bucket less the most floor, as BudgetTree.too_large tells callers (a
+  -- headroom backed off for a while makes a big job wait, not fail)
+  s.never = s.cost > s.cap - s.floor
   if string.find(flags, 'a', 1, true) then  -- a deployment bucket: every field in one read
     s.fields = deployment_fields(s.key)
     local base = tonumber(ARGV[a + 6])
     local scale = (tonumber(s.fields[3]) or base) / base
     s.cap, s.rate, s.floor = s.cap * scale, s.rate * scale, s.floor * scale
   end
-  s.never = s.cost > s.cap - s.floor  -- above the most floor: never, as BudgetTree.too_large tells callers
   if s.fields and string.find(flags, 'r', 1, true) then
     s.floor = interactive_floor(s.fields, now, tau, window_s, least * s.cap, s.floor)
   end
@@ -81,11 +83,14 @@ for i = 1, n do
     else
       s.level, s.ts = refill(s.key, s.cap, s.rate, now)
     end
-    if not s.lend and (s.never or s.level - s.cost < s.floor) then
+    -- A job bigger than a backed-off deployment bucket (never is checked at the configured one) goes
+    -- when the bucket is full, into debt, rather than wait for a headroom that needs traffic to recover
+    local need = math.min(s.cost + s.floor, s.cap)
+    if not s.lend and (s.never or s.level < need) then
       if s.rate <= 0 or s.never then
         wait = math.huge
       else
-        wait = (s.cost + s.floor - s.level) / s.rate
+        wait = (need - s.level) / s.rate
       end
     end
   end

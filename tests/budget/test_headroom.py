@@ -90,3 +90,19 @@ def test_a_fixed_headroom_stays_where_it_is_configured(client: redis.Redis, keys
     sync(store, tree, {}, T0 + 50, refused=True)
     assert headroom(store, keys) == pytest.approx(0.9)
     assert admitted(store, tree, "j", T0 + 50) == 54
+
+
+def test_a_job_bigger_than_a_backed_off_bucket_goes_when_it_is_full(client: redis.Redis, keys: Keys) -> None:
+    """50,000 tokens fit the configured bucket (54,000) but not one backed off to 0.8 (48,000): it waits
+    for the bucket to be full, then goes into debt, rather than for the headroom to recover."""
+    tree, store = setup(client, keys)
+    sync(store, tree, {}, T0, refused=True)
+    sync(store, tree, {}, T0, refused=True)
+    assert headroom(store, keys) == pytest.approx(0.8)
+    big = tree.buckets_for(deployment="gpt@oa", lane="interactive", tenant="globex", feature=None,
+                           estimate=Estimate(40_000, 10_000))
+    first = store.try_reserve("big", big, ttl_s=600, now=T0)
+    assert first.ok
+    again = store.try_reserve("big-again", big, ttl_s=600, now=T0)
+    assert not again.ok and not again.never  # waits for the bucket to refill, does not fail
+    assert store.try_reserve("big-again", big, ttl_s=600, now=T0 + 200).ok
