@@ -125,6 +125,9 @@ class DeploymentConfig(_Strict):
     capabilities: CapabilityOverrides = Field(default_factory=CapabilityOverrides)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    drop_unsupported: bool = Field(False, description="a request in the other dialect is sent without the fields "
+                                   "this deployment's dialect cannot say, instead of skipping this deployment "
+                                   "(``shared.dialects``)")
 
 
 class LaneConfig(_Strict):

@@ -1,7 +1,10 @@
-"""One attempt at one deployment: what goes in (an OpenAI chat request), what comes out, what can fail.
+"""One attempt at one deployment: what goes in (a request in the caller's dialect), what comes out, what
+can fail.
 
-An adapter sends over the process's pooled client (``http.shared_client``) and always hands back the
-OpenAI ``chat.completion`` form, whatever the provider speaks. ``call`` raises:
+The request goes out as its caller wrote it when the provider speaks its dialect, translated when not
+(``shared.dialects``). An adapter sends over the process's pooled client (``http.shared_client``) and
+always hands back the OpenAI ``chat.completion`` form, whatever the provider speaks; the usage is read
+from the provider's own payload, so cache and reasoning tokens reach the cost. ``call`` raises:
 
 - ``shared.errors.InvalidRequest`` when the request cannot be said in the provider's format
   (nothing was sent; the caller must change the request),
@@ -19,6 +22,7 @@ import orjson
 
 from execution.providers import errors, http
 from shared.config import DeploymentConfig, ProviderConfig
+from shared.dialects import provider_body
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,7 @@ class ProviderAdapter:
     """Sends one chat request to one deployment; subclasses supply the wire format."""
 
     kind: ClassVar[str]
+    dialect: ClassVar[str]  # the wire format it speaks (``shared.dialects``)
 
     def __init__(
         self, deployment: DeploymentConfig, provider: ProviderConfig, client: httpx.Client | None = None
@@ -105,10 +110,11 @@ class ProviderAdapter:
     def client(self) -> httpx.Client:
         return self._client or http.shared_client()
 
-    def call(self, request: dict[str, Any], headers: dict[str, str] | None = None) -> ProviderResult:
-        """Send ``request`` (OpenAI chat format) as ``deployment.model``; one attempt, no retries.
+    def call(self, request: dict[str, Any], headers: dict[str, str] | None = None, *,
+             dialect: str = "openai") -> ProviderResult:
+        """Send ``request`` (written in ``dialect``) as ``deployment.model``; one attempt, no retries.
         ``headers`` go with this call only (its trace context)."""
-        content = orjson.dumps(self.encode(request))
+        content = orjson.dumps(self.encode(request, dialect))
         started = time.perf_counter()
         raw = self._send(content, {**self.headers, **headers} if headers else self.headers)
         latency_ms = (time.perf_counter() - started) * 1000.0
@@ -148,9 +154,12 @@ class ProviderAdapter:
 
     # Wire format hooks ------------------------------------------------------------------------------
 
-    def encode(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The provider's request body for an OpenAI chat request."""
-        raise NotImplementedError
+    def encode(self, request: dict[str, Any], dialect: str = "openai") -> dict[str, Any]:
+        """The provider's request body for ``request``, written in ``dialect``: as written when it is the
+        provider's, else translated (``shared.dialects.provider_body``)."""
+        deployment = self.deployment
+        return provider_body(request, dialect, self.dialect, model=deployment.model,
+                             default_max_tokens=deployment.default_max_tokens, drop=deployment.drop_unsupported)
 
     def problem_with(self, payload: dict[str, Any]) -> str | None:
         """Why a 2xx body cannot be used, or None when it can."""

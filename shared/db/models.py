@@ -188,6 +188,8 @@ class Job(Base):
     escalations: Mapped[int] = mapped_column(default=0, server_default=text("0"))  # answers that failed a check
     route_ceiling_usd: Mapped[float | None] = mapped_column(Money)  # the answer priced at the route's top tier
     saving_usd: Mapped[float | None] = mapped_column(Money)  # route_ceiling_usd less what the job cost
+    # The format ``request`` is written in (``shared.dialects``): openai or anthropic, as the caller sent it.
+    dialect: Mapped[str] = mapped_column(String(20), default="openai", server_default="openai")
 
 
 class Attempt(Base):
