@@ -28,9 +28,14 @@ from typing import Any, Literal
 from shared.errors import InvalidRequest
 from shared.translate import anthropic_to_openai_request, openai_to_anthropic_request
 
-Dialect = Literal["openai", "anthropic"]
-DIALECTS: tuple[Dialect, ...] = ("openai", "anthropic")
+Dialect = Literal["openai", "anthropic", "embeddings", "completions"]
+EMBEDDINGS, COMPLETIONS = "embeddings", "completions"  # OpenAI's other endpoints: only OpenAI-format deployments
+DIALECTS: tuple[Dialect, ...] = ("openai", "anthropic", "embeddings", "completions")
 JSON = dict[str, Any]
+# The provider endpoint a request in each dialect goes to, on a deployment of each wire format.
+_ENDPOINTS = {("openai", "openai"): "chat", ("anthropic", "openai"): "chat", ("openai", "anthropic"): "messages",
+              ("anthropic", "anthropic"): "messages", (EMBEDDINGS, "openai"): EMBEDDINGS,
+              (COMPLETIONS, "openai"): COMPLETIONS}
 
 # Gateway tags a caller may put in OpenAI ``metadata`` (``api.routes.common.tags_from``): not the provider's.
 TAG_KEYS = frozenset({"feature", "priority", "task", "idempotency_key"})
@@ -63,6 +68,16 @@ def dialect_of(kind: str) -> Dialect:
     return "anthropic" if kind == "anthropic" else "openai"
 
 
+def endpoint(source: str, target: str) -> str:
+    """The endpoint of a ``target`` deployment a ``source`` request goes to: chat, messages, embeddings
+    or completions. Raises ``UnsupportedParameter`` when the deployment has none for it."""
+    found = _ENDPOINTS.get((source, target))
+    if found is None:
+        raise UnsupportedParameter(f"model: {target} deployments have no {source} API; use a model served by "
+                                   "OpenAI-format deployments", param="model")
+    return found
+
+
 def unsupported(request: JSON, source: str, target: str) -> list[str]:
     """The top-level fields of ``request`` (written in ``source``) that ``target`` cannot carry."""
     if source == target:
@@ -83,20 +98,26 @@ def _bad_value(key: str, value: Any) -> bool:
     return False
 
 
-def check(request: JSON, source: str, target: str, *, drop: bool = False) -> str | None:
-    """Why ``request`` cannot go to a ``target`` deployment (None: it can): the first field it cannot
-    carry, or what the translation refused. ``drop``: the deployment leaves out what it cannot carry."""
+def refusal(request: JSON, source: str, target: str, *, drop: bool = False) -> InvalidRequest | None:
+    """Why ``request`` cannot go to a ``target`` deployment (None: it can): the 400 that names the first
+    field it cannot carry. ``drop``: the deployment leaves out what it cannot carry."""
     try:
         provider_body(request, source, target, model="check", default_max_tokens=1, drop=drop)
     except InvalidRequest as exc:
-        return exc.param or exc.message
+        return exc
     return None
+
+
+def check(request: JSON, source: str, target: str, *, drop: bool = False) -> str | None:
+    """The field ``refusal`` names (None: the request can go to a ``target`` deployment)."""
+    found = refusal(request, source, target, drop=drop)
+    return None if found is None else found.param or found.message
 
 
 def provider_body(request: JSON, source: str, target: str, *, model: str, default_max_tokens: int,
                   drop: bool = False) -> JSON:
     """What a ``target`` deployment serving ``model`` receives for ``request`` (see the module docstring)."""
-    if source == target:
+    if endpoint(source, target) == source or source == target:
         return _as_written(request, source, model)
     refused = unsupported(request, source, target)
     if refused and not drop:
@@ -115,7 +136,7 @@ def provider_body(request: JSON, source: str, target: str, *, model: str, defaul
 
 def _as_written(request: JSON, dialect: str, model: str) -> JSON:
     body = {k: v for k, v in request.items() if k not in _DELIVERY}
-    if dialect == "openai" and isinstance(body.get("metadata"), dict):
+    if dialect != "anthropic" and isinstance(body.get("metadata"), dict):
         meta = {k: v for k, v in body["metadata"].items() if k not in TAG_KEYS}
         body.pop("metadata")
         if meta:
@@ -139,6 +160,8 @@ def chat_view(request: JSON, dialect: str) -> JSON:
     read as its messages' text, good enough to estimate and route."""
     if dialect == "openai":
         return request
+    if dialect in (EMBEDDINGS, COMPLETIONS):
+        return _prompt_view(request, dialect)
     extra = {k: v for k, v in request.items() if k not in _CARRIED[("anthropic", "openai")] and k not in _DELIVERY}
     try:
         view = anthropic_to_openai_request(request)
@@ -146,6 +169,24 @@ def chat_view(request: JSON, dialect: str) -> JSON:
         view = {"model": request.get("model"), "max_tokens": request.get("max_tokens"),
                 "messages": [_rough_message(m) for m in request.get("messages") or [] if isinstance(m, dict)]}
     return {**view, **extra}
+
+
+def _prompt_view(request: JSON, dialect: str) -> JSON:
+    """An embeddings or legacy completions request as one user turn of its input (for the estimate), with
+    every field of its own, and the endpoint, so it never shares a cache entry with a chat request."""
+    given = request.get("input" if dialect == EMBEDDINGS else "prompt")
+    texts = given if isinstance(given, list) else [given]
+    content = "\n".join(t if isinstance(t, str) else " x" * (len(t) if isinstance(t, list) else 1) for t in texts)
+    return {**request, "endpoint": dialect, "messages": [{"role": "user", "content": content}]}
+
+
+def output_cap(request: JSON, dialect: str, default: int) -> int:
+    """The output a request allows, per choice: none for embeddings, 16 for a legacy completion that
+    names no ``max_tokens`` (OpenAI's default), else its cap or ``default``."""
+    if dialect == EMBEDDINGS:
+        return 0
+    cap = request.get("max_completion_tokens") or request.get("max_tokens")
+    return int(cap or (16 if dialect == COMPLETIONS else default))
 
 
 def _rough_message(message: JSON) -> JSON:

@@ -27,7 +27,7 @@ from typing import Any
 from shared.capabilities import Capabilities, capabilities_of
 from shared.complexity import score, tier_for
 from shared.config import ModelAccess, Settings
-from shared.dialects import UnsupportedParameter, check, dialect_of
+from shared.dialects import UnsupportedParameter, dialect_of, refusal
 from shared.errors import InvalidRequest, PermissionDenied, UnknownModel, echo
 from shared.lanes import Lane
 
@@ -124,14 +124,14 @@ class Wording:
 
     def __init__(self, request: dict[str, Any], dialect: str) -> None:
         self.request, self.dialect = request, dialect
-        self._seen: dict[tuple[str, bool], str | None] = {}
+        self._seen: dict[tuple[str, bool], InvalidRequest | None] = {}
 
-    def refused(self, target: str, drop: bool) -> str | None:
-        """The field a ``target`` deployment cannot carry (None: it can)."""
+    def refused(self, target: str, drop: bool) -> InvalidRequest | None:
+        """Why a ``target`` deployment cannot take the request, naming the field (None: it can)."""
         if target == self.dialect:
             return None
         if (target, drop) not in self._seen:
-            self._seen[(target, drop)] = check(self.request, self.dialect, target, drop=drop)
+            self._seen[(target, drop)] = refusal(self.request, self.dialect, target, drop=drop)
         return self._seen[(target, drop)]
 
 
@@ -205,23 +205,19 @@ class Router:
             raise self._untranslatable(model, capable, needs)
         raise self._incapable(model, allowed, needs)
 
-    def _refused(self, deployment: str, needs: Needs) -> str | None:
-        """The field of the request ``deployment``'s dialect cannot carry, if any (``shared.dialects``)."""
+    def _refused(self, deployment: str, needs: Needs) -> InvalidRequest | None:
+        """Why ``deployment``'s dialect cannot carry the request, if it cannot (``shared.dialects``)."""
         if needs.wording is None:
             return None
         return needs.wording.refused(self.dialect[deployment], self.drops[deployment])
 
     def _untranslatable(self, model: str, chain: list[str], needs: Needs) -> UnsupportedParameter:
         """The 400 for a request every capable deployment of which speaks a dialect that cannot carry it."""
-        assert needs.wording is not None
-        fields = sorted({f for d in chain if (f := self._refused(d, needs)) is not None})
-        source = needs.wording.dialect
-        return UnsupportedParameter(
-            f"{', '.join(fields)}: no deployment that {echo(model)} can use ({', '.join(chain)}) can be sent "
-            f"this {source} request: {'that field has' if len(fields) == 1 else 'those fields have'} no "
-            f"equivalent in their API, and the gateway does not drop fields silently. Remove "
-            f"{'it' if len(fields) == 1 else 'them'}, or use a model with a deployment that speaks {source}.",
-            param=fields[0])
+        found = [r for d in chain if (r := self._refused(d, needs)) is not None]
+        param = found[0].param or "model"
+        reasons = "; ".join(dict.fromkeys(r.message for r in found))
+        return UnsupportedParameter(f"{param}: no deployment that {echo(model)} can use ({', '.join(chain)}) can "
+                                    f"take this request. {reasons}", param=param)
 
     def _incapable(self, model: str, chain: list[str], needs: Needs) -> InvalidRequest:
         """The 400 for a request nothing on ``chain`` can serve: what it needs that none of them has."""

@@ -137,8 +137,12 @@ class Submittable(Protocol):
     ``provider_payload`` keeps."""
 
     dialect: ClassVar[str]
-    model: str
-    stream: bool
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def stream(self) -> bool: ...
 
     def provider_payload(self) -> dict[str, Any]: ...
 
@@ -175,6 +179,53 @@ class ChatRequest(Storable):
 
     def output_cap(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+
+MAX_INPUTS = 2048  # OpenAI's own limit on the inputs of one embeddings request
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+Texts = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=MAX_INPUTS)]
+Prompt = (Annotated[str, Field(min_length=1)] | Texts | TokenIds
+          | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_INPUTS)])
+
+
+class EmbeddingsRequest(Storable):
+    """An OpenAI ``POST /v1/embeddings`` body; fields it does not name go to the provider as written."""
+
+    model_config = ConfigDict(extra="allow")
+    dialect: ClassVar[str] = "embeddings"
+
+    model: str = Field(min_length=1, examples=["text-embedding-3-small"])
+    input: Prompt = Field(description="a string, a list of strings, token ids, or a list of token id lists")
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+    @property
+    def stream(self) -> bool:
+        return False
+
+    def provider_payload(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class CompletionRequest(Storable):
+    """An OpenAI legacy ``POST /v1/completions`` body; fields it does not name go to the provider as written."""
+
+    model_config = ConfigDict(extra="allow")
+    dialect: ClassVar[str] = "completions"
+
+    model: str = Field(min_length=1, examples=["gpt-3.5-turbo-instruct"])
+    prompt: Prompt
+    max_tokens: int | None = Field(None, ge=1, description="16 when not given, as OpenAI's")
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n: int | None = Field(None, ge=1, le=MAX_CHOICES)
+    stop: str | list[str] | None = None
+    stream: bool = Field(False, description="not supported on this route: a 400 says so")
+    user: str | None = None
+
+    def provider_payload(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True, exclude={"stream", "stream_options"})
 
 
 class _Tags(BaseModel):

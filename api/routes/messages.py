@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.answers import AnthropicMessage
+from api.answers import AnthropicMessage, TokenCount
 from api.delivery import (
     STREAM_EVENTS,
     anthropic_sse,
@@ -18,7 +18,7 @@ from api.delivery import (
     screen_headers,
     stream_when_done,
 )
-from api.deps import GatewayDep, SubmitterDep, WaiterDep, read_body
+from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
 from api.routes.common import (
@@ -31,7 +31,10 @@ from api.routes.common import (
     submit_early,
     tags_from,
 )
+from shared.budget import prompt_tokens
+from shared.dialects import chat_view
 from shared.lanes import Lane
+from shared.routing import chain_for
 from shared.schemas import Storable
 from shared.translate import openai_to_anthropic_response
 
@@ -122,6 +125,23 @@ class MessagesRequest(Storable):
     def provider_payload(self) -> dict[str, Any]:
         """The request as the job keeps it: every field the caller set, ``stream`` aside (the gateway's)."""
         return self.model_dump(exclude_unset=True, exclude={"stream"})
+
+
+class CountTokensRequest(MessagesRequest):
+    """``POST /v1/messages/count_tokens``: a Messages request without ``max_tokens``."""
+
+    max_tokens: int = Field(1, ge=1, description="not needed to count")
+
+
+@router.post("/v1/messages/count_tokens", response_model=None, openapi_extra=body_of(CountTokensRequest),
+             responses={200: answer(TokenCount, "The prompt's tokens, counted by the gateway (no provider call)"),
+                        **errors(*BODY, *TENANT_KEY, 404, anthropic=True)})
+async def count_tokens(request: Request, caller: CallerDep, gw: GatewayDep) -> dict[str, int]:
+    """Answered here from the estimator that budgets the call (``shared.budget.prompt_tokens``), for a
+    model this gateway serves: no provider call, no job, no budget spent."""
+    body = await read_body(request, CountTokensRequest)
+    chain_for(gw.settings, body.model)  # an unknown model is a 404, as on /v1/messages
+    return {"input_tokens": prompt_tokens(chat_view(body.provider_payload(), "anthropic"))}
 
 
 @router.post("/v1/messages", response_model=None, openapi_extra=body_of(MessagesRequest), responses={

@@ -40,6 +40,7 @@ class OpenAIAdapter(ProviderAdapter):
         super().__init__(deployment, provider, client)
         base = provider.base_url.rstrip("/")
         self.url = f"{base}/chat/completions"
+        self.endpoints = {"embeddings": f"{base}/embeddings", "completions": f"{base}/completions"}
         self.headers = {"content-type": "application/json", **_auth_headers(provider), **provider.headers}
         if is_azure(base) and "/deployments/" in urlsplit(base).path + "/":
             self.params = {"api-version": _azure_api_version(provider)}

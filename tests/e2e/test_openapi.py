@@ -27,6 +27,9 @@ ADMIN_KEY = {401, 403, 500, 503}
 CONTRACT: dict[tuple[str, str], tuple[set[int], tuple[str | tuple[str, ...], ...]]] = {
     ("post", "/v1/chat/completions"): ({200, *SUBMIT, 502, 504}, TENANT),
     ("post", "/v1/messages"): ({200, *SUBMIT, 502, 504}, TENANT),
+    ("post", "/v1/messages/count_tokens"): ({200, 400, 401, 403, 404, 408, 413, 429, 500, 503}, TENANT),
+    ("post", "/v1/embeddings"): ({200, *SUBMIT, 502, 504}, TENANT),
+    ("post", "/v1/completions"): ({200, *SUBMIT, 502, 504}, TENANT),
     ("post", "/v1/jobs"): ({200, 202, *SUBMIT}, TENANT),
     ("post", "/v1/jobs/batch"): ({202, *SUBMIT - {404}}, TENANT),
     ("get", "/v1/jobs"): ({200, 400, 401, 403, 404, 429, 500, 503}, TENANT),
@@ -98,7 +101,7 @@ def test_each_operation_documents_its_statuses_errors_and_key(document: dict[str
     statuses, schemes = CONTRACT[method, path]
     operation = document["paths"][path][method]
     assert {int(s) for s in operation["responses"]} == statuses
-    dialect = "AnthropicError" if path == "/v1/messages" else "OpenAIError"
+    dialect = "AnthropicError" if path.startswith("/v1/messages") else "OpenAIError"
     for status, answer in operation["responses"].items():
         if int(status) >= 400 and path != "/readyz":
             schema = answer["content"]["application/json"]["schema"]
