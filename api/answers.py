@@ -153,6 +153,17 @@ class TextCompletion(_Open):
     usage: dict[str, Any] | None = None
 
 
+class ResponseObject(_Open):
+    """OpenAI's Responses ``response`` (``shared.responses_api.from_chat``)."""
+
+    id: str
+    object: Literal["response"]
+    status: Literal["completed", "incomplete"]
+    model: str | None = None
+    output: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
 class TokenCount(BaseModel):
     input_tokens: int = Field(description="the prompt's tokens, as the gateway's estimator counts them")
 

@@ -25,17 +25,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from shared import responses_api
 from shared.errors import InvalidRequest
 from shared.translate import anthropic_to_openai_request, openai_to_anthropic_request
 
-Dialect = Literal["openai", "anthropic", "embeddings", "completions"]
+Dialect = Literal["openai", "anthropic", "embeddings", "completions", "responses"]
 EMBEDDINGS, COMPLETIONS = "embeddings", "completions"  # OpenAI's other endpoints: only OpenAI-format deployments
-DIALECTS: tuple[Dialect, ...] = ("openai", "anthropic", "embeddings", "completions")
+RESPONSES = "responses"  # OpenAI's Responses API: through chat on every deployment (``shared.responses_api``)
+DIALECTS: tuple[Dialect, ...] = ("openai", "anthropic", "embeddings", "completions", "responses")
 JSON = dict[str, Any]
 # The provider endpoint a request in each dialect goes to, on a deployment of each wire format.
 _ENDPOINTS = {("openai", "openai"): "chat", ("anthropic", "openai"): "chat", ("openai", "anthropic"): "messages",
               ("anthropic", "anthropic"): "messages", (EMBEDDINGS, "openai"): EMBEDDINGS,
-              (COMPLETIONS, "openai"): COMPLETIONS}
+              (COMPLETIONS, "openai"): COMPLETIONS, (RESPONSES, "openai"): "chat", (RESPONSES, "anthropic"): "messages"}
 
 # Gateway tags a caller may put in OpenAI ``metadata`` (``api.routes.common.tags_from``): not the provider's.
 TAG_KEYS = frozenset({"feature", "priority", "task", "idempotency_key"})
@@ -119,6 +121,9 @@ def provider_body(request: JSON, source: str, target: str, *, model: str, defaul
     """What a ``target`` deployment serving ``model`` receives for ``request`` (see the module docstring)."""
     if endpoint(source, target) == source or source == target:
         return _as_written(request, source, model)
+    if source == RESPONSES:
+        return provider_body(responses_api.to_chat(request), "openai", target, model=model,
+                             default_max_tokens=default_max_tokens, drop=drop)
     refused = unsupported(request, source, target)
     if refused and not drop:
         raise _refusal(refused, source, target)
@@ -162,6 +167,8 @@ def chat_view(request: JSON, dialect: str) -> JSON:
         return request
     if dialect in (EMBEDDINGS, COMPLETIONS):
         return _prompt_view(request, dialect)
+    if dialect == RESPONSES:
+        return _responses_view(request)
     extra = {k: v for k, v in request.items() if k not in _CARRIED[("anthropic", "openai")] and k not in _DELIVERY}
     try:
         view = anthropic_to_openai_request(request)
@@ -180,12 +187,22 @@ def _prompt_view(request: JSON, dialect: str) -> JSON:
     return {**request, "endpoint": dialect, "messages": [{"role": "user", "content": content}]}
 
 
+def _responses_view(request: JSON) -> JSON:
+    """A Responses request as the chat request it is sent as (as its input's text, when it cannot be)."""
+    try:
+        return responses_api.to_chat(request)
+    except InvalidRequest:
+        text = request.get("input") if isinstance(request.get("input"), str) else repr(request.get("input"))
+        return {"model": request.get("model"), "max_completion_tokens": request.get("max_output_tokens"),
+                "messages": [{"role": "user", "content": text}]}
+
+
 def output_cap(request: JSON, dialect: str, default: int) -> int:
     """The output a request allows, per choice: none for embeddings, 16 for a legacy completion that
     names no ``max_tokens`` (OpenAI's default), else its cap or ``default``."""
     if dialect == EMBEDDINGS:
         return 0
-    cap = request.get("max_completion_tokens") or request.get("max_tokens")
+    cap = request.get("max_completion_tokens") or request.get("max_tokens") or request.get("max_output_tokens")
     return int(cap or (16 if dialect == COMPLETIONS else default))
 
 

@@ -30,6 +30,7 @@ CONTRACT: dict[tuple[str, str], tuple[set[int], tuple[str | tuple[str, ...], ...
     ("post", "/v1/messages/count_tokens"): ({200, 400, 401, 403, 404, 408, 413, 429, 500, 503}, TENANT),
     ("post", "/v1/embeddings"): ({200, *SUBMIT, 502, 504}, TENANT),
     ("post", "/v1/completions"): ({200, *SUBMIT, 502, 504}, TENANT),
+    ("post", "/v1/responses"): ({200, *SUBMIT, 502, 504}, TENANT),
     ("post", "/v1/jobs"): ({200, 202, *SUBMIT}, TENANT),
     ("post", "/v1/jobs/batch"): ({202, *SUBMIT - {404}}, TENANT),
     ("get", "/v1/jobs"): ({200, 400, 401, 403, 404, 429, 500, 503}, TENANT),
