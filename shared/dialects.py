@@ -9,7 +9,11 @@ A job keeps its request in the caller's dialect (``JobSpec.dialect``, ``jobs.dia
                                        is refused with a 400 naming it (``unsupported_parameter``),
                                        or left out when the deployment sets ``drop_unsupported``
 
-Routing asks ``unsupported`` before a deployment joins a job's chain, so a fallback that cannot carry
+OpenAI's other endpoints are dialects too: ``embeddings`` and ``completions`` (legacy) go as written to
+an OpenAI-format deployment's endpoint of that name and nowhere else (``endpoint``); ``responses`` goes
+through chat on any deployment (``shared.responses_api``).
+
+Routing asks ``refusal`` before a deployment joins a job's chain, so a fallback that cannot carry
 a request is skipped rather than failing it. Hints that never change the answer (OpenAI's ``store``,
 ``prompt_cache_key``, ``safety_identifier``, ``metadata``; Anthropic's ``cache_control``, on a block or
 at the top level) are not

@@ -153,3 +153,13 @@ def test_the_cache_serves_twins_across_dialects_but_never_a_request_with_other_f
     other = _anthropic(stack).messages.with_raw_response.create(
         model=body["model"], max_tokens=64, messages=body["messages"], extra_body={"temperature": 0, "top_k": 2})
     assert other.headers["x-gateway-cache"] == "miss"
+
+
+def test_a_stream_of_several_choices_carries_every_one(stack: Stack) -> None:
+    stream = _openai(stack).chat.completions.create(
+        model="capture-gpt", n=3, max_tokens=16, stream=True, messages=[{"role": "user", "content": _marker()}])
+    texts: dict[int, str] = {}
+    for chunk in stream:
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+    assert sorted(texts) == [0, 1, 2] and all(texts.values())
