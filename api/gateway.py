@@ -49,6 +49,7 @@ log = logging.getLogger("gateway.api")
 class Gateway:
     def __init__(self, settings: Settings, dispatch: Dispatch, attempts: AttemptContext | None = None) -> None:
         from api.accept import Acceptor
+        from api.batches import Batches
         from api.bulk import BulkAcceptor
 
         self.settings = settings
@@ -68,6 +69,7 @@ class Gateway:
         self.privacy = Guard(settings)
         self.accept = Acceptor(self)
         self.bulk = BulkAcceptor(self)
+        self.batches = Batches(self)  # POST /v1/batches: files of lines, each a job through ``bulk``
 
     def lane_for(self, caller: Caller, tags: JobTags, default: Lane, model: str) -> Lane:
         """The job's lane, decided once (``shared.tenancy``); its feature checked against the tenant's policy,

@@ -308,6 +308,14 @@ class TenantConfig(_Strict):
         return lowered
 
 
+class FilesConfig(_Strict):
+    """Where uploaded files (``POST /v1/files``) and batch output live (``shared.files``)."""
+
+    dir: str = Field("./var/files", description="a directory, one folder per tenant")
+    max_bytes: int = Field(512 * 1024 * 1024, gt=0, description="the largest upload; past it a 413")
+    max_lines: int = Field(200_000, gt=0, description="lines per batch input file")
+
+
 class ApiConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -637,6 +645,7 @@ class Settings(BaseSettings):
                                           description="for tenants (created with `gateway tenants create`) "
                                                       "that the file does not list")
     api: ApiConfig = Field(default_factory=ApiConfig)
+    files: FilesConfig = Field(default_factory=FilesConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)

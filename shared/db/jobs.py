@@ -131,6 +131,8 @@ class NewJob:
     route: dict[str, Any] | None = None  # model auto: ``RouteSpec.to_dict()``
     cache_status: str = "miss"
     dialect: str = "openai"  # the format ``request`` is written in (``shared.dialects``)
+    batch_id: str | None = None  # a line of a batch (``POST /v1/batches``) ...
+    custom_id: str | None = None  # ... and that line's custom_id
 
 
 def _new_job_values(tenant_id: str, job: NewJob, now: datetime, *,
@@ -147,7 +149,8 @@ def _new_job_values(tenant_id: str, job: NewJob, now: datetime, *,
         cache_source_job=None, cache_similarity=None, saved_usd=0.0, queued_ms=0 if admitted else None,
         attempts=0, created_at=now, admitted_at=now if admitted else None,
         finished_at=None, updated_at=now, screening=job.screening, route=job.route, escalations=0,
-        route_ceiling_usd=None, saving_usd=None, dialect=job.dialect,
+        route_ceiling_usd=None, saving_usd=None, dialect=job.dialect, batch_id=job.batch_id,
+        custom_id=job.custom_id,
     )
 
 
@@ -330,6 +333,8 @@ class _JobRow:
     error: dict[str, Any] | None
     screening: dict[str, Any] | None = None
     dialect: str = "openai"
+    batch_id: str | None = None
+    custom_id: str | None = None
 
 
 def fail_jobs(session: Session, job_ids: Sequence[str], error: dict[str, Any]) -> int:
