@@ -32,6 +32,7 @@ from shared.errors import InvalidRequest, PermissionDenied, UnknownModel, echo
 from shared.lanes import Lane
 
 AUTO = "auto"
+LISTED_MODELS = 10  # an unknown model's error names this many of the known ones, not hundreds
 
 
 def chain_for(settings: Settings, model: str) -> list[str]:
@@ -42,10 +43,10 @@ def chain_for(settings: Settings, model: str) -> list[str]:
     if model in names:
         return [model]
     known = ([AUTO] if settings.routing.tiers else []) + (sorted(settings.models) or names)
-    raise UnknownModel(
-        f"The model {echo(model)} does not exist on this gateway. Use one of: {', '.join(known)}.",
-        param="model",
-    )
+    listed = ", ".join(known[:LISTED_MODELS]) + (f" and {len(known) - LISTED_MODELS} more (GET /v1/models lists "
+                                                 "them)" if len(known) > LISTED_MODELS else "")
+    raise UnknownModel(f"The model {echo(model)} does not exist on this gateway. Use one of: {listed}.",
+                       param="model")
 
 
 @dataclass(frozen=True, slots=True)
