@@ -173,7 +173,7 @@ def stack(sim_url: str) -> Iterator[Stack]:
     upgrade(os.environ["GATEWAY_DATABASE_URL"])
     keys = {}
     with session_scope() as db:
-        for tenant in ("acme", "globex", "initech", "umbrella"):
+        for tenant in ("acme", "globex", "initech", "umbrella", "hooli"):
             ensure_tenant(db, tenant)
             keys[tenant] = create_key(db, tenant, name="tests")[1]
     procs = {

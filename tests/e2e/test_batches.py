@@ -72,9 +72,9 @@ def test_a_batch_runs_every_good_line_and_reports_the_bad_ones(stack: Stack) -> 
 
 
 def test_cancel_stops_the_lines_not_yet_sent(stack: Stack) -> None:
-    client = _openai(stack)
-    # gpt-tiny's 2,000 TPM admits one such line at a time: the others wait in the queue
-    lines = [_line(f"slow-{i}", model="tiny", max_tokens=1200) for i in range(5)]
+    client = _openai(stack, "hooli")  # a tenant of its own: the cancelled lines hold up no one else's queue
+    # batch-slow's 2,000 TPM admits one such line at a time: the others wait in the queue
+    lines = [_line(f"slow-{i}", model="batch-slow", max_tokens=1200) for i in range(5)]
     batch = client.batches.create(input_file_id=_upload(client, lines), endpoint="/v1/chat/completions",
                                   completion_window="24h")
     cancelling = client.batches.cancel(batch.id)
