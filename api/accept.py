@@ -47,12 +47,13 @@ from shared.admission import QueueState
 from shared.cache.plan import plan_for
 from shared.db import jobs
 from shared.db.session import session_scope
+from shared.dialects import chat_view
 from shared.envelope import Envelope
 from shared.errors import GatewayError, InvalidRequest, Overloaded, PermissionDenied, Unavailable
 from shared.lanes import Lane
 from shared.privacy.vault import save_in
 from shared.redis_batch import RedisBatch
-from shared.schemas import ChatRequest, JobTags
+from shared.schemas import JobTags, Submittable
 
 if TYPE_CHECKING:
     from api.gateway import Gateway
@@ -87,7 +88,7 @@ class Acceptor:
         self.gw = gw
         self.hits = CacheHits(gw)
 
-    def submit(self, caller: Caller, chat: ChatRequest, tags: JobTags, lane: Lane, reply_to: str | None,
+    def submit(self, caller: Caller, chat: Submittable, tags: JobTags, lane: Lane, reply_to: str | None,
                answer: Callable[[Submitted], None] | None = None,
                stored: Callable[[dict[str, Any]], None] | None = None) -> Submitted:
         """Serve it from the cache, or validate against the budgets, then admit inline (fast lane) and
@@ -103,9 +104,9 @@ class Acceptor:
             try:
                 env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(),
                                   tags.deadline_at, reply_to=reply_to, identity=caller.identity, task=tags.task,
-                                  stream=chat.stream, traceparent=traceparent)
-                plan = plan_for(gw.settings, caller.tenant, tags.feature, chat.model, env.chain, env.request,
-                                tags.cache)
+                                  stream=chat.stream, traceparent=traceparent, dialect=chat.dialect)
+                plan = plan_for(gw.settings, caller.tenant, tags.feature, chat.model, env.chain,
+                                chat_view(env.request, env.job.dialect), tags.cache)
                 vector = None
                 if plan.read:
                     with tracing.span("cache", semantic=plan.semantic is not None):
@@ -272,7 +273,7 @@ class Acceptor:
                 idempotency_key=tags.idempotency_key, estimate_tokens=estimate, job_id=env.id,
                 admitted_deployment=env.deployment if admitted else None, key_id=caller.key_id,
                 screening=env.job.screening, route=env.route.to_dict() if env.route is not None else None,
-                cache_status=cache_status,
+                cache_status=cache_status, dialect=env.job.dialect,
             )
             return jobs.job_view(job), created
 

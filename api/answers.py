@@ -128,6 +128,46 @@ class JobRoute(BaseModel):
     saving_usd: float | None = Field(description="ceiling_cost_usd less what the job cost (every attempt)")
 
 
+class Embedding(_Open):
+    object: str = Field("embedding")
+    index: int
+    embedding: list[float] | str = Field(description="floats, or base64 of little-endian float32s")
+
+
+class EmbeddingList(_Open):
+    """OpenAI's embeddings answer, as the provider gave it."""
+
+    object: str = Field("list")
+    data: list[Embedding]
+    model: str | None = None
+    usage: dict[str, Any] | None = None
+
+
+class TextCompletion(_Open):
+    """OpenAI's legacy ``text_completion``, as the provider gave it."""
+
+    id: str | None = None
+    object: str = Field("text_completion")
+    model: str | None = None
+    choices: list[dict[str, Any]] = Field(min_length=1)
+    usage: dict[str, Any] | None = None
+
+
+class ResponseObject(_Open):
+    """OpenAI's Responses ``response`` (``shared.responses_api.from_chat``)."""
+
+    id: str
+    object: Literal["response"]
+    status: Literal["completed", "incomplete"]
+    model: str | None = None
+    output: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class TokenCount(BaseModel):
+    input_tokens: int = Field(description="the prompt's tokens, as the gateway's estimator counts them")
+
+
 class JobView(BaseModel):
     """A job as the native API shows it (``shared.db.jobs.job_view``); times are Unix seconds."""
 
@@ -156,7 +196,9 @@ class JobView(BaseModel):
     cache_similarity: float | None = Field(description="on a semantic hit: the questions' cosine similarity")
     saved_usd: float = Field(description="on a hit: what the answer cost when it was paid for (this job costs 0)")
     attempts: int
-    result: ChatCompletion | None = Field(description="the answer once succeeded; null after retention drops it")
+    result: ChatCompletion | EmbeddingList | TextCompletion | None = Field(
+        description="the answer once succeeded (a chat completion; embeddings or a text completion for those "
+                    "routes' jobs); null after retention drops it")
     error: JobError | None
     route: JobRoute | None = Field(description="model `auto` only: the route taken")
 

@@ -12,7 +12,7 @@ from api.gateway import Gateway
 from api.limits import BodyGuard
 from api.metrics import AUTH_FAILURES, HttpMetrics, install_collector
 from api.openapi import install_openapi
-from api.routes import admin, audit, chat, console, health, jobs, messages, usage
+from api.routes import admin, audit, chat, console, embeddings, files, health, jobs, messages, responses, usage
 from api.routes.common import size_submit_threads
 from api.tracing import TraceContext
 from api.waiter import CompletionWaiter
@@ -44,10 +44,11 @@ def create_app(settings: Settings, dispatch: Dispatch) -> FastAPI:
                   generate_unique_id_function=lambda route: route.name)
     install_error_handlers(app)
     install_openapi(app)
-    for module in (chat, messages, jobs, usage, admin, audit, health, console):
+    for module in (chat, messages, embeddings, responses, files, jobs, usage, admin, audit, health, console):
         app.include_router(module.router)
     app.add_middleware(BodyGuard, max_bytes=settings.api.max_body_bytes,
-                       batch_max_bytes=settings.api.max_batch_body_bytes, timeout_s=settings.api.body_timeout_s)
+                       batch_max_bytes=settings.api.max_batch_body_bytes, timeout_s=settings.api.body_timeout_s,
+                       files_max_bytes=settings.files.max_bytes + 64 * 1024)  # the multipart framing on top
     app.add_middleware(TraceContext)
     app.add_middleware(HttpMetrics)  # outermost: counts every answer, the body guard's 413s and 408s too
     console.install_static(app)

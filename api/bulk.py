@@ -18,7 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -45,21 +45,31 @@ log = logging.getLogger("gateway.api")
 
 @dataclass
 class BatchSubmitted:
-    views: list[dict[str, Any]]  # in the order of the batch's items
+    views: list[dict[str, Any]]  # in the order of the batch's items (those not refused)
     created: int  # how many of them are new (the rest repeat an idempotency key)
+    refused: dict[int, GatewayError] = field(default_factory=dict)  # lenient: the items refused, by index
 
 
 class BulkAcceptor:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
 
-    def submit_many(self, caller: Caller, items: Sequence[JobRequest]) -> BatchSubmitted:
+    def submit_many(self, caller: Caller, items: Sequence[JobRequest],
+                    lines: tuple[str, Sequence[str]] | None = None, *, lenient: bool = False) -> BatchSubmitted:
         """Accept a batch all or nothing (see the module docstring). Every new job is queued for the
-        scheduler, even an interactive one."""
+        scheduler, even an interactive one. ``lines``: the batch (``POST /v1/batches``) these items are
+        lines of, and each item's custom_id. ``lenient``: an item that is refused on its own (bad, a model
+        the key may not use ...) is left out and named in ``refused``; the others go on."""
         _refuse_repeated_keys(items)
         tenant = caller.tenant
         try:
-            envs = [self._checked(caller, index, item) for index, item in enumerate(items)]
+            envs, refused = self._check_all(caller, items, lenient)
+            if refused:
+                items = [item for i, item in enumerate(items) if i not in refused]
+                if lines is not None:
+                    lines = (lines[0], [c for i, c in enumerate(lines[1]) if i not in refused])
+            if not envs:
+                return BatchSubmitted([], 0, refused)
             self._refuse_over_budget(envs)
             self._shed_batch(tenant, envs, self._queue_states(tenant, {env.lane for env in envs}))
         except REFUSALS as exc:
@@ -69,10 +79,24 @@ class BulkAcceptor:
         views: list[dict[str, Any]] = []
         created = 0
         for start, end in _chunks(len(envs)):
-            chunk_views, chunk_created = self._write(caller, envs[start:end], items[start:end])
+            labels = (lines[0], lines[1][start:end]) if lines is not None else None
+            chunk_views, chunk_created = self._write(caller, envs[start:end], items[start:end], labels)
             views += chunk_views
             created += chunk_created
-        return BatchSubmitted(views, created)
+        return BatchSubmitted(views, created, refused)
+
+    def _check_all(self, caller: Caller, items: Sequence[JobRequest],
+                   lenient: bool) -> tuple[list[Envelope], dict[int, GatewayError]]:
+        envs: list[Envelope] = []
+        refused: dict[int, GatewayError] = {}
+        for index, item in enumerate(items):
+            try:
+                envs.append(self._checked(caller, index, item))
+            except _ItemRefused as exc:
+                if not lenient:
+                    raise exc.named from exc.cause
+                refused[index] = exc.cause
+        return envs, refused
 
     def _checked(self, caller: Caller, index: int, item: JobRequest) -> Envelope:
         """The item's envelope, checked without the tokenizer where a bound will do (module docstring);
@@ -95,7 +119,7 @@ class BulkAcceptor:
             env.job = replace(env.job, prompt_tokens=env.job.prompt_chars)
             self.gw.admitter.prepare(env)
         except (InvalidRequest, Overloaded, PermissionDenied) as exc:
-            raise _for_item(index, exc) from exc
+            raise _ItemRefused(exc, _for_item(index, exc)) from exc
         return env
 
     def _refuse_reused_keys(self, tenant: str, envs: list[Envelope], items: Sequence[JobRequest]) -> None:
@@ -108,16 +132,18 @@ class BulkAcceptor:
             for key, job in jobs.keys_in_use(db, tenant, list(keyed)).items():
                 jobs.repeat_at(keyed[key], job, envs[keyed[key]].request)
 
-    def _write(self, caller: Caller, envs: list[Envelope], items: Sequence[JobRequest]) -> tuple[list[Any], int]:
+    def _write(self, caller: Caller, envs: list[Envelope], items: Sequence[JobRequest],
+               lines: tuple[str, Sequence[str]] | None = None) -> tuple[list[Any], int]:
         """One chunk: its prompts counted, its jobs inserted in one transaction and pushed in one pipeline."""
+        batch_id, custom_ids = lines if lines is not None else (None, [None] * len(envs))
         for env in envs:
             env.job = replace(env.job, prompt_tokens=prompt_tokens(env.request))
             self.gw.admitter.prepare(env)  # the exact estimate: what the queues count
         rows = [jobs.NewJob(env.id, env.feature, env.lane, item.task, env.model, env.request,
                             datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.tokens,
                             caller.key_id, env.job.screening, env.route.to_dict() if env.route is not None else None,
-                            cache_status="bypass")
-                for env, item in zip(envs, items, strict=True)]
+                            cache_status="bypass", batch_id=batch_id, custom_id=custom_id)
+                for env, item, custom_id in zip(envs, items, custom_ids, strict=True)]
         with session_scope(self.gw.engine) as db:
             results = jobs.create_jobs(db, caller.tenant, rows)
         created = [env for env, (_, new) in zip(envs, results, strict=True) if new]
@@ -235,6 +261,14 @@ def _refuse_repeated_keys(items: Sequence[JobRequest]) -> None:
                 "a batch needs its own key. Nothing of this batch was accepted.",
                 param=f"jobs.{index}.idempotency_key")
         first[key] = index
+
+
+class _ItemRefused(Exception):
+    """One item refused: its own error (``cause``), and the batch's error naming it (``named``)."""
+
+    def __init__(self, cause: GatewayError, named: GatewayError) -> None:
+        super().__init__(named.message)
+        self.cause, self.named = cause, named
 
 
 def _for_item(index: int, exc: InvalidRequest | Overloaded | PermissionDenied) -> GatewayError:

@@ -70,7 +70,7 @@ class CacheHits:
     def _row(self, caller: Caller, tags: JobTags, env: Envelope) -> jobs.NewJob:
         return jobs.NewJob(env.id, env.feature, env.lane, tags.task, env.model, env.request,
                            tags.deadline_at(self.gw.settings.lanes[env.lane].deadline_s), tags.idempotency_key,
-                           0, caller.key_id, env.job.screening, cache_status="hit")
+                           0, caller.key_id, env.job.screening, cache_status="hit", dialect=env.job.dialect)
 
     def _persist(self, caller: Caller, env: Envelope, row: jobs.NewJob, answered: dict[str, Any], hit: Hit,
                  now: datetime) -> tuple[dict[str, Any], bool]:
@@ -79,7 +79,7 @@ class CacheHits:
                 db, tenant_id=caller.tenant, feature=row.feature, lane=row.lane, task=row.task, model=row.model,
                 request=row.request, deadline=row.deadline, idempotency_key=row.idempotency_key,
                 estimate_tokens=0, job_id=row.job_id, key_id=row.key_id, screening=row.screening,
-                cache_status=answered["cache_status"], answered=answered, now=now)
+                cache_status=answered["cache_status"], answered=answered, now=now, dialect=row.dialect)
             if created:
                 self._audit(db, caller, env, answered, hit)
             return jobs.job_view(job), created

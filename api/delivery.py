@@ -96,17 +96,18 @@ def raise_unless_succeeded(view: dict[str, Any] | None, job_id: str) -> dict[str
 
 
 def openai_sse(result: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
-    """A finished chat.completion replayed as OpenAI ``chat.completion.chunk`` events."""
+    """A finished chat.completion replayed as OpenAI ``chat.completion.chunk`` events, every choice (``n``)."""
     base = {"id": result.get("id"), "object": "chat.completion.chunk",
             "created": result.get("created", int(time.time())), "model": result.get("model")}
-    choice = (result.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
-    delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
-    if message.get("tool_calls"):
-        delta["tool_calls"] = [dict(call, index=i) for i, call in enumerate(message["tool_calls"])]
-    yield _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
-    yield _event({**base, "choices": [{"index": 0, "delta": {},
-                                       "finish_reason": choice.get("finish_reason", "stop")}]})
+    for position, choice in enumerate(result.get("choices") or [{}]):
+        index = choice.get("index", position)
+        message = choice.get("message") or {}
+        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [dict(call, index=i) for i, call in enumerate(message["tool_calls"])]
+        yield _event({**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
+        yield _event({**base, "choices": [{"index": index, "delta": {},
+                                           "finish_reason": choice.get("finish_reason", "stop")}]})
     if include_usage:
         yield _event({**base, "choices": [], "usage": result.get("usage")})
     yield b"data: [DONE]\n\n"

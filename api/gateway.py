@@ -29,6 +29,7 @@ from shared.db.ids import new_job_id
 from shared.db.models import utcnow
 from shared.db.session import get_engine, session_scope
 from shared.db.tenants import AuthEpoch, Identity
+from shared.dialects import chat_view
 from shared.dispatch import Dispatch
 from shared.envelope import Envelope, JobSpec
 from shared.errors import GatewayError, InjectionBlocked, InvalidRequest, NotFound, SensitiveDataBlocked, echo
@@ -37,7 +38,7 @@ from shared.lanes import Lane
 from shared.privacy.guard import Guard, Guarded
 from shared.queues import WaitingQueues
 from shared.redis_conn import sync_redis
-from shared.routing import AUTO, Router, RouteSpec, chain_for
+from shared.routing import AUTO, Router, RouteSpec, Wording, chain_for
 from shared.schemas import JobTags
 from shared.tenancy import check_feature, check_key, check_key_use, resolve_lane
 
@@ -48,6 +49,7 @@ log = logging.getLogger("gateway.api")
 class Gateway:
     def __init__(self, settings: Settings, dispatch: Dispatch, attempts: AttemptContext | None = None) -> None:
         from api.accept import Acceptor
+        from api.batches import Batches
         from api.bulk import BulkAcceptor
 
         self.settings = settings
@@ -67,6 +69,7 @@ class Gateway:
         self.privacy = Guard(settings)
         self.accept = Acceptor(self)
         self.bulk = BulkAcceptor(self)
+        self.batches = Batches(self)  # POST /v1/batches: files of lines, each a job through ``bulk``
 
     def lane_for(self, caller: Caller, tags: JobTags, default: Lane, model: str) -> Lane:
         """The job's lane, decided once (``shared.tenancy``); its feature checked against the tenant's policy,
@@ -90,35 +93,39 @@ class Gateway:
     def envelope(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any],
                  deadline_at: Callable[[float], datetime], reply_to: str | None = None, *,
                  identity: Identity | None = None, task: str | None = None, stream: bool = False,
-                 count: bool = True, traceparent: str | None = None) -> Envelope:
+                 count: bool = True, traceparent: str | None = None, dialect: str = "openai") -> Envelope:
         """The job as accepted: screened and redacted (``guard``), its prompt counted here, once (every
         estimate after uses the count), by the tokenizer and as characters / 4, and its chain (or route)
         decided here, once (``shared.routing``): what no deployment can serve is refused. ``count`` False
         leaves the tokenizer's count for later (a batch bounds it by the characters, ``api.bulk``). Its
-        vault of tokenized values rides along in memory."""
+        vault of tokenized values rides along in memory. ``request`` is in ``dialect`` and stays so
+        (``shared.dialects``): what reads it as a chat request reads its ``chat_view``."""
         if model != AUTO:
             chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
         guarded = self.guard(tenant, feature, request)
         sent = guarded.request
-        chars = prompt_tokens(sent, by_chars=True)
-        counted = prompt_tokens(sent) if count or model == AUTO else chars * 4  # the scorer reads the count
+        view = chat_view(sent, dialect)
+        chars = prompt_tokens(view, by_chars=True)
+        counted = prompt_tokens(view) if count or model == AUTO else chars * 4  # the scorer reads the count
         with tracing.span("route", model=model):
-            chain, route, counted = self._route(tenant, feature, lane, model, sent, counted, task=task,
-                                                stream=stream, identity=identity, exact=count or model == AUTO)
+            chain, route, counted = self._route(tenant, feature, lane, model, view, counted, task=task,
+                                                stream=stream, identity=identity, exact=count or model == AUTO,
+                                                wording=Wording(sent, dialect))
         job = JobSpec(id=new_job_id(), tenant=tenant, feature=feature, lane=lane, model=model, request=sent,
                       deadline=deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
                       prompt_tokens=counted, prompt_chars=chars, key_id=identity.key_id if identity else None,
-                      screening=guarded.screening, traceparent=traceparent, route=route)
+                      screening=guarded.screening, traceparent=traceparent, route=route, dialect=dialect)
         return Envelope(job, chain=chain, vault=guarded.vault or None)
 
     def _route(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any], counted: int, *,
                task: str | None, stream: bool, identity: Identity | None,
-               exact: bool) -> tuple[list[str], RouteSpec | None, int]:
+               exact: bool, wording: Wording) -> tuple[list[str], RouteSpec | None, int]:
         """``Router.route``, and the count it used. A bound (``exact`` False) that leaves out a deployment
         the exact count might fit (the chain shrank, or nothing fits) is replaced by the exact count."""
         def route(tokens: int) -> tuple[list[str], RouteSpec | None]:
             return self.router.route(tenant=tenant, feature=feature, lane=lane, model=model, request=request,
-                                     prompt_tokens=tokens, task=task, stream=stream, key=_key_models(identity))
+                                     prompt_tokens=tokens, task=task, stream=stream, key=_key_models(identity),
+                                     wording=wording)
         if not exact:
             with contextlib.suppress(InvalidRequest):
                 chain, spec = route(counted)

@@ -4,7 +4,7 @@ Refused before the body is read into memory, and answered here, at once, in the 
 whatever the route does next: a route with a pydantic body turns any exception raised while it reads
 into a 400 ("error parsing the body"), so the guard sends the answer itself, then tells the app the
 client went away and drops whatever the app still sends. Bulk submits (``/v1/jobs/batch``) carry
-thousands of jobs in one body and get a limit of their own.
+thousands of jobs in one body and get a limit of their own, and so do file uploads (``/v1/files``).
 """
 
 from __future__ import annotations
@@ -30,16 +30,20 @@ class BodyGuard:
     gives up on a body when none of it arrives for ``timeout_s``."""
 
     BATCH_PATH = "/v1/jobs/batch"
+    FILES_PATH = "/v1/files"  # uploads of batch input files: their own limit (``files.max_bytes``)
 
     def __init__(self, app: Any, max_bytes: int, batch_max_bytes: int | None = None,
-                 timeout_s: float | None = None) -> None:
+                 timeout_s: float | None = None, files_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.batch_max_bytes = batch_max_bytes or max_bytes
+        self.files_max_bytes = files_max_bytes or max_bytes
         self.timeout_s = timeout_s
 
     def limit_for(self, path: str) -> int:
-        return self.batch_max_bytes if path.startswith(self.BATCH_PATH) else self.max_bytes
+        if path.startswith(self.BATCH_PATH):
+            return self.batch_max_bytes
+        return self.files_max_bytes if path == self.FILES_PATH else self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

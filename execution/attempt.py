@@ -306,7 +306,7 @@ def _send(deployment: DeploymentConfig, ctx: AttemptContext, env: Envelope) -> O
     started = time.perf_counter()
     try:
         result = adapter_for(deployment, provider).call(env.request, {"traceparent": traceparent} if traceparent
-                                                        else None)
+                                                        else None, dialect=env.job.dialect)
     except ProviderCallError as err:
         return Outcome(deployment, _ms_since(started), error=err)
     except Exception as exc:  # noqa: BLE001 - a request or answer the adapter cannot handle ends this attempt

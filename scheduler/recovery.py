@@ -34,6 +34,7 @@ from shared.budget import prompt_tokens
 from shared.config import Settings
 from shared.db.models import Job, utcnow
 from shared.db.session import get_engine, session_scope
+from shared.dialects import DIALECTS, chat_view
 from shared.envelope import Envelope, JobSpec
 from shared.errors import GatewayError, clip, is_outage
 from shared.lanes import LANE_NAMES, Lane
@@ -111,12 +112,17 @@ class Recovery:
             raise GatewayError(f"job {job.id} has no request any more")
         if job.lane not in LANE_NAMES:
             raise ValueError(f"unknown lane {job.lane!r}")
-        request = ChatRequest.model_validate(job.request).provider_payload()
+        dialect = job.dialect or "openai"
+        if dialect not in DIALECTS:
+            raise ValueError(f"unknown dialect {dialect!r}")
+        request = ChatRequest.model_validate(job.request).provider_payload() if dialect == "openai" else job.request
+        view = chat_view(request, dialect)
         route = RouteSpec.from_dict(job.route) if job.route else None
         spec = JobSpec(id=job.id, tenant=job.tenant_id, feature=job.feature, lane=Lane(job.lane), model=job.model,
-                       request=request, deadline=job.deadline.timestamp(), prompt_tokens=prompt_tokens(request),
-                       prompt_chars=prompt_tokens(request, by_chars=True), key_id=job.key_id,
-                       screening=job.screening if isinstance(job.screening, dict) else None, route=route)
+                       request=request, deadline=job.deadline.timestamp(), prompt_tokens=prompt_tokens(view),
+                       prompt_chars=prompt_tokens(view, by_chars=True), key_id=job.key_id,
+                       screening=job.screening if isinstance(job.screening, dict) else None, route=route,
+                       dialect=dialect)
         chain = route.chain if route is not None else chain_for(self.settings, job.model)
         tier = min(job.escalations or 0, len(route.tiers) - 1) if route is not None else 0  # each went up one
         env = Envelope(spec, chain=chain, attempt=job.attempts + 1, tier=tier)

@@ -107,7 +107,7 @@ class Admitter:
         kind = self.tree.provider_kind(deployment)
         learned = self.calibrator.learned_output(env.tenant, env.feature, dep.model) if kind != "openai" else None
         prompt = self.calibrator.prompt_input(deployment, env.job.prompt_tokens, env.job.prompt_chars)
-        return estimate(env.request, dep, kind, prompt=prompt, learned_output=learned)
+        return estimate(env.request, dep, kind, prompt=prompt, learned_output=learned, dialect=env.job.dialect)
 
     def prepare(self, env: Envelope) -> Estimate:
         """Give the envelope its estimate for its preferred deployment (what the queues count it as);
@@ -147,7 +147,7 @@ class Admitter:
             return 0.0
         dep = self.settings.deployment(deployment)
         return pricing.worst_case_usd(dep, self.tree.provider_kind(deployment), est.input_tokens,
-                                      output_cap(env.request, dep))
+                                      output_cap(env.request, dep, env.job.dialect))
 
     def try_admit(self, env: Envelope, *, allow_borrow: bool = False,
                   breakers: Mapping[str, Any] | None = None) -> Decision:

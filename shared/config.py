@@ -129,6 +129,9 @@ class DeploymentConfig(_Strict):
     capabilities: CapabilityOverrides = Field(default_factory=CapabilityOverrides)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    drop_unsupported: bool = Field(False, description="a request in the other dialect is sent without the fields "
+                                   "this deployment's dialect cannot say, instead of skipping this deployment "
+                                   "(``shared.dialects``)")
 
 
 class LaneConfig(_Strict):
@@ -314,6 +317,14 @@ class TenantConfig(_Strict):
         if len(lowered) != len(features):
             raise ValueError(f"feature names differ only in case: {sorted(features)}")
         return lowered
+
+
+class FilesConfig(_Strict):
+    """Where uploaded files (``POST /v1/files``) and batch output live (``shared.files``)."""
+
+    dir: str = Field("./var/files", description="a directory, one folder per tenant")
+    max_bytes: int = Field(512 * 1024 * 1024, gt=0, description="the largest upload; past it a 413")
+    max_lines: int = Field(200_000, gt=0, description="lines per batch input file")
 
 
 class ApiConfig(_Strict):
@@ -645,6 +656,7 @@ class Settings(BaseSettings):
                                           description="for tenants (created with `gateway tenants create`) "
                                                       "that the file does not list")
     api: ApiConfig = Field(default_factory=ApiConfig)
+    files: FilesConfig = Field(default_factory=FilesConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)

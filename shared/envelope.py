@@ -8,7 +8,8 @@ It carries everything a worker needs to send the attempt, so the hot path never 
     │                    deadline, reply_to, prompt_tokens (counted once, by the tokenizer), key_id,
     │                    screening (what redaction and the injection screen found, for the audit record),
     │                    traceparent, route (``model: auto``: its tiers, from ``shared.routing``),
-    │                    cache (where its answer is stored, when it may be)
+    │                    cache (where its answer is stored, when it may be), dialect (the format the
+│                    request is written in: it is forwarded as written to a deployment of that format)
     └── this attempt     attempt number, chain (its order: a retry moves the failed deployment last),
                          tier (the lowest tier of the route it may use: an escalation raises it),
                          deployment and estimate (once admitted there), lease token, breaker probe,
@@ -33,6 +34,7 @@ from typing import Any
 import orjson
 
 from shared.budget.estimate import Estimate
+from shared.dialects import DIALECTS
 from shared.lanes import Lane
 from shared.privacy.vault import Vault
 from shared.routing import RouteSpec
@@ -57,6 +59,7 @@ class JobSpec:
     traceparent: str | None = None  # W3C trace context of the job (``shared.tracing``)
     route: RouteSpec | None = None
     cache: dict[str, Any] | None = None  # how to store its answer (``shared.cache.plan.CachePlan.fill``)
+    dialect: str = "openai"  # the format ``request`` is written in (``shared.dialects``)
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(JobSpec))
@@ -201,6 +204,8 @@ def _check_types(env: Envelope) -> None:
         wrong.append("traceparent")
     if env.key_id is not None and (not isinstance(env.key_id, int) or isinstance(env.key_id, bool)):
         wrong.append("key_id")
+    if env.job.dialect not in DIALECTS:
+        wrong.append("dialect")
     if wrong:
         raise TypeError(f"fields of the wrong type: {', '.join(wrong)}")
 

@@ -11,7 +11,8 @@ Two kinds of request:
 
 Either way the list is filtered before anything is stored: a deployment the tenant or feature may not
 use (``models: {allow, deny}``), or one that cannot serve the request (context window, output limit,
-tools, images, JSON schema output, streaming; ``shared.capabilities``), is dropped. What is left is the
+tools, images, JSON schema output, streaming; ``shared.capabilities``), or one whose dialect cannot
+carry the request (a field with no equivalent there, ``shared.dialects``), is dropped. What is left is the
 envelope's chain; admission then picks among it as for any chain (breaker closed, budget admits before
 the deadline), and for a route stays within its starting tier unless the lane may spill up
 (``routing.spill``). The decision is a few dictionary reads and multiplications per deployment, made in
@@ -20,16 +21,18 @@ the api with no round trip of its own (benchmarked in ``ops/bench_routing.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.capabilities import Capabilities, capabilities_of
 from shared.complexity import score, tier_for
 from shared.config import ModelAccess, Settings
+from shared.dialects import UnsupportedParameter, dialect_of, refusal
 from shared.errors import InvalidRequest, PermissionDenied, UnknownModel, echo
 from shared.lanes import Lane
 
 AUTO = "auto"
+LISTED_MODELS = 10  # an unknown model's error names this many of the known ones, not hundreds
 
 
 def chain_for(settings: Settings, model: str) -> list[str]:
@@ -40,10 +43,10 @@ def chain_for(settings: Settings, model: str) -> list[str]:
     if model in names:
         return [model]
     known = ([AUTO] if settings.routing.tiers else []) + (sorted(settings.models) or names)
-    raise UnknownModel(
-        f"The model {echo(model)} does not exist on this gateway. Use one of: {', '.join(known)}.",
-        param="model",
-    )
+    listed = ", ".join(known[:LISTED_MODELS]) + (f" and {len(known) - LISTED_MODELS} more (GET /v1/models lists "
+                                                 "them)" if len(known) > LISTED_MODELS else "")
+    raise UnknownModel(f"The model {echo(model)} does not exist on this gateway. Use one of: {listed}.",
+                       param="model")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +95,17 @@ class Needs:
     vision: bool
     json_schema: bool
     streaming: bool
+    wording: Wording | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, request: dict[str, Any], prompt_tokens: int, stream: bool = False) -> Needs:
+    def of(cls, request: dict[str, Any], prompt_tokens: int, stream: bool = False,
+           wording: Wording | None = None) -> Needs:
         cap = request.get("max_completion_tokens") or request.get("max_tokens")
         response_format = request.get("response_format")
         return cls(prompt_tokens=prompt_tokens, output_cap=int(cap) if cap else None,
                    tools=bool(request.get("tools")), vision=_has_images(request.get("messages")),
                    json_schema=isinstance(response_format, dict) and response_format.get("type") == "json_schema",
-                   streaming=stream)
+                   streaming=stream, wording=wording)
 
     def missing(self, caps: Capabilities) -> list[str]:
         """What ``caps`` lacks for this request (empty: it can serve it); names from ``_WHAT``."""
@@ -112,6 +117,23 @@ class Needs:
         if self.output_cap is not None and limit is not None and self.output_cap > limit:
             lacks.append("max_output_tokens")
         return lacks
+
+
+class Wording:
+    """The request as its caller wrote it, and whether each dialect can carry it (asked once per dialect
+    and ``drop_unsupported`` setting, on first need: a chain of one dialect never translates)."""
+
+    def __init__(self, request: dict[str, Any], dialect: str) -> None:
+        self.request, self.dialect = request, dialect
+        self._seen: dict[tuple[str, bool], InvalidRequest | None] = {}
+
+    def refused(self, target: str, drop: bool) -> InvalidRequest | None:
+        """Why a ``target`` deployment cannot take the request, naming the field (None: it can)."""
+        if target == self.dialect:
+            return None
+        if (target, drop) not in self._seen:
+            self._seen[(target, drop)] = refusal(self.request, self.dialect, target, drop=drop)
+        return self._seen[(target, drop)]
 
 
 # What each missing capability means to a caller, and the request field it is about.
@@ -133,13 +155,16 @@ class Router:
         self.capabilities = {d.name: capabilities_of(d, settings.providers[d.provider].kind)
                              for d in settings.deployments}
         self.model_of = {d.name: d.model for d in settings.deployments}
+        self.dialect = {d.name: dialect_of(settings.providers[d.provider].kind) for d in settings.deployments}
+        self.drops = {d.name: d.drop_unsupported for d in settings.deployments}
 
     def route(self, *, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any],
               prompt_tokens: int, task: str | None = None, stream: bool = False,
-              key: ModelAccess | None = None) -> tuple[list[str], RouteSpec | None]:
+              key: ModelAccess | None = None, wording: Wording | None = None) -> tuple[list[str], RouteSpec | None]:
         """The chain to admit from, and the route when ``model`` is ``auto`` (else None). ``key``: the API
-        key's own models policy, on top of its tenant's and feature's."""
-        needs = Needs.of(request, prompt_tokens, stream)
+        key's own models policy, on top of its tenant's and feature's. ``request`` is read in the OpenAI
+        form (``shared.dialects.chat_view``); ``wording`` is how the caller wrote it (None: that form)."""
+        needs = Needs.of(request, prompt_tokens, stream, wording)
         access = self._access(tenant, feature) + ((key,) if key is not None else ())
         if model != AUTO:
             return self._usable(chain_for(self.settings, model), needs, access, model), None
@@ -172,11 +197,28 @@ class Router:
         is a 403 (policy) or a 400 naming what is missing when ``raise_empty``."""
         allowed = [d for d in chain if all(a.permits(d, self.model_of[d]) for a in access)]
         capable = [d for d in allowed if not needs.missing(self.capabilities[d])]
-        if capable or not raise_empty:
-            return capable
+        sayable = [d for d in capable if self._refused(d, needs) is None]
+        if sayable or not raise_empty:
+            return sayable
         if not allowed:
             raise _not_allowed(model, chain)
+        if capable:
+            raise self._untranslatable(model, capable, needs)
         raise self._incapable(model, allowed, needs)
+
+    def _refused(self, deployment: str, needs: Needs) -> InvalidRequest | None:
+        """Why ``deployment``'s dialect cannot carry the request, if it cannot (``shared.dialects``)."""
+        if needs.wording is None:
+            return None
+        return needs.wording.refused(self.dialect[deployment], self.drops[deployment])
+
+    def _untranslatable(self, model: str, chain: list[str], needs: Needs) -> UnsupportedParameter:
+        """The 400 for a request every capable deployment of which speaks a dialect that cannot carry it."""
+        found = [r for d in chain if (r := self._refused(d, needs)) is not None]
+        param = found[0].param or "model"
+        reasons = "; ".join(dict.fromkeys(r.message for r in found))
+        return UnsupportedParameter(f"{param}: no deployment that {echo(model)} can use ({', '.join(chain)}) can "
+                                    f"take this request. {reasons}", param=param)
 
     def _incapable(self, model: str, chain: list[str], needs: Needs) -> InvalidRequest:
         """The 400 for a request nothing on ``chain`` can serve: what it needs that none of them has."""

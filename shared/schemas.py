@@ -8,7 +8,7 @@ is also held to what the gateway can store and forward (``shared.storable``) bef
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 from pydantic import (
     AfterValidator,
@@ -132,10 +132,29 @@ class Message(BaseModel):
         return self
 
 
+class Submittable(Protocol):
+    """A request a compatible route submits as a job: in its ``dialect`` (``shared.dialects``), which
+    ``provider_payload`` keeps."""
+
+    dialect: ClassVar[str]
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def stream(self) -> bool: ...
+
+    def provider_payload(self) -> dict[str, Any]: ...
+
+
+MAX_CHOICES = 128  # OpenAI's own limit on ``n``
+
+
 class ChatRequest(Storable):
     """An OpenAI ``POST /v1/chat/completions`` body."""
 
     model_config = ConfigDict(extra="allow")
+    dialect: ClassVar[str] = "openai"
 
     model: str = Field(min_length=1, examples=["gpt-4o-mini"])
     messages: list[Message] = Field(min_length=1, examples=[[{"role": "user", "content": "Hello"}]])
@@ -143,7 +162,8 @@ class ChatRequest(Storable):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    n: int | None = Field(None, ge=1, le=1, description="only n=1 is supported")
+    n: int | None = Field(None, ge=1, le=MAX_CHOICES, description="choices to generate; more than 1 only on "
+                          "deployments that speak OpenAI's API (budgeted as n outputs)")
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     stop: str | list[str] | None = None
@@ -153,12 +173,59 @@ class ChatRequest(Storable):
     metadata: dict[str, str] | None = None
 
     def provider_payload(self) -> dict[str, Any]:
-        """The request as providers get it: no gateway-only fields, no streaming, no Nones."""
-        body = self.model_dump(exclude_none=True, exclude={"stream", "stream_options", "metadata"})
-        return body
+        """The request as the job keeps it: no gateway-only fields, no streaming, no Nones; every other
+        field as the caller sent it (``shared.dialects`` removes the tags in ``metadata`` on the way out)."""
+        return self.model_dump(exclude_none=True, exclude={"stream", "stream_options"})
 
     def output_cap(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+
+MAX_INPUTS = 2048  # OpenAI's own limit on the inputs of one embeddings request
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+Texts = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=MAX_INPUTS)]
+Prompt = (Annotated[str, Field(min_length=1)] | Texts | TokenIds
+          | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_INPUTS)])
+
+
+class EmbeddingsRequest(Storable):
+    """An OpenAI ``POST /v1/embeddings`` body; fields it does not name go to the provider as written."""
+
+    model_config = ConfigDict(extra="allow")
+    dialect: ClassVar[str] = "embeddings"
+
+    model: str = Field(min_length=1, examples=["text-embedding-3-small"])
+    input: Prompt = Field(description="a string, a list of strings, token ids, or a list of token id lists")
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+    @property
+    def stream(self) -> bool:
+        return False
+
+    def provider_payload(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class CompletionRequest(Storable):
+    """An OpenAI legacy ``POST /v1/completions`` body; fields it does not name go to the provider as written."""
+
+    model_config = ConfigDict(extra="allow")
+    dialect: ClassVar[str] = "completions"
+
+    model: str = Field(min_length=1, examples=["gpt-3.5-turbo-instruct"])
+    prompt: Prompt
+    max_tokens: int | None = Field(None, ge=1, description="16 when not given, as OpenAI's")
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n: int | None = Field(None, ge=1, le=MAX_CHOICES)
+    stop: str | list[str] | None = None
+    stream: bool = Field(False, description="not supported on this route: a 400 says so")
+    user: str | None = None
+
+    def provider_payload(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True, exclude={"stream", "stream_options"})
 
 
 class _Tags(BaseModel):
@@ -203,7 +270,7 @@ class JobRequest(ChatRequest, _Tags):
 
 # The job's tags, and what ``provider_payload`` leaves out.
 _NOT_IN_PAYLOAD = {"feature", "priority", "task", "deadline", "idempotency_key", "cache", "stream",
-                   "stream_options", "metadata"}
+                   "stream_options"}
 
 
 class JobBatchRequest(BaseModel):

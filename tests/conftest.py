@@ -63,6 +63,7 @@ os.environ.update({
     "GATEWAY_KEY_PREFIX": PREFIX,
     "GATEWAY_REDIS_URL": REDIS_URL,
     "GATEWAY_DATABASE_URL": f"sqlite:///{_TMP / 'gateway.db'}",
+    "GATEWAY_FILES__DIR": str(_TMP / "files"),  # POST /v1/files and the batches' output
     "SIM_OPENAI_KEY": "sk-sim-openai",
     "SIM_ANTHROPIC_KEY": "sk-ant-sim",
     "GATEWAY_ADMIN_KEY": "gw-admin-tests",
@@ -172,7 +173,7 @@ def stack(sim_url: str) -> Iterator[Stack]:
     upgrade(os.environ["GATEWAY_DATABASE_URL"])
     keys = {}
     with session_scope() as db:
-        for tenant in ("acme", "globex", "initech", "umbrella"):
+        for tenant in ("acme", "globex", "initech", "umbrella", "hooli"):
             ensure_tenant(db, tenant)
             keys[tenant] = create_key(db, tenant, name="tests")[1]
     procs = {

@@ -22,7 +22,7 @@ from api.waiter import CompletionWaiter
 from shared import tracing
 from shared.errors import InvalidRequest, Overloaded, echo
 from shared.lanes import LANE_NAMES, Lane
-from shared.schemas import ChatRequest, JobTags
+from shared.schemas import JobTags, Submittable
 
 log = logging.getLogger("gateway.api")
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
@@ -101,7 +101,7 @@ def tags_from(*, feature: str | None, priority: str | None, idempotency_key: str
 Finished = tuple[Submitted, dict[str, Any] | None]
 
 
-async def submit_and_wait(gw: Gateway, waiter: CompletionWaiter, caller: Caller, chat: ChatRequest,
+async def submit_and_wait(gw: Gateway, waiter: CompletionWaiter, caller: Caller, chat: Submittable,
                           tags: JobTags, wait_s: float | None, default_lane: Lane,
                           stored: asyncio.Future[dict[str, Any]] | None = None) -> Finished:
     """Submit; when ``wait_s`` is given, wait for the job to finish. Returns the final view or None.
@@ -132,7 +132,7 @@ async def submit_and_wait(gw: Gateway, waiter: CompletionWaiter, caller: Caller,
 _FINISHING: set[asyncio.Future[Any]] = set()  # submits that answered early and still run their last step
 
 
-async def submit_early(gw: Gateway, waiter: CompletionWaiter, caller: Caller, chat: ChatRequest, tags: JobTags,
+async def submit_early(gw: Gateway, waiter: CompletionWaiter, caller: Caller, chat: Submittable, tags: JobTags,
                        wait_s: float, default_lane: Lane) -> tuple[dict[str, Any], asyncio.Task[Finished]]:
     """For an answer that begins before the job ends (a stream, a sync wait on /v1/jobs): returns the job
     as soon as it is stored, so its id goes out in the answer's headers at once (a caller whose
@@ -148,7 +148,7 @@ async def submit_early(gw: Gateway, waiter: CompletionWaiter, caller: Caller, ch
     return finish.result()[0].view, finish  # refused before it was stored: raises
 
 
-async def _submit(gw: Gateway, limiter: anyio.CapacityLimiter, caller: Caller, chat: ChatRequest, tags: JobTags,
+async def _submit(gw: Gateway, limiter: anyio.CapacityLimiter, caller: Caller, chat: Submittable, tags: JobTags,
                   lane: Lane, reply_to: str | None, stored: asyncio.Future[dict[str, Any]] | None = None) -> Submitted:
     """``gw.accept.submit`` on a thread. It returns as soon as the submit has answered: a job the api sends
     itself answers once its attempt is recorded, and the thread then ends the attempt (budget,

@@ -1,14 +1,15 @@
-"""Anthropic-compatible ``POST /v1/messages``: translated to the canonical chat format and back."""
+"""Anthropic-compatible ``POST /v1/messages``: the job keeps the request as written (``shared.dialects``):
+an Anthropic deployment receives it unchanged, an OpenAI one a translation; the answer is Anthropic's."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from api.answers import AnthropicMessage
+from api.answers import AnthropicMessage, TokenCount
 from api.delivery import (
     STREAM_EVENTS,
     anthropic_sse,
@@ -17,7 +18,7 @@ from api.delivery import (
     screen_headers,
     stream_when_done,
 )
-from api.deps import GatewayDep, SubmitterDep, WaiterDep, read_body
+from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
 from api.routes.common import (
@@ -30,10 +31,12 @@ from api.routes.common import (
     submit_early,
     tags_from,
 )
-from shared.errors import InvalidRequest, clip
+from shared.budget import prompt_tokens
+from shared.dialects import chat_view
 from shared.lanes import Lane
-from shared.schemas import ChatRequest, Storable
-from shared.translate import anthropic_to_openai_request, openai_to_anthropic_response
+from shared.routing import chain_for
+from shared.schemas import Storable
+from shared.translate import openai_to_anthropic_response
 
 router = APIRouter()
 
@@ -99,10 +102,12 @@ class RequestMetadata(_Open):
 
 
 class MessagesRequest(Storable):
-    """An Anthropic Messages request: what the translation to the canonical format reads is checked here,
-    so a request it cannot read is a 400 naming the field; other top-level fields are dropped."""
+    """An Anthropic Messages request: what the gateway reads is checked here, so a request it cannot read
+    is a 400 naming the field; every other field (``top_k``, ``thinking``, ``cache_control`` ...) is kept
+    and reaches an Anthropic deployment as written (across dialects, ``shared.dialects`` decides)."""
 
     model_config = ConfigDict(extra="allow")
+    dialect: ClassVar[str] = "anthropic"
 
     model: str = Field(min_length=1, examples=["claude-haiku-4-5"])
     messages: list[Annotated[UserTurn | AssistantTurn, Field(discriminator="role")]] = Field(
@@ -117,6 +122,27 @@ class MessagesRequest(Storable):
     stream: bool = False
     metadata: RequestMetadata | None = None
 
+    def provider_payload(self) -> dict[str, Any]:
+        """The request as the job keeps it: every field the caller set, ``stream`` aside (the gateway's)."""
+        return self.model_dump(exclude_unset=True, exclude={"stream"})
+
+
+class CountTokensRequest(MessagesRequest):
+    """``POST /v1/messages/count_tokens``: a Messages request without ``max_tokens``."""
+
+    max_tokens: int = Field(1, ge=1, description="not needed to count")
+
+
+@router.post("/v1/messages/count_tokens", response_model=None, openapi_extra=body_of(CountTokensRequest),
+             responses={200: answer(TokenCount, "The prompt's tokens, counted by the gateway (no provider call)"),
+                        **errors(*BODY, *TENANT_KEY, 404, anthropic=True)})
+async def count_tokens(request: Request, caller: CallerDep, gw: GatewayDep) -> dict[str, int]:
+    """Answered here from the estimator that budgets the call (``shared.budget.prompt_tokens``), for a
+    model this gateway serves: no provider call, no job, no budget spent."""
+    body = await read_body(request, CountTokensRequest)
+    chain_for(gw.settings, body.model)  # an unknown model is a 404, as on /v1/messages
+    return {"input_tokens": prompt_tokens(chat_view(body.provider_payload(), "anthropic"))}
+
 
 @router.post("/v1/messages", response_model=None, openapi_extra=body_of(MessagesRequest), responses={
     200: answer(AnthropicMessage, "The finished job's answer; with `stream: true`, Anthropic's stream events",
@@ -129,33 +155,18 @@ async def messages(
     cache_control: CacheControlHeader = None,
 ) -> object:
     body = await read_body(request, MessagesRequest)
-    chat = _to_chat(body)
     tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
                      idempotency_key=idempotency_key, metadata=None, task=x_gateway_task,
                      cache_control=cache_control)
     wait_s = gw.settings.api.max_sync_wait_s
     if body.stream:  # the headers, naming the job, go out at once; the events when the answer is there
-        stored, finish = await submit_early(gw, waiter, caller, chat, tags, wait_s, Lane.INTERACTIVE)
+        stored, finish = await submit_early(gw, waiter, caller, body, tags, wait_s, Lane.INTERACTIVE)
         events = stream_when_done(request.url.path, finish, stored["id"],
                                   lambda r: anthropic_sse(openai_to_anthropic_response(r, body.model)))
         return StreamingResponse(events, media_type="text/event-stream", headers=gateway_headers(stored))
-    submitted, view = await submit_and_wait(gw, waiter, caller, chat, tags, wait_s, default_lane=Lane.INTERACTIVE)
+    submitted, view = await submit_and_wait(gw, waiter, caller, body, tags, wait_s, default_lane=Lane.INTERACTIVE)
     result = raise_unless_succeeded(view, submitted.view["id"])
     assert view is not None
     return OrjsonResponse(openai_to_anthropic_response(result, body.model),
                           headers=gateway_headers(view) | screen_headers(submitted.screening))
 
-
-def _to_chat(body: MessagesRequest) -> ChatRequest:
-    raw = body.model_dump(exclude={"stream"}, exclude_none=True)
-    try:
-        translated = anthropic_to_openai_request(raw)
-    except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
-        raise InvalidRequest(f"Invalid request: the message could not be read as Anthropic's format "
-                             f"({type(exc).__name__}: {clip(str(exc))}).") from exc
-    try:
-        return ChatRequest.model_validate(translated)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = clip(".".join(str(p) for p in err.get("loc", ())))
-        raise InvalidRequest(f"Invalid request: {where}: {err['msg']}", param=where) from exc

@@ -1,4 +1,5 @@
-"""Anthropic's Messages API behind the OpenAI chat format, translated both ways by ``shared.translate``.
+"""Anthropic's Messages API: an Anthropic-format request goes out as written (``shared.dialects``), an
+OpenAI one translated (``shared.translate``); the answer comes back in the OpenAI chat format.
 
 Posts to ``{base_url}/v1/messages`` (``base_url`` is the API host, e.g. ``https://api.anthropic.com``;
 a base URL already ending in ``/v1`` is accepted too) with ``x-api-key`` and ``anthropic-version``
@@ -14,11 +15,12 @@ import httpx
 
 from execution.providers.base import ProviderAdapter, Usage
 from shared.config import DeploymentConfig, ProviderConfig
-from shared.translate import anthropic_to_openai_response, openai_to_anthropic_request
+from shared.translate import anthropic_to_openai_response
 
 
 class AnthropicAdapter(ProviderAdapter):
     kind = "anthropic"
+    dialect = "anthropic"
 
     def __init__(
         self, deployment: DeploymentConfig, provider: ProviderConfig, client: httpx.Client | None = None
@@ -32,9 +34,6 @@ class AnthropicAdapter(ProviderAdapter):
             **({"x-api-key": key} if (key := provider.api_key()) else {}),
             **provider.headers,
         }
-
-    def encode(self, request: dict[str, Any]) -> dict[str, Any]:
-        return openai_to_anthropic_request(request, self.deployment.model, self.deployment.default_max_tokens)
 
     def problem_with(self, payload: dict[str, Any]) -> str | None:
         if payload.get("type") == "error":

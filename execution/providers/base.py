@@ -1,7 +1,10 @@
-"""One attempt at one deployment: what goes in (an OpenAI chat request), what comes out, what can fail.
+"""One attempt at one deployment: what goes in (a request in the caller's dialect), what comes out, what
+can fail.
 
-An adapter sends over the process's pooled client (``http.shared_client``) and always hands back the
-OpenAI ``chat.completion`` form, whatever the provider speaks. ``call`` raises:
+The request goes out as its caller wrote it when the provider speaks its dialect, translated when not
+(``shared.dialects``). An adapter sends over the process's pooled client (``http.shared_client``) and
+always hands back the OpenAI ``chat.completion`` form, whatever the provider speaks; the usage is read
+from the provider's own payload, so cache and reasoning tokens reach the cost. ``call`` raises:
 
 - ``shared.errors.InvalidRequest`` when the request cannot be said in the provider's format
   (nothing was sent; the caller must change the request),
@@ -19,6 +22,25 @@ import orjson
 
 from execution.providers import errors, http
 from shared.config import DeploymentConfig, ProviderConfig
+from shared.dialects import COMPLETIONS, EMBEDDINGS, endpoint, provider_body
+
+
+def _embeddings_problem(payload: dict[str, Any]) -> str | None:
+    data = payload.get("data")
+    if not isinstance(data, list) or not all(isinstance(item, dict) and "embedding" in item for item in data):
+        return "no list of embeddings in the body"
+    return None
+
+
+def _completions_problem(payload: dict[str, Any]) -> str | None:
+    choices = payload.get("choices")
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
+        return "no choices in the body"
+    return None
+
+
+# Endpoints whose answers the caller gets in the provider's own form, and how to tell one is usable.
+_AS_RECEIVED = {EMBEDDINGS: _embeddings_problem, COMPLETIONS: _completions_problem}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +112,7 @@ class ProviderAdapter:
     """Sends one chat request to one deployment; subclasses supply the wire format."""
 
     kind: ClassVar[str]
+    dialect: ClassVar[str]  # the wire format it speaks (``shared.dialects``)
 
     def __init__(
         self, deployment: DeploymentConfig, provider: ProviderConfig, client: httpx.Client | None = None
@@ -97,7 +120,8 @@ class ProviderAdapter:
         self.deployment = deployment
         self.provider = provider
         self._client = client
-        self.url = ""
+        self.url = ""  # the chat endpoint (chat completions, messages)
+        self.endpoints: dict[str, str] = {}  # the others it has (``shared.dialects.endpoint``): their URLs
         self.params: dict[str, str] | None = None
         self.headers: dict[str, str] = {}
 
@@ -105,41 +129,49 @@ class ProviderAdapter:
     def client(self) -> httpx.Client:
         return self._client or http.shared_client()
 
-    def call(self, request: dict[str, Any], headers: dict[str, str] | None = None) -> ProviderResult:
-        """Send ``request`` (OpenAI chat format) as ``deployment.model``; one attempt, no retries.
+    def call(self, request: dict[str, Any], headers: dict[str, str] | None = None, *,
+             dialect: str = "openai") -> ProviderResult:
+        """Send ``request`` (written in ``dialect``) as ``deployment.model``; one attempt, no retries.
         ``headers`` go with this call only (its trace context)."""
-        content = orjson.dumps(self.encode(request))
+        where = endpoint(dialect, self.dialect)
+        content = orjson.dumps(self.encode(request, dialect))
         started = time.perf_counter()
-        raw = self._send(content, {**self.headers, **headers} if headers else self.headers)
+        raw = self._send(content, {**self.headers, **headers} if headers else self.headers,
+                         self.endpoints.get(where, self.url))
         latency_ms = (time.perf_counter() - started) * 1000.0
         if raw.status >= 300:
             raise errors.from_response(raw.status, raw.headers, raw.content, self.deployment.name)
-        payload, body = self._decode(raw)
+        payload, body = self._decode(raw, where)
         return ProviderResult(
             body=body, status=raw.status, headers=raw.headers, usage=self.usage_of(payload),
             latency_ms=latency_ms, deployment=self.deployment.name,
         )
 
-    def _send(self, content: bytes, headers: dict[str, str]) -> http.RawResponse:
+    def _send(self, content: bytes, headers: dict[str, str], url: str | None = None) -> http.RawResponse:
         try:
             return http.post(
-                self.client, self.url, content=content, headers=headers, params=self.params,
+                self.client, url or self.url, content=content, headers=headers, params=self.params,
                 timeouts=self.deployment.timeouts,
             )
         except httpx.HTTPError as exc:
             raise errors.from_transport(exc, self.deployment.name) from exc
 
-    def _decode(self, raw: http.RawResponse) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The provider's payload and its OpenAI ``chat.completion`` form."""
+    def _decode(self, raw: http.RawResponse, where: str = "chat") -> tuple[dict[str, Any], dict[str, Any]]:
+        """The provider's payload and its OpenAI ``chat.completion`` form (an embeddings or legacy
+        completions answer is kept as it came: the caller asked in that form)."""
         try:
             payload = orjson.loads(raw.content)
         except orjson.JSONDecodeError as exc:
             raise self._malformed(raw, f"body is not JSON ({exc})") from exc
-        problem = self.problem_with(payload) if isinstance(payload, dict) else "body is not a JSON object"
+        chat = where not in _AS_RECEIVED
+        if not isinstance(payload, dict):
+            problem: str | None = "body is not a JSON object"
+        else:
+            problem = self.problem_with(payload) if chat else _AS_RECEIVED[where](payload)
         if problem:
             raise self._malformed(raw, problem)
         try:
-            return payload, self.to_openai(payload)
+            return payload, self.to_openai(payload) if chat else payload
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise self._malformed(raw, f"cannot translate the body ({exc})") from exc
 
@@ -148,9 +180,12 @@ class ProviderAdapter:
 
     # Wire format hooks ------------------------------------------------------------------------------
 
-    def encode(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The provider's request body for an OpenAI chat request."""
-        raise NotImplementedError
+    def encode(self, request: dict[str, Any], dialect: str = "openai") -> dict[str, Any]:
+        """The provider's request body for ``request``, written in ``dialect``: as written when it is the
+        provider's, else translated (``shared.dialects.provider_body``)."""
+        deployment = self.deployment
+        return provider_body(request, dialect, self.dialect, model=deployment.model,
+                             default_max_tokens=deployment.default_max_tokens, drop=deployment.drop_unsupported)
 
     def problem_with(self, payload: dict[str, Any]) -> str | None:
         """Why a 2xx body cannot be used, or None when it can."""

@@ -1,7 +1,8 @@
 """OpenAI and everything that speaks its Chat Completions API: vLLM, Ollama, Azure OpenAI.
 
 ``base_url`` is the API root the provider documents, ending in ``/v1`` for OpenAI, vLLM and Ollama
-(``http://localhost:11434/v1``); the adapter posts to ``{base_url}/chat/completions``.
+(``http://localhost:11434/v1``); the adapter posts to ``{base_url}/chat/completions``. An OpenAI-format
+request goes out as the caller wrote it, unknown fields included (``shared.dialects``).
 
 Azure: a base URL on ``*.openai.azure.com`` / ``*.cognitiveservices.azure.com``, or one with a
 ``/deployments/<name>`` path, authenticates with an ``api-key`` header instead of a bearer token. With
@@ -23,15 +24,6 @@ from shared.config import DeploymentConfig, ProviderConfig
 AZURE_API_VERSION = "2024-10-21"
 _AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com")
 
-# Chat Completions parameters a provider may receive. Anything else in the canonical request
-# (gateway tags such as metadata, feature or priority; stream) stays inside the gateway.
-FORWARDED_PARAMS = frozenset({
-    "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "n",
-    "tools", "tool_choice", "parallel_tool_calls", "user", "response_format", "seed",
-    "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
-    "reasoning_effort", "service_tier", "modalities", "audio", "prediction", "verbosity",
-})
-
 
 def is_azure(base_url: str) -> bool:
     parts = urlsplit(base_url)
@@ -40,6 +32,7 @@ def is_azure(base_url: str) -> bool:
 
 class OpenAIAdapter(ProviderAdapter):
     kind = "openai"
+    dialect = "openai"
 
     def __init__(
         self, deployment: DeploymentConfig, provider: ProviderConfig, client: httpx.Client | None = None
@@ -47,14 +40,10 @@ class OpenAIAdapter(ProviderAdapter):
         super().__init__(deployment, provider, client)
         base = provider.base_url.rstrip("/")
         self.url = f"{base}/chat/completions"
+        self.endpoints = {"embeddings": f"{base}/embeddings", "completions": f"{base}/completions"}
         self.headers = {"content-type": "application/json", **_auth_headers(provider), **provider.headers}
         if is_azure(base) and "/deployments/" in urlsplit(base).path + "/":
             self.params = {"api-version": _azure_api_version(provider)}
-
-    def encode(self, request: dict[str, Any]) -> dict[str, Any]:
-        body = {key: value for key, value in request.items() if key in FORWARDED_PARAMS}
-        body["model"] = self.deployment.model
-        return body
 
     def problem_with(self, payload: dict[str, Any]) -> str | None:
         choices = payload.get("choices")

@@ -4,6 +4,8 @@
 
     GET    /sim/stats[?series=0]   counters per key and model, bucket levels, sampled time series
     GET    /sim/config             the configuration in effect
+    GET    /sim/requests           the bodies of the last 500 model requests (chat, messages, embeddings,
+                                   completions), as received
     GET    /sim/faults             installed fault rules
     POST   /sim/faults             add rules: one rule object, or {"faults": [...], "replace": true}
     DELETE /sim/faults[/{id}]      remove all rules, or one
@@ -32,6 +34,7 @@ from ops.sim.engine import Simulator
 from ops.sim.http import Handler, Reply, Request, Response, json_response, read_body, send_reply
 from ops.sim.limits import Clock
 from ops.sim.openai_api import OpenAIApi
+from ops.sim.openai_extras import CompletionsApi, EmbeddingsApi
 from ops.sim.webhooks import WebhookSink
 from shared.tokens import tokenizer_name
 
@@ -68,8 +71,8 @@ def _parse(model: type[BaseModel], body: Any) -> BaseModel | Response:
         return _admin_error(str(exc))
 
 
-RECEIVED = 500  # completion requests kept for GET /sim/requests
-_COMPLETIONS = frozenset({"/v1/chat/completions", "/v1/messages"})
+RECEIVED = 500  # requests to the model endpoints kept for GET /sim/requests
+_COMPLETIONS = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/v1/completions"})
 
 
 def _json_or_text(body: bytes) -> Any:
@@ -85,12 +88,15 @@ class SimApp:
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
         self.openai, self.anthropic = OpenAIApi(), AnthropicApi()
+        self.embeddings_api, self.completions_api = EmbeddingsApi(), CompletionsApi()
         self.webhooks = WebhookSink()
         self._sampler: asyncio.Task | None = None
         self.received: deque[tuple[str, bytes]] = deque(maxlen=RECEIVED)  # (path, body) of the last requests
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): lambda r: sim.complete(self.openai, r),
             ("POST", "/v1/messages"): lambda r: sim.complete(self.anthropic, r),
+            ("POST", "/v1/embeddings"): lambda r: sim.complete(self.embeddings_api, r),
+            ("POST", "/v1/completions"): lambda r: sim.complete(self.completions_api, r),
             ("POST", "/v1/messages/count_tokens"): self.count_tokens,
             ("GET", "/v1/models"): self.models,
             ("GET", "/healthz"): self.health,

@@ -150,7 +150,7 @@ class Simulator:
         if outcome is not None and outcome.early:
             return self._early_fault(api, outcome, req, meter, counters, key)
         prompt = api.prompt_tokens(req)
-        max_tokens = req.max_tokens or config.max_output_tokens
+        max_tokens = (req.max_tokens or config.max_output_tokens) if req.generates else 0
         if prompt + max_tokens > config.context_window:
             message = (f"This model's maximum context length is {config.context_window} tokens. However, you "
                        f"requested {prompt + max_tokens} tokens ({prompt} in the messages, {max_tokens} in "
@@ -185,6 +185,8 @@ class Simulator:
         return api.render(req, completions, prompt, headers)
 
     def _generate(self, api: ProviderApi, req: ChatRequest, config: ModelConfig) -> list[Completion]:
+        if not req.generates:
+            return []
         seed = request_seed(req.model, req.system, req.messages)
         tool = req.forced_tool_name()
         max_tokens = req.max_tokens or config.max_output_tokens

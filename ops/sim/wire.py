@@ -37,6 +37,7 @@ class ChatRequest:
     forced_tool: str | None = None  # a tool name, or "" for "any tool"
     response_schema: dict | None = None  # OpenAI response_format json_schema: the reply is JSON it accepts
     extra: dict = field(default_factory=dict)
+    generates: bool = True  # False: an embeddings request, which produces (and is charged) no output
 
     def text(self) -> str:
         """Every string of the prompt, for the markers a weakness profile reads (``ops.sim.weakness``)."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from shared import dialects
 from shared.config import DeploymentConfig
 from shared.keys import Keys
 from shared.lua import script
@@ -55,20 +56,21 @@ def prompt_tokens(request: dict[str, Any], model: str | None = None, *, by_chars
     return total
 
 
-def output_cap(request: dict[str, Any], deployment: DeploymentConfig) -> int:
-    """The output the request allows: max_completion_tokens, max_tokens or the deployment's default,
-    times ``n`` choices."""
-    cap = request.get("max_completion_tokens") or request.get("max_tokens") or deployment.default_max_tokens
-    return int(cap) * max(1, int(request.get("n") or 1))
+def output_cap(request: dict[str, Any], deployment: DeploymentConfig, dialect: str = "openai") -> int:
+    """The output the request allows: max_completion_tokens, max_tokens or the deployment's default
+    (none for embeddings, ``shared.dialects.output_cap``), times ``n`` choices."""
+    cap = dialects.output_cap(request, dialect, deployment.default_max_tokens)
+    return cap * max(1, int(request.get("n") or 1))
 
 
 def estimate(request: dict[str, Any], deployment: DeploymentConfig, provider_kind: str, *,
-             prompt: int | None = None, learned_output: float | None = None, calibration: float = 1.0) -> Estimate:
+             prompt: int | None = None, learned_output: float | None = None, calibration: float = 1.0,
+             dialect: str = "openai") -> Estimate:
     """What ``deployment``'s meter will charge for ``request`` (see the module docstring). ``prompt``:
     its ``prompt_tokens`` when already counted (a job's are counted once, when it is accepted)."""
     counted = prompt_tokens(request, deployment.model) if prompt is None else prompt
     input_tokens = math.ceil(counted * calibration)
-    cap = output_cap(request, deployment)
+    cap = output_cap(request, deployment, dialect)
     output = cap
     if provider_kind == "anthropic" and learned_output is not None:
         output = min(cap, math.ceil(learned_output))

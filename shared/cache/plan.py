@@ -85,6 +85,8 @@ def _bypass_reason(settings: Settings, enabled: bool, any_temperature: bool, pay
     if (payload.get("n") or 1) > 1:
         return "n"
     temperature = payload.get("temperature")
+    if payload.get("endpoint") == "embeddings":  # not sampled: the same input, the same vectors
+        return None
     if not any_temperature and (temperature is None or temperature > 0):
         return "temperature"
     return None

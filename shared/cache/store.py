@@ -234,16 +234,23 @@ class ResponseCache:
 
 def storable_answer(view: View, max_bytes: int) -> str | None:
     """The answer as the cache keeps it, or None when it must not be kept: a job that did not succeed,
-    more than one choice, a tool call, or a finish other than ``stop`` (cut short, filtered)."""
+    more than one choice, a tool call, or a finish other than ``stop`` (cut short, filtered). Embeddings
+    are always kept: the same input gets the same vectors."""
     result = view.get("result")
     if view.get("status") != "succeeded" or not isinstance(result, dict):
         return None
+    if result.get("object") == "list" and isinstance(result.get("data"), list):
+        return _kept(view, result, max_bytes)
     choices = result.get("choices") or []
     if len(choices) != 1 or not isinstance(choices[0], dict):
         return None
     message = choices[0].get("message") or {}
     if choices[0].get("finish_reason") != "stop" or message.get("tool_calls") or message.get("function_call"):
         return None
+    return _kept(view, result, max_bytes)
+
+
+def _kept(view: View, result: dict[str, Any], max_bytes: int) -> str | None:
     answer = orjson.dumps({"result": result, "model_used": view.get("model_used"),
                            "deployment": view.get("deployment")}).decode()
     return answer if len(answer) <= max_bytes else None

@@ -148,6 +148,7 @@ class Job(Base):
         Index(None, "tenant_id", "status", "id"),  # tenant listing filtered by status
         Index(None, "status", "deadline"),  # shedding queued jobs past their deadline
         Index(None, "key_id", "status"),  # cancelling what a revoked key queued
+        Index(None, "batch_id", "status"),  # a batch's counts, output and cancel
         Index("ix_jobs_finished_at_unpurged", "finished_at",  # retention: finished jobs that still hold content
               sqlite_where=text(UNPURGED), postgresql_where=text(UNPURGED)),
         CheckConstraint(f"status IN {STATUSES!r}", name="status"),
@@ -188,6 +189,10 @@ class Job(Base):
     escalations: Mapped[int] = mapped_column(default=0, server_default=text("0"))  # answers that failed a check
     route_ceiling_usd: Mapped[float | None] = mapped_column(Money)  # the answer priced at the route's top tier
     saving_usd: Mapped[float | None] = mapped_column(Money)  # route_ceiling_usd less what the job cost
+    # The format ``request`` is written in (``shared.dialects``): openai or anthropic, as the caller sent it.
+    dialect: Mapped[str] = mapped_column(String(20), default="openai", server_default="openai")
+    batch_id: Mapped[str | None] = mapped_column(String(40))  # a line of this batch (``POST /v1/batches``)
+    custom_id: Mapped[str | None] = mapped_column(String(200))  # that line's custom_id
 
 
 class Attempt(Base):
@@ -301,6 +306,33 @@ class UsageRollup(Base):
     failed_cost_usd: Mapped[float] = mapped_column(Money, default=0.0)
     cache_savings_usd: Mapped[float] = mapped_column(Money, default=0.0)
     routing_savings_usd: Mapped[float] = mapped_column(Money, default=0.0)
+
+
+BATCH_STATUSES = ("validating", "in_progress", "completed", "cancelling", "cancelled", "expired", "failed")
+
+
+class Batch(Base):
+    """An OpenAI-format batch (``POST /v1/batches``): its lines are jobs (``Job.batch_id``) in the batch lane."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index(None, "tenant_id", "id"), CheckConstraint(f"status IN {BATCH_STATUSES!r}", name="status"))
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    endpoint: Mapped[str] = mapped_column(String(100))
+    input_file_id: Mapped[str] = mapped_column(String(40))
+    completion_window: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+    lines: Mapped[int] = mapped_column(default=0)  # every line of the input file
+    invalid: Mapped[int] = mapped_column(default=0)  # lines refused before they became jobs
+    invalid_file: Mapped[str | None] = mapped_column(String(40))  # their error records, until the error file
+    output_file_id: Mapped[str | None] = mapped_column(String(40))
+    error_file_id: Mapped[str | None] = mapped_column(String(40))
+    batch_metadata: Mapped[dict[str, Any] | None]
 
 
 class AdminAction(Base):

@@ -2,7 +2,8 @@
 
 Every string a provider would read as conversation is scanned: each message's ``content`` (a string
 or its parts' ``text``) and the arguments of an assistant's tool calls, whatever the role, the system
-prompt included. Per detector:
+prompt included; in Anthropic's form (``shared.dialects``) also the top-level ``system`` and the text
+inside a ``tool_result`` block. Per detector:
 
 - ``mask``: the value becomes a typed placeholder, ``[EMAIL]``; it is gone for good.
 - ``tokenize``: a numbered placeholder, ``[EMAIL_1]`` (the same value gets the same one within a call);
@@ -80,10 +81,18 @@ def redact_request(request: dict[str, Any], policy: Policy) -> Redacted:
     messages = request.get("messages")
     if not isinstance(messages, list):
         return Redacted(request)
-    new_messages = [_message(one, m, f"messages.{i}") for i, m in enumerate(messages)]
-    if all(new is old for new, old in zip(new_messages, messages, strict=True)):
+    changed: dict[str, Any] = {}
+    new_messages = _each(messages, lambda m, i: _message(one, m, f"messages.{i}"))
+    if new_messages is not messages:
+        changed["messages"] = new_messages
+    system = request.get("system")  # Anthropic's system prompt: a string or text blocks
+    if isinstance(system, str):
+        changed["system"] = one.text(system, "system")
+    elif isinstance(system, list):
+        changed["system"] = _each(system, lambda part, i: _part(one, part, f"system.{i}"))
+    if all(changed[k] is request.get(k) for k in changed):
         return Redacted(request, one.counts, vault)
-    return Redacted({**request, "messages": new_messages}, one.counts, vault)
+    return Redacted({**request, **changed}, one.counts, vault)
 
 
 def _message(one: _Pass, message: Any, where: str) -> Any:
@@ -113,6 +122,15 @@ def _part(one: _Pass, part: Any, where: str) -> Any:
     if isinstance(part, dict) and isinstance(part.get("text"), str):
         text = one.text(part["text"], f"{where}.text")
         return part if text is part["text"] else {**part, "text": text}
+    if isinstance(part, dict) and part.get("type") == "tool_result":  # Anthropic: a tool's answer
+        inner = part.get("content")
+        if isinstance(inner, str):
+            new: Any = one.text(inner, f"{where}.content")
+        elif isinstance(inner, list):
+            new = _each(inner, lambda p, i: _part(one, p, f"{where}.content.{i}"))
+        else:
+            return part
+        return part if new is inner else {**part, "content": new}
     return part
 
 

@@ -134,9 +134,22 @@ def screened_texts(request: dict[str, Any]) -> Iterator[tuple[str, str]]:
         if isinstance(content, str):
             yield f"messages.{i}.content", content
         elif isinstance(content, list):
-            for k, part in enumerate(content):
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    yield f"messages.{i}.content.{k}.text", part["text"]
+            yield from _part_texts(content, f"messages.{i}.content")
+
+
+def _part_texts(parts: list[Any], where: str) -> Iterator[tuple[str, str]]:
+    """The text parts, and the text inside Anthropic ``tool_result`` blocks (a tool's answer)."""
+    for k, part in enumerate(parts):
+        if not isinstance(part, dict):
+            continue
+        if isinstance(part.get("text"), str):
+            yield f"{where}.{k}.text", part["text"]
+        elif part.get("type") == "tool_result":
+            inner = part.get("content")
+            if isinstance(inner, str):
+                yield f"{where}.{k}.content", inner
+            elif isinstance(inner, list):
+                yield from _part_texts(inner, f"{where}.{k}.content")
 
 
 def screen_request(request: dict[str, Any], mode: ScreenMode, threshold: float) -> Screened:

@@ -62,7 +62,7 @@ def test_openai_sends_the_deployment_model_auth_and_extra_headers(mock_adapter, 
         api_key_env="TEST_OPENAI_KEY",
         headers={"OpenAI-Organization": "org-1"},
     )
-    result = adapter.call({**CHAT, "stream": True, "metadata": {"feature": "x"}, "priority": "batch"})
+    result = adapter.call({**CHAT, "stream": True, "metadata": {"feature": "x"}, "prompt_cache_key": "k1"})
 
     request = seen[0]
     assert str(request.url) == "https://api.example.test/v1/chat/completions"
@@ -70,7 +70,8 @@ def test_openai_sends_the_deployment_model_auth_and_extra_headers(mock_adapter, 
     assert request.headers["openai-organization"] == "org-1"
     sent = json.loads(request.content)
     assert sent["model"] == "gpt-4o-mini"
-    assert not {"stream", "metadata", "priority"} & set(sent)
+    assert not {"stream", "metadata"} & set(sent)  # the gateway's: its delivery and its tags
+    assert sent["prompt_cache_key"] == "k1"  # the provider's, even one the gateway does not know
     assert result.body == OPENAI_OK
     assert result.status == 200 and result.deployment == "gpt-4o-mini@test"
     assert result.headers["x-ratelimit-remaining-requests"] == "99"
@@ -137,7 +138,7 @@ def test_anthropic_sends_messages_api_and_answers_in_openai_format(mock_adapter,
 def test_a_request_anthropic_cannot_take_is_rejected_before_sending(mock_adapter):
     seen: list[httpx.Request] = []
     adapter = mock_adapter("anthropic", capture(200, ANTHROPIC_OK, seen=seen))
-    with pytest.raises(InvalidRequest, match="n=1"):
+    with pytest.raises(InvalidRequest, match="^n: an anthropic model cannot"):
         adapter.call({**CHAT, "n": 3})
     assert seen == []
 

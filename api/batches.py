@@ -1,0 +1,312 @@
+"""OpenAI's Batch API over the gateway's own batch lane: each line of the input file becomes a job.
+
+    POST /v1/batches        read the file line by line; each line checked on its own (JSON, custom_id
+                            unique, method POST, url the batch's endpoint, a body ``POST /v1/jobs`` would
+                            take, a model the key may use): a bad line is an error record, the others are
+                            queued in chunks through ``api.bulk`` in the batch lane, so tenant fairness,
+                            budgets and caps apply; their deadline is the end of the completion window
+    GET  /v1/batches/{id}   request counts read from the jobs (always current); once every line has ended,
+                            the output and error files are written (OpenAI's line format, with custom_id)
+    POST .../cancel         the lines not yet sent are cancelled; those in flight finish
+
+Lines that did not end in time end as expired (the scheduler sheds them at their deadline) and are
+error records (``batch_expired``). Memory stays bounded: the file is read line by line and queued in
+chunks of ``api.max_batch_jobs``; the output is written page by page.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import IO, TYPE_CHECKING, Any, cast
+
+import orjson
+from pydantic import ValidationError
+from sqlalchemy import CursorResult, func, select, update
+
+from api.auth import Caller
+from shared.db.models import Batch, Job, utcnow
+from shared.db.session import session_scope
+from shared.errors import InvalidRequest, NotFound, echo
+from shared.files import FileStore
+from shared.schemas import JobRequest
+
+if TYPE_CHECKING:
+    from api.gateway import Gateway
+
+ENDPOINTS = ("/v1/chat/completions",)
+WINDOWS = {"24h": timedelta(hours=24)}
+OPEN = ("queued", "admitted", "running")
+PAGE = 1000
+
+
+class Batches:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.files = FileStore(gw.settings.files.dir)
+
+    # -- create ------------------------------------------------------------------------------------
+
+    def create(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        endpoint, window, input_file = _checked_body(body)
+        meta = self.files.meta(caller.tenant, input_file)
+        if meta["purpose"] != "batch":
+            raise InvalidRequest(f"input_file_id: {input_file} was uploaded with purpose {meta['purpose']!r}; a "
+                                 "batch reads files uploaded with purpose 'batch'", param="input_file_id")
+        now = utcnow()
+        batch = Batch(id=f"batch_{secrets.token_hex(12)}", tenant_id=caller.tenant, endpoint=endpoint,
+                      input_file_id=input_file, completion_window=window, status="validating", created_at=now,
+                      expires_at=now + WINDOWS[window], batch_metadata=body.get("metadata"), lines=0, invalid=0)
+        with session_scope(self.gw.engine) as db:
+            db.add(batch)  # first: every job it queues names a batch that exists
+            db.flush()
+            db.expunge(batch)
+        try:
+            with self.files.writing(caller.tenant, purpose="batch_output",
+                                    filename=f"{batch.id}_invalid.jsonl") as (invalid_id, invalid):
+                lines, refused = self._queue_lines(caller, batch, invalid)
+        except BaseException:
+            self._abandon(batch.id)
+            raise
+        with session_scope(self.gw.engine) as db:
+            db.execute(update(Batch).where(Batch.id == batch.id).values(
+                status="in_progress", lines=lines, invalid=refused, invalid_file=invalid_id))
+        return self.retrieve(caller, batch.id)
+
+    def _abandon(self, batch_id: str) -> None:
+        """A batch whose file could not be read to the end: what it queued is cancelled, it is failed."""
+        now = utcnow()
+        with session_scope(self.gw.engine) as db:
+            db.execute(update(Job).where(Job.batch_id == batch_id, Job.status == "queued").values(
+                status="cancelled", finished_at=now, updated_at=now,
+                error={"type": "batch_failed", "message": "the batch's input file was refused"},
+            ).execution_options(synchronize_session=False))
+            db.execute(update(Batch).where(Batch.id == batch_id).values(status="failed", finished_at=now))
+
+    def _queue_lines(self, caller: Caller, batch: Batch, invalid: IO[bytes]) -> tuple[int, int]:
+        """Every line checked and queued, chunk by chunk; (lines, lines refused)."""
+        seen: set[str] = set()
+        chunk: list[tuple[int, str, JobRequest]] = []
+        lines = refused = 0
+        limit = self.gw.settings.files.max_lines
+        for number, raw in enumerate(self.files.lines(caller.tenant, batch.input_file_id), start=1):
+            if not raw.strip():
+                continue
+            lines += 1
+            if lines > limit:
+                raise InvalidRequest(f"input_file_id: more than {limit} lines; split the file", param="input_file_id")
+            parsed = _line(raw, number, batch, seen)
+            if isinstance(parsed, dict):
+                invalid.write(orjson.dumps(parsed) + b"\n")
+                refused += 1
+                continue
+            chunk.append(parsed)
+            if len(chunk) == self.gw.settings.api.max_batch_jobs:
+                refused += self._submit(caller, batch, chunk, invalid)
+                chunk = []
+        if chunk:
+            refused += self._submit(caller, batch, chunk, invalid)
+        if lines == 0:
+            raise InvalidRequest("input_file_id: the file has no lines", param="input_file_id")
+        return lines, refused
+
+    def _submit(self, caller: Caller, batch: Batch, chunk: list[tuple[int, str, JobRequest]],
+                invalid: IO[bytes]) -> int:
+        """One chunk through the bulk path, leniently: a line refused on its own is an error record."""
+        submitted = self.gw.bulk.submit_many(caller, [item for _, _, item in chunk],
+                                             (batch.id, [custom_id for _, custom_id, _ in chunk]), lenient=True)
+        for index, exc in submitted.refused.items():
+            number, custom_id, _ = chunk[index]
+            invalid.write(orjson.dumps(_error_record(custom_id, exc.code or exc.type, f"line {number}: "
+                                                     f"{exc.message}", exc.status)) + b"\n")
+        return len(submitted.refused)
+
+    # -- read --------------------------------------------------------------------------------------
+
+    def retrieve(self, caller: Caller, batch_id: str) -> dict[str, Any]:
+        batch = self._get(caller, batch_id)
+        counts = self._counts(batch.id)
+        if batch.status in ("in_progress", "cancelling") and not any(counts.get(s) for s in OPEN):
+            self._finish(caller, batch, counts)
+            batch = self._get(caller, batch_id)
+        return _view(batch, counts)
+
+    def list(self, caller: Caller, limit: int, after: str | None) -> dict[str, Any]:
+        with session_scope(self.gw.engine, readonly=True) as db:
+            query = select(Batch.id).where(Batch.tenant_id == caller.tenant).order_by(Batch.id.desc()).limit(limit + 1)
+            if after:
+                query = query.where(Batch.id < after)
+            ids = list(db.scalars(query))
+        data = [self.retrieve(caller, batch_id) for batch_id in ids[:limit]]
+        return {"object": "list", "data": data, "first_id": ids[0] if ids else None,
+                "last_id": ids[min(limit, len(ids)) - 1] if ids else None, "has_more": len(ids) > limit}
+
+    def cancel(self, caller: Caller, batch_id: str) -> dict[str, Any]:
+        batch = self._get(caller, batch_id)
+        if batch.status == "in_progress":
+            now = utcnow()
+            with session_scope(self.gw.engine) as db:
+                db.execute(update(Batch).where(Batch.id == batch.id, Batch.status == "in_progress")
+                           .values(status="cancelling", cancelled_at=now))
+                db.execute(update(Job).where(Job.batch_id == batch.id, Job.status == "queued").values(
+                    status="cancelled", finished_at=now, updated_at=now,
+                    error={"type": "batch_cancelled", "message": "the batch was cancelled before this line was sent"}
+                ).execution_options(synchronize_session=False))
+        return self.retrieve(caller, batch_id)
+
+    def _get(self, caller: Caller, batch_id: str) -> Batch:
+        with session_scope(self.gw.engine, readonly=True) as db:
+            batch = db.get(Batch, batch_id)
+            if batch is None or batch.tenant_id != caller.tenant:
+                raise NotFound(f"batch {echo(batch_id)} not found", param="batch_id")
+            db.expunge(batch)
+            return batch
+
+    def _counts(self, batch_id: str) -> dict[str, int]:
+        with session_scope(self.gw.engine, readonly=True) as db:
+            rows = db.execute(select(Job.status, func.count()).where(Job.batch_id == batch_id).group_by(Job.status))
+            return {status: int(n) for status, n in rows}
+
+    # -- finish ------------------------------------------------------------------------------------
+
+    def _finish(self, caller: Caller, batch: Batch, counts: dict[str, int]) -> None:
+        """Every line has ended: write the output and error files, then close the batch (once)."""
+        tenant = caller.tenant
+        output_id = error_id = None
+        if counts.get("succeeded"):
+            with self.files.writing(tenant, purpose="batch_output", filename=f"{batch.id}_output.jsonl") as (
+                    output_id, out):
+                for job in self._jobs(batch.id, ("succeeded",)):
+                    out.write(orjson.dumps(_output_record(job)) + b"\n")
+        if batch.invalid or any(counts.get(s) for s in ("failed", "cancelled", "expired")):
+            with self.files.writing(tenant, purpose="batch_output", filename=f"{batch.id}_error.jsonl") as (
+                    error_id, out):
+                for chunk in self.files.chunks(tenant, batch.invalid_file or ""):
+                    out.write(chunk)
+                for job in self._jobs(batch.id, ("failed", "cancelled", "expired")):
+                    out.write(orjson.dumps(_failed_record(job)) + b"\n")
+        status = "cancelled" if batch.status == "cancelling" else (
+            "expired" if counts.get("expired") else "completed")
+        with session_scope(self.gw.engine) as db:
+            done = cast(CursorResult[Any], db.execute(
+                update(Batch).where(Batch.id == batch.id, Batch.status == batch.status).values(
+                    status=status, finished_at=utcnow(), output_file_id=output_id, error_file_id=error_id))).rowcount
+        if not done:  # another reader closed it first: its files stand
+            for file_id in (output_id, error_id):
+                if file_id:
+                    self.files.delete(tenant, file_id)
+
+    def _jobs(self, batch_id: str, statuses: tuple[str, ...]) -> Iterator[Job]:
+        """The batch's jobs in these statuses, a page at a time."""
+        after = ""
+        while True:
+            with session_scope(self.gw.engine, readonly=True) as db:
+                page = list(db.scalars(select(Job).where(Job.batch_id == batch_id, Job.status.in_(statuses),
+                                                         Job.id > after).order_by(Job.id).limit(PAGE)))
+                for job in page:
+                    db.expunge(job)
+            yield from page
+            if len(page) < PAGE:
+                return
+            after = page[-1].id
+
+
+def _checked_body(body: dict[str, Any]) -> tuple[str, str, str]:
+    endpoint, window, input_file = body.get("endpoint"), body.get("completion_window"), body.get("input_file_id")
+    if endpoint not in ENDPOINTS:
+        raise InvalidRequest(f"endpoint: {echo(endpoint)} is not served in batches; use one of "
+                             f"{', '.join(ENDPOINTS)}", param="endpoint")
+    if window not in WINDOWS:
+        raise InvalidRequest(f"completion_window: {echo(window)}; use 24h", param="completion_window")
+    if not isinstance(input_file, str) or not input_file:
+        raise InvalidRequest("input_file_id: the id of a file uploaded with purpose 'batch'", param="input_file_id")
+    metadata = body.get("metadata")
+    if metadata is not None and not (isinstance(metadata, dict) and len(metadata) <= 16 and all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512 for k, v in metadata.items())):
+        raise InvalidRequest("metadata: at most 16 string keys (64 characters) and values (512)", param="metadata")
+    return endpoint, window, input_file
+
+
+def _line(raw: bytes, number: int, batch: Batch, seen: set[str]) -> tuple[int, str, JobRequest] | dict[str, Any]:
+    """A line as (number, custom_id, the job it asks for), or the error record that refuses it."""
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _error_record(None, "invalid_json", f"line {number}: not a JSON object", 400)
+    custom_id = line.get("custom_id") if isinstance(line, dict) else None
+    if not isinstance(custom_id, str) or not custom_id or len(custom_id) > 200:
+        return _error_record(None, "missing_custom_id", f"line {number}: custom_id must be a string of 1 to 200 "
+                             "characters", 400)
+    if custom_id in seen:
+        return _error_record(custom_id, "duplicate_custom_id", f"line {number}: custom_id {echo(custom_id)} is "
+                             "already used by an earlier line", 400)
+    seen.add(custom_id)
+    if line.get("method") != "POST" or line.get("url") != batch.endpoint:
+        return _error_record(custom_id, "invalid_url", f"line {number}: every line must be method POST to url "
+                             f"{batch.endpoint}, as the batch's endpoint", 400)
+    body = line.get("body")
+    if not isinstance(body, dict):
+        return _error_record(custom_id, "invalid_body", f"line {number}: body must be a JSON object", 400)
+    try:
+        item = JobRequest.model_validate({**body, "priority": "batch", "deadline": batch.expires_at.isoformat(),
+                                          "feature": (body.get("metadata") or {}).get("feature", "default")
+                                          if isinstance(body.get("metadata"), dict) else "default"})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        return _error_record(custom_id, "invalid_request", f"line {number}: body.{where}: {err['msg']}", 400)
+    if item.stream:
+        return _error_record(custom_id, "invalid_request", f"line {number}: body.stream: a batch line is not "
+                             "streamed", 400)
+    return number, custom_id, item
+
+
+def _error_record(custom_id: str | None, code: str, message: str, status: int) -> dict[str, Any]:
+    return {"id": f"batch_req_{secrets.token_hex(12)}", "custom_id": custom_id,
+            "response": {"status_code": status, "request_id": None,
+                         "body": {"error": {"message": message, "type": "invalid_request_error", "code": code}}},
+            "error": {"code": code, "message": message}}
+
+
+def _output_record(job: Job) -> dict[str, Any]:
+    return {"id": f"batch_req_{job.id}", "custom_id": job.custom_id,
+            "response": {"status_code": 200, "request_id": job.id, "body": job.result}, "error": None}
+
+
+_FAILED = {"cancelled": "batch_cancelled", "expired": "batch_expired"}
+
+
+def _failed_record(job: Job) -> dict[str, Any]:
+    error = job.error or {}
+    code = _FAILED.get(job.status) or str(error.get("type") or "failed")
+    message = str(error.get("message") or job.status)
+    return {"id": f"batch_req_{job.id}", "custom_id": job.custom_id,
+            "response": {"status_code": 500 if job.status == "failed" else 408, "request_id": job.id,
+                         "body": {"error": {"message": message, "type": "api_error", "code": code}}},
+            "error": {"code": code, "message": message}}
+
+
+def _view(batch: Batch, counts: dict[str, int]) -> dict[str, Any]:
+    done = counts.get("succeeded", 0)
+    failed = batch.invalid + sum(counts.get(s, 0) for s in ("failed", "cancelled", "expired"))
+    return {
+        "id": batch.id, "object": "batch", "endpoint": batch.endpoint, "errors": None,
+        "input_file_id": batch.input_file_id, "completion_window": batch.completion_window,
+        "status": batch.status, "output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id,
+        "created_at": _unix(batch.created_at), "in_progress_at": _unix(batch.created_at),
+        "expires_at": _unix(batch.expires_at), "finalizing_at": None,
+        "completed_at": _unix(batch.finished_at) if batch.status == "completed" else None,
+        "failed_at": None, "expired_at": _unix(batch.finished_at) if batch.status == "expired" else None,
+        "cancelling_at": _unix(batch.cancelled_at), "cancelled_at": _unix(batch.finished_at)
+        if batch.status == "cancelled" else None,
+        "request_counts": {"total": batch.lines, "completed": done, "failed": failed},
+        "metadata": batch.batch_metadata,
+    }
+
+
+def _unix(moment: datetime | None) -> int | None:
+    if moment is None:
+        return None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
+

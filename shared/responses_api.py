@@ -1,0 +1,264 @@
+"""OpenAI's Responses API over chat: its request as a chat request, a chat answer as a ``response``, and
+that response replayed as the Responses stream events. Pure functions over plain dicts.
+
+No deployment the gateway knows serves ``/v1/responses`` itself, so a Responses request is translated
+to chat (``shared.dialects``) and the answer back. What chat cannot say is refused with a 400 naming
+the field, never dropped: ``previous_response_id`` and ``conversation`` (the gateway keeps no
+conversation state: send the whole conversation in ``input``), ``background``, built-in tools (web
+search, file search, code interpreter ...), and input items other than messages, function calls and
+their outputs. Hints with no place in chat are left out: ``store``, ``metadata``, ``truncation``,
+``include`` of nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from shared.errors import InvalidRequest, echo
+
+JSON = dict[str, Any]
+
+# Responses fields chat has under another name (or the same one), and hints that need no place there.
+_RENAMED = {"max_output_tokens": "max_completion_tokens"}
+_SAME = frozenset({"model", "temperature", "top_p", "user", "parallel_tool_calls", "prompt_cache_key",
+                   "safety_identifier", "service_tier", "top_logprobs", "stream"})
+_HINTS = frozenset({"store", "metadata", "truncation", "stream_options"})
+_HANDLED = frozenset({"input", "instructions", "tools", "tool_choice", "text", "reasoning", "include"})
+_STATEFUL = ("previous_response_id", "conversation")
+
+
+class Untranslatable(InvalidRequest):
+    code = "unsupported_parameter"
+
+
+def to_chat(request: JSON) -> JSON:
+    """The chat request for a Responses request (see the module docstring)."""
+    for name in _STATEFUL:
+        if request.get(name) is not None:
+            raise Untranslatable(f"{name}: the gateway keeps no conversation state between calls; send the whole "
+                                 "conversation in input (earlier turns as messages) instead", param=name)
+    unknown = [k for k, v in request.items() if v is not None and k not in _RENAMED and k not in _SAME
+               and k not in _HINTS and k not in _HANDLED]
+    if unknown:
+        raise Untranslatable(f"{unknown[0]}: the gateway serves the Responses API through chat completions, "
+                             "which have no equivalent for this field; remove it", param=unknown[0])
+    chat: JSON = {_RENAMED.get(k, k): v for k, v in request.items()
+                  if v is not None and (k in _RENAMED or k in _SAME) and k != "stream"}
+    chat["messages"] = _instructions(request.get("instructions")) + _messages(request.get("input"))
+    chat.update(_tools(request))
+    chat.update(_text_format(request.get("text")))
+    chat.update(_reasoning(request.get("reasoning")))
+    if chat.get("top_logprobs") is not None:
+        chat["logprobs"] = True
+    if request.get("include"):
+        raise Untranslatable("include: extra output (reasoning content, logprobs, search results) is not "
+                             "available through chat completions; remove it", param="include")
+    return chat
+
+
+def _instructions(instructions: Any) -> list[JSON]:
+    if instructions is None:
+        return []
+    if not isinstance(instructions, str):
+        raise InvalidRequest("instructions: must be a string", param="instructions")
+    return [{"role": "system", "content": instructions}]
+
+
+def _messages(given: Any) -> list[JSON]:
+    if isinstance(given, str):
+        return [{"role": "user", "content": given}]
+    if not isinstance(given, list) or not given:
+        raise InvalidRequest("input: a string, or a non-empty list of input items", param="input")
+    out: list[JSON] = []
+    for index, item in enumerate(given):
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"input[{index}]: an input item is an object", param=f"input[{index}]")
+        out.extend(_item(item, index))
+    return out
+
+
+def _item(item: JSON, index: int) -> list[JSON]:
+    kind = item.get("type", "message")
+    if kind == "message":
+        role = item.get("role")
+        if role not in ("user", "assistant", "system", "developer"):
+            raise InvalidRequest(f"input[{index}].role: user, assistant, system or developer, not {echo(role)}",
+                                 param=f"input[{index}].role")
+        return [{"role": role, "content": _content(item.get("content"), index)}]
+    if kind == "function_call":
+        call = {"id": item.get("call_id"), "type": "function",
+                "function": {"name": item.get("name"), "arguments": item.get("arguments") or "{}"}}
+        return [{"role": "assistant", "content": None, "tool_calls": [call]}]
+    if kind == "function_call_output":
+        output = item.get("output")
+        return [{"role": "tool", "tool_call_id": item.get("call_id"),
+                 "content": output if isinstance(output, str) else json.dumps(output)}]
+    raise Untranslatable(f"input[{index}].type: {echo(kind)} items cannot be sent through chat completions; "
+                         "use message, function_call or function_call_output items", param=f"input[{index}]")
+
+
+def _content(content: Any, index: int) -> str | list[JSON]:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequest(f"input[{index}].content: a string or a list of content parts",
+                             param=f"input[{index}].content")
+    parts: list[JSON] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text", "text"):
+            parts.append({"type": "text", "text": part.get("text", "")})
+        elif kind == "input_image" and part.get("image_url"):
+            parts.append({"type": "image_url", "image_url": {"url": part["image_url"],
+                                                             **({"detail": part["detail"]} if part.get("detail")
+                                                                else {})}})
+        else:
+            raise Untranslatable(f"input[{index}].content: part type {echo(kind)} cannot be sent through chat "
+                                 "completions; use input_text or input_image (by URL)",
+                                 param=f"input[{index}].content")
+    return parts
+
+
+def _tools(request: JSON) -> JSON:
+    out: JSON = {}
+    tools = request.get("tools")
+    if tools:
+        out["tools"] = [_tool(tool, i) for i, tool in enumerate(tools)]
+    choice = request.get("tool_choice")
+    if isinstance(choice, str):
+        out["tool_choice"] = choice
+    elif isinstance(choice, dict) and choice.get("type") == "function":
+        out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+    elif choice is not None:
+        raise Untranslatable("tool_choice: auto, none, required or a function", param="tool_choice")
+    return out
+
+
+def _tool(tool: Any, index: int) -> JSON:
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        raise Untranslatable(f"tools[{index}]: built-in tools ({echo(kind)}) are not available through the gateway; "
+                             "only function tools are", param=f"tools[{index}]")
+    function = {k: tool[k] for k in ("name", "description", "parameters", "strict") if tool.get(k) is not None}
+    return {"type": "function", "function": function}
+
+
+def _text_format(text: Any) -> JSON:
+    if not isinstance(text, dict):
+        return {}
+    out: JSON = {}
+    fmt = text.get("format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        spec = {k: fmt[k] for k in ("name", "schema", "strict", "description") if fmt.get(k) is not None}
+        out["response_format"] = {"type": "json_schema", "json_schema": spec}
+    elif isinstance(fmt, dict) and fmt.get("type") in ("json_object", "text"):
+        out["response_format"] = {"type": fmt["type"]}
+    if text.get("verbosity") is not None:
+        out["verbosity"] = text["verbosity"]
+    return out
+
+
+def _reasoning(reasoning: Any) -> JSON:
+    if isinstance(reasoning, dict) and reasoning.get("effort") is not None:
+        return {"reasoning_effort": reasoning["effort"]}
+    return {}
+
+
+# --------------------------------------------------------------------------- chat answer -> response
+
+
+def from_chat(result: JSON, request: JSON) -> JSON:
+    """The ``response`` object for a chat.completion ``result`` answering the Responses ``request``."""
+    choice = (result.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    output: list[JSON] = []
+    text = message.get("content")
+    if isinstance(text, list):
+        text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+    if text or message.get("refusal") or not message.get("tool_calls"):
+        part = ({"type": "refusal", "refusal": message["refusal"]} if message.get("refusal") and not text
+                else {"type": "output_text", "text": text or "", "annotations": [], "logprobs": []})
+        output.append({"type": "message", "id": f"msg_{uuid.uuid4().hex}", "status": "completed",
+                       "role": "assistant", "content": [part]})
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        output.append({"type": "function_call", "id": f"fc_{uuid.uuid4().hex}", "call_id": call.get("id"),
+                       "name": function.get("name"), "arguments": function.get("arguments") or "{}",
+                       "status": "completed"})
+    cut = choice.get("finish_reason") == "length"
+    return {
+        "id": "resp_" + str(result.get("id") or uuid.uuid4().hex).removeprefix("chatcmpl-"),
+        "object": "response", "created_at": result.get("created") or int(time.time()),
+        "status": "incomplete" if cut else "completed",
+        "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
+        "error": None, "model": result.get("model") or request.get("model"), "output": output,
+        "instructions": request.get("instructions"), "max_output_tokens": request.get("max_output_tokens"),
+        "parallel_tool_calls": request.get("parallel_tool_calls", True), "previous_response_id": None,
+        "temperature": request.get("temperature"), "top_p": request.get("top_p"),
+        "tool_choice": request.get("tool_choice", "auto"), "tools": request.get("tools") or [],
+        "text": request.get("text") or {"format": {"type": "text"}}, "metadata": request.get("metadata") or {},
+        "store": False, "usage": _usage(result.get("usage") or {}),
+    }
+
+
+def _usage(usage: JSON) -> JSON:
+    prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
+    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": prompt + completion}
+
+
+# --------------------------------------------------------------------------- response -> stream events
+
+
+def stream_events(response: JSON) -> Iterator[bytes]:
+    """A finished ``response`` replayed as the Responses stream: created, each output item with its
+    text as one delta (or its arguments), completed (``incomplete`` when it was cut)."""
+    seq = iter(range(1_000_000))
+    pending = dict(response, status="in_progress", output=[], usage=None, incomplete_details=None)
+    yield _sse("response.created", {"response": pending}, seq)
+    yield _sse("response.in_progress", {"response": pending}, seq)
+    for index, item in enumerate(response.get("output") or []):
+        yield from _item_events(item, index, seq)
+    final = "response.incomplete" if response.get("status") == "incomplete" else "response.completed"
+    yield _sse(final, {"response": response}, seq)
+
+
+def _item_events(item: JSON, index: int, seq: Iterator[int]) -> Iterator[bytes]:
+    where = {"output_index": index, "item_id": item["id"]}
+    if item["type"] == "function_call":
+        yield _sse("response.output_item.added", {"output_index": index, "item": dict(item, arguments="",
+                                                                                       status="in_progress")}, seq)
+        yield _sse("response.function_call_arguments.delta", {**where, "delta": item["arguments"]}, seq)
+        yield _sse("response.function_call_arguments.done", {**where, "arguments": item["arguments"]}, seq)
+    else:
+        yield _sse("response.output_item.added", {"output_index": index, "item": dict(item, content=[],
+                                                                                       status="in_progress")}, seq)
+        for part_index, part in enumerate(item.get("content") or []):
+            yield from _part_events(part, {**where, "content_index": part_index}, seq)
+    yield _sse("response.output_item.done", {"output_index": index, "item": item}, seq)
+
+
+def _part_events(part: JSON, where: JSON, seq: Iterator[int]) -> Iterator[bytes]:
+    empty = dict(part, text="") if part["type"] == "output_text" else dict(part, refusal="")
+    yield _sse("response.content_part.added", {**where, "part": empty}, seq)
+    if part["type"] == "output_text":
+        yield _sse("response.output_text.delta", {**where, "delta": part["text"], "logprobs": []}, seq)
+        yield _sse("response.output_text.done", {**where, "text": part["text"], "logprobs": []}, seq)
+    else:
+        yield _sse("response.refusal.delta", {**where, "delta": part["refusal"]}, seq)
+        yield _sse("response.refusal.done", {**where, "refusal": part["refusal"]}, seq)
+    yield _sse("response.content_part.done", {**where, "part": part}, seq)
+
+
+def _sse(kind: str, data: JSON, seq: Iterator[int]) -> bytes:
+    body = {"type": kind, "sequence_number": next(seq), **data}
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
