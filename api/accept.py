@@ -103,7 +103,7 @@ class Acceptor:
             try:
                 env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(),
                                   tags.deadline_at, reply_to=reply_to, identity=caller.identity, task=tags.task,
-                                  stream=chat.stream, traceparent=traceparent)
+                                  stream=chat.stream, traceparent=traceparent, relay=chat.relay())
                 plan = plan_for(gw.settings, caller.tenant, tags.feature, chat.model, env.chain, env.request,
                                 tags.cache)
                 vector = None
@@ -251,8 +251,10 @@ class Acceptor:
             if answer is not None:
                 answer(done[0])
 
+        streams = self.gw.streams
+        relay = streams.threadsafe_relay(env.id) if streams is not None and env.job.stream is not None else None
         try:
-            run_inline(env, self.gw.attempts, deliver)
+            run_inline(env, self.gw.attempts, deliver, relay)
         except Exception:
             log.exception("attempt %s of job %s failed in the api; recovery will send it again",
                           env.attempt, env.id)

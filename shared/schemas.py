@@ -16,6 +16,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictFloat,
     StrictInt,
     ValidationInfo,
@@ -151,6 +152,31 @@ class ChatRequest(Storable):
     tool_choice: str | dict[str, Any] | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
+
+    _dialect: Literal["openai", "anthropic"] = PrivateAttr("openai")  # the caller's (``/v1/messages``: anthropic)
+
+    @model_validator(mode="after")
+    def _stream_options_with_stream(self) -> ChatRequest:
+        """As OpenAI checks it: ``stream_options`` only on a streamed call, ``include_usage`` a boolean."""
+        if self.stream_options is None:
+            return self
+        if not self.stream:
+            raise ValueError("stream_options is only allowed with stream: true")
+        if not isinstance(self.stream_options.get("include_usage", False), bool):
+            raise ValueError("stream_options.include_usage must be true or false")
+        return self
+
+    def streamed_as(self, dialect: Literal["openai", "anthropic"]) -> ChatRequest:
+        """This request, relayed in ``dialect`` when it streams (``relay``)."""
+        self._dialect = dialect
+        return self
+
+    def relay(self) -> dict[str, Any] | None:
+        """How a streamed answer reaches its caller (``JobSpec.stream``): the caller's dialect, and whether
+        it asked for the usage; None when it does not stream."""
+        if not self.stream:
+            return None
+        return {"dialect": self._dialect, "usage": bool((self.stream_options or {}).get("include_usage"))}
 
     def provider_payload(self) -> dict[str, Any]:
         """The request as providers get it: no gateway-only fields, no streaming, no Nones."""

@@ -152,6 +152,10 @@ class ProviderAdapter:
         """The provider's request body for an OpenAI chat request."""
         raise NotImplementedError
 
+    def stream_body(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The provider's request body for a streamed call (``execution.providers.streaming``)."""
+        return {**self.encode(request), "stream": True}
+
     def problem_with(self, payload: dict[str, Any]) -> str | None:
         """Why a 2xx body cannot be used, or None when it can."""
         raise NotImplementedError

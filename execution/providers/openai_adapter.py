@@ -56,6 +56,10 @@ class OpenAIAdapter(ProviderAdapter):
         body["model"] = self.deployment.model
         return body
 
+    def stream_body(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Always with the usage: the reservation settles on it (the caller sees it only if it asked)."""
+        return {**super().stream_body(request), "stream_options": {"include_usage": True}}
+
     def problem_with(self, payload: dict[str, Any]) -> str | None:
         choices = payload.get("choices")
         if not isinstance(choices, list) or not choices:

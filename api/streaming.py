@@ -1,0 +1,316 @@
+"""Relaying a streamed job to its caller as it is produced, in the caller's dialect (``shared.job_stream``).
+
+One ``StreamHub`` per api process holds a ``Feed`` per stream its callers wait on. Entries reach it
+two ways: from this process's own fast-lane attempt (in memory, ``threadsafe_relay``) or from a
+worker, published on the process's reply channel and read by the one subscription that also carries
+the completion signals (``api.waiter``). A feed is bounded: a caller reading slowly lets it overflow,
+and then catches up from the job's stream in Redis (XRANGE), so no reader holds up another, and a
+gap (a message lost with a reconnect) is filled the same way.
+
+``relay`` turns a job's entries into the caller's frames (``shared.stream_translate``): the provider's
+own frames in the same dialect, translated across, each with an SSE ``id`` (its position in what
+the caller was sent) so that ``GET /v1/jobs/{id}/stream`` with ``Last-Event-ID`` resumes where the
+caller left (``replay``). A job that ends without streaming (a cache hit, a failure before its
+first event, a recovered job) is answered as before: its stored result as events, or an error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from api.delivery import error_event, raise_unless_succeeded
+from shared.config import StreamingConfig
+from shared.errors import GatewayError, GatewayTimeout, ProviderError
+from shared.job_stream import Entry, caller_back, caller_left, entry_of, event_of
+from shared.keys import Keys
+from shared.stream_translate import ChatRelay, ChatToMessages, MessagesToChat, Relay
+
+log = logging.getLogger("gateway.api.streaming")
+
+KEEPALIVE_S = 10.0
+FOLLOW_EVERY_S = 0.05  # how often a resumed stream of a job still running looks for new entries
+UNCLAIMED_S = 120.0  # a feed nobody opened (its caller went before its headers) is dropped after this
+View = dict[str, Any]
+Replay = Callable[[View], Iterator[bytes]]
+
+
+class Feed:
+    """One stream's entries as they arrive, at most ``limit`` of them held (see the module docstring)."""
+
+    def __init__(self, limit: int) -> None:
+        self.entries: deque[Entry] = deque()
+        self.limit = limit
+        self.overflowed = False
+        self.wake = asyncio.Event()
+        self.created = time.monotonic()
+        self.claimed = False
+
+    def put(self, entry: Entry) -> None:
+        if len(self.entries) >= self.limit:
+            self.overflowed = True
+        else:
+            self.entries.append(entry)
+        self.wake.set()
+
+    def take(self) -> list[Entry]:
+        entries = list(self.entries)
+        self.entries.clear()
+        self.wake.clear()
+        return entries
+
+
+class StreamHub:
+    def __init__(self, redis_url: str, keys: Keys, config: StreamingConfig) -> None:
+        self.keys = keys
+        self.config = config
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        self.feeds: dict[str, Feed] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    def feed(self, job_id: str) -> Feed:
+        feed = self.feeds.get(job_id)
+        if feed is None:
+            if len(self.feeds) > 256:
+                self._drop_unclaimed()
+            feed = self.feeds[job_id] = Feed(self.config.buffer_frames)
+        return feed
+
+    def deliver(self, job_id: str, entry: Entry) -> None:
+        """An entry for a stream of this process (on the event loop)."""
+        self.feed(job_id).put(entry)
+
+    def deliver_message(self, message: dict[str, Any]) -> None:
+        """An entry a worker published on this process's channel: ``{"stream": job id, "j": entry}``."""
+        job_id, entry = message.get("stream"), message.get("j")
+        if isinstance(job_id, str) and isinstance(entry, dict):
+            self.deliver(job_id, entry)
+
+    def threadsafe_relay(self, job_id: str) -> Callable[[Entry], None]:
+        """What this process's own attempt hands its entries to, from its thread."""
+        loop = self.loop
+        assert loop is not None
+
+        def hand_over(entry: Entry) -> None:
+            loop.call_soon_threadsafe(self.deliver, job_id, entry)
+        return hand_over
+
+    async def stored(self, job_id: str, after: str = "-") -> list[tuple[str, Entry]]:
+        """The job's entries in Redis (after the record id ``after``), with their record ids."""
+        start = "-" if after == "-" else "(" + after
+        records: Any = await self.redis.xrange(self.keys.job_stream(job_id), min=start)
+        return [(record_id, entry_of(fields)) for record_id, fields in records]
+
+    def left(self, job_id: str) -> None:
+        """The caller of a stream still running went away: its call ends after the grace unless it resumes."""
+        self._later(self._pipe(lambda pipe: caller_left(pipe, self.keys, job_id, self.config.resume_grace_s)))
+
+    async def back(self, job_id: str) -> None:
+        await self._pipe(lambda pipe: caller_back(pipe, self.keys, job_id))
+
+    def release(self, job_id: str) -> None:
+        self.feeds.pop(job_id, None)
+
+    async def _pipe(self, add: Callable[[Any], None]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        add(pipe)
+        await pipe.execute()
+
+    def _later(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._pending.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not mark a stream's caller as gone: %r", task.exception())
+
+    def _drop_unclaimed(self) -> None:
+        now = time.monotonic()
+        for job_id in [j for j, f in self.feeds.items() if not f.claimed and now - f.created > UNCLAIMED_S]:
+            del self.feeds[job_id]
+
+
+class Translation:
+    """A job's entries as the caller's frames: the translator its start entry calls for, the frames
+    numbered (the SSE ``id``), those the caller already has (``after``) left out."""
+
+    def __init__(self, path: str, after: int = -1) -> None:
+        self.path = path
+        self.after = after
+        self.translator: Relay | None = None
+        self.sent = -1  # the id of the last frame made
+        self.next_seq = 0
+        self.ended = False
+
+    @property
+    def began(self) -> bool:
+        return self.next_seq > 0
+
+    def frames(self, entry: Entry) -> list[bytes]:
+        """The frames of one entry (none for one seen already)."""
+        seq = entry.get("s", -1)
+        if seq != self.next_seq or self.ended:
+            return []
+        self.next_seq += 1
+        kind = entry.get("t")
+        if kind == "start":
+            self.translator = translator_for(entry, self.path.startswith("/v1/messages"))
+            return []
+        if self.translator is None:
+            return []
+        if kind == "event":
+            return self._numbered(self.translator.feed(event_of(entry)))
+        self.ended = True
+        if entry.get("status") == "done":
+            return self._numbered(self.translator.close())
+        error = entry.get("error") or {}
+        failure = ProviderError(f"The stream broke off: {error.get('message') or 'the provider failed'}; the answer "
+                                "is incomplete and was not retried.", code=f"provider_{error.get('type', 'error')}")
+        return [error_event(self.path, failure)]
+
+    def gap(self, entry: Entry) -> bool:
+        return int(entry.get("s", -1)) > self.next_seq
+
+    def _numbered(self, frames: list[bytes]) -> list[bytes]:
+        out = []
+        for frame in frames:
+            self.sent += 1
+            if self.sent > self.after:
+                out.append(b"id: %d\n" % self.sent + frame)
+        return out
+
+
+def translator_for(start: Entry, anthropic_caller: bool) -> Relay:
+    """The provider's events in the caller's dialect (``shared.stream_translate``)."""
+    relay = start.get("relay") or {}
+    usage = bool(relay.get("usage"))
+    from_anthropic = start.get("provider") == "anthropic"
+    if anthropic_caller:
+        return Relay() if from_anthropic else ChatToMessages(int(start.get("prompt_tokens") or 0))
+    return MessagesToChat(usage) if from_anthropic else ChatRelay(usage)
+
+
+async def relay(hub: StreamHub, job_id: str, path: str, finish: asyncio.Task[tuple[Any, View | None]],
+                replay: Replay) -> AsyncIterator[bytes]:
+    """The caller's frames while its job runs (see the module docstring). A caller that goes away
+    before the end is reported (``StreamHub.left``)."""
+    feed = hub.feed(job_id)
+    feed.claimed = True
+    out = Translation(path)
+    try:
+        while not out.ended:
+            if feed.entries or feed.overflowed:
+                for frame in await _take(hub, job_id, feed, out):
+                    yield frame
+                continue
+            if finish.done():
+                async for frame in _finished(hub, job_id, out, finish, replay):
+                    yield frame
+                return
+            await _wait(feed, finish)
+            if not feed.entries and not feed.overflowed and not finish.done():
+                yield b": waiting for the answer\n\n"
+    finally:
+        hub.release(job_id)
+        if not out.ended and not finish.done():
+            hub.left(job_id)
+
+
+async def _wait(feed: Feed, finish: asyncio.Task[Any]) -> None:
+    woken = asyncio.ensure_future(feed.wake.wait())
+    try:
+        await asyncio.wait((woken, finish), timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        woken.cancel()
+
+
+async def _take(hub: StreamHub, job_id: str, feed: Feed, out: Translation) -> list[bytes]:
+    entries = feed.take()
+    if feed.overflowed or (entries and out.gap(entries[0])):
+        feed.overflowed = False
+        entries = [entry for _, entry in await hub.stored(job_id)]
+    return [frame for entry in entries for frame in out.frames(entry)]
+
+
+async def _finished(hub: StreamHub, job_id: str, out: Translation, finish: asyncio.Task[tuple[Any, View | None]],
+                    replay: Replay) -> AsyncIterator[bytes]:
+    """The job ended: the rest of its stream from Redis, or, when it never streamed, its stored answer."""
+    if out.began:
+        for _, entry in await hub.stored(job_id):
+            for frame in out.frames(entry):
+                yield frame
+        if not out.ended:
+            yield error_event(out.path, ProviderError("The stream broke off before its end; the stored job says "
+                                                      "how it ended (GET /v1/jobs/{id}).", code="stream_incomplete"))
+        return
+    try:
+        _, view = finish.result()
+        result = raise_unless_succeeded(view, job_id)
+    except GatewayError as exc:
+        yield error_event(out.path, exc)
+        return
+    for frame in replay(result):
+        yield frame
+
+
+async def replay(hub: StreamHub, job_id: str, path: str, after: int, view_of: Callable[[], Any],
+                 stored_replay: Replay, wait_s: float) -> AsyncIterator[bytes]:
+    """``GET /v1/jobs/{id}/stream``: the job's stream from after frame ``after``, followed while the job
+    runs; once it is gone from Redis (or never was), the stored answer. ``view_of`` reads the job."""
+    await hub.back(job_id)
+    out, last, deadline = Translation(path, after), "-", time.monotonic() + wait_s
+    idle, ticks = 0.0, 0
+    while not out.ended:
+        records = await hub.stored(job_id, last)
+        for record_id, entry in records:
+            last = record_id
+            for frame in out.frames(entry):
+                yield frame
+        if out.ended:
+            return
+        ticks += 1  # the store is read now and then: the stream says when it ends, a dead producer does not
+        view = await view_of() if not records and (not out.began or ticks % 20 == 0) else None
+        if view is not None and view.get("status") in ("succeeded", "failed", "cancelled", "expired"):
+            if not out.began:
+                async for frame in _stored(path, job_id, view, stored_replay, after):
+                    yield frame
+                return
+            if not await hub.stored(job_id, last):
+                yield error_event(path, ProviderError("The stream is no longer complete in the gateway; read the "
+                                                      "stored job with GET /v1/jobs/{id}.", code="stream_incomplete"))
+                return
+        if time.monotonic() > deadline:
+            yield error_event(path, GatewayTimeout(f"Job {job_id} did not finish within the wait limit; resume "
+                                                   "again later."))
+            return
+        idle = 0.0 if records else idle + FOLLOW_EVERY_S
+        if idle >= KEEPALIVE_S:
+            idle = 0.0
+            yield b": waiting for the answer\n\n"
+        await asyncio.sleep(FOLLOW_EVERY_S)
+
+
+async def _stored(path: str, job_id: str, view: View, stored_replay: Replay, after: int) -> AsyncIterator[bytes]:
+    try:
+        result = raise_unless_succeeded(view, job_id)
+    except GatewayError as exc:
+        yield error_event(path, exc)
+        return
+    for n, frame in enumerate(stored_replay(result)):
+        if n > after:
+            yield b"id: %d\n" % n + frame

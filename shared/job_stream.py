@@ -1,0 +1,124 @@
+"""A streamed job's frames, in one Redis Stream per job: written by whoever runs the attempt, relayed
+by the api, replayed to a caller that reconnects.
+
+The stream holds the provider's events in the provider's dialect, as the attempt got them (tokenized
+values already put back): the api translates them into the caller's dialect as it relays them
+(``api.streaming``), so a resume replays exactly what the caller was sent. Each entry is one JSON
+object under the field ``j``, numbered from 0 by ``s``:
+
+    {"s": 0, "t": "start", "provider": "openai"|"anthropic", "relay": {dialect, usage}, "deployment", "model",
+     "prompt_tokens"}
+    {"s": 1, "t": "event", "n": <SSE event name or null>, "d": <data, or null for OpenAI's [DONE]>}
+    ...
+    {"s": k, "t": "end", "status": "done"|"failed"|"left", "error": {type, message}?}
+
+The start is written with the first event, so an attempt that fails before streaming anything
+leaves no trace and its retry (or fallback, perhaps in the other dialect) starts the stream afresh.
+Once an event is written the stream has begun: no retry may follow (``execution.attempt``).
+
+Who is told: a worker publishes each entry on its caller's api channel (``reply_to``, the channel
+the completion signal uses: one subscription per api process serves all its streams); the api's own
+fast-lane attempt hands entries to its relay in memory. Both XADD (capped, with a TTL) in the same
+round trip, which also reads whether the caller left (``Keys.stream_left``): a caller gone past its
+grace aborts the call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import redis
+
+from shared.config import StreamingConfig
+from shared.keys import Keys
+from shared.stream_translate import Event
+
+Entry = dict[str, Any]
+
+
+def entry_of(fields: Any) -> Entry:
+    """The entry in one XRANGE/XREAD record's fields."""
+    entry: Entry = orjson.loads(fields.get("j") or fields.get(b"j") or b"{}")
+    return entry
+
+
+def event_of(entry: Entry) -> Event:
+    return Event(entry.get("n"), entry.get("d"))
+
+
+class StreamWriter:
+    """One attempt's side of its job's stream (see the module docstring)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, job_id: str, relay: dict[str, Any], config: StreamingConfig,
+                 *, live_s: float, channel: str | None = None, local: Callable[[Entry], None] | None = None) -> None:
+        self.client = client
+        self.keys = keys
+        self.job_id = job_id
+        self.relay = relay
+        self.config = config
+        self.live_s = live_s  # how long the stream must at least live while the call runs
+        self.channel = channel
+        self.local = local
+        self.seq = 0
+        self.start: Entry | None = None
+
+    @property
+    def began(self) -> bool:
+        """True once an event was written: the caller may have it, so nothing may be sent again."""
+        return self.seq > 0
+
+    def begin(self, provider: str, deployment: str, model: str, prompt_tokens: int = 0) -> None:
+        """Who answers (and the prompt's count, for a translation that must say it first); written with
+        the first event."""
+        self.start = {"t": "start", "provider": provider, "relay": self.relay, "deployment": deployment,
+                      "model": model, "prompt_tokens": prompt_tokens}
+
+    def event(self, event: Event) -> bool:
+        """Append one provider event; False when the caller left and its grace is over (abort the call)."""
+        entries = [{"t": "event", "n": event.name, "d": event.data}]
+        if not self.began and self.start is not None:
+            entries.insert(0, self.start)
+        return self._write(entries, self.live_s)
+
+    def end(self, status: str, error: dict[str, Any] | None = None) -> None:
+        """The stream's last entry (only once it began: an attempt that streamed nothing says nothing)."""
+        if self.began:
+            self._write([{"t": "end", "status": status, **({"error": error} if error else {})}], self.config.keep_s)
+
+    def _write(self, entries: list[Entry], ttl_s: float) -> bool:
+        for entry in entries:
+            entry["s"] = self.seq
+            self.seq += 1
+        if self.local is not None:
+            for entry in entries:
+                self.local(entry)
+        key = self.keys.job_stream(self.job_id)
+        pipe = self.client.pipeline(transaction=False)
+        for entry in entries:
+            raw = orjson.dumps(entry)
+            pipe.xadd(key, {"j": raw}, maxlen=self.config.max_frames, approximate=True)
+            if self.channel:
+                pipe.publish(self.channel, b'{"stream":"' + self.job_id.encode() + b'","j":' + raw + b"}")
+        pipe.expire(key, max(1, int(ttl_s)))
+        pipe.get(self.keys.stream_left(self.job_id))
+        left = pipe.execute()[-1]
+        return left is None or float(left) > time.time()
+
+
+def read_entries(client: redis.Redis, keys: Keys, job_id: str) -> list[Entry]:
+    """Every entry the job's stream still holds, in order."""
+    records: Any = client.xrange(keys.job_stream(job_id))
+    return [entry_of(fields) for _, fields in records]
+
+
+def caller_left(pipe: Any, keys: Keys, job_id: str, grace_s: float) -> None:
+    """Add to ``pipe``: the caller of ``job_id`` left; its call is aborted after ``grace_s`` unless it resumes."""
+    pipe.set(keys.stream_left(job_id), repr(time.time() + grace_s), ex=max(1, int(grace_s) + 3600))
+
+
+def caller_back(pipe: Any, keys: Keys, job_id: str) -> None:
+    """Add to ``pipe``: a caller resumed the stream of ``job_id``; its call goes on."""
+    pipe.delete(keys.stream_left(job_id))
