@@ -37,6 +37,7 @@ log = logging.getLogger("gateway.api.streaming")
 KEEPALIVE_S = 10.0
 FOLLOW_EVERY_S = 0.05  # how often a resumed stream of a job still running looks for new entries
 UNCLAIMED_S = 120.0  # a feed nobody opened (its caller went before its headers) is dropped after this
+TERMINAL = ("succeeded", "failed", "cancelled", "expired")
 View = dict[str, Any]
 Replay = Callable[[View], Iterator[bytes]]
 
@@ -146,11 +147,12 @@ class StreamHub:
 
 
 class Translation:
-    """A job's entries as the caller's frames: the translator its start entry calls for, the frames
-    numbered (the SSE ``id``), those the caller already has (``after``) left out."""
+    """A job's entries as the caller's frames: the translator its start entry calls for (the caller's
+    dialect is the job's, ``JobSpec.stream``), the frames numbered (the SSE ``id``), those the caller
+    already has (up to ``after``) left out."""
 
-    def __init__(self, path: str, after: int = -1) -> None:
-        self.path = path
+    def __init__(self, dialect: str, after: int = -1) -> None:
+        self.dialect = dialect
         self.after = after
         self.translator: Relay | None = None
         self.sent = -1  # the id of the last frame made
@@ -169,7 +171,8 @@ class Translation:
         self.next_seq += 1
         kind = entry.get("t")
         if kind == "start":
-            self.translator = translator_for(entry, self.path.startswith("/v1/messages"))
+            self.dialect = (entry.get("relay") or {}).get("dialect") or self.dialect
+            self.translator = translator_for(entry, self.dialect)
             return []
         if self.translator is None:
             return []
@@ -179,12 +182,16 @@ class Translation:
         if entry.get("status") == "done":
             return self._numbered(self.translator.close())
         error = entry.get("error") or {}
-        failure = ProviderError(f"The stream broke off: {error.get('message') or 'the provider failed'}; the answer "
-                                "is incomplete and was not retried.", code=f"provider_{error.get('type', 'error')}")
-        return [error_event(self.path, failure)]
+        return [self.error(ProviderError(
+            f"The stream broke off: {error.get('message') or 'the provider failed'}; the answer is incomplete "
+            "and was not retried.", code=f"provider_{error.get('type', 'error')}"))]
 
     def gap(self, entry: Entry) -> bool:
         return int(entry.get("s", -1)) > self.next_seq
+
+    def error(self, exc: GatewayError) -> bytes:
+        """An error event in the caller's dialect."""
+        return error_event("/v1/messages" if self.dialect == "anthropic" else "/v1/chat/completions", exc)
 
     def _numbered(self, frames: list[bytes]) -> list[bytes]:
         out = []
@@ -195,14 +202,17 @@ class Translation:
         return out
 
 
-def translator_for(start: Entry, anthropic_caller: bool) -> Relay:
+def translator_for(start: Entry, dialect: str) -> Relay:
     """The provider's events in the caller's dialect (``shared.stream_translate``)."""
-    relay = start.get("relay") or {}
-    usage = bool(relay.get("usage"))
+    usage = bool((start.get("relay") or {}).get("usage"))
     from_anthropic = start.get("provider") == "anthropic"
-    if anthropic_caller:
+    if dialect == "anthropic":
         return Relay() if from_anthropic else ChatToMessages(int(start.get("prompt_tokens") or 0))
     return MessagesToChat(usage) if from_anthropic else ChatRelay(usage)
+
+
+def dialect_of(path: str) -> str:
+    return "anthropic" if path.startswith("/v1/messages") else "openai"
 
 
 async def relay(hub: StreamHub, job_id: str, path: str, finish: asyncio.Task[tuple[Any, View | None]],
@@ -211,7 +221,7 @@ async def relay(hub: StreamHub, job_id: str, path: str, finish: asyncio.Task[tup
     before the end is reported (``StreamHub.left``)."""
     feed = hub.feed(job_id)
     feed.claimed = True
-    out = Translation(path)
+    out = Translation(dialect_of(path))
     try:
         while not out.ended:
             if feed.entries or feed.overflowed:
@@ -255,25 +265,26 @@ async def _finished(hub: StreamHub, job_id: str, out: Translation, finish: async
             for frame in out.frames(entry):
                 yield frame
         if not out.ended:
-            yield error_event(out.path, ProviderError("The stream broke off before its end; the stored job says "
-                                                      "how it ended (GET /v1/jobs/{id}).", code="stream_incomplete"))
+            yield out.error(ProviderError(f"The stream broke off before its end; the stored job says how it ended "
+                                          f"(GET /v1/jobs/{job_id}).", code="stream_incomplete"))
         return
     try:
         _, view = finish.result()
         result = raise_unless_succeeded(view, job_id)
     except GatewayError as exc:
-        yield error_event(out.path, exc)
+        yield out.error(exc)
         return
     for frame in replay(result):
         yield frame
 
 
-async def replay(hub: StreamHub, job_id: str, path: str, after: int, view_of: Callable[[], Any],
-                 stored_replay: Replay, wait_s: float) -> AsyncIterator[bytes]:
+async def replay(hub: StreamHub, job_id: str, dialect: str, after: int, view_of: Callable[[], Any],
+                 stored_replay: Callable[[str, View], Iterator[bytes]], wait_s: float) -> AsyncIterator[bytes]:
     """``GET /v1/jobs/{id}/stream``: the job's stream from after frame ``after``, followed while the job
-    runs; once it is gone from Redis (or never was), the stored answer. ``view_of`` reads the job."""
+    runs; once it is gone from Redis (or never was), the stored answer. ``view_of`` reads the job;
+    ``stored_replay`` renders a stored result as the events of a dialect."""
     await hub.back(job_id)
-    out, last, deadline = Translation(path, after), "-", time.monotonic() + wait_s
+    out, last, deadline = Translation(dialect, after), "-", time.monotonic() + wait_s
     idle, ticks = 0.0, 0
     while not out.ended:
         records = await hub.stored(job_id, last)
@@ -285,18 +296,17 @@ async def replay(hub: StreamHub, job_id: str, path: str, after: int, view_of: Ca
             return
         ticks += 1  # the store is read now and then: the stream says when it ends, a dead producer does not
         view = await view_of() if not records and (not out.began or ticks % 20 == 0) else None
-        if view is not None and view.get("status") in ("succeeded", "failed", "cancelled", "expired"):
+        if view is not None and view.get("status") in TERMINAL:
             if not out.began:
-                async for frame in _stored(path, job_id, view, stored_replay, after):
+                for frame in _stored(out, job_id, view, stored_replay):
                     yield frame
                 return
             if not await hub.stored(job_id, last):
-                yield error_event(path, ProviderError("The stream is no longer complete in the gateway; read the "
-                                                      "stored job with GET /v1/jobs/{id}.", code="stream_incomplete"))
+                yield out.error(ProviderError(f"The stream is no longer complete in the gateway; read the stored "
+                                              f"job with GET /v1/jobs/{job_id}.", code="stream_incomplete"))
                 return
         if time.monotonic() > deadline:
-            yield error_event(path, GatewayTimeout(f"Job {job_id} did not finish within the wait limit; resume "
-                                                   "again later."))
+            yield out.error(GatewayTimeout(f"Job {job_id} did not finish within the wait limit; resume again later."))
             return
         idle = 0.0 if records else idle + FOLLOW_EVERY_S
         if idle >= KEEPALIVE_S:
@@ -305,12 +315,13 @@ async def replay(hub: StreamHub, job_id: str, path: str, after: int, view_of: Ca
         await asyncio.sleep(FOLLOW_EVERY_S)
 
 
-async def _stored(path: str, job_id: str, view: View, stored_replay: Replay, after: int) -> AsyncIterator[bytes]:
+def _stored(out: Translation, job_id: str, view: View,
+            stored_replay: Callable[[str, View], Iterator[bytes]]) -> Iterator[bytes]:
     try:
         result = raise_unless_succeeded(view, job_id)
     except GatewayError as exc:
-        yield error_event(path, exc)
+        yield out.error(exc)
         return
-    for n, frame in enumerate(stored_replay(result)):
-        if n > after:
+    for n, frame in enumerate(stored_replay(out.dialect, result)):
+        if n > out.after:
             yield b"id: %d\n" % n + frame
