@@ -18,9 +18,10 @@ Once an event is written the stream has begun: no retry may follow (``execution.
 
 Who is told: a worker publishes each entry on its caller's api channel (``reply_to``, the channel
 the completion signal uses: one subscription per api process serves all its streams); the api's own
-fast-lane attempt hands entries to its relay in memory. Both XADD (capped, with a TTL) in the same
-round trip, which also reads whether the caller left (``Keys.stream_left``): a caller gone past its
-grace aborts the call.
+fast-lane attempt hands entries to its relay in memory at once, and writes them to Redis at most
+every ``WRITE_EVERY_S`` (its caller has them already). Both XADD (capped, with a TTL) in the round
+trip that also reads whether the caller left (``Keys.stream_left``): a caller gone past its grace
+aborts the call.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from shared.keys import Keys
 from shared.stream_translate import Event
 
 Entry = dict[str, Any]
+# An attempt whose caller is in its own process (the fast lane) writes its stream to Redis at most this
+# often, several entries a round trip: the caller has them already, the stream is for a resume.
+WRITE_EVERY_S = 0.1
 
 
 def entry_of(fields: Any) -> Entry:
@@ -64,6 +68,9 @@ class StreamWriter:
         self.local = local
         self.seq = 0
         self.start: Entry | None = None
+        self.unwritten: list[Entry] = []
+        self.written_at = 0.0
+        self.gone = False  # the caller left and its grace is over
 
     @property
     def began(self) -> bool:
@@ -81,23 +88,29 @@ class StreamWriter:
         entries = [{"t": "event", "n": event.name, "d": event.data}]
         if not self.began and self.start is not None:
             entries.insert(0, self.start)
-        return self._write(entries, self.live_s)
+        self._add(entries)
+        if self.local is None or time.monotonic() - self.written_at >= WRITE_EVERY_S:
+            self._write(self.live_s)
+        return not self.gone
 
     def end(self, status: str, error: dict[str, Any] | None = None) -> None:
         """The stream's last entry (only once it began: an attempt that streamed nothing says nothing)."""
         if self.began:
-            self._write([{"t": "end", "status": status, **({"error": error} if error else {})}], self.config.keep_s)
+            self._add([{"t": "end", "status": status, **({"error": error} if error else {})}])
+            self._write(self.config.keep_s)
 
-    def _write(self, entries: list[Entry], ttl_s: float) -> bool:
+    def _add(self, entries: list[Entry]) -> None:
         for entry in entries:
             entry["s"] = self.seq
             self.seq += 1
-        if self.local is not None:
-            for entry in entries:
+            if self.local is not None:
                 self.local(entry)
+        self.unwritten += entries
+
+    def _write(self, ttl_s: float) -> None:
         key = self.keys.job_stream(self.job_id)
         pipe = self.client.pipeline(transaction=False)
-        for entry in entries:
+        for entry in self.unwritten:
             raw = orjson.dumps(entry)
             pipe.xadd(key, {"j": raw}, maxlen=self.config.max_frames, approximate=True)
             if self.channel:
@@ -105,13 +118,8 @@ class StreamWriter:
         pipe.expire(key, max(1, int(ttl_s)))
         pipe.get(self.keys.stream_left(self.job_id))
         left = pipe.execute()[-1]
-        return left is None or float(left) > time.time()
-
-
-def read_entries(client: redis.Redis, keys: Keys, job_id: str) -> list[Entry]:
-    """Every entry the job's stream still holds, in order."""
-    records: Any = client.xrange(keys.job_stream(job_id))
-    return [entry_of(fields) for _, fields in records]
+        self.unwritten, self.written_at = [], time.monotonic()
+        self.gone = left is not None and float(left) <= time.time()
 
 
 def caller_left(pipe: Any, keys: Keys, job_id: str, grace_s: float) -> None:
