@@ -157,6 +157,7 @@ class Translation:
         self.translator: Relay | None = None
         self.sent = -1  # the id of the last frame made
         self.next_seq = 0
+        self.attempt: Any = None  # the attempt whose stream this is
         self.ended = False
 
     @property
@@ -165,12 +166,19 @@ class Translation:
 
     def frames(self, entry: Entry) -> list[bytes]:
         """The frames of one entry (none for one seen already)."""
-        seq = entry.get("s", -1)
-        if seq != self.next_seq or self.ended:
+        if self.ended:
+            return []
+        if self.began and entry.get("a") != self.attempt:  # sent again after its process died
+            self.ended = True
+            return [self.error(ProviderError(
+                "The call was interrupted and sent again; this stream cannot go on. The job's answer will be at "
+                "GET /v1/jobs/{id}.", code="stream_interrupted"))]
+        if entry.get("s", -1) != self.next_seq:
             return []
         self.next_seq += 1
         kind = entry.get("t")
         if kind == "start":
+            self.attempt = entry.get("a")
             self.dialect = (entry.get("relay") or {}).get("dialect") or self.dialect
             self.translator = translator_for(entry, self.dialect)
             return []

@@ -341,7 +341,7 @@ def _send_streamed(adapter: ProviderAdapter, ctx: AttemptContext, env: Envelope,
     deployment, kind = adapter.deployment, adapter.kind
     assert env.job.stream is not None
     writer = StreamWriter(ctx.redis, ctx.keys, env.id, env.job.stream, ctx.settings.streaming,
-                          live_s=ctx.call_limit_s(deployment) + ctx.settings.streaming.keep_s,
+                          live_s=ctx.call_limit_s(deployment) + ctx.settings.streaming.keep_s, attempt=env.attempt,
                           channel=None if relay is not None else env.reply_to, local=relay)
     try:
         streamed = send_streamed(adapter, env, writer, headers)

@@ -4,7 +4,7 @@ by the api, replayed to a caller that reconnects.
 The stream holds the provider's events in the provider's dialect, as the attempt got them (tokenized
 values already put back): the api translates them into the caller's dialect as it relays them
 (``api.streaming``), so a resume replays exactly what the caller was sent. Each entry is one JSON
-object under the field ``j``, numbered from 0 by ``s``:
+object under the field ``j``, numbered from 0 by ``s``, with its attempt's number ``a``:
 
     {"s": 0, "t": "start", "provider": "openai"|"anthropic", "relay": {dialect, usage}, "deployment", "model",
      "prompt_tokens"}
@@ -14,7 +14,9 @@ object under the field ``j``, numbered from 0 by ``s``:
 
 The start is written with the first event, so an attempt that fails before streaming anything
 leaves no trace and its retry (or fallback, perhaps in the other dialect) starts the stream afresh.
-Once an event is written the stream has begun: no retry may follow (``execution.attempt``).
+Once an event is written the stream has begun: no retry may follow (``execution.attempt``). Only an
+attempt sent again after its process died (recovery) writes a second start; a reader that had begun
+with the first ends with an error event there (the job's stored answer is the second's).
 
 Who is told: a worker publishes each entry on its caller's api channel (``reply_to``, the channel
 the completion signal uses: one subscription per api process serves all its streams); the api's own
@@ -57,10 +59,12 @@ class StreamWriter:
     """One attempt's side of its job's stream (see the module docstring)."""
 
     def __init__(self, client: redis.Redis, keys: Keys, job_id: str, relay: dict[str, Any], config: StreamingConfig,
-                 *, live_s: float, channel: str | None = None, local: Callable[[Entry], None] | None = None) -> None:
+                 *, live_s: float, attempt: int = 1, channel: str | None = None,
+                 local: Callable[[Entry], None] | None = None) -> None:
         self.client = client
         self.keys = keys
         self.job_id = job_id
+        self.attempt = attempt
         self.relay = relay
         self.config = config
         self.live_s = live_s  # how long the stream must at least live while the call runs
@@ -101,7 +105,7 @@ class StreamWriter:
 
     def _add(self, entries: list[Entry]) -> None:
         for entry in entries:
-            entry["s"] = self.seq
+            entry["s"], entry["a"] = self.seq, self.attempt
             self.seq += 1
             if self.local is not None:
                 self.local(entry)
