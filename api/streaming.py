@@ -49,7 +49,7 @@ class Feed:
         self.entries: deque[Entry] = deque()
         self.limit = limit
         self.overflowed = False
-        self.wake = asyncio.Event()
+        self.waiter: asyncio.Future[None] | None = None  # the relay, waiting for the next entry
         self.created = time.monotonic()
         self.claimed = False
 
@@ -58,12 +58,27 @@ class Feed:
             self.overflowed = True
         else:
             self.entries.append(entry)
-        self.wake.set()
+        self.poke()
+
+    def poke(self) -> None:
+        """Wake the relay (an entry came, or its job ended)."""
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """Until an entry comes or ``poke``, at most ``timeout`` (one future per wait: this runs per event)."""
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.waiter
+        except TimeoutError:
+            pass
+        finally:
+            self.waiter = None
 
     def take(self) -> list[Entry]:
         entries = list(self.entries)
         self.entries.clear()
-        self.wake.clear()
         return entries
 
 
@@ -229,6 +244,7 @@ async def relay(hub: StreamHub, job_id: str, path: str, finish: asyncio.Task[tup
     before the end is reported (``StreamHub.left``)."""
     feed = hub.feed(job_id)
     feed.claimed = True
+    finish.add_done_callback(lambda _: feed.poke())
     out = Translation(dialect_of(path))
     try:
         while not out.ended:
@@ -240,21 +256,13 @@ async def relay(hub: StreamHub, job_id: str, path: str, finish: asyncio.Task[tup
                 async for frame in _finished(hub, job_id, out, finish, replay):
                     yield frame
                 return
-            await _wait(feed, finish)
+            await feed.wait(KEEPALIVE_S)
             if not feed.entries and not feed.overflowed and not finish.done():
                 yield b": waiting for the answer\n\n"
     finally:
         hub.release(job_id)
         if not out.ended and not finish.done():
             hub.left(job_id)
-
-
-async def _wait(feed: Feed, finish: asyncio.Task[Any]) -> None:
-    woken = asyncio.ensure_future(feed.wake.wait())
-    try:
-        await asyncio.wait((woken, finish), timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        woken.cancel()
 
 
 async def _take(hub: StreamHub, job_id: str, feed: Feed, out: Translation) -> list[bytes]:
