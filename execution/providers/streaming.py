@@ -13,8 +13,9 @@ What can fail, and where it surfaces (always a ``ProviderCallError``):
 
 - before the first event: an error status, an answer that is not an event stream (``open_stream``);
 - after it: a dropped connection, a read or total timeout, an event that is not JSON, an ``error``
-  event (Anthropic) or chunk (OpenAI) in the stream (``events``). ``produced`` then says what was
-  streamed so far, for the settlement.
+  event (Anthropic) or chunk (OpenAI) in the stream (``events``), a stream that ends before the
+  provider's last event (``result``). ``produced`` then says what was streamed so far, for the
+  settlement.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class ProviderStream:
         self.assembler: ChatAssembler | MessagesAssembler = (
             MessagesAssembler() if adapter.kind == "anthropic" else ChatAssembler())
         self.events_seen = 0
+        self.complete = False  # the provider's last event came (OpenAI's [DONE], Anthropic's message_stop)
         self.headers = _lower(response.headers)
 
     def events(self) -> Iterator[Event]:
@@ -60,6 +62,7 @@ class ProviderStream:
                     continue
                 self.assembler.feed(event)
                 self.events_seen += 1
+                self.complete = event.data is None or event.name == "message_stop"
                 yield event
                 if time.monotonic() > self.deadline:
                     raise http.TotalTimeout("total timeout exceeded while streaming", request=self.response.request)
@@ -71,8 +74,8 @@ class ProviderStream:
         adapter = self.adapter
         payload = self.assembler.body()
         problem = adapter.problem_with(payload)
-        if problem or not self.events_seen:
-            raise self._broken(problem or "the stream ended without an event")
+        if problem or not self.complete:
+            raise self._broken(problem or "the stream ended before the provider's last event")
         try:
             body = adapter.to_openai(payload)
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
