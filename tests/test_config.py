@@ -299,3 +299,17 @@ def test_the_benchmarks_and_the_fuzzers_configs_load(tmp_path: Path) -> None:
         path = tmp_path / f"{make.__name__}.yaml"
         path.write_text(make(5555))
         assert load_settings(path).deployments
+
+
+def test_the_streaming_benchmarks_simulator_config_loads() -> None:
+    """ops/bench_stream.py writes its simulator's config (a latency for every model); one the simulator
+    refuses fails the run before it measures anything."""
+    import yaml
+
+    from ops.bench_stream import StreamingStack
+    from ops.sim.config import SimulatorConfig
+
+    stack = StreamingStack(300, 10)
+    args = stack.sim_args()
+    config = SimulatorConfig.model_validate(yaml.safe_load(Path(args[args.index("--config") + 1]).read_text()))
+    assert config.defaults.openai.latency.ttft_ms == 300 and config.defaults.anthropic.latency.per_token_ms == 10
