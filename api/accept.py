@@ -53,7 +53,7 @@ from shared.errors import GatewayError, InvalidRequest, Overloaded, PermissionDe
 from shared.lanes import Lane
 from shared.privacy.vault import save_in
 from shared.redis_batch import RedisBatch
-from shared.schemas import JobTags, Submittable
+from shared.schemas import JobTags, Submittable, relay_of
 
 if TYPE_CHECKING:
     from api.gateway import Gateway
@@ -104,7 +104,8 @@ class Acceptor:
             try:
                 env = gw.envelope(caller.tenant, tags.feature, lane, chat.model, chat.provider_payload(),
                                   tags.deadline_at, reply_to=reply_to, identity=caller.identity, task=tags.task,
-                                  stream=chat.stream, traceparent=traceparent, dialect=chat.dialect)
+                                  stream=chat.stream, traceparent=traceparent, dialect=chat.dialect,
+                                  relay=relay_of(chat))
                 plan = plan_for(gw.settings, caller.tenant, tags.feature, chat.model, env.chain,
                                 chat_view(env.request, env.job.dialect), tags.cache)
                 vector = None
@@ -252,8 +253,10 @@ class Acceptor:
             if answer is not None:
                 answer(done[0])
 
+        streams = self.gw.streams
+        relay = streams.threadsafe_relay(env.id) if streams is not None and env.job.stream is not None else None
         try:
-            run_inline(env, self.gw.attempts, deliver)
+            run_inline(env, self.gw.attempts, deliver, relay)
         except Exception:
             log.exception("attempt %s of job %s failed in the api; recovery will send it again",
                           env.attempt, env.id)

@@ -1,7 +1,8 @@
-"""The FastAPI application: routes, error dialects, body limit, and the shared completion waiter."""
+"""The FastAPI application: routes, error dialects, body limit, the shared completion waiter and stream hub."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,7 @@ from api.metrics import AUTH_FAILURES, HttpMetrics, install_collector
 from api.openapi import install_openapi
 from api.routes import admin, audit, chat, console, embeddings, files, health, jobs, messages, responses, usage
 from api.routes.common import size_submit_threads
+from api.streaming import StreamHub
 from api.tracing import TraceContext
 from api.waiter import CompletionWaiter
 from execution.context import AttemptContext
@@ -32,11 +34,16 @@ def create_app(settings: Settings, dispatch: Dispatch) -> FastAPI:
         gateway.auth.on_failure = lambda reason: AUTH_FAILURES.labels(reason=reason).inc()
         size_submit_threads(gateway)
         waiter = CompletionWaiter(settings.redis_url, gateway.keys.reply_channel, gateway.keys.tenant_done)
+        streams = StreamHub(settings.redis_url, gateway.keys, settings.streaming)
+        streams.bind(asyncio.get_running_loop())
+        waiter.on_stream = streams.deliver_message
+        gateway.streams = streams
         await waiter.start()
-        app.state.gateway, app.state.waiter = gateway, waiter
+        app.state.gateway, app.state.waiter, app.state.streams = gateway, waiter, streams
         install_collector(gateway)
         yield
         await waiter.stop()
+        await streams.close()
 
     # Operation ids are the route functions' names (get_job, not get_job_v1_jobs__job_id__get): links
     # in the document and clients generated from it use them.

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from api import console_session
 from api.auth import Caller
 from api.gateway import Gateway
+from api.streaming import StreamHub
 from api.waiter import CompletionWaiter
 from shared.errors import AuthError, PermissionDenied
 
@@ -45,6 +46,10 @@ async def _gateway(request: Request) -> Gateway:
 
 async def _waiter(request: Request) -> CompletionWaiter:
     return request.app.state.waiter
+
+
+async def _streams(request: Request) -> StreamHub:
+    return request.app.state.streams
 
 
 def _key_of(bearer: HTTPAuthorizationCredentials | None, x_api_key: str | None) -> str | None:
@@ -162,6 +167,7 @@ def parse_body(raw: bytes, model: type[M], context: dict[str, Any] | None = None
 
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
 WaiterDep = Annotated[CompletionWaiter, Depends(_waiter)]
+StreamsDep = Annotated[StreamHub, Depends(_streams)]
 CallerDep = Annotated[Caller, Depends(_caller)]
 SubmitterDep = Annotated[Caller, Depends(_submitter)]
 AdminDep = Annotated[Caller, Depends(_admin)]

@@ -18,6 +18,7 @@ from typing import Any
 
 from api.auth import Authenticator, Caller
 from api.metrics import REDACTED, SCREENED
+from api.streaming import StreamHub
 from execution.context import AttemptContext
 from shared import tracing
 from shared.admission import Admitter
@@ -67,6 +68,7 @@ class Gateway:
         self.epoch = AuthEpoch(self.redis, self.keys)  # replaced after every change to a tenant or key
         self.fast_lane_slots = threading.BoundedSemaphore(settings.api.fast_lane_attempts or 1)
         self.privacy = Guard(settings)
+        self.streams: StreamHub | None = None  # set by the app: where the fast lane's streamed attempts relay
         self.accept = Acceptor(self)
         self.bulk = BulkAcceptor(self)
         self.batches = Batches(self)  # POST /v1/batches: files of lines, each a job through ``bulk``
@@ -93,13 +95,15 @@ class Gateway:
     def envelope(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any],
                  deadline_at: Callable[[float], datetime], reply_to: str | None = None, *,
                  identity: Identity | None = None, task: str | None = None, stream: bool = False,
-                 count: bool = True, traceparent: str | None = None, dialect: str = "openai") -> Envelope:
+                 count: bool = True, traceparent: str | None = None, dialect: str = "openai",
+                 relay: dict[str, Any] | None = None) -> Envelope:
         """The job as accepted: screened and redacted (``guard``), its prompt counted here, once (every
         estimate after uses the count), by the tokenizer and as characters / 4, and its chain (or route)
         decided here, once (``shared.routing``): what no deployment can serve is refused. ``count`` False
         leaves the tokenizer's count for later (a batch bounds it by the characters, ``api.bulk``). Its
         vault of tokenized values rides along in memory. ``request`` is in ``dialect`` and stays so
-        (``shared.dialects``): what reads it as a chat request reads its ``chat_view``."""
+        (``shared.dialects``): what reads it as a chat request reads its ``chat_view``. ``relay``: how its
+        answer streams to the caller (``shared.schemas.relay_of``), None when it does not."""
         if model != AUTO:
             chain_for(self.settings, model)  # an unknown model is refused before the tokenizer runs
         guarded = self.guard(tenant, feature, request)
@@ -114,7 +118,8 @@ class Gateway:
         job = JobSpec(id=new_job_id(), tenant=tenant, feature=feature, lane=lane, model=model, request=sent,
                       deadline=deadline_at(self.settings.lanes[lane].deadline_s).timestamp(), reply_to=reply_to,
                       prompt_tokens=counted, prompt_chars=chars, key_id=identity.key_id if identity else None,
-                      screening=guarded.screening, traceparent=traceparent, route=route, dialect=dialect)
+                      screening=guarded.screening, traceparent=traceparent, route=route, dialect=dialect,
+                      stream=relay)
         return Envelope(job, chain=chain, vault=guarded.vault or None)
 
     def _route(self, tenant: str, feature: str, lane: Lane, model: str, request: dict[str, Any], counted: int, *,

@@ -4,6 +4,8 @@ Each api process listens on its own channel; a job submitted by a waiting caller
 channel as ``reply_to`` and the worker publishes the finished job there. A completion that arrives
 before its waiter registered (a fast provider) is kept briefly, so no wake-up is ever missed.
 
+The same subscription carries the entries of jobs a worker streams to a caller here (``api.streaming``).
+
 Callers long-polling jobs they did not submit here (``GET /v1/jobs/{id}?wait=``, ``GET /v1/jobs?ids=
 &wait=``) are woken by their tenant's end announcements (``shared.signals.announce_end``): the same
 subscription listens to a tenant's channel while someone here waits on that tenant's jobs. The caller
@@ -18,6 +20,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -43,6 +46,7 @@ class CompletionWaiter:
         self._watchers: dict[str, set[asyncio.Future[None]]] = {}  # job id -> long-polls waiting on it
         self._tenants: Counter[str] = Counter()  # tenant channels subscribed, by how many long-polls
         self._pubsub: Any = None
+        self.on_stream: Callable[[dict[str, Any]], None] | None = None  # a streamed job's entries (``api.streaming``)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen_forever(), name="completion-waiter")
@@ -120,6 +124,13 @@ class CompletionWaiter:
         if len(self._early) > 1000:
             self._early = {k: v for k, v in self._early.items() if now - v[0] < EARLY_KEEP_S}
 
+    def _on_own_channel(self, data: dict[str, Any]) -> None:
+        """A finished job's view, or an entry of a job streamed to a caller here (``{"stream": id, ...}``)."""
+        if "stream" not in data:
+            self._deliver(data)
+        elif self.on_stream is not None:
+            self.on_stream(data)
+
     async def _listen_forever(self) -> None:
         delay = 0.1
         while True:
@@ -145,7 +156,7 @@ class CompletionWaiter:
                 if not msg or msg.get("type") != "message":
                     continue
                 if msg.get("channel") == self.channel:
-                    self._deliver(orjson.loads(msg["data"]))
+                    self._on_own_channel(orjson.loads(msg["data"]))
                 else:
                     self._ended(orjson.loads(msg["data"]).get("id"))
         finally:

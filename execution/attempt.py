@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from execution.context import AttemptContext
-from execution.providers import ProviderCallError, ProviderResult, adapter_for
+from execution.providers import ProviderAdapter, ProviderCallError, ProviderResult, Usage, adapter_for
 from execution.settle import release_reservation, settle_calls, wake_scheduler
+from execution.streaming import send_streamed
 from shared import attempt_metrics, pricing, tracing
 from shared.answer_checks import failed_check
 from shared.config import AuditPolicy, DeploymentConfig
@@ -41,6 +42,7 @@ from shared.db import audit, jobs
 from shared.db.usage import AttemptUsage
 from shared.envelope import Envelope, Unreadable
 from shared.errors import InvalidRequest
+from shared.job_stream import Entry, StreamWriter
 from shared.privacy.policy import audit_policy
 from shared.privacy.vault import Vault
 from shared.redis_batch import RedisBatch
@@ -63,10 +65,19 @@ class Outcome:
     error: ProviderCallError | None = None
     cost_usd: float = 0.0
     answer: dict[str, Any] | None = None  # the result's body as the caller gets it: tokenized values put back
+    produced: Usage | None = None  # a stream that broke off after it began: what it had cost (``execution.streaming``)
 
     @property
     def ok(self) -> bool:
         return self.result is not None
+
+    def billed(self) -> ProviderResult | None:
+        """What the settlement counts: the result, or what a stream that broke off had produced."""
+        if self.result is not None or self.produced is None:
+            return self.result
+        headers = self.error.headers if self.error is not None else {}
+        return ProviderResult(body={}, status=0, headers=headers, usage=self.produced,
+                              latency_ms=float(self.latency_ms), deployment=self.deployment.name)
 
 
 @dataclass
@@ -94,6 +105,9 @@ class Escalation:
     tier: int
 
 
+Relay = Callable[[Entry], None]
+
+
 def run_dispatched(env: Envelope, ctx: AttemptContext) -> View | None:
     """A worker's attempt (see the module docstring); the job's view, None when it was not sent."""
     deployment = ctx.deployment_for(env)
@@ -112,17 +126,19 @@ def run_dispatched(env: Envelope, ctx: AttemptContext) -> View | None:
     return _run(env, ctx, deployment, inline=False)
 
 
-def run_inline(env: Envelope, ctx: AttemptContext, deliver: Callable[[View], None]) -> View | None:
+def run_inline(env: Envelope, ctx: AttemptContext, deliver: Callable[[View], None],
+               relay: Relay | None = None) -> View | None:
     """The api's fast-lane attempt (see the module docstring): ``deliver`` gets the job's view as soon
-    as it is recorded; a retry goes back to the scheduler and announces its own end."""
+    as it is recorded; a retry goes back to the scheduler and announces its own end. A streamed job's
+    entries go to ``relay`` as they come (the api's own caller), as well as to the job's stream."""
     deployment = ctx.deployment_for(env)
     ctx.keeper.hold(env, ctx.call_limit_s(deployment))
-    return _run(env, ctx, deployment, inline=True, deliver=deliver)
+    return _run(env, ctx, deployment, inline=True, deliver=deliver, relay=relay)
 
 
 def _run(env: Envelope, ctx: AttemptContext, deployment: DeploymentConfig, *, inline: bool,
-         deliver: Callable[[View], None] | None = None) -> View | None:
-    outcome = _call(deployment, ctx, env)
+         deliver: Callable[[View], None] | None = None, relay: Relay | None = None) -> View | None:
+    outcome = _call(deployment, ctx, env, relay)
     if outcome.result is not None:
         body = outcome.result.body
         outcome.answer = env.vault.restore_body(body) if env.vault else body
@@ -221,7 +237,7 @@ def _settle(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
     outcome, env = ended.outcome, ended.env
     billed = outcome.cost_usd if ended.view is not None else 0.0
     try:
-        settlement, *rest = settle_calls(env, outcome.deployment.name, ctx.admitter, result=outcome.result,
+        settlement, *rest = settle_calls(env, outcome.deployment.name, ctx.admitter, result=outcome.billed(),
                                          error=outcome.error, call_s=outcome.latency_ms / 1000, cost_usd=billed)
         batch.script(settlement, lambda settled: ctx.admitter.alerts.settled(settled.windows))
         for call in rest:
@@ -290,29 +306,51 @@ def _bounce(ctx: AttemptContext, env: Envelope) -> None:
              env.id, env.deployment)
 
 
-def _call(deployment: DeploymentConfig, ctx: AttemptContext, env: Envelope) -> Outcome:
+def _call(deployment: DeploymentConfig, ctx: AttemptContext, env: Envelope, relay: Relay | None) -> Outcome:
     with tracing.span("attempt", parent=env.job.traceparent, job=env.id, attempt=env.attempt,
                       deployment=deployment.name, model=deployment.model) as current:
-        outcome = _send(deployment, ctx, env)
+        outcome = _send(deployment, ctx, env, relay)
         if current is not None and outcome.error is not None:
             current.set_attribute("gateway.error", outcome.error.kind)
     return outcome
 
 
-def _send(deployment: DeploymentConfig, ctx: AttemptContext, env: Envelope) -> Outcome:
+def _send(deployment: DeploymentConfig, ctx: AttemptContext, env: Envelope, relay: Relay | None) -> Outcome:
     provider = ctx.settings.providers[deployment.provider]
     # The provider call carries the attempt's trace context (tracing off: the caller's own, if it sent one).
     traceparent = tracing.current_traceparent() or env.job.traceparent
+    headers = {"traceparent": traceparent} if traceparent else None
+    adapter = adapter_for(deployment, provider)
     started = time.perf_counter()
+    if env.job.stream is not None:
+        return _send_streamed(adapter, ctx, env, headers, relay, started)
     try:
-        result = adapter_for(deployment, provider).call(env.request, {"traceparent": traceparent} if traceparent
-                                                        else None, dialect=env.job.dialect)
+        result = adapter.call(env.request, headers, dialect=env.job.dialect)
     except ProviderCallError as err:
         return Outcome(deployment, _ms_since(started), error=err)
     except Exception as exc:  # noqa: BLE001 - a request or answer the adapter cannot handle ends this attempt
         return Outcome(deployment, _ms_since(started), error=_unsendable(exc, deployment.name))
     cost = pricing.cost_usd(deployment, provider.kind, result.usage)
     return Outcome(deployment, _ms_since(started), result=result, cost_usd=cost)
+
+
+def _send_streamed(adapter: ProviderAdapter, ctx: AttemptContext, env: Envelope, headers: dict[str, str] | None,
+                   relay: Relay | None, started: float) -> Outcome:
+    """A streamed job's attempt (``execution.streaming``): its events to the job's stream, told to the api
+    that waits for it (``reply_to``) or handed to this api's own relay."""
+    deployment, kind = adapter.deployment, adapter.kind
+    assert env.job.stream is not None
+    writer = StreamWriter(ctx.redis, ctx.keys, env.id, env.job.stream, ctx.settings.streaming,
+                          live_s=ctx.call_limit_s(deployment) + ctx.settings.streaming.keep_s, attempt=env.attempt,
+                          channel=None if relay is not None else env.reply_to, local=relay)
+    try:
+        streamed = send_streamed(adapter, env, writer, headers)
+    except Exception as exc:  # noqa: BLE001 - as in ``_send``: ends this attempt, never the process
+        return Outcome(deployment, _ms_since(started), error=_unsendable(exc, deployment.name))
+    billed = streamed.result.usage if streamed.result is not None else streamed.produced
+    cost = pricing.cost_usd(deployment, kind, billed) if billed is not None else 0.0
+    return Outcome(deployment, _ms_since(started), result=streamed.result, error=streamed.error, cost_usd=cost,
+                   produced=streamed.produced)
 
 
 def _unsendable(exc: Exception, deployment: str) -> ProviderCallError:
@@ -361,8 +399,8 @@ def _decide_escalation(ctx: AttemptContext, env: Envelope, outcome: Outcome) -> 
     ``shared.answer_checks``) goes up a tier, through admission like a retry, while its route has a higher
     tier and its deadline has not passed; otherwise the answer stands."""
     route, cascade = env.route, ctx.settings.routing.cascade
-    if route is None or not cascade.enabled or outcome.result is None:
-        return None
+    if route is None or not cascade.enabled or outcome.result is None or env.job.stream is not None:
+        return None  # a streamed answer went out as it came: there is no taking it back
     tier = route.tier_of(outcome.deployment.name) + 1
     if tier >= len(route.tiers) or time.time() >= env.deadline:
         return None
@@ -473,11 +511,16 @@ def _record_failure(db: Any, ctx: AttemptContext, env: Envelope, outcome: Outcom
         "error": {"type": err.kind, "message": f"{err.public_message()}{reason}", "status": err.upstream_status,
                   "attempts": env.attempt},
     }
+    produced = outcome.produced
+    tokens: dict[str, Any] = {} if produced is None else {
+        "tokens_in": produced.input_tokens, "tokens_out": produced.output_tokens, "cost_usd": outcome.cost_usd}
+    if job_outcome is not None and produced is not None:
+        job_outcome.update(tokens)
     return jobs.record_attempt(
         db, env.id, env.attempt, deployment=outcome.deployment.name, status="failed",
         http_status=err.upstream_status, error=f"{err.kind}: {err.message}", latency_ms=outcome.latency_ms,
         job_outcome=job_outcome, usage=AttemptUsage(model=outcome.deployment.model), zone=ctx.settings.billing.zone,
-    )
+        **tokens)
 
 
 def _audited(db: Any, env: Envelope, outcome: Outcome, policy: AuditPolicy, inline: bool,

@@ -367,6 +367,20 @@ class ApiConfig(_Strict):
         return os.environ.get(self.admin_key_env) or None
 
 
+class StreamingConfig(_Strict):
+    """Streamed answers (``stream: true``): the per-job Redis Stream that relays them (``shared.job_stream``)."""
+
+    keep_s: float = Field(600.0, gt=0, description="how long a finished job's stream is kept for "
+                          "GET /v1/jobs/{id}/stream (then only the stored answer is)")
+    max_frames: int = Field(20_000, ge=100, description="a job stream's length cap (XADD MAXLEN ~); a longer "
+                            "answer keeps its latest frames, and a resume from before them gets the stored answer")
+    buffer_frames: int = Field(512, ge=8, description="frames held in the api for one slow reader; past that it "
+                               "catches up from the job's stream in Redis, never holding up the others")
+    resume_grace_s: float = Field(5.0, ge=0, description="after a streaming caller disconnects, how long the "
+                                  "provider call goes on for a resume (GET /v1/jobs/{id}/stream) before it is "
+                                  "aborted and settled by what was produced")
+
+
 class WorkerConfig(_Strict):
     pool: Literal["threads", "gevent", "prefork", "solo"] = "threads"
     concurrency: int = Field(64, gt=0)
@@ -658,6 +672,7 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     files: FilesConfig = Field(default_factory=FilesConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     retries: RetryConfig = Field(default_factory=RetryConfig)

@@ -9,7 +9,9 @@ It carries everything a worker needs to send the attempt, so the hot path never 
     │                    screening (what redaction and the injection screen found, for the audit record),
     │                    traceparent, route (``model: auto``: its tiers, from ``shared.routing``),
     │                    cache (where its answer is stored, when it may be), dialect (the format the
-│                    request is written in: it is forwarded as written to a deployment of that format)
+    │                    request is written in: it is forwarded as written to a deployment of that format),
+    │                    stream (relayed as it is produced: the caller's dialect, and whether it asked for
+    │                    the usage)
     └── this attempt     attempt number, chain (its order: a retry moves the failed deployment last),
                          tier (the lowest tier of the route it may use: an escalation raises it),
                          deployment and estimate (once admitted there), lease token, breaker probe,
@@ -60,6 +62,7 @@ class JobSpec:
     route: RouteSpec | None = None
     cache: dict[str, Any] | None = None  # how to store its answer (``shared.cache.plan.CachePlan.fill``)
     dialect: str = "openai"  # the format ``request`` is written in (``shared.dialects``)
+    stream: dict[str, Any] | None = None  # streamed to its caller: {dialect, usage} (``shared.job_stream``)
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(JobSpec))
@@ -202,6 +205,8 @@ def _check_types(env: Envelope) -> None:
         wrong.append("chain")
     if env.job.traceparent is not None and not isinstance(env.job.traceparent, str):
         wrong.append("traceparent")
+    if env.job.stream is not None and not isinstance(env.job.stream, dict):
+        wrong.append("stream")
     if env.key_id is not None and (not isinstance(env.key_id, int) or isinstance(env.key_id, bool)):
         wrong.append("key_id")
     if env.job.dialect not in DIALECTS:

@@ -154,7 +154,7 @@ class ProviderError(GatewayError):
 
 Kind = Literal[
     "rate_limit", "overloaded", "server", "timeout", "connection",
-    "bad_request", "auth", "not_found", "malformed", "refusal",
+    "bad_request", "auth", "not_found", "malformed", "refusal", "caller_left",
 ]
 RETRYABLE_KINDS: frozenset[str] = frozenset(
     {"rate_limit", "overloaded", "server", "timeout", "connection", "malformed"}
@@ -182,6 +182,7 @@ _PUBLIC: dict[str, str] = {
     "malformed": "the provider's answer could not be used",
     "bad_request": "the provider rejected the request",
     "refusal": "the provider refused the request under its content policy",
+    "caller_left": "the caller disconnected from the stream and did not resume it; the call was aborted",
 }
 _SECRET_LIKE = re.compile(r"\b(?:sk|gw|key|pk|rk)[-_][\w*.-]{2,}|\*{3,}\w*", re.I)
 

@@ -97,6 +97,14 @@ class Keys:
         """Pub/sub channel of one api process: workers announce finished jobs there."""
         return f"{self.tag}:done:{instance}"
 
+    def job_stream(self, job_id: str) -> str:
+        """A streamed job's frames (a Redis Stream, capped and with a TTL; ``shared.job_stream``)."""
+        return f"{self.tag}:stream:{job_id}"
+
+    def stream_left(self, job_id: str) -> str:
+        """Set when a streamed job's caller disconnected: the time after which its call is aborted."""
+        return f"{self.tag}:stream:{job_id}:left"
+
     def exec_queue(self, lane: str) -> str:
         """The Celery execution queue of a lane."""
         return f"{self.prefix}.exec.{lane}"

@@ -147,6 +147,17 @@ class Submittable(Protocol):
     def provider_payload(self) -> dict[str, Any]: ...
 
 
+def relay_of(request: Submittable) -> dict[str, Any] | None:
+    """How a streamed answer reaches its caller (``JobSpec.stream``): relayed as the provider makes it in
+    the caller's dialect, with the usage when the caller asked for it (OpenAI's
+    ``stream_options.include_usage``; Anthropic's events always carry it). None when it does not stream,
+    or for the endpoints whose streamed form is replayed from the finished answer (``/v1/responses``)."""
+    if not request.stream or request.dialect not in ("openai", "anthropic"):
+        return None
+    options = getattr(request, "stream_options", None) or {}
+    return {"dialect": request.dialect, "usage": request.dialect == "anthropic" or bool(options.get("include_usage"))}
+
+
 MAX_CHOICES = 128  # OpenAI's own limit on ``n``
 
 
@@ -171,6 +182,17 @@ class ChatRequest(Storable):
     tool_choice: str | dict[str, Any] | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _stream_options_with_stream(self) -> ChatRequest:
+        """As OpenAI checks it: ``stream_options`` only on a streamed call, ``include_usage`` a boolean."""
+        if self.stream_options is None:
+            return self
+        if not self.stream:
+            raise ValueError("stream_options is only allowed with stream: true")
+        if not isinstance(self.stream_options.get("include_usage", False), bool):
+            raise ValueError("stream_options.include_usage must be true or false")
+        return self
 
     def provider_payload(self) -> dict[str, Any]:
         """The request as the job keeps it: no gateway-only fields, no streaming, no Nones; every other

@@ -71,9 +71,22 @@ class Relay:
 class ChatRelay(Relay):
     """OpenAI to an OpenAI caller: the usage the gateway asked for goes out only if the caller asked too."""
 
+    def __init__(self, include_usage: bool = True) -> None:
+        super().__init__(include_usage)
+        self.done = False
+
+    def close(self) -> list[bytes]:
+        """``[DONE]``, unless the provider's went out already."""
+        if self.done:
+            return []
+        self.done = True
+        return [DONE]
+
     def feed(self, event: Event) -> list[bytes]:
         data = event.data
-        if data is None or self.include_usage:
+        if data is None:
+            return self.close()
+        if self.include_usage:
             return [frame_of(event)]
         if not data.get("choices") and data.get("usage") is not None:
             return []  # the usage chunk the gateway asked for, for settlement
@@ -99,6 +112,7 @@ class MessagesToChat(Relay):
         self.blocks: dict[int, _Block] = {}
         self.tools = 0
         self.usage = {"input_tokens": 0, "output_tokens": 0}
+        self.closed = False
 
     def feed(self, event: Event) -> list[bytes]:
         data = event.data or {}
@@ -118,6 +132,9 @@ class MessagesToChat(Relay):
         return []  # ping, content_block_stop: nothing to say in Chat Completions
 
     def close(self) -> list[bytes]:
+        if self.closed:
+            return []
+        self.closed = True
         frames = []
         if self.include_usage:
             prompt, completion = self.usage["input_tokens"], self.usage["output_tokens"]

@@ -309,3 +309,17 @@ def test_a_headroom_range_upside_down_is_refused_and_named(tmp_path: Path) -> No
                     "models:\n  fast: [a]\n")
     with pytest.raises(ConfigError, match=r"deployments.0.headroom_min .*0.99 is above headroom_max \(0.9\)"):
         load_settings(path)
+
+
+def test_the_streaming_benchmarks_simulator_config_loads() -> None:
+    """ops/bench_stream.py writes its simulator's config (a latency for every model); one the simulator
+    refuses fails the run before it measures anything."""
+    import yaml
+
+    from ops.bench_stream import StreamingStack
+    from ops.sim.config import SimulatorConfig
+
+    stack = StreamingStack(300, 10)
+    args = stack.sim_args()
+    config = SimulatorConfig.model_validate(yaml.safe_load(Path(args[args.index("--config") + 1]).read_text()))
+    assert config.defaults.openai.latency.ttft_ms == 300 and config.defaults.anthropic.latency.per_token_ms == 10

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from api.answers import ChatCompletion, ModelList
-from api.delivery import gateway_headers, openai_sse, raise_unless_succeeded, screen_headers, stream_when_done
-from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, read_body
+from api.delivery import gateway_headers, openai_sse, raise_unless_succeeded, screen_headers
+from api.deps import CallerDep, GatewayDep, StreamsDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
 from api.routes.common import (
@@ -20,6 +20,7 @@ from api.routes.common import (
     submit_early,
     tags_from,
 )
+from api.streaming import relay
 from shared.lanes import Lane
 from shared.schemas import ChatRequest
 
@@ -32,7 +33,7 @@ router = APIRouter()
                 content=sse("a chat.completion.chunk as JSON; `[DONE]` last")),
     **errors(*BODY, *TENANT_KEY, 404, 409, 502, 504)})
 async def chat_completions(
-    request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
+    request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep, streams: StreamsDep,
     x_gateway_feature: FeatureHeader = None, x_gateway_priority: PriorityHeader = None,
     idempotency_key: IdempotencyHeader = None, x_gateway_task: TaskHeader = None,
     cache_control: CacheControlHeader = None,
@@ -42,10 +43,10 @@ async def chat_completions(
                      idempotency_key=idempotency_key, metadata=body.metadata, task=x_gateway_task,
                      cache_control=cache_control)
     wait_s = gw.settings.api.max_sync_wait_s
-    if body.stream:  # the headers, naming the job, go out at once; the events when the answer is there
+    if body.stream:  # the headers, naming the job, go out at once; the events as the provider makes them
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         stored, finish = await submit_early(gw, waiter, caller, body, tags, wait_s, Lane.INTERACTIVE)
-        events = stream_when_done(request.url.path, finish, stored["id"], lambda r: openai_sse(r, include_usage))
+        events = relay(streams, stored["id"], request.url.path, finish, lambda r: openai_sse(r, include_usage))
         return StreamingResponse(events, media_type="text/event-stream", headers=gateway_headers(stored))
     submitted, view = await submit_and_wait(gw, waiter, caller, body, tags, wait_s, default_lane=Lane.INTERACTIVE)
     result = raise_unless_succeeded(view, submitted.view["id"])

@@ -1,34 +1,37 @@
-"""The native jobs API: submit (async, or wait up to N seconds), submit in bulk, fetch, list, cancel."""
+"""The native jobs API: submit (async, or wait up to N seconds), submit in bulk, fetch, list, cancel, and
+resume a job's stream."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.answers import JobBatch, JobPage, JobView
 from api.auth import Caller
 from api.bulk import BatchSubmitted
-from api.delivery import gateway_headers, screen_headers, view_when_done
-from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, parse_body, read_body
+from api.delivery import anthropic_sse, gateway_headers, openai_sse, screen_headers, view_when_done
+from api.deps import CallerDep, GatewayDep, StreamsDep, SubmitterDep, WaiterDep, parse_body, read_body
 from api.gateway import Gateway
 from api.metrics import SHED, SUBMITTED
-from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, header, job_links
+from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, header, job_links, sse
 from api.responses import OrjsonResponse
 from api.routes.common import _BULK, CacheControlHeader, IdempotencyHeader, cache_mode, submit_and_wait, submit_early
+from api.streaming import replay
 from api.waiter import CompletionWaiter
 from shared.db.jobs import STATUSES
 from shared.db.models import TERMINAL_STATUSES
-from shared.errors import InvalidRequest, Overloaded, Unavailable
+from shared.errors import InvalidRequest, Overloaded, Unavailable, echo
 from shared.lanes import Lane
 from shared.schemas import JobBatchRequest, JobRequest
+from shared.translate import openai_to_anthropic_response
 
 router = APIRouter()
 _uploads: dict[int, asyncio.Semaphore] = {}  # per event loop (the api's, and each test client's)
@@ -129,6 +132,45 @@ async def get_job(job_id: str, caller: CallerDep, gw: GatewayDep, waiter: Waiter
     else:
         view = await run_in_threadpool(gw.get, caller, job_id)
     return OrjsonResponse(view, headers=gateway_headers(view))
+
+
+@router.get("/v1/jobs/{job_id}/stream", response_model=None, responses={
+    200: {"description": "The job's stream, from after `Last-Event-ID`: its events as the caller was sent them "
+                         "while the stream is kept (`streaming.keep_s`), followed while the job runs; after that, "
+                         "or for a job that did not stream, its stored answer as events",
+          "headers": JOB_HEADERS, "content": sse("an event of the job's dialect, with its `id`")},
+    **errors(*TENANT_KEY, 400, 404)})
+async def stream_job(
+    job_id: str, caller: CallerDep, gw: GatewayDep, streams: StreamsDep,
+    last_event_id: Annotated[str | None, Header(
+        description="the `id` of the last event received: the stream resumes after it",
+        json_schema_extra={"pattern": r"^\d{1,9}$"})] = None,
+    dialect: Annotated[Literal["openai", "anthropic"] | None, Query(
+        description="the events' dialect when the job's stream is no longer kept (a kept stream is replayed in "
+                    "the dialect it was streamed in)")] = None,
+) -> StreamingResponse:
+    view = await run_in_threadpool(gw.get, caller, job_id)
+    after = _last_event(last_event_id)
+    events = replay(streams, job_id, dialect or "openai", after, lambda: run_in_threadpool(gw.get, caller, job_id),
+                    _stored_events, gw.settings.api.max_sync_wait_s)
+    return StreamingResponse(events, media_type="text/event-stream", headers=gateway_headers(view))
+
+
+def _last_event(value: str | None) -> int:
+    if value is None:
+        return -1
+    if not value.strip().isdigit() or len(value.strip()) > 9:
+        raise InvalidRequest(f"Last-Event-ID {echo(value)} is not an event id: send the `id` of the last event "
+                             "received (a whole number), or no header to read the stream from its start.",
+                             param="Last-Event-ID")
+    return int(value.strip())
+
+
+def _stored_events(dialect: str, result: dict[str, Any]) -> Iterator[bytes]:
+    """A stored answer as the events of ``dialect`` (the job's stream is gone, or it never streamed)."""
+    if dialect == "anthropic":
+        return anthropic_sse(openai_to_anthropic_response(result, str(result.get("model") or "")))
+    return openai_sse(result, include_usage=True)
 
 
 @router.get("/v1/jobs", responses={200: answer(JobPage, "One page of the tenant's jobs, newest first; with "

@@ -16,9 +16,8 @@ from api.delivery import (
     gateway_headers,
     raise_unless_succeeded,
     screen_headers,
-    stream_when_done,
 )
-from api.deps import CallerDep, GatewayDep, SubmitterDep, WaiterDep, read_body
+from api.deps import CallerDep, GatewayDep, StreamsDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
 from api.routes.common import (
@@ -31,6 +30,7 @@ from api.routes.common import (
     submit_early,
     tags_from,
 )
+from api.streaming import relay
 from shared.budget import prompt_tokens
 from shared.dialects import chat_view
 from shared.lanes import Lane
@@ -149,7 +149,7 @@ async def count_tokens(request: Request, caller: CallerDep, gw: GatewayDep) -> d
                 headers=JOB_HEADERS, content=sse("the event as JSON", list(STREAM_EVENTS))),
     **errors(*BODY, *TENANT_KEY, 404, 409, 502, 504, anthropic=True)})
 async def messages(
-    request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
+    request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep, streams: StreamsDep,
     x_gateway_feature: FeatureHeader = None, x_gateway_priority: PriorityHeader = None,
     idempotency_key: IdempotencyHeader = None, x_gateway_task: TaskHeader = None,
     cache_control: CacheControlHeader = None,
@@ -159,10 +159,10 @@ async def messages(
                      idempotency_key=idempotency_key, metadata=None, task=x_gateway_task,
                      cache_control=cache_control)
     wait_s = gw.settings.api.max_sync_wait_s
-    if body.stream:  # the headers, naming the job, go out at once; the events when the answer is there
+    if body.stream:  # the headers, naming the job, go out at once; the events as the provider makes them
         stored, finish = await submit_early(gw, waiter, caller, body, tags, wait_s, Lane.INTERACTIVE)
-        events = stream_when_done(request.url.path, finish, stored["id"],
-                                  lambda r: anthropic_sse(openai_to_anthropic_response(r, body.model)))
+        events = relay(streams, stored["id"], request.url.path, finish,
+                       lambda r: anthropic_sse(openai_to_anthropic_response(r, body.model)))
         return StreamingResponse(events, media_type="text/event-stream", headers=gateway_headers(stored))
     submitted, view = await submit_and_wait(gw, waiter, caller, body, tags, wait_s, default_lane=Lane.INTERACTIVE)
     result = raise_unless_succeeded(view, submitted.view["id"])

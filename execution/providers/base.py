@@ -187,6 +187,10 @@ class ProviderAdapter:
         return provider_body(request, dialect, self.dialect, model=deployment.model,
                              default_max_tokens=deployment.default_max_tokens, drop=deployment.drop_unsupported)
 
+    def stream_body(self, request: dict[str, Any], dialect: str = "openai") -> dict[str, Any]:
+        """The provider's request body for a streamed call (``execution.providers.streaming``)."""
+        return {**self.encode(request, dialect), "stream": True}
+
     def problem_with(self, payload: dict[str, Any]) -> str | None:
         """Why a 2xx body cannot be used, or None when it can."""
         raise NotImplementedError

@@ -9,9 +9,11 @@ ends at the latest one socket wait after its deadline, even against a provider t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -86,3 +88,21 @@ def post(
 
 def _lower(headers: httpx.Headers) -> dict[str, str]:
     return {key.lower(): value for key, value in headers.items()}
+
+
+@contextlib.contextmanager
+def open_stream(
+    client: httpx.Client, url: str, *, content: bytes, headers: dict[str, str],
+    params: dict[str, str] | None, timeouts: Timeouts,
+) -> Iterator[httpx.Response]:
+    """POST and hand back the response unread, for a streamed answer; closed when the block ends (which
+    aborts a call still streaming). Every socket wait is capped as in ``post``; the caller checks
+    ``timeouts.total`` between events."""
+    request = client.build_request(
+        "POST", url, content=content, headers=headers, params=params, timeout=httpx_timeout(timeouts)
+    )
+    response = client.send(request, stream=True)
+    try:
+        yield response
+    finally:
+        response.close()

@@ -45,6 +45,10 @@ class OpenAIAdapter(ProviderAdapter):
         if is_azure(base) and "/deployments/" in urlsplit(base).path + "/":
             self.params = {"api-version": _azure_api_version(provider)}
 
+    def stream_body(self, request: dict[str, Any], dialect: str = "openai") -> dict[str, Any]:
+        """Always with the usage: the reservation settles on it (the caller sees it only if it asked)."""
+        return {**super().stream_body(request, dialect), "stream_options": {"include_usage": True}}
+
     def problem_with(self, payload: dict[str, Any]) -> str | None:
         choices = payload.get("choices")
         if not isinstance(choices, list) or not choices:

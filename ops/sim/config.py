@@ -121,11 +121,12 @@ class KeyConfig(_Strict):
 class FaultConfig(_Strict):
     """One fault rule; see ops/sim/faults.py for what each kind does."""
 
-    kind: Literal["error", "outage", "slowdown", "hang", "reset", "malformed", "storm"]
+    kind: Literal["error", "outage", "slowdown", "hang", "reset", "malformed", "storm", "cut"]
     rate: float | None = Field(None, ge=0, le=1)  # probability per request; default 1 for outage/slowdown
     status: int | None = Field(None, ge=400, le=599)
     factor: float = Field(5.0, gt=0)  # slowdown multiplier
     hang_s: float = Field(600.0, ge=0)
+    after_events: int = Field(3, ge=0)  # cut: events a stream sends before its connection is reset
     retry_after_s: float = Field(1.0, ge=0)
     after_s: float = Field(0.0, ge=0)  # window start, seconds after the fault is installed
     duration_s: float | None = Field(None, gt=0)  # window length; None = until removed

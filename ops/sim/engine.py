@@ -26,7 +26,7 @@ from ops.sim.completions import (
 )
 from ops.sim.config import ModelConfig, SimulatorConfig
 from ops.sim.faults import FaultBoard, Outcome
-from ops.sim.http import SSE_TYPE, Headers, Reply, Request, Reset, Response, Stream
+from ops.sim.http import SSE_TYPE, Headers, Reply, Request, Reset, Response, Stream, StreamCut
 from ops.sim.latency import Pace, pace_for
 from ops.sim.limits import OUTPUT, REQUESTS, AxisState, Clock, Decision, Limiter, Meter, admission_charges
 from ops.sim.stats import Counters, Stats
@@ -170,6 +170,10 @@ class Simulator:
         completions = self._generate(api, req, config)
         settle = Settlement(meter, config, max_tokens, self.clock)
         pace = pace_for(config.latency, outcome.slowdown if outcome else 1.0)
+        if outcome is not None and outcome.kind == "cut" and req.stream:
+            counters.faults["cut"] += 1
+            frames = api.stream_frames(req, completions, prompt, pace.tokens_per_event())[:outcome.after_events]
+            return Stream(200, self._cut(self._paced(frames, pace, settle, counters)), headers + STREAM_HEADERS)
         if outcome is not None and outcome.kind is not None:
             return await self._late_fault(outcome, request, pace, settle, counters, headers)
         if req.stream:
@@ -229,6 +233,13 @@ class Simulator:
         if outcome.kind == "malformed":
             return Response(200, MALFORMED_BODY, [(b"content-type", b"application/json"), *headers])
         return Reset()
+
+    @staticmethod
+    async def _cut(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The first frames of a stream, then its connection reset (the ``cut`` fault)."""
+        async for frame in frames:
+            yield frame
+        raise StreamCut
 
     async def _paced(self, frames: list[tuple[int, bytes]], pace: Pace, settle: Settlement,
                      counters: Counters) -> AsyncIterator[bytes]:

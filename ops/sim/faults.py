@@ -10,6 +10,8 @@ Kinds (each optionally scoped to a ``model`` and/or ``key``, fired with probabil
 - ``hang``: admit, then send nothing for ``hang_s`` (past any sane client timeout).
 - ``reset``: admit, then drop the TCP connection with a reset.
 - ``malformed``: admit, then answer 200 with a body that is not valid JSON.
+- ``cut``: admit, then reset the connection after ``after_events`` events of a streamed answer (a
+  provider failing mid-stream); a call that does not stream is reset before it is answered.
 
 Errors, outages and storms are decided before the meter, so they cost no quota; hangs, resets and
 malformed bodies happen after admission and are charged like a real request that went wrong late.
@@ -60,6 +62,7 @@ class Outcome:
     status: int = 200
     slowdown: float = 1.0
     hang_s: float = 0.0
+    after_events: int = 0
     retry_after_s: float = 1.0
     fired: list[str] = field(default_factory=list)
 
@@ -116,5 +119,6 @@ class FaultBoard:
                 outcome.kind = c.kind
                 outcome.status = c.status or DEFAULT_STATUS.get(c.kind, 200)
                 outcome.hang_s = c.hang_s
+                outcome.after_events = c.after_events
                 outcome.retry_after_s = c.retry_after_s
         return outcome

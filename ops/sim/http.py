@@ -48,6 +48,10 @@ class Stream:
     headers: Headers = field(default_factory=list)
 
 
+class StreamCut(Exception):  # noqa: N818 - what happens, not a failure of the simulator
+    """Raised by a ``Stream``'s chunks: reset the connection there, mid-answer."""
+
+
 @dataclass(slots=True)
 class Reset:
     """Drop the TCP connection (RST) without answering."""
@@ -94,6 +98,9 @@ async def send_reply(reply: Reply, send: Callable) -> None:
             async for chunk in reply.chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
+        except StreamCut:
+            if not reset_connection(send):
+                raise ConnectionResetError("simulated connection reset mid-stream") from None
         finally:
             await reply.chunks.aclose()  # type: ignore[attr-defined]
     elif not reset_connection(send):

@@ -34,7 +34,7 @@ from shared.lua import script
 from shared.redis_batch import ScriptCall
 
 # Failures of the caller's own request: the deployment answered, correctly, so they are not evidence.
-CLIENT_ERROR_KINDS = frozenset({"bad_request", "auth", "not_found", "refusal", "cancelled"})
+CLIENT_ERROR_KINDS = frozenset({"bad_request", "auth", "not_found", "refusal", "cancelled", "caller_left"})
 # Buckets of the sliding window: the window slides in steps of window_s / WINDOW_BUCKETS.
 WINDOW_BUCKETS = 30
 ANY_PROBE = "*"

@@ -44,6 +44,7 @@ CONTRACT: dict[tuple[str, str], tuple[set[int], tuple[str | tuple[str, ...], ...
     ("post", "/v1/jobs/batch"): ({202, *SUBMIT - {404}}, TENANT),
     ("get", "/v1/jobs"): ({200, 400, 401, 403, 404, 429, 500, 503}, TENANT),
     ("get", "/v1/jobs/{job_id}"): ({200, 400, 401, 403, 404, 429, 500, 503}, TENANT),
+    ("get", "/v1/jobs/{job_id}/stream"): ({200, 400, 401, 403, 404, 429, 500, 503}, TENANT),
     ("delete", "/v1/jobs/{job_id}"): ({200, 401, 403, 404, 409, 429, 500, 503}, TENANT),
     ("get", "/v1/models"): ({200, 401, 403, 429, 500, 503}, TENANT),
     ("get", "/v1/admin/budgets"): ({200, 401, 403, 500, 503}, CONSOLE),

@@ -307,3 +307,46 @@ def test_total_timeout_ends_a_trickling_response():
     client.close()
     assert caught.value.kind == "timeout" and caught.value.retryable
     assert "total timeout of 0.1s" in caught.value.message
+
+
+# --------------------------------------------------------------------------- a streamed answer's edges
+
+
+def _chunk(delta: dict, finish: str | None = None) -> bytes:
+    body = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+SSE = {"content-type": "text/event-stream"}
+
+
+def test_a_stream_that_ends_before_its_last_event_is_not_taken_for_a_whole_answer(mock_adapter):
+    from execution.providers.streaming import open_stream
+
+    whole = _chunk({"content": "Hel"}) + _chunk({"content": "lo"}, "stop") + b"data: [DONE]\n\n"
+    adapter = mock_adapter("openai", capture(200, whole, SSE))
+    with open_stream(adapter, CHAT) as call:
+        assert len(list(call.events())) == 3
+        assert call.result().body["choices"][0]["message"]["content"] == "Hello"
+    cut_short = mock_adapter("openai", capture(200, _chunk({"content": "Hel"}), SSE))
+    with pytest.raises(ProviderCallError) as err, open_stream(cut_short, CHAT) as call:
+        list(call.events())
+        call.result()
+    assert err.value.kind == "malformed" and "last event" in str(err.value)
+
+
+def test_a_stream_request_asks_for_the_usage_and_an_error_status_is_raised_before_any_event(mock_adapter):
+    from execution.providers.streaming import open_stream
+
+    seen: list[httpx.Request] = []
+    adapter = mock_adapter("openai", capture(429, {"error": {"message": "slow down"}}, {"retry-after": "2"}, seen))
+    with pytest.raises(ProviderCallError) as err, open_stream(adapter, CHAT):
+        pass
+    assert err.value.kind == "rate_limit" and err.value.retry_after_s == 2
+    sent = json.loads(seen[0].content)
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    not_a_stream = mock_adapter("openai", capture(200, OPENAI_OK))
+    with pytest.raises(ProviderCallError) as err, open_stream(not_a_stream, CHAT):
+        pass
+    assert err.value.kind == "malformed"

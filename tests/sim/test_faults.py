@@ -97,6 +97,18 @@ def test_reset_drops_the_connection(sim):
         oai(sim).chat.completions.create(**BODY)
 
 
+def test_cut_resets_a_stream_after_its_first_events(sim):
+    set_faults(sim, {"kind": "cut", "after_events": 2})
+    lines = []
+    with sim.client() as client, pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)), \
+            client.stream("POST", "/v1/chat/completions", json={**BODY, "stream": True}) as r:
+        assert r.status_code == 200
+        lines.extend(line for line in r.iter_lines() if line)
+    assert len(lines) == 2 and all(line.startswith("data: {") for line in lines)
+    with sim.client() as client, pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        client.post("/v1/chat/completions", json=BODY)  # a call that does not stream: reset before any answer
+
+
 def test_malformed_json_body(sim):
     set_faults(sim, {"kind": "malformed"})
     with sim.client() as client:

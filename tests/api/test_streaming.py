@@ -1,0 +1,48 @@
+"""The api's side of a job's stream (``api.streaming.Translation``): entries become the caller's frames,
+numbered, each once, in the job's dialect; a resume leaves out what the caller has; an attempt sent
+again after its process died ends the stream with an error event instead of splicing two answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from api.streaming import Translation
+from tests.providers.test_stream_translate import anthropic_events, openai_events
+
+
+def entries(events: list[Any], provider: str, attempt: int = 1, dialect: str = "openai") -> list[dict[str, Any]]:
+    start = {"t": "start", "provider": provider, "relay": {"dialect": dialect, "usage": False}, "prompt_tokens": 12}
+    body = [{"t": "event", "n": e.name, "d": e.data} for e in events]
+    return [{**entry, "s": s, "a": attempt} for s, entry in enumerate([start, *body, {"t": "end", "status": "done"}])]
+
+
+def frames_of(out: Translation, stream: list[dict[str, Any]]) -> list[bytes]:
+    return [frame for entry in stream for frame in out.frames(entry)]
+
+
+def test_each_entry_counts_once_and_frames_are_numbered() -> None:
+    stream = entries(openai_events(["a", "b", "c"]), "openai")
+    out = Translation("openai")
+    frames = frames_of(out, stream + stream[2:5])  # a gap filled from Redis brings entries seen already
+    assert [f.split(b"\n", 1)[0] for f in frames] == [b"id: %d" % i for i in range(len(frames))]
+    assert out.ended and frames[-1].endswith(b"data: [DONE]\n\n")
+    assert b'"usage"' not in b"".join(frames)  # the caller did not ask for it
+
+
+def test_a_resume_sends_only_what_follows_the_last_event_id() -> None:
+    stream = entries(anthropic_events(["x", "y"]), "anthropic", dialect="anthropic")
+    whole = frames_of(Translation("openai"), stream)  # the job's dialect comes from its stream
+    assert whole[0].split(b"\n")[1] == b"event: message_start"
+    assert frames_of(Translation("openai", after=3), stream) == whole[4:]
+
+
+def test_an_attempt_sent_again_ends_the_stream_with_an_error_event() -> None:
+    first = entries(openai_events(["one", "two"]), "openai", attempt=1)[:3]  # its process died here
+    again = entries(openai_events(["uno", "dos"]), "openai", attempt=2)
+    out = Translation("openai")
+    frames = frames_of(out, first + again)
+    error = orjson.loads(frames[-1][len(b"data: "):])["error"]
+    assert error["code"] == "stream_interrupted" and out.ended
+    assert b"uno" not in b"".join(frames)
