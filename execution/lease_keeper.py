@@ -30,6 +30,7 @@ log = logging.getLogger("gateway.attempt")
 class _Held:
     token: str
     until: float  # monotonic: renewed no longer than this (the call's timeout and a margin)
+    started: bool = True  # False: a message received, not started (its lease is extended, never taken back)
 
 
 class LeaseKeeper:
@@ -43,15 +44,22 @@ class LeaseKeeper:
 
     def hold(self, env: Envelope, for_s: float) -> None:
         """Keep ``env``'s lease (under its current token) alive for up to ``for_s`` seconds."""
-        self.hold_dispatch(env.id, env.token, for_s)
+        with self._lock:
+            self._held[env.id] = _Held(env.token, time.monotonic() + for_s)
+            self._start()
 
     def hold_dispatch(self, job_id: str, token: str, for_s: float) -> None:
-        """``hold`` by job id and token: a message this process received and has not started yet."""
+        """A message this process received and has not started yet: its lease is extended while Redis
+        holds it, never taken back (a Redis that restarted empty lost the message, and Celery drops what
+        it had prefetched: recovery must see the job as orphaned)."""
         with self._lock:
-            self._held[job_id] = _Held(token, time.monotonic() + for_s)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
-                self._thread.start()
+            self._held[job_id] = _Held(token, time.monotonic() + for_s, started=False)
+            self._start()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+            self._thread.start()
 
     def drop(self, env: Envelope) -> None:
         """The attempt ended (or was handed on): stop renewing its lease."""
@@ -74,19 +82,23 @@ class LeaseKeeper:
                 log.warning("lease heartbeat failed (%s); retrying in %.1fs", exc, self.config.heartbeat_s)
 
     def renew(self) -> None:
-        """One heartbeat: renew every live lease, forget the stuck and the lost ones."""
+        """One heartbeat: renew every live lease (calls in flight: taken back if Redis forgot it; messages
+        not started yet: extended only), forget the stuck and the lost ones."""
         now = time.monotonic()
         with self._lock:
             stuck = [job_id for job_id, held in self._held.items() if held.until < now]
             for job_id in stuck:
-                log.error("the call of job %s outlived its timeout; its lease is left to run out", job_id)
+                if self._held[job_id].started:
+                    log.error("the call of job %s outlived its timeout; its lease is left to run out", job_id)
                 del self._held[job_id]
             beat = list(self._held.items())
-        if not beat:
-            return
-        kept = self.leases.renew([job_id for job_id, _ in beat], [held.token for _, held in beat],
-                                 self.config.attempt_lease_s)
+        calls = [(job_id, held) for job_id, held in beat if held.started]
+        waiting = [(job_id, held) for job_id, held in beat if not held.started]
+        ttl = self.config.attempt_lease_s
+        kept = [*(self.leases.renew([j for j, _ in calls], [h.token for _, h in calls], ttl) if calls else []),
+                *(self.leases.extend_waiting([j for j, _ in waiting], [h.token for _, h in waiting], ttl)
+                  if waiting else [])]
         with self._lock:
-            for (job_id, held), ok in zip(beat, kept, strict=True):
+            for (job_id, held), ok in zip([*calls, *waiting], kept, strict=True):
                 if not ok and self._held.get(job_id) is held:
-                    del self._held[job_id]  # dispatched again meanwhile: that dispatch holds it now
+                    del self._held[job_id]  # dispatched again meanwhile (or forgotten): not this process's now

@@ -56,7 +56,7 @@ class Recovery:
         self.admitter = admitter
         self.queues = queues
         self.leases = leases
-        self.waiting = WaitingDispatches(leases.r, leases.keys)
+        self.waiting = WaitingDispatches(leases)
         self.every_s = every_s
         self._last = 0.0
 

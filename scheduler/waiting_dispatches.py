@@ -14,26 +14,21 @@ from __future__ import annotations
 import logging
 import re
 
-import redis
-
-from shared.attempt_leases import LEASES_HEADER, parse_leases
-from shared.keys import Keys
+from shared.attempt_leases import LEASES_HEADER, AttemptLeases, parse_leases
 from shared.lanes import LANES
-from shared.lua import script
 
 log = logging.getLogger("gateway.recovery")
 
 _IN_MESSAGE = re.compile(rb'"' + LEASES_HEADER.encode() + rb'": ?"([^"]*)"')
-_EXTEND = script("lease_extend")
 READ_AT_ONCE = 500  # messages per LRANGE: a long queue is read in slices, never in one reply
 MOST_READ = 20_000  # messages per round; beyond that the rest keep the lease they have until next round
 
 
 class WaitingDispatches:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        self.r = client
-        self.keys = keys
-        self._extend = client.register_script(_EXTEND)
+    def __init__(self, leases: AttemptLeases) -> None:
+        self.leases = leases
+        self.r = leases.r
+        self.keys = leases.keys
 
     def queue_keys(self) -> list[str]:
         """The execution queues as the broker stores them (kombu prefixes every key it writes)."""
@@ -61,15 +56,12 @@ class WaitingDispatches:
     def extend(self, ttl_s: float) -> int:
         """Extend the leases of the waiting dispatches to ``ttl_s``; how many were extended."""
         pairs = self.waiting()
-        if not pairs:
-            return 0
         extended = 0
         for start in range(0, len(pairs), READ_AT_ONCE):
             chunk = pairs[start:start + READ_AT_ONCE]
-            extended += int(self._extend(keys=[self.keys.lease(job_id) for job_id, _ in chunk],
-                                         args=[*(token for _, token in chunk), int(ttl_s * 1000)]))
+            job_ids, tokens = [job_id for job_id, _ in chunk], [token for _, token in chunk]
+            extended += sum(self.leases.extend_waiting(job_ids, tokens, ttl_s))
         return extended
-
 
 def _dispatches_in(messages: list[bytes | str]) -> list[tuple[str, str]]:
     """The dispatches named in these raw broker messages' ``gw_leases`` headers (the body is not decoded)."""

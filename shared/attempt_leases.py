@@ -26,6 +26,7 @@ LEASES_HEADER = "gw_leases"  # the Celery message header naming its dispatches: 
 _CLAIM = script("lease_claim")
 _RELEASE = script("lease_release")
 _RENEW = script("lease_renew")
+_EXTEND = script("lease_extend")
 
 
 class AttemptLeases:
@@ -35,6 +36,7 @@ class AttemptLeases:
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)
+        self._extend = client.register_script(_EXTEND)
 
     def grant(self, envs: Iterable[Envelope], ttl_s: float) -> None:
         """Give each admitted envelope a new token and hold the lease for it (one round trip)."""
@@ -92,6 +94,14 @@ class AttemptLeases:
         trip; per job, whether the lease is still this holder's."""
         held = self._renew(keys=[self.keys.lease(j) for j in job_ids], args=[*tokens, int(ttl_s * 1000)])
         return [bool(h) for h in held]
+
+    def extend_waiting(self, job_ids: list[str], tokens: list[str], ttl_s: float) -> list[bool]:
+        """Extend these dispatches' leases where they still hold these tokens (never take one back), one
+        round trip; per job, whether it was extended (``lease_extend.lua``)."""
+        if not job_ids:
+            return []
+        kept = self._extend(keys=[self.keys.lease(j) for j in job_ids], args=[*tokens, int(ttl_s * 1000)])
+        return [bool(k) for k in kept]
 
     def held(self, job_ids: list[str]) -> set[str]:
         """Which of these jobs have a live lease."""

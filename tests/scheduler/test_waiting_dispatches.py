@@ -61,7 +61,7 @@ def test_a_message_waiting_in_the_broker_keeps_its_lease_and_a_lost_one_does_not
     leases.grant([waiting_env, lost_env], 1.0)
     dispatch.send_many([waiting_env])  # published, no worker running: it waits in the broker
     dispatch.send(lost_env)
-    watch = WaitingDispatches(leases.r, leases.keys)
+    watch = WaitingDispatches(leases)
     assert sorted(watch.waiting()) == sorted([(waiting_env.id, waiting_env.token), (lost_env.id, lost_env.token)])
     # A worker pops the second message and dies before recording it: the message is gone.
     queue = next(key for key in watch.queue_keys() if key.endswith(".batch"))
@@ -81,7 +81,7 @@ def test_a_newer_dispatch_is_never_extended_by_an_older_message(settings: Settin
     old_token = env.token
     leases.grant([env], 1.0)  # recovery dispatched it again under a new token
     assert env.token != old_token
-    assert WaitingDispatches(leases.r, leases.keys).extend(30.0) == 0
+    assert WaitingDispatches(leases).extend(30.0) == 0
     assert _ttl_s(leases, env.id) <= 1.0
 
 
@@ -96,6 +96,24 @@ def test_a_worker_keeps_the_leases_of_a_message_it_received_until_it_runs(settin
         ctx.keeper.renew()  # one heartbeat
         assert _ttl_s(leases, env.id) > settings.admission.attempt_lease_s - 1
         ctx.keeper.drop(env)  # its attempt ended
+        assert ctx.keeper.held() == 0
+    finally:
+        ctx.keeper.stop()
+
+
+def test_a_received_message_whose_lease_redis_forgot_is_let_go(settings: Settings) -> None:
+    """A Redis that restarted empty lost the message too, and Celery drops what it had prefetched: the
+    worker must not take the lease back (recovery would never see the job as orphaned)."""
+    leases = _leases(settings)
+    env = make_envelope("acme", "batch")
+    leases.grant([env], 5.0)
+    executor = _Executor(settings)
+    ctx, _ = executor.get()
+    try:
+        executor.hold_received({"gw_leases": f"{env.id}:{env.token}"})
+        leases.r.delete(leases.keys.lease(env.id))  # Redis restarted empty
+        ctx.keeper.renew()
+        assert leases.r.get(leases.keys.lease(env.id)) is None
         assert ctx.keeper.held() == 0
     finally:
         ctx.keeper.stop()
