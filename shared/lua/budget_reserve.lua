@@ -31,6 +31,10 @@ local now = clock(ARGV[1])
 local id, ttl, borrow = ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 local tau, window_s, least = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local STRIDE = 7
+-- A provider's full bucket gains nothing until a request reaches it, while the mirror debited at
+-- admission and refills from then on. The first debit from a full deployment bucket (a dump after a
+-- quiet spell) starts its refill this much later: about the time from admission to the provider.
+local FULL_LAG_S = 0.5
 
 local held = redis.call('HGET', KEYS[1], id)
 if held then
@@ -110,6 +114,7 @@ for i = 1, n do
     redis.call('HSET', s.key, 'spent', fmt(s.spent + s.cost), 'cap', fmt(s.cap))
     windows[s.key] = fmt(s.cost)
   else
+    if s.fields and s.level >= s.cap then s.ts = math.max(s.ts, now + FULL_LAG_S) end
     if s.interactive and s.fields then
       save_fed(s.key, clamp(s.level - s.cost, s.cap), s.ts, s.cap, s.rate, s.fields, s.cost, now, tau)
     else
