@@ -91,3 +91,23 @@ def test_a_batch_with_a_bad_key_is_refused_before_its_body_is_read(stack: Stack)
         sock.sendall(head)
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+
+
+# The other JSON routes (issue 17): the same values are a 400 before any job is written.
+OTHER_ROUTES = {
+    "/v1/embeddings": '"model": "text-embedding-3-small", "input": "hi"',
+    "/v1/completions": '"model": "gpt-3.5-turbo-instruct", "prompt": "hi", "max_tokens": 4',
+    "/v1/responses": '"model": "gpt-4o-mini", "input": "hi"',
+    "/v1/messages/count_tokens": f'"model": "gpt-4o-mini", "messages": {MESSAGES}',
+}
+
+
+@pytest.mark.parametrize("extra", [b[0] for b in BAD if b[0].startswith(('"seed"', '"user"', '"extra_field"'))]
+                         + ['"top_logprobs": Infinity'])
+@pytest.mark.parametrize("path", list(OTHER_ROUTES))
+def test_the_other_routes_refuse_what_cannot_be_stored_before_writing(stack: Stack, path: str, extra: str) -> None:
+    before = _count_jobs(stack)
+    status, answer = _post(stack, path, ("{" + OTHER_ROUTES[path] + ", " + extra + "}").encode())
+    assert status == 400, (path, extra, answer)
+    assert answer["error"]["message"]
+    assert _count_jobs(stack) == before
