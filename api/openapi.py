@@ -162,6 +162,36 @@ def body_of(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 
+# The job-tag headers every compatible submit route reads (``api.routes.common.Submit.tags`` checks them:
+# a 400 that names the header): each one's description and constraints, shown as FastAPI shows an
+# optional header (a string or nothing).
+TAG_HEADERS: dict[str, dict[str, Any]] = {
+    "x-gateway-feature": {"description": "the feature the call is for (default `default`)",
+                          "pattern": r"^[A-Za-z0-9_.:-]+$", "maxLength": 64},
+    "x-gateway-priority": {"description": "the lane: interactive (default here), standard or batch",
+                           "enum": ["interactive", "standard", "batch"]},
+    "idempotency-key": {"description": "returns the job this key made in the last 24 h instead of a new one",
+                        "minLength": 1, "maxLength": 255},
+    "x-gateway-task": {"description": "what the call is for (classify, extract, summarize, chat, code, reason ...): "
+                                      "with model `auto`, the route it takes",
+                       "maxLength": 64},
+    "cache-control": {"description": "`no-cache`: a fresh answer (then stored); `no-store`: the cache is not used "
+                                     "at all",
+                      "maxLength": 256},
+}
+# A tenant's key, in either SDK's header: what ``api.deps`` declares as the ApiKey and XApiKey schemes.
+TENANT_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"XApiKey": []}]
+
+
+def submit_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` for a compatible submit route (``api.routes.common.submit_of``): its body, the
+    tenant's key and the tag headers, which the route reads itself rather than through FastAPI."""
+    optional = [{"type": "string"}, {"type": "null"}]
+    headers = [{"name": name, "in": "header", "required": False, "description": doc["description"],
+                "schema": {"anyOf": optional, **doc}} for name, doc in TAG_HEADERS.items()]
+    return {**body_of(model), "security": TENANT_SECURITY, "parameters": headers}
+
+
 def answer(model: type[BaseModel], description: str, *, headers: dict[str, Any] | None = None,
            content: dict[str, Any] | None = None, links: dict[str, Any] | None = None) -> dict[str, Any]:
     """One success response: ``model`` as JSON, plus other ``content`` (an SSE stream), ``headers`` and

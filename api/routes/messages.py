@@ -17,23 +17,13 @@ from api.delivery import (
     raise_unless_succeeded,
     screen_headers,
 )
-from api.deps import CallerDep, GatewayDep, StreamsDep, SubmitterDep, WaiterDep, read_body
-from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
+from api.deps import CallerDep, GatewayDep, read_body
+from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse, submit_doc
 from api.responses import OrjsonResponse
-from api.routes.common import (
-    CacheControlHeader,
-    FeatureHeader,
-    IdempotencyHeader,
-    PriorityHeader,
-    TaskHeader,
-    submit_and_wait,
-    submit_early,
-    tags_from,
-)
+from api.routes.common import submit_of
 from api.streaming import relay
 from shared.budget import prompt_tokens
 from shared.dialects import chat_view
-from shared.lanes import Lane
 from shared.routing import chain_for
 from shared.schemas import Storable
 from shared.translate import openai_to_anthropic_response
@@ -144,27 +134,20 @@ async def count_tokens(request: Request, caller: CallerDep, gw: GatewayDep) -> d
     return {"input_tokens": prompt_tokens(chat_view(body.provider_payload(), "anthropic"))}
 
 
-@router.post("/v1/messages", response_model=None, openapi_extra=body_of(MessagesRequest), responses={
+@router.post("/v1/messages", response_model=None, openapi_extra=submit_doc(MessagesRequest), responses={
     200: answer(AnthropicMessage, "The finished job's answer; with `stream: true`, Anthropic's stream events",
                 headers=JOB_HEADERS, content=sse("the event as JSON", list(STREAM_EVENTS))),
     **errors(*BODY, *TENANT_KEY, 404, 409, 502, 504, anthropic=True)})
-async def messages(
-    request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep, streams: StreamsDep,
-    x_gateway_feature: FeatureHeader = None, x_gateway_priority: PriorityHeader = None,
-    idempotency_key: IdempotencyHeader = None, x_gateway_task: TaskHeader = None,
-    cache_control: CacheControlHeader = None,
-) -> object:
+async def messages(request: Request) -> object:
+    submit = await submit_of(request)
     body = await read_body(request, MessagesRequest)
-    tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority,
-                     idempotency_key=idempotency_key, metadata=None, task=x_gateway_task,
-                     cache_control=cache_control)
-    wait_s = gw.settings.api.max_sync_wait_s
+    tags = submit.tags()
     if body.stream:  # the headers, naming the job, go out at once; the events as the provider makes them
-        stored, finish = await submit_early(gw, waiter, caller, body, tags, wait_s, Lane.INTERACTIVE)
-        events = relay(streams, stored["id"], request.url.path, finish,
+        stored, finish = await submit.early(body, tags)
+        events = relay(submit.streams, stored["id"], request.url.path, finish,
                        lambda r: anthropic_sse(openai_to_anthropic_response(r, body.model)))
         return StreamingResponse(events, media_type="text/event-stream", headers=gateway_headers(stored))
-    submitted, view = await submit_and_wait(gw, waiter, caller, body, tags, wait_s, default_lane=Lane.INTERACTIVE)
+    submitted, view = await submit.and_wait(body, tags)
     result = raise_unless_succeeded(view, submitted.view["id"])
     assert view is not None
     return OrjsonResponse(openai_to_anthropic_response(result, body.model),

@@ -12,21 +12,11 @@ from pydantic import ConfigDict, Field
 
 from api.answers import ResponseObject
 from api.delivery import gateway_headers, raise_unless_succeeded, screen_headers, stream_when_done
-from api.deps import GatewayDep, SubmitterDep, WaiterDep, read_body
-from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
+from api.deps import read_body
+from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, errors, sse, submit_doc
 from api.responses import OrjsonResponse
-from api.routes.common import (
-    CacheControlHeader,
-    FeatureHeader,
-    IdempotencyHeader,
-    PriorityHeader,
-    TaskHeader,
-    submit_and_wait,
-    submit_early,
-    tags_from,
-)
+from api.routes.common import submit_of
 from shared import responses_api
-from shared.lanes import Lane
 from shared.schemas import Storable
 
 router = APIRouter()
@@ -55,28 +45,22 @@ class ResponsesRequest(Storable):
         return self.model_dump(exclude_none=True, exclude={"stream", "stream_options"})
 
 
-@router.post("/v1/responses", response_model=None, openapi_extra=body_of(ResponsesRequest), responses={
+@router.post("/v1/responses", response_model=None, openapi_extra=submit_doc(ResponsesRequest), responses={
     200: answer(ResponseObject, "The finished job's answer as a response; with `stream: true`, the Responses "
                 "events", headers=JOB_HEADERS, content=sse("the event as JSON")),
     **errors(*BODY, *TENANT_KEY, 404, 409, 502, 504)})
-async def responses(
-    request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
-    x_gateway_feature: FeatureHeader = None, x_gateway_priority: PriorityHeader = None,
-    idempotency_key: IdempotencyHeader = None, x_gateway_task: TaskHeader = None,
-    cache_control: CacheControlHeader = None,
-) -> object:
+async def responses(request: Request) -> object:
+    submit = await submit_of(request)
     body = await read_body(request, ResponsesRequest)
     payload = body.provider_payload()
     responses_api.to_chat(payload)  # what chat cannot say is a 400 naming the field, before anything is stored
-    tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority, idempotency_key=idempotency_key,
-                     metadata=body.metadata, task=x_gateway_task, cache_control=cache_control)
-    wait_s = gw.settings.api.max_sync_wait_s
+    tags = submit.tags(body.metadata)
     if body.stream:  # the headers, naming the job, go out at once; the events when the answer is there
-        stored, finish = await submit_early(gw, waiter, caller, body, tags, wait_s, Lane.INTERACTIVE)
+        stored, finish = await submit.early(body, tags)
         events = stream_when_done(request.url.path, finish, stored["id"],
                                   lambda r: responses_api.stream_events(responses_api.from_chat(r, payload)))
         return StreamingResponse(events, media_type="text/event-stream", headers=gateway_headers(stored))
-    submitted, view = await submit_and_wait(gw, waiter, caller, body, tags, wait_s, default_lane=Lane.INTERACTIVE)
+    submitted, view = await submit.and_wait(body, tags)
     result = raise_unless_succeeded(view, submitted.view["id"])
     assert view is not None
     return OrjsonResponse(responses_api.from_chat(result, payload),
