@@ -16,6 +16,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import redis
+
 from api.auth import Authenticator, Caller
 from api.metrics import REDACTED, SCREENED
 from api.streaming import StreamHub
@@ -200,8 +202,14 @@ class Gateway:
                     "has_more": next_cursor is not None, "next_cursor": next_cursor}
 
     def cancel(self, caller: Caller, job_id: str) -> View:
+        """Cancel a queued job in the store, then tell the scheduler, which drops it from its queue's head
+        rather than waiting for the budget it no longer needs (without Redis it is dropped all the same
+        once admitted: the store refuses to admit a cancelled job)."""
         with session_scope(self.engine) as db:
-            return jobs.job_view(jobs.cancel_job(db, caller.tenant, job_id))
+            view = jobs.job_view(jobs.cancel_job(db, caller.tenant, job_id))
+        with contextlib.suppress(redis.RedisError, OSError):
+            self.queues.cancel([job_id])
+        return view
 
     def view_any(self, job_id: str) -> View | None:
         with session_scope(self.engine, readonly=True) as db:

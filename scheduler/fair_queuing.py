@@ -139,6 +139,9 @@ class FairQueuing:
                 ahead.take(tenant, heads)
                 result.failed.append((env, env.reason))
                 continue
+            if env.id in ahead.cancelled:  # ended in the store already: dropped, never admitted
+                ahead.take(tenant, heads)
+                continue
             if env.expired(now):
                 ahead.take(tenant, heads)
                 result.expired.append((env, "deadline passed while waiting for admission"))
@@ -222,6 +225,7 @@ class _ReadAhead:
         self.read_all: set[str] = set()
         self.next: dict[str, deque[Envelope | Unreadable]] = {}
         self.taken: dict[str, list[str]] = defaultdict(list)
+        self.cancelled: set[str] = set()  # read ahead, cancelled while waiting (``WaitingQueues.cancel``)
 
     def start(self, tenants: list[str]) -> dict[str, Envelope | Unreadable]:
         """Read every tenant's window (one round trip); returns each tenant's head."""
@@ -245,16 +249,23 @@ class _ReadAhead:
                 size = self.window[tenant] = min(self.most, self.window.get(tenant, 0) * self.GROWTH or self.FIRST)
                 skip = len(self.taken.get(tenant, ()))  # taken but not popped yet: still in the list
                 pipe.lrange(self.queues.keys.waiting(self.lane, tenant), skip, skip + size - 1)
-            replies = pipe.execute()
+            pipe.exists(self.queues.keys.cancelled)
+            *replies, any_cancelled = pipe.execute()
+        read: list[str] = []
         for tenant, raw in zip(tenants, replies, strict=True):
             self.next[tenant] = deque(read_entry(item) for item in raw)
+            read += [env.id for env in self.next[tenant] if env.id]
             if len(raw) < self.window[tenant]:  # the whole queue as of now; later arrivals wake the next round
                 self.read_all.add(tenant)
+        if any_cancelled:  # a second round trip only while some cancelled job may still wait
+            self.cancelled |= self.queues.cancelled_of(read)
 
     def pop_taken(self) -> None:
+        dropped = self.cancelled & {job_id for ids in self.taken.values() for job_id in ids}
         for tenant, ids in self.taken.items():
             popped = [env.id for env in self.queues.pop(self.lane, tenant, len(ids))]
             if popped != ids:  # only the leader pops and pushes go to the tail, so this means a bug
                 log.error("queue head of %s/%s changed under the scheduler: popped %s, decided on %s",
                           self.lane, tenant, popped, ids)
         self.taken.clear()
+        self.queues.forget_cancelled(list(dropped))

@@ -49,6 +49,12 @@ class Keys:
         return f"{self.tag}:queued_ids"
 
     @property
+    def cancelled(self) -> str:
+        """A set of the ids of jobs cancelled while waiting: the scheduler drops them when they reach a
+        queue's head, without waiting for the budget they no longer need (``WaitingQueues.cancel``)."""
+        return f"{self.tag}:cancelled"
+
+    @property
     def delayed(self) -> str:
         """Retries waiting out their backoff: a sorted set of envelopes scored by not-before."""
         return f"{self.tag}:delayed"

@@ -15,6 +15,7 @@ from shared.keys import Keys
 from shared.lua import script
 
 _POP_LUA = script("queue_pop")
+CANCELLED_KEPT_S = 86_400
 _PROMOTE_LUA = script("queue_promote")
 
 
@@ -126,6 +127,31 @@ class WaitingQueues:
     def wait_for_wake(self, timeout: float) -> bool:
         """Block until something is pushed (or ``timeout`` seconds pass)."""
         return self.r.blpop([self.keys.wake], timeout=timeout) is not None
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """Jobs cancelled in the store while they wait here: the scheduler drops them from their queues'
+        heads (``cancelled_of``) instead of admitting them. The set lives a day past its last cancel: a
+        job that was popped meanwhile leaves its id behind, and the store's conditional update had
+        refused to admit it anyway."""
+        if not job_ids:
+            return
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.sadd(self.keys.cancelled, *job_ids)
+            pipe.expire(self.keys.cancelled, CANCELLED_KEPT_S)
+            pipe.lpush(self.keys.wake, "1")  # a blocked head may have been among them
+            pipe.ltrim(self.keys.wake, 0, 0)
+            pipe.execute()
+
+    def cancelled_of(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of these jobs were cancelled while waiting (one round trip)."""
+        if not job_ids:
+            return set()
+        flags = self.r.smismember(self.keys.cancelled, list(job_ids))
+        return {job_id for job_id, flag in zip(job_ids, flags, strict=True) if flag}
+
+    def forget_cancelled(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            self.r.srem(self.keys.cancelled, *job_ids)
 
     def missing(self, job_ids: list[str]) -> list[str]:
         """Which of these jobs Redis does not hold in any queue (lost: re-queue them from SQL)."""

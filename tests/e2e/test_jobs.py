@@ -92,10 +92,12 @@ def test_cancelled_job_stays_cancelled_after_the_scheduler_resumes(stack: Stack)
     with stack.client() as c:
         job = c.post("/v1/jobs", json={**CHAT, "priority": "batch"}).json()
         c.delete(f"/v1/jobs/{job['id']}")
+        assert r.sismember(Keys(PREFIX).cancelled, job["id"])  # the scheduler will drop it from the queue's head
         other = c.post("/v1/jobs", json={**CHAT, "priority": "batch"}).json()
         r.delete(key)  # the scheduler takes the lease back and drains the queue
         wait_for_status(c, other["id"], {"succeeded"})
         assert c.get(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled"
+    assert not r.sismember(Keys(PREFIX).cancelled, job["id"])  # dropped unsent, and forgotten
 
 
 def test_cancel_a_finished_job_is_a_conflict(stack: Stack) -> None:

@@ -146,3 +146,31 @@ def test_expired_jobs_are_shed_not_admitted(client: redis.Redis) -> None:
     result = fq.run_round(10, time.time())
     assert [e.id for e, _ in result.expired] == [late.id]
     assert len(result.admitted) == 1
+
+
+def test_a_job_cancelled_while_waiting_is_dropped_without_waiting_for_its_budget(client: redis.Redis) -> None:
+    fq, queues, admitter, keys = build(client, tpm=6000, reserve=0.0)
+    drain(admitter, keys, leave=1000)
+    large, small = job("a", 3000), job("a", 100)
+    push(queues, admitter, large, small)
+    assert fq.run_round(10, time.time()).admitted == []  # the large head waits for the bucket to refill
+    queues.cancel([large.id])  # as DELETE /v1/jobs/{id} does once the store has it cancelled
+
+    result = fq.run_round(10, time.time())
+
+    assert [e.id for e in result.admitted] == [small.id]  # the job behind it goes at once
+    assert result.expired == [] and result.failed == []  # nothing to record: the store ended it already
+    assert queues.depth("batch", "a") == 0 and queues.waiting_in_lane("batch") == 0
+    assert not client.sismember(keys.cancelled, large.id)  # dropped, and forgotten
+
+
+def test_a_cancelled_job_is_never_admitted_even_when_it_fits(client: redis.Redis) -> None:
+    fq, queues, admitter, keys = build(client)
+    gone, kept = job("a", 10), job("b", 10)
+    push(queues, admitter, gone, kept)
+    queues.cancel([gone.id])
+
+    result = fq.run_round(10, time.time())
+
+    assert [e.id for e in result.admitted] == [kept.id]
+    assert client.scard(keys.cancelled) == 0
