@@ -87,13 +87,13 @@ class AnthropicUsage(_Open):
 
 
 class AnthropicMessage(BaseModel):
-    """Anthropic's Messages answer, translated from the job's ``chat.completion``."""
+    """Anthropic's Messages answer: as an Anthropic deployment gave it, or translated from an OpenAI one's."""
 
     id: str
     type: Literal["message"]
     role: Literal["assistant"]
     model: str
-    content: list[dict[str, Any]] = Field(description="text and tool_use blocks")
+    content: list[dict[str, Any]] = Field(description="text, tool_use and (extended thinking) thinking blocks")
     stop_reason: str | None
     stop_sequence: str | None
     usage: AnthropicUsage
@@ -196,9 +196,10 @@ class JobView(BaseModel):
     cache_similarity: float | None = Field(description="on a semantic hit: the questions' cosine similarity")
     saved_usd: float = Field(description="on a hit: what the answer cost when it was paid for (this job costs 0)")
     attempts: int
-    result: ChatCompletion | EmbeddingList | TextCompletion | None = Field(
-        description="the answer once succeeded (a chat completion; embeddings or a text completion for those "
-                    "routes' jobs); null after retention drops it")
+    result: ChatCompletion | AnthropicMessage | EmbeddingList | TextCompletion | None = Field(
+        description="the answer once succeeded (a chat completion; an Anthropic message for a /v1/messages job an "
+                    "Anthropic deployment answered; embeddings or a text completion for those routes' jobs); null "
+                    "after retention drops it")
     error: JobError | None
     route: JobRoute | None = Field(description="model `auto` only: the route taken")
 

@@ -50,6 +50,7 @@ from shared.retry import RetryDecision
 from shared.signals import announce, announce_end
 from shared.storable import storable_copy
 from shared.tenancy import metric_feature
+from shared.translate import as_openai
 
 log = logging.getLogger("gateway.attempt")
 View = dict[str, Any]
@@ -192,6 +193,8 @@ def _fill_cache(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
         return
     if env.vault and ended.outcome.result is not None:
         view = dict(view, result=storable_copy(ended.outcome.result.body))
+    if isinstance(view.get("result"), dict):  # one form in the cache, whichever dialect asks next
+        view = dict(view, result=as_openai(view["result"]))
     try:
         ctx.cache.fill(batch, env.job.cache, view, env.tenant, env.feature)
     except Exception:  # the answer is recorded and delivered; a cache that cannot take it only costs a miss
@@ -404,7 +407,7 @@ def _decide_escalation(ctx: AttemptContext, env: Envelope, outcome: Outcome) -> 
     tier = route.tier_of(outcome.deployment.name) + 1
     if tier >= len(route.tiers) or time.time() >= env.deadline:
         return None
-    check = failed_check(env.request, outcome.result.body, cascade.checks)
+    check = failed_check(env.request, as_openai(outcome.result.body), cascade.checks)
     return Escalation(check, tier) if check is not None else None
 
 

@@ -313,6 +313,14 @@ def anthropic_to_openai_response(resp: JSON, model: str) -> JSON:
     }
 
 
+def as_openai(answer: JSON) -> JSON:
+    """A chat answer as an OpenAI ``chat.completion``, whichever of the two forms it is stored in (a job
+    answered in the Anthropic dialect keeps the provider's message, ``execution.providers.base``)."""
+    if answer.get("type") == "message":
+        return anthropic_to_openai_response(answer, str(answer.get("model") or ""))
+    return answer
+
+
 def _openai_tool_call(block: JSON) -> JSON:
     return {
         "id": block.get("id"),
@@ -489,7 +497,11 @@ def _openai_tool_choice(choice: JSON) -> JSON:
 
 
 def openai_to_anthropic_response(resp: JSON, model: str) -> JSON:
-    """An Anthropic Messages response object for the OpenAI ``chat.completion`` ``resp``."""
+    """An Anthropic Messages response object for the OpenAI ``chat.completion`` ``resp``; an answer an
+    Anthropic deployment gave an Anthropic-dialect job is already one, kept whole (thinking blocks and
+    their signatures, block order, ``stop_sequence``, the cache usage split), ``model`` as asked."""
+    if resp.get("type") == "message":
+        return {**resp, "model": model}
     choice = (resp.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     blocks = _response_text_blocks(message)

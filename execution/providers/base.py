@@ -141,7 +141,7 @@ class ProviderAdapter:
         latency_ms = (time.perf_counter() - started) * 1000.0
         if raw.status >= 300:
             raise errors.from_response(raw.status, raw.headers, raw.content, self.deployment.name)
-        payload, body = self._decode(raw, where)
+        payload, body = self._decode(raw, where, native=dialect == self.dialect)
         return ProviderResult(
             body=body, status=raw.status, headers=raw.headers, usage=self.usage_of(payload),
             latency_ms=latency_ms, deployment=self.deployment.name,
@@ -156,9 +156,12 @@ class ProviderAdapter:
         except httpx.HTTPError as exc:
             raise errors.from_transport(exc, self.deployment.name) from exc
 
-    def _decode(self, raw: http.RawResponse, where: str = "chat") -> tuple[dict[str, Any], dict[str, Any]]:
-        """The provider's payload and its OpenAI ``chat.completion`` form (an embeddings or legacy
-        completions answer is kept as it came: the caller asked in that form)."""
+    def _decode(self, raw: http.RawResponse, where: str = "chat",
+                native: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The provider's payload and the job's answer: the payload itself when the caller wrote in the
+        provider's dialect (``native``: nothing of it is lost to a translation and back), else its OpenAI
+        ``chat.completion`` form (an embeddings or legacy completions answer is kept as it came: the
+        caller asked in that form)."""
         try:
             payload = orjson.loads(raw.content)
         except orjson.JSONDecodeError as exc:
@@ -171,7 +174,7 @@ class ProviderAdapter:
         if problem:
             raise self._malformed(raw, problem)
         try:
-            return payload, self.to_openai(payload) if chat else payload
+            return payload, self.to_openai(payload) if chat and not native else payload
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise self._malformed(raw, f"cannot translate the body ({exc})") from exc
 

@@ -68,6 +68,8 @@ class AnthropicApi:
             model=model, messages=messages, max_tokens=max_tokens, stream=bool(body.get("stream")),
             system=body.get("system"), tools=tools,
             forced_tool=_forced_tool(body.get("tool_choice")) if tools else None,
+            extra={"thinking": True} if isinstance(body.get("thinking"), dict)
+            and body["thinking"].get("type") == "enabled" else {},
         )
 
     def prompt_tokens(self, req: ChatRequest, estimate_only: bool = False) -> int:
@@ -162,6 +164,9 @@ class AnthropicApi:
             "content": [self._block(c)], "stop_reason": STOP[c.finish], "stop_sequence": None,
             "usage": self.usage(prompt, c.output_tokens),
         }
+        if req.extra.get("thinking"):  # extended thinking: a signed block the caller must send back unchanged
+            body["content"].insert(0, {"type": "thinking", "thinking": "The simulator thinks.",
+                                       "signature": new_id("sig_")})
         return json_response(200, body, headers)
 
     def stream_frames(self, req: ChatRequest, completions: list[Completion], prompt: int,

@@ -50,10 +50,27 @@ class Vault:
         return PLACEHOLDER.sub(lambda m: _value(values, m.group(), escape), text)
 
     def restore_body(self, body: dict[str, Any]) -> dict[str, Any]:
-        """An OpenAI ``chat.completion`` with the values back in every choice's text and tool arguments."""
-        if not self.values or not isinstance(body.get("choices"), list):
+        """A chat answer with the values back in its text and tool arguments: every choice of an OpenAI
+        ``chat.completion``, every block of an Anthropic message (text, thinking, tool input)."""
+        if not self.values:
+            return body
+        if body.get("type") == "message" and isinstance(body.get("content"), list):
+            return {**body, "content": [self._block(b) for b in body["content"]]}
+        if not isinstance(body.get("choices"), list):
             return body
         return {**body, "choices": [self._choice(c) for c in body["choices"]]}
+
+    def _block(self, block: Any) -> Any:
+        if not isinstance(block, dict):
+            return block
+        if isinstance(block.get("text"), str):
+            return {**block, "text": self.restore_text(block["text"])}
+        if isinstance(block.get("thinking"), str):  # its signature covers what the provider wrote: as is
+            return block
+        if "input" in block:
+            return {**block, "input": orjson.loads(self.restore_text(orjson.dumps(block["input"]).decode(),
+                                                                     escape=json_escape))}
+        return block
 
     def restore_request(self, request: dict[str, Any]) -> dict[str, Any]:
         """The request as the caller sent it, but for masked values (for a ``full`` audit record)."""

@@ -163,3 +163,24 @@ def test_a_stream_of_several_choices_carries_every_one(stack: Stack) -> None:
         for choice in chunk.choices:
             texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
     assert sorted(texts) == [0, 1, 2] and all(texts.values())
+
+
+
+def test_an_anthropic_answer_reaches_an_anthropic_caller_as_the_provider_gave_it(stack: Stack) -> None:
+    """No round trip through the OpenAI form: a thinking block and its signature, which the caller must
+    send back unchanged on its next turn, the block order and the cache usage split all arrive, and the
+    job keeps the answer so."""
+    marker = _marker()
+    raw = _anthropic(stack).messages.with_raw_response.create(
+        model="capture-claude", max_tokens=64, thinking={"type": "enabled", "budget_tokens": 32},
+        messages=[{"role": "user", "content": marker}])
+    message = raw.parse()
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    thinking = message.content[0]
+    assert thinking.type == "thinking" and thinking.signature.startswith("sig_")
+    assert message.usage.cache_read_input_tokens == 0 and message.usage.cache_creation_input_tokens == 0
+    assert message.model == "capture-claude"
+    assert received(stack, marker)["thinking"] == {"type": "enabled", "budget_tokens": 32}
+    with stack.client() as c:
+        job = c.get(f"/v1/jobs/{raw.headers['x-gateway-job-id']}").json()
+    assert job["result"]["type"] == "message" and job["result"]["content"][0]["signature"] == thinking.signature
