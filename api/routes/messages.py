@@ -24,6 +24,7 @@ from api.routes.common import submit_of
 from api.streaming import relay
 from shared.budget import prompt_tokens
 from shared.dialects import chat_view
+from shared.errors import PermissionDenied, echo
 from shared.routing import chain_for
 from shared.schemas import Storable
 from shared.translate import openai_to_anthropic_response
@@ -131,6 +132,9 @@ async def count_tokens(request: Request, caller: CallerDep, gw: GatewayDep) -> d
     model this gateway serves: no provider call, no job, no budget spent."""
     body = await read_body(request, CountTokensRequest)
     chain_for(gw.settings, body.model)  # an unknown model is a 404, as on /v1/messages
+    if body.model not in gw.model_names(caller):  # as GET /v1/models lists them for this key
+        raise PermissionDenied(f"This key may not use the model {echo(body.model)}; GET /v1/models lists those "
+                               "it may.", param="model", code="model_not_allowed")
     return {"input_tokens": prompt_tokens(chat_view(body.provider_payload(), "anthropic"))}
 
 

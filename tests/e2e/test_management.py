@@ -210,3 +210,6 @@ def test_models_lists_what_the_key_may_use(stack: Stack) -> None:
     assert "claude-haiku@sim" not in names and "claude-haiku-4-5" not in names  # its only deployment is denied
     assert {"gpt-4o-mini", "gpt-4o-mini@sim"} <= names  # a chain with another deployment stays
     assert _call(stack, routed.json()["key"], body={"model": "claude-haiku-4-5"}).status_code == 403
+    counted = httpx.post(f"{stack.url}/v1/messages/count_tokens", timeout=30, headers={"x-api-key": asks.json()["key"]},
+                         json={"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]})
+    assert counted.status_code == 403 and counted.json()["error"]["type"] == "permission_error"
