@@ -33,6 +33,7 @@ from shared.db.models import ApiKey, Job, Tenant, utcnow
 from shared.errors import AuthError, Conflict, InvalidRequest, NotFound, echo
 from shared.keys import Keys
 from shared.lanes import LANE_NAMES
+from shared.queues import WaitingQueues
 from shared.tenancy import KeyPolicy, check_key
 
 KEY_PREFIX = "gw-"
@@ -99,21 +100,25 @@ def set_tenant_disabled(session: Session, tenant_id: str, epoch: AuthEpoch, disa
     tenant.disabled = disabled
     session.flush()
     if disabled:
-        _cancel_queued(session, Job.tenant_id == tenant_id, f"tenant {tenant_id!r} was disabled")
+        _cancel_queued(session, Job.tenant_id == tenant_id, f"tenant {tenant_id!r} was disabled", epoch)
     epoch.replace_after_commit(session)
     return tenant
 
 
-def _cancel_queued(session: Session, which: object, reason: str) -> int:
-    """Cancel the queued jobs ``which`` selects. The scheduler skips them: its admission is a
-    conditional update from queued, so their Redis entries are dropped and their reservations refunded."""
+def _cancel_queued(session: Session, which: object, reason: str, epoch: AuthEpoch) -> int:
+    """Cancel the queued jobs ``which`` selects; once committed, the scheduler is told to drop them from
+    their queues' heads (``WaitingQueues.cancel``). Should that fail, they are dropped at admission all
+    the same: it is a conditional update from queued, and their reservations are refunded."""
     now = utcnow()
-    result = session.execute(
+    cancelled = session.execute(
         update(Job).where(which, Job.status == "queued")  # type: ignore[arg-type]
         .values(status="cancelled", finished_at=now, updated_at=now,
                 error={"type": "cancelled", "message": f"cancelled before it was sent: {reason}"})
-        .execution_options(synchronize_session=False))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)).scalars().all()
+    if cancelled:
+        epoch.cancelled_after_commit(session, list(cancelled))
+    return len(cancelled)
 
 
 def create_key(session: Session, tenant_id: str, name: str = "default",
@@ -166,7 +171,7 @@ def revoke_key(session: Session, key_id_or_prefix: str, epoch: AuthEpoch) -> Api
         key.revoked_at = utcnow()
         session.flush()
     _cancel_queued(session, (Job.tenant_id == key.tenant_id) & (Job.key_id == key.id),
-                   f"its API key {key.prefix}… was revoked")
+                   f"its API key {key.prefix}… was revoked", epoch)
     epoch.replace_after_commit(session)
     return key
 
@@ -235,7 +240,19 @@ class AuthEpoch:
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
+        self.keys = keys
         self.key = keys.auth_epoch
+
+    def cancelled_after_commit(self, session: Session, job_ids: list[str]) -> None:
+        """The jobs a disabled tenant or a revoked key had waiting: once the change is committed, the
+        scheduler drops them from its queues (``shared.queues.WaitingQueues.cancel``)."""
+        def tell(_session: Session) -> None:
+            try:
+                WaitingQueues(self.redis, self.keys).cancel(job_ids)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("could not tell the scheduler of %d cancelled jobs (%s); it drops them when it "
+                            "reaches them", len(job_ids), exc)
+        event.listen(session, "after_commit", tell, once=True)
 
     def replace_after_commit(self, session: Session) -> None:
         """Once the change is committed (never before: an api could re-cache the old answer), replace it."""

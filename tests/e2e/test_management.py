@@ -14,8 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
-from tests.conftest import ADMIN, ROOT, Stack, wait_for_status
+from shared.db import jobs
+from shared.db.session import session_scope
+from shared.keys import Keys
+from tests.conftest import ADMIN, PREFIX, REDIS_URL, ROOT, Stack, hold_leader_lease, wait_for_status
 
 CHAT = {"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
 OPERATOR = {**ADMIN, "X-Gateway-Operator": "alice"}
@@ -142,6 +146,25 @@ def test_disable_and_enable_take_effect_at_once(stack: Stack) -> None:
         enabled = _call(stack, secret)
     assert disabled.status_code == 401 and disabled.json()["error"]["code"] == "tenant_disabled"
     assert enabled.status_code == 200
+
+
+def test_disabling_a_tenant_drops_its_waiting_jobs_from_the_queues(stack: Stack) -> None:
+    """Its queued jobs are cancelled in the store, and the scheduler is told to drop them from its queues'
+    heads at once rather than giving them turns at the budget."""
+    tenant = _tenant()
+    r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    with _admin(stack) as c:
+        c.post("/v1/admin/tenants", json={"id": tenant})
+        secret = c.post("/v1/admin/keys", json={"tenant": tenant}).json()["key"]
+        with hold_leader_lease():  # the scheduler stands by: the job stays queued
+            job = httpx.post(f"{stack.url}/v1/jobs", headers={"Authorization": f"Bearer {secret}"}, timeout=30,
+                             json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+                                   "priority": "batch"}).json()
+            assert c.post(f"/v1/admin/tenants/{tenant}/disable").json()["disabled"] is True
+            assert r.sismember(Keys(PREFIX).cancelled, job["id"])
+    with session_scope(readonly=True) as db:
+        stored = jobs.get_job_any(db, job["id"])
+        assert stored is not None and stored.status == "cancelled"
 
 
 def test_tenant_keys_cannot_manage(stack: Stack) -> None:
