@@ -3,17 +3,20 @@ and the lines flow into the batch lane while the rest of the file is still being
 
 - Chunks grow from ``FIRST_CHUNK`` lines to ``api.max_batch_jobs``: the first lines are queued within a
   fraction of a second, the rest in chunks large enough to be cheap. Every chunk is committed and
-  pushed on its own, so memory stays bounded whatever the file's size.
+  pushed on its own, so memory stays bounded whatever the file's size. A chunk is offered only as far
+  as the tenant's batch queue has room (``max_queue_per_tenant``): a file larger than the queue is read
+  at the pace the lane drains, never refused.
 - The reader holds a lease on the batch's row (``ingest_lease``) and renews ``ingested_at`` before each
   chunk; a renewal that finds the lease gone (another reader took over) or the batch no longer
   validating (cancelled) stops it.
-- Crash-safe: every api process sweeps for batches whose reader went quiet for ``STALE_S`` (its
-  process died, or Redis or the store failed under it), takes the lease over (a compare-and-set on the
-  row, so exactly one does) and reads the file again from the start as the key that created the batch:
-  lines that are jobs already are skipped, and each line's job carries the idempotency key
-  ``<batch id>:<custom_id>``, so a line is never queued twice even if the old reader was only slow. A
-  batch that cannot be read to the end (file gone, the key revoked, the tenant's queue full) is
-  failed with the reason (``errors``), the lines it queued cancelled.
+- Crash-safe: every api process sweeps (``Batches.start_housekeeping``) for batches whose reader went
+  quiet for ``STALE_S`` (its process died, or Redis or the store failed under it), takes the lease
+  over (a compare-and-set on the row, so exactly one does) and reads the file again from the start as
+  the key that created the batch: lines that are jobs already are skipped, and each line's job carries
+  the idempotency key ``<batch id>:<custom_id>``, so a line is never queued twice even if the old
+  reader was only slow. A batch that cannot be read to its end (the key revoked, a whole chunk
+  refused, the completion window over) is failed with the reason (``errors``), its queued lines
+  cancelled.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import secrets
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -45,8 +49,20 @@ log = logging.getLogger("gateway.batches")
 
 FIRST_CHUNK = 32  # lines in the first chunk: what the caller waits for before the first line is sent
 STALE_S = 30.0  # a reader quiet this long is taken over
-SWEEP_S = 5.0  # how often each api looks for such batches
 FULL_WAIT_S = 1.0  # how long a reader waits for room in the tenant's full batch queue
+
+
+@dataclass
+class Tally:
+    """A reader's count so far: lines, those refused (error records), and of those, the ones refused
+    because the completion window could not be met."""
+
+    lines: int = 0
+    invalid: int = 0
+    expired: int = 0
+
+    def values(self) -> dict[str, int]:
+        return {"lines": self.lines, "invalid": self.invalid, "expired": self.expired}
 
 
 class LeaseLost(Exception):
@@ -61,7 +77,6 @@ class Ingestion:
     def __init__(self, batches: Batches) -> None:
         self.batches = batches
         self.engine = batches.gw.engine
-        self._stopping = threading.Event()
 
     def start(self, caller: Caller, batch_id: str, lease: str) -> None:
         threading.Thread(target=self.run, args=(caller, batch_id, lease), name=f"ingest-{batch_id}",
@@ -86,60 +101,62 @@ class Ingestion:
         files = self.batches.files
         if batch.invalid_file:  # a dead reader's partial error records: this reader writes them all again
             files.discard(batch.tenant_id, batch.invalid_file)
+        tally = Tally()
         with files.writing(batch.tenant_id, purpose="batch_output",
                            filename=f"{batch.id}_invalid.jsonl") as (invalid_id, invalid):
             self._renew(batch_id, lease, invalid_file=invalid_id)
             try:
-                lines, refused = self._lines(caller, batch, lease, invalid)
+                self._lines(caller, batch, lease, invalid, tally)
+                read = True
             except LeaseLost:
-                lines = refused = -1
-        if lines < 0 or not self._close(batch_id, lease, in_progress=True, lines=lines, invalid=refused):
+                read = False
+        if not read or not self._close(batch_id, lease, in_progress=True, **tally.values()):
             self._stopped(batch, lease, invalid_id)
 
-    def _lines(self, caller: Caller, batch: Batch, lease: str, out: IO[bytes]) -> tuple[int, int]:
-        """Every line checked and queued, in growing chunks; (lines, lines refused)."""
+    def _lines(self, caller: Caller, batch: Batch, lease: str, out: IO[bytes], tally: Tally) -> None:
+        """Every line checked and queued, in growing chunks, counted in ``tally``."""
         queued = self._queued(batch.id)
         seen: set[str] = set()
         chunk: list[tuple[int, str, JobRequest]] = []
-        lines = refused = 0
         size, largest = FIRST_CHUNK, self.batches.gw.settings.api.max_batch_jobs
         for number, raw in enumerate(self.batches.files.lines(batch.tenant_id, batch.input_file_id), start=1):
             if raw.isspace() or not raw:
                 continue
-            lines += 1
+            tally.lines += 1
             parsed = parse_line(raw, number, batch, seen)
             if isinstance(parsed, dict):
                 out.write(orjson.dumps(parsed) + b"\n")
-                refused += 1
+                tally.invalid += 1
             elif parsed[1] not in queued:  # a resumed read: what the dead reader queued stands
                 chunk.append(parsed)
             if len(chunk) >= size:
-                refused += self._flush(caller, batch, lease, chunk, out, lines=lines, invalid=refused)
+                self._flush(caller, batch, lease, chunk, out, tally)
                 chunk, size = [], min(size * 2, largest)
         if chunk:
-            refused += self._flush(caller, batch, lease, chunk, out, lines=lines, invalid=refused)
-        return lines, refused
+            self._flush(caller, batch, lease, chunk, out, tally)
 
     def _flush(self, caller: Caller, batch: Batch, lease: str, chunk: list[tuple[int, str, JobRequest]],
-               out: IO[bytes], **counts: int) -> int:
+               out: IO[bytes], tally: Tally) -> None:
         """Queue ``chunk``, as much at a time as the tenant's batch queue has room for: a file larger than
         the queue's cap is read at the pace the lane drains, never refused. Lines refused on their own."""
-        refused = 0
         while chunk:
-            self._renew(batch.id, lease, **counts)
+            self._renew(batch.id, lease, **tally.values())
             room = self._room(batch)
             if room <= 0:
                 time.sleep(FULL_WAIT_S)
                 continue
             part, chunk = chunk[:room], chunk[room:]
             try:
-                refused += self._submit(caller, batch, part, out)
+                tally.invalid += self._submit(caller, batch, part, out)
             except Overloaded as exc:
+                if exc.code == "deadline_unreachable":  # the lane's backlog outlasts the completion window
+                    tally.expired += _refuse_all(part, out, "batch_expired", exc.message)
+                    tally.invalid += len(part)
+                    continue
                 if exc.code != "queue_full":
                     raise
                 chunk = part + chunk  # another submitter filled the queue meanwhile
                 time.sleep(FULL_WAIT_S)
-        return refused
 
     def _room(self, batch: Batch) -> int:
         """How many more jobs the tenant's batch queue takes (``max_queue_per_tenant``); past the
@@ -160,9 +177,7 @@ class Ingestion:
         submitted = self.batches.gw.bulk.submit_many(caller, [item for _, _, item in chunk],
                                                      (batch.id, [custom_id for _, custom_id, _ in chunk]), lenient=True)
         for index, exc in submitted.refused.items():
-            number, custom_id, _ = chunk[index]
-            invalid.write(orjson.dumps(_error_record(custom_id, exc.code or exc.type, f"line {number}: "
-                                                     f"{exc.message}", exc.status)) + b"\n")
+            _refuse_all([chunk[index]], invalid, exc.code or exc.type, exc.message, exc.status)
         return len(submitted.refused)
 
     def _queued(self, batch_id: str) -> set[str]:
@@ -217,20 +232,7 @@ class Ingestion:
             db.expunge(batch)
             return batch
 
-    # -- the sweep: readers that died ------------------------------------------------------------------
-
-    def start_sweeping(self) -> None:
-        threading.Thread(target=self._sweep_forever, name="batch-ingest-sweep", daemon=True).start()
-
-    def stop_sweeping(self) -> None:
-        self._stopping.set()
-
-    def _sweep_forever(self) -> None:
-        while not self._stopping.wait(SWEEP_S):
-            try:
-                self.sweep()
-            except Exception:  # noqa: BLE001 - the next sweep tries again
-                log.exception("the sweep for stalled batch ingestions failed")
+    # -- the sweep: readers that died --------------------------------------------------------------------
 
     def sweep(self) -> int:
         """Take over every batch whose reader went quiet: resume it, or fail it when it cannot be."""
@@ -266,6 +268,14 @@ class Ingestion:
             if key is None or key.revoked_at is not None or key.tenant_id != batch.tenant_id:
                 return None
             return Caller(api_key="", identity=identity_of(key))
+
+
+def _refuse_all(lines: list[tuple[int, str, JobRequest]], out: IO[bytes], code: str, message: str,
+                status: int = 400) -> int:
+    """An error record for each of ``lines``; how many."""
+    for number, custom_id, _ in lines:
+        out.write(orjson.dumps(_error_record(custom_id, code, f"line {number}: {message}", status)) + b"\n")
+    return len(lines)
 
 
 # -- a line ---------------------------------------------------------------------------------------

@@ -17,7 +17,10 @@ chunks of at most ``api.max_batch_jobs``; the output is written page by page.
 
 from __future__ import annotations
 
+import logging
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -35,17 +38,41 @@ from shared.files import FileStore
 if TYPE_CHECKING:
     from api.gateway import Gateway
 
+log = logging.getLogger("gateway.batches")
+
 ENDPOINTS = ("/v1/chat/completions",)
 WINDOWS = {"24h": timedelta(hours=24)}
 OPEN = ("queued", "admitted", "running")
 PAGE = 1000
+MIN_EXPIRY_S, MAX_EXPIRY_S = 3600, 30 * 86400  # expires_after's bounds, as OpenAI's
+SWEEP_S = 5.0  # how often each api looks for batches whose reader died
+PURGE_S = 60.0  # how often it deletes expired files
 
 
 class Batches:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
-        self.files = FileStore(gw.settings.files.dir)
+        self.files = FileStore(gw.settings.files.dir, gw.settings.files.expires_s)
         self.ingestion = Ingestion(self)
+        self._stopping = threading.Event()
+
+    def start_housekeeping(self) -> None:
+        """In every api process: resume batches whose reader died (``api.batch_ingest``), delete expired files."""
+        threading.Thread(target=self._housekeeping, name="batches-housekeeping", daemon=True).start()
+
+    def stop_housekeeping(self) -> None:
+        self._stopping.set()
+
+    def _housekeeping(self) -> None:
+        purged_at = 0.0
+        while not self._stopping.wait(SWEEP_S):
+            try:
+                self.ingestion.sweep()
+                if time.monotonic() - purged_at >= PURGE_S:
+                    purged_at = time.monotonic()
+                    self.files.purge_expired()
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("batch housekeeping failed")
 
     # -- create ------------------------------------------------------------------------------------
 
@@ -53,6 +80,7 @@ class Batches:
         """The batch, "validating": its file is read in the background (``api.batch_ingest``). What can
         be known at once is a 4xx before anything is written: the body, the file, its number of lines."""
         endpoint, window, input_file = _checked_body(body)
+        output_expires_s = expires_after(body.get("output_expires_after"), "output_expires_after")
         meta = self.files.meta(caller.tenant, input_file)
         if meta["purpose"] != "batch":
             raise InvalidRequest(f"input_file_id: {input_file} was uploaded with purpose {meta['purpose']!r}; a "
@@ -62,7 +90,8 @@ class Batches:
         batch = Batch(id=f"batch_{secrets.token_hex(12)}", tenant_id=caller.tenant, endpoint=endpoint,
                       input_file_id=input_file, completion_window=window, status="validating", created_at=now,
                       expires_at=now + WINDOWS[window], batch_metadata=body.get("metadata"), lines=0, invalid=0,
-                      key_id=caller.key_id, ingest_lease=lease, ingested_at=now)
+                      expired=0,
+                      key_id=caller.key_id, ingest_lease=lease, ingested_at=now, output_expires_s=output_expires_s)
         with session_scope(self.gw.engine) as db:
             db.add(batch)  # first: every job it queues names a batch that exists
         self.ingestion.start(caller, batch.id, lease)
@@ -133,19 +162,19 @@ class Batches:
         tenant = caller.tenant
         output_id = error_id = None
         if counts.get("succeeded"):
-            with self.files.writing(tenant, purpose="batch_output", filename=f"{batch.id}_output.jsonl") as (
-                    output_id, out):
+            with self.files.writing(tenant, purpose="batch_output", filename=f"{batch.id}_output.jsonl",
+                                    expires_s=batch.output_expires_s) as (output_id, out):
                 for job in self._jobs(batch.id, ("succeeded",)):
                     out.write(orjson.dumps(_output_record(job)) + b"\n")
         if batch.invalid or any(counts.get(s) for s in ("failed", "cancelled", "expired")):
-            with self.files.writing(tenant, purpose="batch_output", filename=f"{batch.id}_error.jsonl") as (
-                    error_id, out):
+            with self.files.writing(tenant, purpose="batch_output", filename=f"{batch.id}_error.jsonl",
+                                    expires_s=batch.output_expires_s) as (error_id, out):
                 for chunk in self.files.chunks(tenant, batch.invalid_file or ""):
                     out.write(chunk)
                 for job in self._jobs(batch.id, ("failed", "cancelled", "expired")):
                     out.write(orjson.dumps(_failed_record(job)) + b"\n")
         status = "cancelled" if batch.status == "cancelling" else (
-            "expired" if counts.get("expired") else "completed")
+            "expired" if counts.get("expired") or batch.expired else "completed")
         with session_scope(self.gw.engine) as db:
             done = cast(CursorResult[Any], db.execute(
                 update(Batch).where(Batch.id == batch.id, Batch.status == batch.status).values(
@@ -168,6 +197,18 @@ class Batches:
             if len(page) < PAGE:
                 return
             after = page[-1].id
+
+
+def expires_after(value: Any, param: str) -> int | None:
+    """OpenAI's ``expires_after`` ({anchor: created_at, seconds: 3600 to 30 days}) as seconds, or None."""
+    if value is None:
+        return None
+    seconds = value.get("seconds") if isinstance(value, dict) else None
+    if (not isinstance(value, dict) or value.get("anchor") != "created_at" or set(value) - {"anchor", "seconds"}
+            or type(seconds) is not int or not MIN_EXPIRY_S <= seconds <= MAX_EXPIRY_S):
+        raise InvalidRequest(f"{param}: {{anchor: created_at, seconds: {MIN_EXPIRY_S} to {MAX_EXPIRY_S}}}",
+                             param=param)
+    return seconds
 
 
 def _checked_body(body: dict[str, Any]) -> tuple[str, str, str]:

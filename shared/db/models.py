@@ -330,6 +330,7 @@ class Batch(Base):
     cancelled_at: Mapped[datetime | None]
     lines: Mapped[int] = mapped_column(default=0)  # every line of the input file
     invalid: Mapped[int] = mapped_column(default=0)  # lines refused before they became jobs
+    expired: Mapped[int] = mapped_column(default=0)  # of those, refused as the completion window was out of reach
     invalid_file: Mapped[str | None] = mapped_column(String(40))  # their error records, until the error file
     output_file_id: Mapped[str | None] = mapped_column(String(40))
     error_file_id: Mapped[str | None] = mapped_column(String(40))
@@ -338,6 +339,7 @@ class Batch(Base):
     ingested_at: Mapped[datetime | None]  # the reader's last sign of life: a stale one is taken over
     errors: Mapped[dict[str, Any] | None]  # why the batch failed as a whole (OpenAI's ``errors``)
     key_id: Mapped[int | None]  # the key that created it: a resumed reader checks the lines as that key
+    output_expires_s: Mapped[int | None]  # its output files' lifetime (else ``files.expires_s``)
 
 
 class AdminAction(Base):

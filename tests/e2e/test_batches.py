@@ -21,7 +21,7 @@ from cli.main import celery_dispatch
 from shared.config import get_settings
 from shared.db.models import Batch, Job, utcnow
 from shared.db.session import session_scope
-from tests.conftest import Stack
+from tests.conftest import Stack, hold_leader_lease
 
 
 def _openai(stack: Stack, tenant: str = "acme") -> openai.OpenAI:
@@ -214,3 +214,44 @@ def test_a_batch_cancelled_while_its_file_is_read_stops_reading(stack: Stack, mo
     with session_scope(gateway.engine, readonly=True) as db:
         queued = db.scalar(select(func.count()).where(Job.batch_id == batch_id)) or 0
     assert 8 <= queued < 40 and done.request_counts.completed + done.request_counts.failed == queued
+
+
+def test_lines_not_done_by_the_end_of_the_completion_window_end_expired(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = _openai(stack, "globex")
+    file_id = _upload(client, [_line(f"e-{i}") for i in range(3)])
+    gateway, args, batch_id = _reader(stack, "globex", file_id, monkeypatch, lambda renewal: None)
+    ends = utcnow() + timedelta(seconds=3)  # a window of 3 s instead of 24 h
+    with session_scope(gateway.engine) as db:
+        db.execute(update(Batch).where(Batch.id == batch_id).values(expires_at=ends))
+    with hold_leader_lease():  # nothing is admitted meanwhile: the lines wait in their queue
+        gateway.batches.ingestion.run(*args)
+        while utcnow() <= ends:
+            time.sleep(0.2)
+    done = _wait(client, batch_id, {"expired"})
+    assert done.request_counts is not None
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (3, 0, 3)
+    errors = _records(client, done.error_file_id)
+    assert {record["error"]["code"] for record in errors.values()} == {"batch_expired"}
+    assert sorted(errors) == ["e-0", "e-1", "e-2"]
+
+
+def test_files_expire_as_their_expires_after_says(stack: Stack) -> None:
+    client = _openai(stack)
+    kept = client.files.create(file=("a.jsonl", io.BytesIO(_line("x").encode())), purpose="batch",
+                               expires_after={"anchor": "created_at", "seconds": 7200})
+    assert kept.expires_at == kept.created_at + 7200
+    default = client.files.retrieve(_upload(client, [_line("y")]))
+    assert default.expires_at == default.created_at + 30 * 86400  # files.expires_s: OpenAI's 30 days
+    for bad in ({"anchor": "created_at", "seconds": 60}, {"anchor": "last_active_at", "seconds": 7200}):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.files.create(file=("a.jsonl", io.BytesIO(b"{}")), purpose="batch", expires_after=bad)  # type: ignore[arg-type]
+        assert err.value.param == "expires_after"
+    batch = client.batches.create(input_file_id=kept.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                  output_expires_after={"anchor": "created_at", "seconds": 3600})
+    output = client.files.retrieve(_wait(client, batch.id, {"completed"}).output_file_id or "")
+    assert output.expires_at == output.created_at + 3600
+    with pytest.raises(openai.BadRequestError) as err:
+        client.batches.create(input_file_id=kept.id, endpoint="/v1/chat/completions", completion_window="24h",
+                              output_expires_after={"anchor": "created_at", "seconds": "soon"})  # type: ignore[typeddict-item]
+    assert err.value.param == "output_expires_after"
