@@ -21,6 +21,7 @@ and the lines flow into the batch lane while the rest of the file is still being
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import sys
@@ -77,15 +78,26 @@ class Ingestion:
     def __init__(self, batches: Batches) -> None:
         self.batches = batches
         self.engine = batches.gw.engine
+        self._readers = threading.BoundedSemaphore(batches.gw.settings.api.max_batch_uploads)
 
     def start(self, caller: Caller, batch_id: str, lease: str) -> None:
         threading.Thread(target=self.run, args=(caller, batch_id, lease), name=f"ingest-{batch_id}",
                          daemon=True).start()
 
     def run(self, caller: Caller, batch_id: str, lease: str) -> None:
-        """Read the file to its end; an outage leaves the batch to be resumed, anything else fails it."""
+        """Read the file to its end; an outage leaves the batch to be resumed, anything else fails it.
+        At most ``api.max_batch_uploads`` readers work at once in a process (the checks cost CPU the
+        fast lane needs); the others wait their turn, renewing their lease."""
         try:
-            self._read(caller, batch_id, lease)
+            while not self._readers.acquire(timeout=STALE_S / 3):
+                self._renew(batch_id, lease)
+            try:
+                self._read(caller, batch_id, lease)
+            finally:
+                self._readers.release()
+        except LeaseLost:  # cancelled (or taken over) before its turn came
+            with contextlib.suppress(LeaseLost):  # the batch is gone altogether (its tenant deleted)
+                self._stopped(self._row(batch_id), lease, None)
         except Exception as exc:  # noqa: BLE001 - whatever a line or the store does, the batch ends clearly
             if is_outage(exc) or isinstance(exc, Unavailable):
                 log.warning("batch %s: reading paused by an outage (%r); it is resumed", batch_id, exc)
@@ -104,8 +116,8 @@ class Ingestion:
         tally = Tally()
         with files.writing(batch.tenant_id, purpose="batch_output",
                            filename=f"{batch.id}_invalid.jsonl") as (invalid_id, invalid):
-            self._renew(batch_id, lease, invalid_file=invalid_id)
             try:
+                self._renew(batch_id, lease, invalid_file=invalid_id)
                 self._lines(caller, batch, lease, invalid, tally)
                 read = True
             except LeaseLost:
@@ -206,7 +218,8 @@ class Ingestion:
     def _stopped(self, batch: Batch, lease: str, invalid_id: str | None) -> None:
         """Cancelled while reading: the lines queued meanwhile are cancelled too, and what was read is
         kept for the error file. Taken over: the new reader writes its own error records."""
-        if self._close(batch.id, lease, in_progress=False):
+        kept = {"invalid_file": invalid_id} if invalid_id else {}
+        if self._close(batch.id, lease, in_progress=False, **kept):
             self.batches.cancel_queued(batch.id, "batch_cancelled",
                                        "the batch was cancelled before this line was sent")
         elif invalid_id:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,12 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    """The process's user + system CPU seconds so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def first_line(database_url: str, batch_id: str) -> tuple[float | None, float | None]:
@@ -82,8 +89,10 @@ def main() -> None:
         batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
                                       completion_window="24h")
         print(f"create: answered in {(time.time() - started) * 1000:.0f} ms, status {batch.status}")
+        cpu_before = cpu_s(api_pid)
         while (batch := client.batches.retrieve(batch.id)).status == "validating":
-            time.sleep(0.25)
+            time.sleep(1.0)
+        cpu = cpu_s(api_pid) - cpu_before
         read_s = time.time() - started
         queued, admitted = first_line(stack.database_url, batch.id)
         counts = batch.request_counts
@@ -92,6 +101,8 @@ def main() -> None:
         print(f"whole file read and queued: {read_s:.1f} s, {args.lines / read_s:,.0f} lines/s; "
               f"status {batch.status}, total {counts.total if counts else '?'}, refused "
               f"{counts.failed if counts else '?'}; api peak RSS {peak_rss_mb(api_pid):.0f} MB")
+        print(f"api CPU while reading: {cpu:.1f} s, {cpu / args.lines * 1000:.2f} ms per line (what the load "
+              "average does not change)")
     finally:
         stack.stop()
 

@@ -86,9 +86,14 @@ class FileStore:
             yield from src
 
     def count_lines(self, tenant: str, file_id: str) -> int:
-        """Lines that are not blank, read a line at a time (a 200 MB file in a fraction of a second)."""
-        with self._path(tenant, self.meta(tenant, file_id)["id"]).open("rb") as src:
-            return sum(1 for line in src if not line.isspace())
+        """Its lines, blank ones included, counted by newline in 1 MiB chunks, none parsed (~0.1 s for
+        200 MB); 0 when it holds nothing but whitespace."""
+        lines, content, last = 0, False, b"\n"
+        for chunk in self.chunks(tenant, file_id):
+            lines += chunk.count(b"\n")
+            content = content or not chunk.isspace()
+            last = chunk[-1:]
+        return lines + (last != b"\n") if content else 0
 
     def discard(self, tenant: str, file_id: str) -> None:
         """Remove a file the gateway was writing, listed or not (a reader that was taken over)."""

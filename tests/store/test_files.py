@@ -39,3 +39,11 @@ def test_a_file_being_written_or_broken_never_stops_the_purge(tmp_path: Path) ->
     (tmp_path / "acme" / "file-broken.json").write_bytes(b"{not json")
     assert store.purge_expired() == 0
     assert store.meta("acme", kept["id"])["expires_at"] == kept["created_at"] + 3600
+
+
+@pytest.mark.parametrize(("content", "lines"), [(b"", 0), (b"\n \n\t\n", 0), (b"{}", 1), (b"{}\n", 1),
+                                                 (b"{}\n{}", 2), (b"{}\n\n{}\n", 3)])
+def test_lines_are_counted_by_newline_without_parsing(tmp_path: Path, content: bytes, lines: int) -> None:
+    store = FileStore(tmp_path, expires_s=3600)
+    saved = store.save("acme", io.BytesIO(content), purpose="batch", filename="a.jsonl", max_bytes=100)
+    assert store.count_lines("acme", saved["id"]) == lines
