@@ -41,7 +41,9 @@ def create_app(settings: Settings, dispatch: Dispatch) -> FastAPI:
         await waiter.start()
         app.state.gateway, app.state.waiter, app.state.streams = gateway, waiter, streams
         install_collector(gateway)
+        gateway.batches.start_housekeeping()  # batches whose reader died (another api's, this one's), expired files
         yield
+        gateway.batches.stop_housekeeping()
         await waiter.stop()
         await streams.close()
 

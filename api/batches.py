@@ -1,133 +1,124 @@
 """OpenAI's Batch API over the gateway's own batch lane: each line of the input file becomes a job.
 
-    POST /v1/batches        read the file line by line; each line checked on its own (JSON, custom_id
-                            unique, method POST, url the batch's endpoint, a body ``POST /v1/jobs`` would
-                            take, a model the key may use): a bad line is an error record, the others are
-                            queued in chunks through ``api.bulk`` in the batch lane, so tenant fairness,
-                            budgets and caps apply; their deadline is the end of the completion window
+    POST /v1/batches        answers at once ("validating"); the file is read in the background
+                            (``api.batch_ingest``), each line checked on its own (JSON, custom_id unique,
+                            method POST, url the batch's endpoint, a body ``POST /v1/jobs`` would take, a
+                            model the key may use): a bad line is an error record, the others are queued
+                            in chunks through ``api.bulk`` in the batch lane, so tenant fairness, budgets
+                            and caps apply; their deadline is the end of the completion window
     GET  /v1/batches/{id}   request counts read from the jobs (always current); once every line has ended,
                             the output and error files are written (OpenAI's line format, with custom_id)
     POST .../cancel         the lines not yet sent are cancelled; those in flight finish
 
 Lines that did not end in time end as expired (the scheduler sheds them at their deadline) and are
 error records (``batch_expired``). Memory stays bounded: the file is read line by line and queued in
-chunks of ``api.max_batch_jobs``; the output is written page by page.
+chunks of at most ``api.max_batch_jobs``; the output is written page by page.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from pydantic import ValidationError
 from sqlalchemy import CursorResult, func, select, update
 
 from api.auth import Caller
+from api.batch_ingest import Ingestion, new_lease
 from shared.db.models import Batch, Job, utcnow
 from shared.db.session import session_scope
 from shared.errors import InvalidRequest, NotFound, echo
 from shared.files import FileStore
-from shared.schemas import JobRequest
 
 if TYPE_CHECKING:
     from api.gateway import Gateway
+
+log = logging.getLogger("gateway.batches")
 
 ENDPOINTS = ("/v1/chat/completions",)
 WINDOWS = {"24h": timedelta(hours=24)}
 OPEN = ("queued", "admitted", "running")
 PAGE = 1000
+MIN_EXPIRY_S, MAX_EXPIRY_S = 3600, 30 * 86400  # expires_after's bounds, as OpenAI's
+SWEEP_S = 5.0  # how often each api looks for batches whose reader died
+PURGE_S = 60.0  # how often it deletes expired files
 
 
 class Batches:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
-        self.files = FileStore(gw.settings.files.dir)
+        self.files = FileStore(gw.settings.files.dir, gw.settings.files.expires_s)
+        self.ingestion = Ingestion(self)
+        self._stopping = threading.Event()
+
+    def start_housekeeping(self) -> None:
+        """In every api process: resume batches whose reader died (``api.batch_ingest``), delete expired files."""
+        threading.Thread(target=self._housekeeping, name="batches-housekeeping", daemon=True).start()
+
+    def stop_housekeeping(self) -> None:
+        self._stopping.set()
+
+    def _housekeeping(self) -> None:
+        purged_at = 0.0
+        while not self._stopping.wait(SWEEP_S):
+            try:
+                self.ingestion.sweep()
+                if time.monotonic() - purged_at >= PURGE_S:
+                    purged_at = time.monotonic()
+                    self.files.purge_expired()
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("batch housekeeping failed")
 
     # -- create ------------------------------------------------------------------------------------
 
     def create(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        """The batch, "validating": its file is read in the background (``api.batch_ingest``). What can
+        be known at once is a 4xx before anything is written: the body, the file, its number of lines."""
         endpoint, window, input_file = _checked_body(body)
+        output_expires_s = expires_after(body.get("output_expires_after"), "output_expires_after")
         meta = self.files.meta(caller.tenant, input_file)
         if meta["purpose"] != "batch":
             raise InvalidRequest(f"input_file_id: {input_file} was uploaded with purpose {meta['purpose']!r}; a "
                                  "batch reads files uploaded with purpose 'batch'", param="input_file_id")
-        now = utcnow()
+        self._check_lines(caller.tenant, input_file)
+        now, lease = utcnow(), new_lease()
         batch = Batch(id=f"batch_{secrets.token_hex(12)}", tenant_id=caller.tenant, endpoint=endpoint,
                       input_file_id=input_file, completion_window=window, status="validating", created_at=now,
-                      expires_at=now + WINDOWS[window], batch_metadata=body.get("metadata"), lines=0, invalid=0)
+                      expires_at=now + WINDOWS[window], batch_metadata=body.get("metadata"), lines=0, invalid=0,
+                      expired=0,
+                      key_id=caller.key_id, ingest_lease=lease, ingested_at=now, output_expires_s=output_expires_s)
         with session_scope(self.gw.engine) as db:
             db.add(batch)  # first: every job it queues names a batch that exists
-            db.flush()
-            db.expunge(batch)
-        try:
-            with self.files.writing(caller.tenant, purpose="batch_output",
-                                    filename=f"{batch.id}_invalid.jsonl") as (invalid_id, invalid):
-                lines, refused = self._queue_lines(caller, batch, invalid)
-        except BaseException:
-            self._abandon(batch.id)
-            raise
-        with session_scope(self.gw.engine) as db:
-            db.execute(update(Batch).where(Batch.id == batch.id).values(
-                status="in_progress", lines=lines, invalid=refused, invalid_file=invalid_id))
+        self.ingestion.start(caller, batch.id, lease)
         return self.retrieve(caller, batch.id)
 
-    def _abandon(self, batch_id: str) -> None:
-        """A batch whose file could not be read to the end: what it queued is cancelled, it is failed."""
+    def _check_lines(self, tenant: str, file_id: str) -> None:
+        lines, limit = self.files.count_lines(tenant, file_id), self.gw.settings.files.max_lines
+        if lines == 0:
+            raise InvalidRequest("input_file_id: the file has no lines", param="input_file_id")
+        if lines > limit:
+            raise InvalidRequest(f"input_file_id: more than {limit} lines; split the file", param="input_file_id")
+
+    def cancel_queued(self, batch_id: str, code: str, message: str) -> None:
+        """The batch's lines not yet sent end as cancelled (those in flight finish)."""
         now = utcnow()
         with session_scope(self.gw.engine) as db:
             db.execute(update(Job).where(Job.batch_id == batch_id, Job.status == "queued").values(
-                status="cancelled", finished_at=now, updated_at=now,
-                error={"type": "batch_failed", "message": "the batch's input file was refused"},
+                status="cancelled", finished_at=now, updated_at=now, error={"type": code, "message": message},
             ).execution_options(synchronize_session=False))
-            db.execute(update(Batch).where(Batch.id == batch_id).values(status="failed", finished_at=now))
-
-    def _queue_lines(self, caller: Caller, batch: Batch, invalid: IO[bytes]) -> tuple[int, int]:
-        """Every line checked and queued, chunk by chunk; (lines, lines refused)."""
-        seen: set[str] = set()
-        chunk: list[tuple[int, str, JobRequest]] = []
-        lines = refused = 0
-        limit = self.gw.settings.files.max_lines
-        for number, raw in enumerate(self.files.lines(caller.tenant, batch.input_file_id), start=1):
-            if not raw.strip():
-                continue
-            lines += 1
-            if lines > limit:
-                raise InvalidRequest(f"input_file_id: more than {limit} lines; split the file", param="input_file_id")
-            parsed = _line(raw, number, batch, seen)
-            if isinstance(parsed, dict):
-                invalid.write(orjson.dumps(parsed) + b"\n")
-                refused += 1
-                continue
-            chunk.append(parsed)
-            if len(chunk) == self.gw.settings.api.max_batch_jobs:
-                refused += self._submit(caller, batch, chunk, invalid)
-                chunk = []
-        if chunk:
-            refused += self._submit(caller, batch, chunk, invalid)
-        if lines == 0:
-            raise InvalidRequest("input_file_id: the file has no lines", param="input_file_id")
-        return lines, refused
-
-    def _submit(self, caller: Caller, batch: Batch, chunk: list[tuple[int, str, JobRequest]],
-                invalid: IO[bytes]) -> int:
-        """One chunk through the bulk path, leniently: a line refused on its own is an error record."""
-        submitted = self.gw.bulk.submit_many(caller, [item for _, _, item in chunk],
-                                             (batch.id, [custom_id for _, custom_id, _ in chunk]), lenient=True)
-        for index, exc in submitted.refused.items():
-            number, custom_id, _ = chunk[index]
-            invalid.write(orjson.dumps(_error_record(custom_id, exc.code or exc.type, f"line {number}: "
-                                                     f"{exc.message}", exc.status)) + b"\n")
-        return len(submitted.refused)
 
     # -- read --------------------------------------------------------------------------------------
 
     def retrieve(self, caller: Caller, batch_id: str) -> dict[str, Any]:
         batch = self._get(caller, batch_id)
         counts = self._counts(batch.id)
-        if batch.status in ("in_progress", "cancelling") and not any(counts.get(s) for s in OPEN):
+        if (batch.status in ("in_progress", "cancelling") and batch.ingest_lease is None
+                and not any(counts.get(s) for s in OPEN)):
             self._finish(caller, batch, counts)
             batch = self._get(caller, batch_id)
         return _view(batch, counts)
@@ -144,15 +135,11 @@ class Batches:
 
     def cancel(self, caller: Caller, batch_id: str) -> dict[str, Any]:
         batch = self._get(caller, batch_id)
-        if batch.status == "in_progress":
-            now = utcnow()
+        if batch.status in ("validating", "in_progress"):  # a reader still at work stops at its next chunk
             with session_scope(self.gw.engine) as db:
-                db.execute(update(Batch).where(Batch.id == batch.id, Batch.status == "in_progress")
-                           .values(status="cancelling", cancelled_at=now))
-                db.execute(update(Job).where(Job.batch_id == batch.id, Job.status == "queued").values(
-                    status="cancelled", finished_at=now, updated_at=now,
-                    error={"type": "batch_cancelled", "message": "the batch was cancelled before this line was sent"}
-                ).execution_options(synchronize_session=False))
+                db.execute(update(Batch).where(Batch.id == batch.id, Batch.status.in_(("validating", "in_progress")))
+                           .values(status="cancelling", cancelled_at=utcnow()))
+            self.cancel_queued(batch.id, "batch_cancelled", "the batch was cancelled before this line was sent")
         return self.retrieve(caller, batch_id)
 
     def _get(self, caller: Caller, batch_id: str) -> Batch:
@@ -175,19 +162,19 @@ class Batches:
         tenant = caller.tenant
         output_id = error_id = None
         if counts.get("succeeded"):
-            with self.files.writing(tenant, purpose="batch_output", filename=f"{batch.id}_output.jsonl") as (
-                    output_id, out):
+            with self.files.writing(tenant, purpose="batch_output", filename=f"{batch.id}_output.jsonl",
+                                    expires_s=batch.output_expires_s) as (output_id, out):
                 for job in self._jobs(batch.id, ("succeeded",)):
                     out.write(orjson.dumps(_output_record(job)) + b"\n")
         if batch.invalid or any(counts.get(s) for s in ("failed", "cancelled", "expired")):
-            with self.files.writing(tenant, purpose="batch_output", filename=f"{batch.id}_error.jsonl") as (
-                    error_id, out):
+            with self.files.writing(tenant, purpose="batch_output", filename=f"{batch.id}_error.jsonl",
+                                    expires_s=batch.output_expires_s) as (error_id, out):
                 for chunk in self.files.chunks(tenant, batch.invalid_file or ""):
                     out.write(chunk)
                 for job in self._jobs(batch.id, ("failed", "cancelled", "expired")):
                     out.write(orjson.dumps(_failed_record(job)) + b"\n")
         status = "cancelled" if batch.status == "cancelling" else (
-            "expired" if counts.get("expired") else "completed")
+            "expired" if counts.get("expired") or batch.expired else "completed")
         with session_scope(self.gw.engine) as db:
             done = cast(CursorResult[Any], db.execute(
                 update(Batch).where(Batch.id == batch.id, Batch.status == batch.status).values(
@@ -212,6 +199,18 @@ class Batches:
             after = page[-1].id
 
 
+def expires_after(value: Any, param: str) -> int | None:
+    """OpenAI's ``expires_after`` ({anchor: created_at, seconds: 3600 to 30 days}) as seconds, or None."""
+    if value is None:
+        return None
+    seconds = value.get("seconds") if isinstance(value, dict) else None
+    if (not isinstance(value, dict) or value.get("anchor") != "created_at" or set(value) - {"anchor", "seconds"}
+            or type(seconds) is not int or not MIN_EXPIRY_S <= seconds <= MAX_EXPIRY_S):
+        raise InvalidRequest(f"{param}: {{anchor: created_at, seconds: {MIN_EXPIRY_S} to {MAX_EXPIRY_S}}}",
+                             param=param)
+    return seconds
+
+
 def _checked_body(body: dict[str, Any]) -> tuple[str, str, str]:
     endpoint, window, input_file = body.get("endpoint"), body.get("completion_window"), body.get("input_file_id")
     if endpoint not in ENDPOINTS:
@@ -226,47 +225,6 @@ def _checked_body(body: dict[str, Any]) -> tuple[str, str, str]:
             isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512 for k, v in metadata.items())):
         raise InvalidRequest("metadata: at most 16 string keys (64 characters) and values (512)", param="metadata")
     return endpoint, window, input_file
-
-
-def _line(raw: bytes, number: int, batch: Batch, seen: set[str]) -> tuple[int, str, JobRequest] | dict[str, Any]:
-    """A line as (number, custom_id, the job it asks for), or the error record that refuses it."""
-    try:
-        line = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return _error_record(None, "invalid_json", f"line {number}: not a JSON object", 400)
-    custom_id = line.get("custom_id") if isinstance(line, dict) else None
-    if not isinstance(custom_id, str) or not custom_id or len(custom_id) > 200:
-        return _error_record(None, "missing_custom_id", f"line {number}: custom_id must be a string of 1 to 200 "
-                             "characters", 400)
-    if custom_id in seen:
-        return _error_record(custom_id, "duplicate_custom_id", f"line {number}: custom_id {echo(custom_id)} is "
-                             "already used by an earlier line", 400)
-    seen.add(custom_id)
-    if line.get("method") != "POST" or line.get("url") != batch.endpoint:
-        return _error_record(custom_id, "invalid_url", f"line {number}: every line must be method POST to url "
-                             f"{batch.endpoint}, as the batch's endpoint", 400)
-    body = line.get("body")
-    if not isinstance(body, dict):
-        return _error_record(custom_id, "invalid_body", f"line {number}: body must be a JSON object", 400)
-    try:
-        item = JobRequest.model_validate({**body, "priority": "batch", "deadline": batch.expires_at.isoformat(),
-                                          "feature": (body.get("metadata") or {}).get("feature", "default")
-                                          if isinstance(body.get("metadata"), dict) else "default"})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        return _error_record(custom_id, "invalid_request", f"line {number}: body.{where}: {err['msg']}", 400)
-    if item.stream:
-        return _error_record(custom_id, "invalid_request", f"line {number}: body.stream: a batch line is not "
-                             "streamed", 400)
-    return number, custom_id, item
-
-
-def _error_record(custom_id: str | None, code: str, message: str, status: int) -> dict[str, Any]:
-    return {"id": f"batch_req_{secrets.token_hex(12)}", "custom_id": custom_id,
-            "response": {"status_code": status, "request_id": None,
-                         "body": {"error": {"message": message, "type": "invalid_request_error", "code": code}}},
-            "error": {"code": code, "message": message}}
 
 
 def _output_record(job: Job) -> dict[str, Any]:
@@ -291,18 +249,22 @@ def _view(batch: Batch, counts: dict[str, int]) -> dict[str, Any]:
     done = counts.get("succeeded", 0)
     failed = batch.invalid + sum(counts.get(s, 0) for s in ("failed", "cancelled", "expired"))
     return {
-        "id": batch.id, "object": "batch", "endpoint": batch.endpoint, "errors": None,
+        "id": batch.id, "object": "batch", "endpoint": batch.endpoint, "errors": batch.errors,
         "input_file_id": batch.input_file_id, "completion_window": batch.completion_window,
         "status": batch.status, "output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id,
-        "created_at": _unix(batch.created_at), "in_progress_at": _unix(batch.created_at),
+        "created_at": _unix(batch.created_at),
+        "in_progress_at": None if batch.status in ("validating", "failed") else _unix(batch.created_at),
         "expires_at": _unix(batch.expires_at), "finalizing_at": None,
-        "completed_at": _unix(batch.finished_at) if batch.status == "completed" else None,
-        "failed_at": None, "expired_at": _unix(batch.finished_at) if batch.status == "expired" else None,
-        "cancelling_at": _unix(batch.cancelled_at), "cancelled_at": _unix(batch.finished_at)
-        if batch.status == "cancelled" else None,
+        "completed_at": _when(batch, "completed"), "failed_at": _when(batch, "failed"),
+        "expired_at": _when(batch, "expired"), "cancelling_at": _unix(batch.cancelled_at),
+        "cancelled_at": _when(batch, "cancelled"),
         "request_counts": {"total": batch.lines, "completed": done, "failed": failed},
         "metadata": batch.batch_metadata,
     }
+
+
+def _when(batch: Batch, status: str) -> int | None:
+    return _unix(batch.finished_at) if batch.status == status else None
 
 
 def _unix(moment: datetime | None) -> int | None:

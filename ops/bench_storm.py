@@ -1,6 +1,6 @@
 """The storm: a summarizer's overnight backlog lands on a live copilot; the same traffic three ways.
 
-    .venv/bin/python ops/bench_storm.py [--quick] [--modes direct,no-admission,gateway]
+    .venv/bin/python ops/bench_storm.py [--quick] [--modes direct,no-admission,gateway] [--via batches]
 
 (a) direct: each feature calls the provider (the simulator) itself with tenacity retries;
 (b) the gateway with admission off; (c) the gateway. Each mode gets fresh processes (simulator with
@@ -111,6 +111,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smaller backlog and a shorter lead-in (~2 min)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {list(MODES)}")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where storm.json and storm.png go")
+    parser.add_argument("--via", choices=("jobs", "batches"), default="jobs",
+                        help="how the summarizers submit through the gateway: POST /v1/jobs/batch, or a JSONL "
+                             "file through the Batch API (/v1/files + /v1/batches, followed to its end)")
     args = parser.parse_args()
     scenario = Scenario.quick() if args.quick else Scenario()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -122,7 +125,7 @@ def main() -> None:
     summaries, lines = {}, {}
     for mode in modes:
         print(f"running {MODES[mode]} ...", flush=True)
-        obs = run_mode(mode, scenario)
+        obs = run_mode(mode, scenario, args.via)
         summaries[mode], lines[mode] = summarize(obs, scenario), timeline(obs)
     print(f"\ncommand: {' '.join(sys.argv)}   ({time.time() - started:.0f} s)")
     print_table(summaries, list(scenario.batch_plan))

@@ -325,6 +325,8 @@ class FilesConfig(_Strict):
     dir: str = Field("./var/files", description="a directory, one folder per tenant")
     max_bytes: int = Field(512 * 1024 * 1024, gt=0, description="the largest upload; past it a 413")
     max_lines: int = Field(200_000, gt=0, description="lines per batch input file")
+    expires_s: int = Field(30 * 86400, gt=0, description="how long a file is kept (uploads and batch output) "
+                                                          "unless its expires_after says otherwise; then deleted")
 
 
 class ApiConfig(_Strict):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.batches import expires_after
 from api.deps import CallerDep, GatewayDep, SubmitterDep
 from api.openapi import TENANT_KEY, errors
 from shared.errors import InvalidRequest, echo
@@ -20,14 +21,22 @@ PURPOSES = ("batch",)
 
 @router.post("/v1/files", responses={**errors(400, 408, 413, *TENANT_KEY)})
 async def upload_file(caller: SubmitterDep, gw: GatewayDep, file: Annotated[UploadFile, File()],
-                      purpose: Annotated[str, Form(max_length=32)]) -> dict[str, Any]:
-    """Keep an uploaded file (JSONL of batch requests, ``purpose=batch``), copied in chunks."""
+                      purpose: Annotated[str, Form(max_length=32)],
+                      anchor: Annotated[str | None, Form(alias="expires_after[anchor]", max_length=32)] = None,
+                      seconds: Annotated[str | None, Form(alias="expires_after[seconds]", max_length=16)] = None,
+                      ) -> dict[str, Any]:
+    """Keep an uploaded file (JSONL of batch requests, ``purpose=batch``), copied in chunks; it expires
+    after ``expires_after`` (anchor ``created_at``, 1 hour to 30 days), else ``files.expires_s``."""
     if purpose not in PURPOSES:
         raise InvalidRequest(f"purpose: {echo(purpose)}; this gateway keeps files for batches only "
                              "(purpose 'batch')", param="purpose")
+    expiry = None
+    if anchor is not None or seconds is not None:
+        number = int(seconds) if seconds is not None and seconds.isdigit() else seconds
+        expiry = expires_after({"anchor": anchor, "seconds": number}, "expires_after")
     name = (file.filename or "upload.jsonl")[:255]
     return await run_in_threadpool(gw.batches.files.save, caller.tenant, file.file, purpose=purpose,
-                                   filename=name, max_bytes=gw.settings.files.max_bytes)
+                                   filename=name, max_bytes=gw.settings.files.max_bytes, expires_s=expiry)
 
 
 @router.get("/v1/files", responses={**errors(*TENANT_KEY)})

@@ -52,19 +52,20 @@ class Observed:
     costs: list[dict[str, Any]] = field(default_factory=list)  # tenant, feature, jobs, usd
 
 
-def run_mode(mode: str, scenario: Scenario) -> Observed:
-    """Start this mode's processes, play the traffic, collect, stop."""
+def run_mode(mode: str, scenario: Scenario, via: str = "jobs") -> Observed:
+    """Start this mode's processes, play the traffic, collect, stop. ``via``: how the gateway modes'
+    summarizers submit (``GatewayCaller``)."""
     stack = StormStack(scenario, gateway=mode != "direct", admission=mode == "gateway")
     try:
         keys = stack.start()
-        return asyncio.run(_play(mode, scenario, stack, keys))
+        return asyncio.run(_play(mode, scenario, stack, keys, via))
     finally:
         stack.stop()
 
 
-async def _play(mode: str, scenario: Scenario, stack: StormStack, keys: dict[str, str]) -> Observed:
+async def _play(mode: str, scenario: Scenario, stack: StormStack, keys: dict[str, str], via: str) -> Observed:
     caller: DirectCaller | GatewayCaller = (
-        DirectCaller(scenario, stack.sim_url) if mode == "direct" else GatewayCaller(stack.api_url, keys))
+        DirectCaller(scenario, stack.sim_url) if mode == "direct" else GatewayCaller(stack.api_url, keys, via))
     await _warm_up(scenario, caller)
     sim_t0 = await _reset_sim(stack.sim_url)
     t0 = time.time()

@@ -46,6 +46,7 @@ class StormStack(Stack):
         self.sim_config = self.tmp / "sim.yaml"
         self.sim_config.write_text(scenario.sim_yaml([direct_key(t) for t in scenario.tenant_ids]))
         self.env["SIM_OPENAI_KEY"] = GATEWAY_SIM_KEY
+        self.env["GATEWAY_FILES__DIR"] = str(self.tmp / "files")  # the Batch API's files, not the checkout's var/
         self.redis_prefix = self.env["GATEWAY_KEY_PREFIX"]
 
     def start(self) -> dict[str, str]:  # type: ignore[override]

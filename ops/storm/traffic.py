@@ -3,7 +3,8 @@
 Two ways to send the same requests: ``DirectCaller`` is each feature calling the provider itself with
 the retry loop most code has (tenacity, exponential backoff with jitter, 5 attempts, Retry-After
 ignored); ``GatewayCaller`` goes through the gateway (sync chat completions for the copilot, async
-``POST /v1/jobs/batch`` for the backlog, whose outcome is read from the result store afterwards).
+``POST /v1/jobs/batch`` for the backlog, whose outcome is read from the result store afterwards; or,
+``via="batches"``, the Batch API: a JSONL file uploaded, a batch created and followed to its end).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from ops.storm.scenario import COPILOT, SUMMARIZER, Scenario
@@ -25,6 +27,8 @@ ATTEMPTS = 5
 COPILOT_TIMEOUT_S = 60.0
 BULK_SIZE = 250  # jobs per POST /v1/jobs/batch while a summarizer dumps its backlog
 BULK_CONCURRENCY = 2  # each summarizer's parallel batch requests
+BATCH_POLL_S = 1.0  # how often a summarizer on the Batch API retrieves its batch
+BATCH_ENDED = ("completed", "failed", "expired", "cancelled")
 
 
 @dataclass
@@ -118,8 +122,9 @@ class DirectCaller:
 class GatewayCaller:
     """The same features through the gateway: one API key per tenant, tags say feature and priority."""
 
-    def __init__(self, api_url: str, keys: dict[str, str]) -> None:
+    def __init__(self, api_url: str, keys: dict[str, str], via: str = "jobs") -> None:
         self.keys = keys
+        self.via = via  # the backlog's way in: "jobs" (POST /v1/jobs/batch) or "batches" (the Batch API)
         self.client = httpx.AsyncClient(base_url=api_url, timeout=COPILOT_TIMEOUT_S + 5, limits=_limits(400))
         self.submitted: list[str] = []  # job ids of the backlog the gateway accepted
         self.refused = 0  # backlog jobs the gateway shed at submit (429)
@@ -143,8 +148,11 @@ class GatewayCaller:
             call.tokens_in, call.tokens_out = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
 
     async def backlog(self, tenant: str, jobs: list[tuple[Call, dict[str, Any]]]) -> None:
-        """Dump the backlog as async jobs in bulk (POST /v1/jobs/batch, as a batch caller would);
-        what happened to each is read from the store afterwards."""
+        """Dump the backlog as async jobs in bulk (POST /v1/jobs/batch, as a batch caller would), or
+        as one Batch API file; what happened to each is read from the store afterwards."""
+        if self.via == "batches":
+            await self._batch_file(tenant, [body for _, body in jobs])
+            return
         sem = asyncio.Semaphore(BULK_CONCURRENCY)
         bodies = [{**body, "feature": SUMMARIZER, "priority": "batch"} for _, body in jobs]
 
@@ -157,6 +165,36 @@ class GatewayCaller:
                     self.refused += len(part)
 
         await asyncio.gather(*(chunk(bodies[i:i + BULK_SIZE]) for i in range(0, len(bodies), BULK_SIZE)))
+
+    async def _batch_file(self, tenant: str, bodies: list[dict[str, Any]]) -> None:
+        """The official flow over plain HTTP: upload the JSONL, create the batch, retrieve it until it
+        ends, read its output file; the job ids in the output are the lines that ran."""
+        lines = b"".join(orjson.dumps({"custom_id": f"{tenant}-{i}", "method": "POST", "url": "/v1/chat/completions",
+                                       "body": {**body, "metadata": {"feature": SUMMARIZER}}}) + b"\n"
+                         for i, body in enumerate(bodies))
+        upload = await self.client.post("/v1/files", headers=self._auth(tenant), data={"purpose": "batch"},
+                                        files={"file": (f"{tenant}.jsonl", lines, "application/jsonl")})
+        upload.raise_for_status()
+        created = await self.client.post("/v1/batches", headers=self._auth(tenant), json={
+            "input_file_id": upload.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+        created.raise_for_status()
+        batch = created.json()
+        while batch["status"] not in BATCH_ENDED:
+            await asyncio.sleep(BATCH_POLL_S)
+            polled = await self.client.get(f"/v1/batches/{batch['id']}", headers=self._auth(tenant))
+            polled.raise_for_status()
+            batch = polled.json()
+        for file_id in (batch["output_file_id"], batch["error_file_id"]):
+            records = [orjson.loads(line) for line in await self._content(tenant, file_id)]
+            self.submitted += [r["response"]["request_id"] for r in records if r["response"]["request_id"]]
+            self.refused += sum(1 for r in records if not r["response"]["request_id"])  # refused at submit
+
+    async def _content(self, tenant: str, file_id: str | None) -> list[bytes]:
+        if not file_id:
+            return []
+        response = await self.client.get(f"/v1/files/{file_id}/content", headers=self._auth(tenant))
+        response.raise_for_status()
+        return response.content.splitlines()
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -315,7 +315,8 @@ class Batch(Base):
     """An OpenAI-format batch (``POST /v1/batches``): its lines are jobs (``Job.batch_id``) in the batch lane."""
 
     __tablename__ = "batches"
-    __table_args__ = (Index(None, "tenant_id", "id"), CheckConstraint(f"status IN {BATCH_STATUSES!r}", name="status"))
+    __table_args__ = (Index(None, "tenant_id", "id"), Index(None, "status", "ingested_at"),
+                      CheckConstraint(f"status IN {BATCH_STATUSES!r}", name="status"))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -329,10 +330,16 @@ class Batch(Base):
     cancelled_at: Mapped[datetime | None]
     lines: Mapped[int] = mapped_column(default=0)  # every line of the input file
     invalid: Mapped[int] = mapped_column(default=0)  # lines refused before they became jobs
+    expired: Mapped[int] = mapped_column(default=0)  # of those, refused as the completion window was out of reach
     invalid_file: Mapped[str | None] = mapped_column(String(40))  # their error records, until the error file
     output_file_id: Mapped[str | None] = mapped_column(String(40))
     error_file_id: Mapped[str | None] = mapped_column(String(40))
     batch_metadata: Mapped[dict[str, Any] | None]
+    ingest_lease: Mapped[str | None] = mapped_column(String(40))  # who reads the file while it is validating
+    ingested_at: Mapped[datetime | None]  # the reader's last sign of life: a stale one is taken over
+    errors: Mapped[dict[str, Any] | None]  # why the batch failed as a whole (OpenAI's ``errors``)
+    key_id: Mapped[int | None]  # the key that created it: a resumed reader checks the lines as that key
+    output_expires_s: Mapped[int | None]  # its output files' lifetime (else ``files.expires_s``)
 
 
 class AdminAction(Base):

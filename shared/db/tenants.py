@@ -225,11 +225,15 @@ def authenticate(session: Session, plaintext_key: str, now: datetime | None = No
     if disabled:
         raise AuthError(f"tenant disabled: tenant {key.tenant_id!r} may not make calls; ask the gateway operator",
                         code="tenant_disabled")
-    policy = policy_of(key)
-    check_key(policy, now or utcnow())
+    check_key(policy_of(key), now or utcnow())
+    return identity_of(key)
+
+
+def identity_of(key: ApiKey) -> Identity:
+    """Who a key row speaks for (its checks aside): also how work started under a key is resumed."""
     allow = (key.models or {}).get("allow")
     return Identity(key.tenant_id, key.id, key.max_lane, tuple(allow) if allow is not None else None,
-                    tuple((key.models or {}).get("deny") or ()), policy)
+                    tuple((key.models or {}).get("deny") or ()), policy_of(key))
 
 
 # -- the api's key cache -------------------------------------------------------------------------

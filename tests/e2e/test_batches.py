@@ -8,12 +8,20 @@ import io
 import json
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import openai
 import pytest
+from sqlalchemy import func, select, update
 
-from tests.conftest import Stack
+from api import batch_ingest
+from api.gateway import Gateway
+from cli.main import celery_dispatch
+from shared.config import get_settings
+from shared.db.models import Batch, Job, utcnow
+from shared.db.session import session_scope
+from tests.conftest import Stack, hold_leader_lease
 
 
 def _openai(stack: Stack, tenant: str = "acme") -> openai.OpenAI:
@@ -53,10 +61,10 @@ def test_a_batch_runs_every_good_line_and_reports_the_bad_ones(stack: Stack) -> 
     assert client.files.retrieve(file_id).purpose == "batch"
     batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h",
                                   metadata={"run": "nightly"})
-    assert batch.request_counts is not None and batch.request_counts.total == 9
+    assert batch.status in ("validating", "in_progress", "completed")  # answered at once, the file read after
     done = _wait(client, batch.id, {"completed"})
     assert done.request_counts is not None
-    assert (done.request_counts.completed, done.request_counts.failed) == (4, 5)
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (9, 4, 5)
     assert done.metadata == {"run": "nightly"}
     output = _records(client, done.output_file_id)
     assert sorted(output) == [f"ok-{i}" for i in range(4)]
@@ -77,6 +85,7 @@ def test_cancel_stops_the_lines_not_yet_sent(stack: Stack) -> None:
     lines = [_line(f"slow-{i}", model="batch-slow", max_tokens=1200) for i in range(5)]
     batch = client.batches.create(input_file_id=_upload(client, lines), endpoint="/v1/chat/completions",
                                   completion_window="24h")
+    _wait(client, batch.id, {"in_progress"})  # every line read (cancelled while validating: the next test)
     cancelling = client.batches.cancel(batch.id)
     assert cancelling.status in ("cancelling", "cancelled")
     done = _wait(client, batch.id, {"cancelled"})
@@ -133,3 +142,116 @@ def test_bad_files_and_batch_requests_get_clear_errors(stack: Stack) -> None:
                               completion_window="24h")
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve("../../etc/passwd")
+
+
+class _Crash(BaseException):
+    """The api process dying mid-file: nothing on the way catches it."""
+
+
+def _reader(stack: Stack, tenant: str, file_id: str, monkeypatch: pytest.MonkeyPatch,
+            on_renewal: Any) -> tuple[Gateway, Any, str]:
+    """A batch created in this process, its reader run here (in chunks of 8, 16, ...) with ``on_renewal``
+    called before each renewal of its lease: (the gateway, the caller, the batch id)."""
+    gateway = Gateway(get_settings(), celery_dispatch(get_settings()))
+    caller = gateway.auth.check(stack.keys[tenant], "tests")
+    monkeypatch.setattr(batch_ingest, "FIRST_CHUNK", 8)
+    started: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(gateway.batches.ingestion, "start", lambda *args: started.append(args))
+    batch = gateway.batches.create(caller, {"input_file_id": file_id, "endpoint": "/v1/chat/completions",
+                                            "completion_window": "24h"})
+    assert batch["status"] == "validating" and len(started) == 1
+    renew, renewals = gateway.batches.ingestion._renew, [0]
+
+    def renewing(batch_id: str, lease: str, **values: Any) -> None:
+        renewals[0] += 1
+        on_renewal(renewals[0])
+        renew(batch_id, lease, **values)
+
+    monkeypatch.setattr(gateway.batches.ingestion, "_renew", renewing)
+    return gateway, started[0], batch["id"]
+
+
+def test_a_batch_whose_reader_died_is_read_again_by_a_running_api_without_repeats(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = _openai(stack, "umbrella")
+    file_id = _upload(client, [_line(f"r-{i}") for i in range(40)] + ["not json"])
+
+    def die(renewal: int) -> None:
+        if renewal == 4:  # the lease taken, then a chunk or two queued (the tenant's queue holds 20)
+            raise _Crash
+
+    gateway, args, batch_id = _reader(stack, "umbrella", file_id, monkeypatch, die)
+    with pytest.raises(_Crash):
+        gateway.batches.ingestion.run(*args)
+    with session_scope(gateway.engine) as db:
+        assert 8 <= (db.scalar(select(func.count()).where(Job.batch_id == batch_id)) or 0) < 40
+        assert db.get(Batch, batch_id).status == "validating"  # type: ignore[union-attr]
+        db.execute(update(Batch).where(Batch.id == batch_id).values(ingested_at=utcnow() - timedelta(hours=1)))
+    done = _wait(client, batch_id, {"completed"}, timeout=90)  # the stack's api sweeps and reads it again
+    assert done.request_counts is not None
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (41, 40, 1)
+    output = client.files.content(done.output_file_id or "").text.splitlines()
+    assert sorted(json.loads(line)["custom_id"] for line in output) == sorted(f"r-{i}" for i in range(40))
+    errors = client.files.content(done.error_file_id or "").text.splitlines()
+    assert [json.loads(line)["error"]["code"] for line in errors] == ["invalid_json"]
+
+
+def test_a_batch_cancelled_while_its_file_is_read_stops_reading(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = _openai(stack, "umbrella")
+    file_id = _upload(client, [_line(f"c-{i}") for i in range(40)])
+    holder: list[Any] = []
+
+    def cancel(renewal: int) -> None:
+        if renewal == 3:  # the lease taken, a chunk (8 lines) queued: the caller cancels
+            gateway, caller, batch_id = holder
+            assert gateway.batches.cancel(caller, batch_id)["status"] == "cancelling"
+
+    gateway, args, batch_id = _reader(stack, "umbrella", file_id, monkeypatch, cancel)
+    holder += [gateway, args[0], batch_id]
+    gateway.batches.ingestion.run(*args)  # stops at its next chunk
+    done = _wait(client, batch_id, {"cancelled"})
+    assert done.request_counts is not None
+    with session_scope(gateway.engine, readonly=True) as db:
+        queued = db.scalar(select(func.count()).where(Job.batch_id == batch_id)) or 0
+    assert 8 <= queued < 40 and done.request_counts.completed + done.request_counts.failed == queued
+
+
+def test_lines_not_done_by_the_end_of_the_completion_window_end_expired(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = _openai(stack, "globex")
+    file_id = _upload(client, [_line(f"e-{i}") for i in range(3)])
+    gateway, args, batch_id = _reader(stack, "globex", file_id, monkeypatch, lambda renewal: None)
+    ends = utcnow() + timedelta(seconds=3)  # a window of 3 s instead of 24 h
+    with session_scope(gateway.engine) as db:
+        db.execute(update(Batch).where(Batch.id == batch_id).values(expires_at=ends))
+    with hold_leader_lease():  # nothing is admitted meanwhile: the lines wait in their queue
+        gateway.batches.ingestion.run(*args)
+        while utcnow() <= ends:
+            time.sleep(0.2)
+    done = _wait(client, batch_id, {"expired"})
+    assert done.request_counts is not None
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (3, 0, 3)
+    errors = _records(client, done.error_file_id)
+    assert {record["error"]["code"] for record in errors.values()} == {"batch_expired"}
+    assert sorted(errors) == ["e-0", "e-1", "e-2"]
+
+
+def test_files_expire_as_their_expires_after_says(stack: Stack) -> None:
+    client = _openai(stack)
+    kept = client.files.create(file=("a.jsonl", io.BytesIO(_line("x").encode())), purpose="batch",
+                               expires_after={"anchor": "created_at", "seconds": 7200})
+    assert kept.expires_at == kept.created_at + 7200
+    default = client.files.retrieve(_upload(client, [_line("y")]))
+    assert default.expires_at == default.created_at + 30 * 86400  # files.expires_s: OpenAI's 30 days
+    for bad in ({"anchor": "created_at", "seconds": 60}, {"anchor": "last_active_at", "seconds": 7200}):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.files.create(file=("a.jsonl", io.BytesIO(b"{}")), purpose="batch", expires_after=bad)  # type: ignore[arg-type]
+        assert err.value.param == "expires_after"
+    batch = client.batches.create(input_file_id=kept.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                  output_expires_after={"anchor": "created_at", "seconds": 3600})
+    output = client.files.retrieve(_wait(client, batch.id, {"completed"}).output_file_id or "")
+    assert output.expires_at == output.created_at + 3600
+    with pytest.raises(openai.BadRequestError) as err:
+        client.batches.create(input_file_id=kept.id, endpoint="/v1/chat/completions", completion_window="24h",
+                              output_expires_after={"anchor": "created_at", "seconds": "soon"})  # type: ignore[typeddict-item]
+    assert err.value.param == "output_expires_after"
