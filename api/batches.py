@@ -17,6 +17,7 @@ chunks of at most ``api.max_batch_jobs``; the output is written page by page.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
@@ -26,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
+import redis
 from sqlalchemy import CursorResult, func, select, update
 
 from api.auth import Caller
@@ -105,12 +107,15 @@ class Batches:
             raise InvalidRequest(f"input_file_id: more than {limit} lines; split the file", param="input_file_id")
 
     def cancel_queued(self, batch_id: str, code: str, message: str) -> None:
-        """The batch's lines not yet sent end as cancelled (those in flight finish)."""
+        """The batch's lines not yet sent end as cancelled (those in flight finish), and leave the queues at
+        once (``WaitingQueues.cancel``): a cancelled overnight batch stops taking turns at the budget."""
         now = utcnow()
         with session_scope(self.gw.engine) as db:
-            db.execute(update(Job).where(Job.batch_id == batch_id, Job.status == "queued").values(
+            cancelled = db.execute(update(Job).where(Job.batch_id == batch_id, Job.status == "queued").values(
                 status="cancelled", finished_at=now, updated_at=now, error={"type": code, "message": message},
-            ).execution_options(synchronize_session=False))
+            ).returning(Job.id).execution_options(synchronize_session=False)).scalars().all()
+        with contextlib.suppress(redis.RedisError, OSError):  # else they are dropped at admission
+            self.gw.queues.cancel(list(cancelled))
 
     # -- read --------------------------------------------------------------------------------------
 

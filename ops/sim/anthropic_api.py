@@ -159,14 +159,14 @@ class AnthropicApi:
     def render(self, req: ChatRequest, completions: list[Completion], prompt: int,
                headers: Headers) -> Response:
         c = completions[0]
+        content = [self._block(c)]
+        if req.extra.get("thinking"):  # extended thinking: a signed block the caller must send back unchanged
+            content.insert(0, {"type": "thinking", "thinking": "The simulator thinks.", "signature": new_id("sig_")})
         body = {
             "id": new_id("msg_"), "type": "message", "role": "assistant", "model": req.model,
-            "content": [self._block(c)], "stop_reason": STOP[c.finish], "stop_sequence": None,
+            "content": content, "stop_reason": STOP[c.finish], "stop_sequence": None,
             "usage": self.usage(prompt, c.output_tokens),
         }
-        if req.extra.get("thinking"):  # extended thinking: a signed block the caller must send back unchanged
-            body["content"].insert(0, {"type": "thinking", "thinking": "The simulator thinks.",
-                                       "signature": new_id("sig_")})
         return json_response(200, body, headers)
 
     def stream_frames(self, req: ChatRequest, completions: list[Completion], prompt: int,
