@@ -183,7 +183,7 @@ class Translation:
         """The frames of one entry (none for one seen already)."""
         if self.ended:
             return []
-        if self.began and entry.get("a") != self.attempt:  # sent again after its process died
+        if self.began and writer_of(entry) != self.attempt:  # sent again after its process died
             self.ended = True
             return [self.error(ProviderError(
                 "The call was interrupted and sent again; this stream cannot go on. The job's answer will be at "
@@ -193,7 +193,7 @@ class Translation:
         self.next_seq += 1
         kind = entry.get("t")
         if kind == "start":
-            self.attempt = entry.get("a")
+            self.attempt = writer_of(entry)
             self.dialect = (entry.get("relay") or {}).get("dialect") or self.dialect
             self.translator = translator_for(entry, self.dialect)
             return []
@@ -223,6 +223,12 @@ class Translation:
             if self.sent > self.after:
                 out.append(b"id: %d\n" % self.sent + frame)
         return out
+
+
+def writer_of(entry: Entry) -> tuple[Any, Any]:
+    """Which attempt wrote an entry: its number, and its writer (recovery may send one again under the
+    same number)."""
+    return entry.get("a"), entry.get("w")
 
 
 def translator_for(start: Entry, dialect: str) -> Relay:
