@@ -17,10 +17,11 @@ first event, a recovered job) is answered as before: its stored result as events
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -304,9 +305,25 @@ async def replay(hub: StreamHub, job_id: str, dialect: str, after: int, view_of:
                  stored_replay: Callable[[str, View], Iterator[bytes]], wait_s: float) -> AsyncIterator[bytes]:
     """``GET /v1/jobs/{id}/stream``: the job's stream from after frame ``after``, followed while the job
     runs; once it is gone from Redis (or never was), the stored answer. ``view_of`` reads the job;
-    ``stored_replay`` renders a stored result as the events of a dialect."""
+    ``stored_replay`` renders a stored result as the events of a dialect. A resumed reader that goes
+    away before the end is reported like the first caller (``StreamHub.left``): the call goes on
+    only while someone may come back for it."""
     await hub.back(job_id)
-    out, last, deadline = Translation(dialect, after), "-", time.monotonic() + wait_s
+    finished = False
+    try:
+        async with contextlib.aclosing(_follow(hub, job_id, Translation(dialect, after), view_of, stored_replay,
+                                               wait_s)) as frames:
+            async for frame in frames:
+                yield frame
+        finished = True
+    finally:
+        if not finished:
+            hub.left(job_id)
+
+
+async def _follow(hub: StreamHub, job_id: str, out: Translation, view_of: Callable[[], Any],
+                  stored_replay: Callable[[str, View], Iterator[bytes]], wait_s: float) -> AsyncGenerator[bytes]:
+    last, deadline = "-", time.monotonic() + wait_s
     idle, ticks = 0.0, 0
     while not out.ended:
         records = await hub.stored(job_id, last)
