@@ -31,6 +31,7 @@ from shared.config import StreamingConfig
 from shared.errors import GatewayError, GatewayTimeout, ProviderError
 from shared.job_stream import Entry, caller_back, caller_left, entry_of, event_of
 from shared.keys import Keys
+from shared.responses_api import ChatToResponses
 from shared.stream_translate import ChatRelay, ChatToMessages, MessagesToChat, Relay
 
 log = logging.getLogger("gateway.api.streaming")
@@ -233,12 +234,15 @@ def writer_of(entry: Entry) -> tuple[Any, Any]:
 
 
 def translator_for(start: Entry, dialect: str) -> Relay:
-    """The provider's events in the caller's dialect (``shared.stream_translate``)."""
-    usage = bool((start.get("relay") or {}).get("usage"))
+    """The provider's events in the caller's dialect (``shared.stream_translate``; the Responses API's
+    through chat, ``shared.responses_api.ChatToResponses``)."""
+    relay = start.get("relay") or {}
+    usage = bool(relay.get("usage"))
     from_anthropic = start.get("provider") == "anthropic"
     if dialect == "anthropic":
         return Relay() if from_anthropic else ChatToMessages(int(start.get("prompt_tokens") or 0))
-    return MessagesToChat(usage) if from_anthropic else ChatRelay(usage)
+    chat = MessagesToChat(usage) if from_anthropic else ChatRelay(usage)
+    return ChatToResponses(chat, relay.get("response") or {}) if dialect == "responses" else chat
 
 
 def dialect_of(path: str) -> str:

@@ -1,6 +1,6 @@
 """OpenAI-compatible ``POST /v1/responses``: a job like a chat call (the same tags, budgets, cost and exact
 cache), sent through chat completions on whichever deployment serves it (``shared.responses_api``), and
-answered as a ``response``; with ``stream: true``, the Responses events replayed from the finished answer."""
+answered as a ``response``; with ``stream: true``, the Responses events as the provider streams (``api.streaming``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import ConfigDict, Field
 
 from api.answers import ResponseObject
-from api.delivery import gateway_headers, raise_unless_succeeded, screen_headers, stream_when_done
-from api.deps import GatewayDep, SubmitterDep, WaiterDep, read_body
+from api.delivery import gateway_headers, raise_unless_succeeded, screen_headers
+from api.deps import GatewayDep, StreamsDep, SubmitterDep, WaiterDep, read_body
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, body_of, errors, sse
 from api.responses import OrjsonResponse
 from api.routes.common import (
@@ -25,6 +25,7 @@ from api.routes.common import (
     submit_early,
     tags_from,
 )
+from api.streaming import relay
 from shared import responses_api
 from shared.lanes import Lane
 from shared.schemas import Storable
@@ -60,7 +61,7 @@ class ResponsesRequest(Storable):
                 "events", headers=JOB_HEADERS, content=sse("the event as JSON")),
     **errors(*BODY, *TENANT_KEY, 404, 409, 502, 504)})
 async def responses(
-    request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep,
+    request: Request, caller: SubmitterDep, gw: GatewayDep, waiter: WaiterDep, streams: StreamsDep,
     x_gateway_feature: FeatureHeader = None, x_gateway_priority: PriorityHeader = None,
     idempotency_key: IdempotencyHeader = None, x_gateway_task: TaskHeader = None,
     cache_control: CacheControlHeader = None,
@@ -71,10 +72,10 @@ async def responses(
     tags = tags_from(feature=x_gateway_feature, priority=x_gateway_priority, idempotency_key=idempotency_key,
                      metadata=body.metadata, task=x_gateway_task, cache_control=cache_control)
     wait_s = gw.settings.api.max_sync_wait_s
-    if body.stream:  # the headers, naming the job, go out at once; the events when the answer is there
+    if body.stream:  # the headers, naming the job, go out at once; the events as the provider makes them
         stored, finish = await submit_early(gw, waiter, caller, body, tags, wait_s, Lane.INTERACTIVE)
-        events = stream_when_done(request.url.path, finish, stored["id"],
-                                  lambda r: responses_api.stream_events(responses_api.from_chat(r, payload)))
+        events = relay(streams, stored["id"], request.url.path, finish,
+                       lambda r: responses_api.stream_events(responses_api.from_chat(r, payload)))
         return StreamingResponse(events, media_type="text/event-stream", headers=gateway_headers(stored))
     submitted, view = await submit_and_wait(gw, waiter, caller, body, tags, wait_s, default_lane=Lane.INTERACTIVE)
     result = raise_unless_succeeded(view, submitted.view["id"])
