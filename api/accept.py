@@ -276,7 +276,7 @@ class Acceptor:
                 idempotency_key=tags.idempotency_key, estimate_tokens=estimate, job_id=env.id,
                 admitted_deployment=env.deployment if admitted else None, key_id=caller.key_id,
                 screening=env.job.screening, route=env.route.to_dict() if env.route is not None else None,
-                cache_status=cache_status, dialect=env.job.dialect,
+                cache_status=cache_status, dialect=env.job.dialect, stream=env.job.stream,
             )
             return jobs.job_view(job), created
 

@@ -17,10 +17,11 @@ first event, a recovered job) is answered as before: its stored result as events
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -30,6 +31,7 @@ from shared.config import StreamingConfig
 from shared.errors import GatewayError, GatewayTimeout, ProviderError
 from shared.job_stream import Entry, caller_back, caller_left, entry_of, event_of
 from shared.keys import Keys
+from shared.responses_api import ChatToResponses
 from shared.stream_translate import ChatRelay, ChatToMessages, MessagesToChat, Relay
 
 log = logging.getLogger("gateway.api.streaming")
@@ -183,7 +185,7 @@ class Translation:
         """The frames of one entry (none for one seen already)."""
         if self.ended:
             return []
-        if self.began and entry.get("a") != self.attempt:  # sent again after its process died
+        if self.began and writer_of(entry) != self.attempt:  # sent again after its process died
             self.ended = True
             return [self.error(ProviderError(
                 "The call was interrupted and sent again; this stream cannot go on. The job's answer will be at "
@@ -193,7 +195,7 @@ class Translation:
         self.next_seq += 1
         kind = entry.get("t")
         if kind == "start":
-            self.attempt = entry.get("a")
+            self.attempt = writer_of(entry)
             self.dialect = (entry.get("relay") or {}).get("dialect") or self.dialect
             self.translator = translator_for(entry, self.dialect)
             return []
@@ -225,13 +227,22 @@ class Translation:
         return out
 
 
+def writer_of(entry: Entry) -> tuple[Any, Any]:
+    """Which attempt wrote an entry: its number, and its writer (recovery may send one again under the
+    same number)."""
+    return entry.get("a"), entry.get("w")
+
+
 def translator_for(start: Entry, dialect: str) -> Relay:
-    """The provider's events in the caller's dialect (``shared.stream_translate``)."""
-    usage = bool((start.get("relay") or {}).get("usage"))
+    """The provider's events in the caller's dialect (``shared.stream_translate``; the Responses API's
+    through chat, ``shared.responses_api.ChatToResponses``)."""
+    relay = start.get("relay") or {}
+    usage = bool(relay.get("usage"))
     from_anthropic = start.get("provider") == "anthropic"
     if dialect == "anthropic":
         return Relay() if from_anthropic else ChatToMessages(int(start.get("prompt_tokens") or 0))
-    return MessagesToChat(usage) if from_anthropic else ChatRelay(usage)
+    chat = MessagesToChat(usage) if from_anthropic else ChatRelay(usage)
+    return ChatToResponses(chat, relay.get("response") or {}) if dialect == "responses" else chat
 
 
 def dialect_of(path: str) -> str:
@@ -298,9 +309,25 @@ async def replay(hub: StreamHub, job_id: str, dialect: str, after: int, view_of:
                  stored_replay: Callable[[str, View], Iterator[bytes]], wait_s: float) -> AsyncIterator[bytes]:
     """``GET /v1/jobs/{id}/stream``: the job's stream from after frame ``after``, followed while the job
     runs; once it is gone from Redis (or never was), the stored answer. ``view_of`` reads the job;
-    ``stored_replay`` renders a stored result as the events of a dialect."""
+    ``stored_replay`` renders a stored result as the events of a dialect. A resumed reader that goes
+    away before the end is reported like the first caller (``StreamHub.left``): the call goes on
+    only while someone may come back for it."""
     await hub.back(job_id)
-    out, last, deadline = Translation(dialect, after), "-", time.monotonic() + wait_s
+    finished = False
+    try:
+        async with contextlib.aclosing(_follow(hub, job_id, Translation(dialect, after), view_of, stored_replay,
+                                               wait_s)) as frames:
+            async for frame in frames:
+                yield frame
+        finished = True
+    finally:
+        if not finished:
+            hub.left(job_id)
+
+
+async def _follow(hub: StreamHub, job_id: str, out: Translation, view_of: Callable[[], Any],
+                  stored_replay: Callable[[str, View], Iterator[bytes]], wait_s: float) -> AsyncGenerator[bytes]:
+    last, deadline = "-", time.monotonic() + wait_s
     idle, ticks = 0.0, 0
     while not out.ended:
         records = await hub.stored(job_id, last)

@@ -6,7 +6,8 @@ Starts its own processes (simulator; two workers, two schedulers and two api pro
 ``redis-server`` and a temp SQLite store or the PostgreSQL database given; all on 127.0.0.1), runs
 the storm's copilot and a summarizer backlog on a two-deployment chain (OpenAI-format primary,
 Anthropic-format fallback) with the gateway's default timeouts, leases and recovery, and on a fixed
-timeline: a 15 s outage of the primary (503s), then kill -9 of a worker, of the leading scheduler, of
+timeline: a 15 s outage of the primary (503s), then kill -9 of a worker (with streaming callers open
+through it), of the leading scheduler, of
 an api process (each started again a few seconds later) and of Redis (restarted empty on the same
 port). Then waits, bounded, until every accepted job has ended. Prints the tables and writes
 ops/results/chaos.json (chaos-postgres.json on PostgreSQL; -quick with --quick). Definitions:
@@ -66,10 +67,26 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("  during the outage", ", ".join(f"{d} {n}" for d, n in fb["succeeded_during_outage"].items()), ""),
         ("provider 429s by model", ", ".join(f"{m} {n}" for m, n in fb["provider_429s"].items()), ""),
     ]
-    return out + _dead_rows(dead) + [
+    return out + _stream_rows(s["streams"]) + _dead_rows(dead) + [
         ("primary req/s before the outage", f"{rec['primary_rps_before']:.1f}", ""),
         ("outage end -> breaker closed", _s(rec["breaker_closed_after_s"]), ""),
         ("outage end -> full traffic (>= 90% req/s)", _s(rec["full_traffic_after_s"]), ""),
+    ]
+
+
+def _stream_rows(st: dict[str, Any]) -> list[tuple[str, str, str]]:
+    def outcomes(counts: dict[str, int]) -> str:
+        return ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "none"
+
+    return [
+        ("streaming callers (through a worker)", f"{st['opened']}: {outcomes(st['by_outcome'])}", ""),
+        ("  open at the worker's kill / mid-stream", f"{st['open_at_worker_kill']} / "
+                                                    f"{outcomes(st['mid_stream_at_kill'])}", ""),
+        ("  in the killed worker", f"{outcomes(st['in_killed_worker'])}, the last ended "
+                                   f"{_s(st['killed_worker_ended_after_s'])} after the kill", ""),
+        ("  error events, by code", outcomes(st["errors"]), ""),
+        ("  wrong answers, cut off or hung", f"{st['bad']}", f"0 {_check(st['bad'] == 0)}"),
+        ("  streamed jobs billed twice", f"{st['billed_twice']}", f"0 {_check(st['billed_twice'] == 0)}"),
     ]
 
 

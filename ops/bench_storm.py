@@ -1,6 +1,7 @@
 """The storm: a summarizer's overnight backlog lands on a live copilot; the same traffic three ways.
 
     .venv/bin/python ops/bench_storm.py [--quick] [--modes direct,no-admission,gateway] [--via batches]
+                                        [--stream-share 0.3]
 
 (a) direct: each feature calls the provider (the simulator) itself with tenacity retries;
 (b) the gateway with admission off; (c) the gateway. Each mode gets fresh processes (simulator with
@@ -14,6 +15,7 @@ ops/results/storm.json and ops/results/storm.png. Definitions: ops/storm/metrics
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -59,6 +61,7 @@ def _rows(batch_tenants: list[str]) -> list[tuple[str, Callable[[dict[str, Any]]
         ("copilot during: p50 / p99", lambda s: f"{_ms(s['copilot_during']['p50_s'])} / "
                                                 f"{_ms(s['copilot_during']['p99_s'])}"),
         ("copilot p99 during / before", ratio),
+        *_stream_rows(),
         ("backlog jobs succeeded", lambda s: f"{s['drain']['succeeded']} / {s['drain']['jobs']}"),
         ("TPM utilisation while draining", lambda s: _f(s["utilisation"]["tpm_utilisation"], "{:.1%}")),
         ("drain time", lambda s: _f(s["drain"]["drain_s"], "{:.1f} s", "not drained")),
@@ -75,6 +78,21 @@ def _rows(batch_tenants: list[str]) -> list[tuple[str, Callable[[dict[str, Any]]
         ("cost: summarizer (all tenants)", lambda s: f"${s['cost']['by_feature'].get('summarizer', 0):.4f}"),
         ("CPU cores used, before / during", _cores),
     ] + [(f"cost: summarizer {t}", _tenant_cost(t)) for t in batch_tenants]
+
+
+def _stream_rows() -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
+    """The copilot's streamed calls (``--stream-share``): first content and total, before / during."""
+    def cell(key: str) -> Callable[[dict[str, Any]], str]:
+        return lambda s: " / ".join(f"{_ms(s[w]['streamed'][f'{key}p50_s'])}, {_ms(s[w]['streamed'][f'{key}p99_s'])}"
+                                    for w in ("copilot_before", "copilot_during"))
+
+    def ok(s: dict[str, Any]) -> str:
+        return " / ".join(f"{s[w]['streamed']['calls']} {_f(s[w]['streamed']['success_rate'], '{:.1%}')}"
+                          for w in ("copilot_before", "copilot_during"))
+
+    return [("streamed: calls, success (before / during)", ok),
+            ("streamed: first content p50, p99 (b / d)", cell("first_content_")),
+            ("streamed: total p50, p99 (before / during)", cell(""))]
 
 
 def _cores(s: dict[str, Any]) -> str:
@@ -99,7 +117,8 @@ def describe(scenario: Scenario) -> str:
     plan = ", ".join(f"{t} {n}" for t, n in scenario.batch_plan.items())
     return (f"account: TPM {scenario.tpm:,} (RPM {scenario.rpm:,}), enforced over {scenario.burst_s:g} s windows; "
             f"gateway: default headroom and lanes\n"
-            f"copilot: {scenario.tenants} tenants, {scenario.copilot_rate:g} req/s Poisson, "
+            f"copilot: {scenario.tenants} tenants, {scenario.copilot_rate:g} req/s Poisson "
+            f"({scenario.copilot_stream_share:.0%} streamed), "
             f"~{scenario.copilot_tpm / 1000:.0f}k tokens/min; storm after {scenario.before_s:g} s: "
             f"summarizer jobs {plan} = {scenario.backlog_tokens:,} tokens, "
             f"tokens / TPM {scenario.min_drain_s:.1f} s, physical minimum (burst credit, copilot) "
@@ -114,8 +133,13 @@ def main() -> None:
     parser.add_argument("--via", choices=("jobs", "batches"), default="jobs",
                         help="how the summarizers submit through the gateway: POST /v1/jobs/batch, or a JSONL "
                              "file through the Batch API (/v1/files + /v1/batches, followed to its end)")
+    parser.add_argument("--stream-share", type=float, default=0.0,
+                        help="share of the copilot's calls that ask for stream: true (0-1)")
     args = parser.parse_args()
-    scenario = Scenario.quick() if args.quick else Scenario()
+    if not 0 <= args.stream_share <= 1:
+        parser.error("--stream-share must be between 0 and 1")
+    scenario = dataclasses.replace(Scenario.quick() if args.quick else Scenario(),
+                                   copilot_stream_share=args.stream_share)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = set(modes) - set(MODES)
     if unknown:

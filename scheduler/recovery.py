@@ -122,7 +122,7 @@ class Recovery:
                        request=request, deadline=job.deadline.timestamp(), prompt_tokens=prompt_tokens(view),
                        prompt_chars=prompt_tokens(view, by_chars=True), key_id=job.key_id,
                        screening=job.screening if isinstance(job.screening, dict) else None, route=route,
-                       dialect=dialect)
+                       dialect=dialect, stream=job.stream if isinstance(job.stream, dict) else None)
         chain = route.chain if route is not None else chain_for(self.settings, job.model)
         tier = min(job.escalations or 0, len(route.tiers) - 1) if route is not None else 0  # each went up one
         env = Envelope(spec, chain=chain, attempt=job.attempts + 1, tier=tier)

@@ -4,7 +4,9 @@ by the api, replayed to a caller that reconnects.
 The stream holds the provider's events in the provider's dialect, as the attempt got them (tokenized
 values already put back): the api translates them into the caller's dialect as it relays them
 (``api.streaming``), so a resume replays exactly what the caller was sent. Each entry is one JSON
-object under the field ``j``, numbered from 0 by ``s``, with its attempt's number ``a``:
+object under the field ``j``, numbered from 0 by ``s``, with its attempt's number ``a`` and its
+writer's id ``w`` (an attempt sent again by recovery has the number of the one whose process died,
+which never recorded it):
 
     {"s": 0, "t": "start", "provider": "openai"|"anthropic", "relay": {dialect, usage}, "deployment", "model",
      "prompt_tokens"}
@@ -29,6 +31,7 @@ aborts the call.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +68,7 @@ class StreamWriter:
         self.keys = keys
         self.job_id = job_id
         self.attempt = attempt
+        self.writer = uuid.uuid4().hex[:8]
         self.relay = relay
         self.config = config
         self.live_s = live_s  # how long the stream must at least live while the call runs
@@ -105,7 +109,7 @@ class StreamWriter:
 
     def _add(self, entries: list[Entry]) -> None:
         for entry in entries:
-            entry["s"], entry["a"] = self.seq, self.attempt
+            entry["s"], entry["a"], entry["w"] = self.seq, self.attempt, self.writer
             self.seq += 1
             if self.local is not None:
                 self.local(entry)

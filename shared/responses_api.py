@@ -1,5 +1,6 @@
-"""OpenAI's Responses API over chat: its request as a chat request, a chat answer as a ``response``, and
-that response replayed as the Responses stream events. Pure functions over plain dicts.
+"""OpenAI's Responses API over chat: its request as a chat request, a chat answer as a ``response``, that
+response replayed as the Responses stream events, and a chat stream relayed as them while it comes
+(``ChatToResponses``). Pure functions over plain dicts, and one translator.
 
 No deployment the gateway knows serves ``/v1/responses`` itself, so a Responses request is translated
 to chat (``shared.dialects``) and the answer back. What chat cannot say is refused with a 400 naming
@@ -12,6 +13,7 @@ their outputs. Hints with no place in chat are left out: ``store``, ``metadata``
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -21,6 +23,7 @@ from typing import Any
 import orjson
 
 from shared.errors import InvalidRequest, echo
+from shared.stream_translate import Event, Relay
 
 JSON = dict[str, Any]
 
@@ -262,3 +265,104 @@ def _part_events(part: JSON, where: JSON, seq: Iterator[int]) -> Iterator[bytes]
 def _sse(kind: str, data: JSON, seq: Iterator[int]) -> bytes:
     body = {"type": kind, "sequence_number": next(seq), **data}
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
+# --------------------------------------------------------------------------- chat stream -> live stream events
+
+# What ``from_chat`` reads of the request, kept with a streamed job (``JobSpec.stream``) so that its
+# stream can be translated wherever it is relayed, a resume included.
+_RESPONSE_FIELDS = ("model", "instructions", "max_output_tokens", "parallel_tool_calls", "temperature", "top_p",
+                    "tool_choice", "tools", "text", "metadata")
+
+
+def relay_request(request: JSON) -> JSON:
+    return {k: request[k] for k in _RESPONSE_FIELDS if k in request}
+
+
+class ChatToResponses(Relay):
+    """A provider's stream, as chat chunks (``chat``), relayed as the Responses stream as it comes: created
+    at the first chunk, the message's text deltas as they arrive, then the tool calls and the completed
+    ``response`` (``from_chat`` of what was streamed, the message keeping the id it streamed under)."""
+
+    def __init__(self, chat: Relay, request: JSON) -> None:
+        super().__init__()
+        self.chat = chat
+        self.request = request
+        self.seq = itertools.count()
+        self.head: JSON | None = None  # the chat stream's id, created and model
+        self.text: list[str] = []
+        self.item_id = ""  # the message item, once its text began
+        self.calls: dict[int, JSON] = {}
+        self.finish: str | None = None
+        self.usage: JSON | None = None
+
+    def feed(self, event: Event) -> list[bytes]:
+        return [out for frame in self.chat.feed(event) for out in self._chunk(frame)]
+
+    def close(self) -> list[bytes]:
+        out = [f for frame in self.chat.close() for f in self._chunk(frame)]
+        response = from_chat(self._result(), self.request)
+        items = response["output"]
+        if self.item_id:
+            items[0]["id"] = self.item_id
+            out += self._text_done(items[0])
+        for index, item in enumerate(items[1:] if self.item_id else items, start=1 if self.item_id else 0):
+            out += list(_item_events(item, index, self.seq))
+        final = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
+        return [*out, _sse(final, {"response": response}, self.seq)]
+
+    def _chunk(self, frame: bytes) -> list[bytes]:
+        if not frame.startswith(b"data: {"):
+            return []  # [DONE]: the end comes with ``close``
+        chunk = orjson.loads(frame[len(b"data: "):])
+        out = self._created(chunk) if self.head is None else []
+        for choice in chunk.get("choices") or []:
+            out += self._delta(choice.get("delta") or {})
+            self.finish = choice.get("finish_reason") or self.finish
+        self.usage = chunk.get("usage") or self.usage
+        return out
+
+    def _created(self, chunk: JSON) -> list[bytes]:
+        self.head = {k: chunk.get(k) for k in ("id", "created", "model")}
+        pending = dict(from_chat(self.head, self.request), status="in_progress", output=[], usage=None,
+                       incomplete_details=None)
+        return [_sse("response.created", {"response": pending}, self.seq),
+                _sse("response.in_progress", {"response": pending}, self.seq)]
+
+    def _delta(self, delta: JSON) -> list[bytes]:
+        for call in delta.get("tool_calls") or []:
+            into = self.calls.setdefault(int(call.get("index") or 0), {"id": None, "name": None, "arguments": ""})
+            function = call.get("function") or {}
+            into["id"] = call.get("id") or into["id"]
+            into["name"] = function.get("name") or into["name"]
+            into["arguments"] += function.get("arguments") or ""
+        text = delta.get("content")
+        if not text:
+            return []
+        out = [] if self.item_id else self._message_added()
+        self.text.append(text)
+        where = {"output_index": 0, "item_id": self.item_id, "content_index": 0}
+        return [*out, _sse("response.output_text.delta", {**where, "delta": text, "logprobs": []}, self.seq)]
+
+    def _message_added(self) -> list[bytes]:
+        self.item_id = f"msg_{uuid.uuid4().hex}"
+        item = {"type": "message", "id": self.item_id, "status": "in_progress", "role": "assistant", "content": []}
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        return [_sse("response.output_item.added", {"output_index": 0, "item": item}, self.seq),
+                _sse("response.content_part.added", {"output_index": 0, "item_id": self.item_id, "content_index": 0,
+                                                     "part": part}, self.seq)]
+
+    def _text_done(self, item: JSON) -> list[bytes]:
+        where = {"output_index": 0, "item_id": item["id"], "content_index": 0}
+        part = item["content"][0]
+        return [_sse("response.output_text.done", {**where, "text": part.get("text", ""), "logprobs": []}, self.seq),
+                _sse("response.content_part.done", {**where, "part": part}, self.seq),
+                _sse("response.output_item.done", {"output_index": 0, "item": item}, self.seq)]
+
+    def _result(self) -> JSON:
+        """The chat.completion of what was streamed, for ``from_chat``."""
+        calls = [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                 for _, c in sorted(self.calls.items())]
+        message = {"role": "assistant", "content": "".join(self.text) or None, "tool_calls": calls or None}
+        return {**(self.head or {}), "choices": [{"index": 0, "message": message, "finish_reason": self.finish}],
+                "usage": self.usage or {}}

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from shared import responses_api
 from shared.errors import echo
 from shared.lanes import Lane
 from shared.storable import problem_in
@@ -150,10 +151,13 @@ class Submittable(Protocol):
 def relay_of(request: Submittable) -> dict[str, Any] | None:
     """How a streamed answer reaches its caller (``JobSpec.stream``): relayed as the provider makes it in
     the caller's dialect, with the usage when the caller asked for it (OpenAI's
-    ``stream_options.include_usage``; Anthropic's events always carry it). None when it does not stream,
-    or for the endpoints whose streamed form is replayed from the finished answer (``/v1/responses``)."""
-    if not request.stream or request.dialect not in ("openai", "anthropic"):
+    ``stream_options.include_usage``; Anthropic's events always carry it; the Responses API's final
+    event does, with what of the request its ``response`` repeats). None when it does not stream."""
+    if not request.stream or request.dialect not in ("openai", "anthropic", "responses"):
         return None
+    if request.dialect == "responses":
+        return {"dialect": "responses", "usage": True,
+                "response": responses_api.relay_request(request.provider_payload())}
     options = getattr(request, "stream_options", None) or {}
     return {"dialect": request.dialect, "usage": request.dialect == "anthropic" or bool(options.get("include_usage"))}
 

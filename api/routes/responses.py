@@ -1,6 +1,6 @@
 """OpenAI-compatible ``POST /v1/responses``: a job like a chat call (the same tags, budgets, cost and exact
 cache), sent through chat completions on whichever deployment serves it (``shared.responses_api``), and
-answered as a ``response``; with ``stream: true``, the Responses events replayed from the finished answer."""
+answered as a ``response``; with ``stream: true``, the Responses events as the provider streams (``api.streaming``)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import ConfigDict, Field
 
 from api.answers import ResponseObject
-from api.delivery import gateway_headers, raise_unless_succeeded, screen_headers, stream_when_done
+from api.delivery import gateway_headers, raise_unless_succeeded, screen_headers
 from api.deps import read_body
 from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, errors, sse, submit_doc
 from api.responses import OrjsonResponse
 from api.routes.common import submit_of
+from api.streaming import relay
 from shared import responses_api
 from shared.schemas import Storable
 
@@ -55,10 +56,10 @@ async def responses(request: Request) -> object:
     payload = body.provider_payload()
     responses_api.to_chat(payload)  # what chat cannot say is a 400 naming the field, before anything is stored
     tags = submit.tags(body.metadata)
-    if body.stream:  # the headers, naming the job, go out at once; the events when the answer is there
+    if body.stream:  # the headers, naming the job, go out at once; the events as the provider makes them
         stored, finish = await submit.early(body, tags)
-        events = stream_when_done(request.url.path, finish, stored["id"],
-                                  lambda r: responses_api.stream_events(responses_api.from_chat(r, payload)))
+        events = relay(submit.streams, stored["id"], request.url.path, finish,
+                       lambda r: responses_api.stream_events(responses_api.from_chat(r, payload)))
         return StreamingResponse(events, media_type="text/event-stream", headers=gateway_headers(stored))
     submitted, view = await submit.and_wait(body, tags)
     result = raise_unless_succeeded(view, submitted.view["id"])

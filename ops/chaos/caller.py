@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from ops.storm.scenario import COPILOT
+from ops.storm.streamed import Streamed, read_sse
 from ops.storm.traffic import Call, GatewayCaller
 
 DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)  # sent, then the connection went
@@ -41,6 +42,24 @@ class ChaosCaller(GatewayCaller):
                 if i == len(self.api_urls) - 1:
                     raise
         raise AssertionError("unreachable")
+
+    async def stream(self, tenant: str, path: str, body: dict[str, Any], headers: dict[str, str],
+                     out: Streamed) -> None:
+        """Stream from the next api in turn (a refused connection goes to the next), read into ``out``."""
+        first = next(self._turn)
+        for i in range(len(self.api_urls)):
+            url = self.api_urls[(first + i) % len(self.api_urls)] + path
+            try:
+                async with self.client.stream("POST", url, json=body, headers={**self._auth(tenant), **headers}) as got:
+                    out.status, out.job_id = got.status_code, got.headers.get("x-gateway-job-id")
+                    if got.status_code != 200:
+                        out.ended, out.error = "error", {"status": got.status_code, "body": (await got.aread())[:300]}
+                        return
+                    await read_sse(got, path.startswith("/v1/messages"), out)
+                    return
+            except httpx.ConnectError:
+                if i == len(self.api_urls) - 1:
+                    raise
 
     async def copilot(self, call: Call, body: dict[str, Any]) -> None:
         call.attempts = 1

@@ -54,6 +54,14 @@ last until the copilot stops):
   recorded in the store (``admitted_at``; only a scheduler admits batch jobs) after the role was back;
 - dropped callers (api): copilot calls whose connection dropped mid-call; answered: how many got
   their answer by asking again with the same Idempotency-Key, and when the last one did.
+
+Streaming callers (``ops.chaos.streams``, around the worker's kill), each by how it ended: *full answer*
+(its dialect's last event, and the text read is its job's stored answer), *error event* (a clean
+error in its dialect), *wrong answer* (a last event, but not the stored text), *cut off* (the
+connection ended without either), *hang* (neither within ``stream_wait_s``); targets: no wrong
+answer, cut off or hang. *Open at the kill*: sent before it, ended after it; *mid-stream*: its first
+content came before the kill; *in the killed worker*: its job is among the kill's affected jobs.
+*Billed twice*: its job among the duplicate charges above.
 """
 
 from __future__ import annotations
@@ -66,6 +74,7 @@ from ops.chaos.plan import BREAKER, FALLBACK, FALLBACK_MODEL
 from ops.chaos.run import KillSeen, Observed
 from ops.storm.metrics import pct
 from ops.storm.scenario import DEPLOYMENT, MODEL
+from ops.storm.streamed import answer_text
 from shared.breaker import Transition
 from shared.config import AdmissionConfig
 from shared.db.models import TERMINAL_STATUSES
@@ -80,6 +89,7 @@ REFUSED = "queue_unavailable"
 
 def summarize(obs: Observed) -> dict[str, Any]:
     return {"jobs": outcomes(obs), "charges": charges(obs), "callers_failed": callers_failed(obs),
+            "streams": streams(obs),
             "faults": faults(obs), "stranded_dispatches": stranded(obs), "dead_provider": dead_provider(obs),
             "recovery": recovery(obs), "fallback": fallback(obs), "copilot": copilot(obs),
             "database": obs.database,
@@ -107,7 +117,8 @@ def outcomes(obs: Observed) -> dict[str, Any]:
     refused = [j for j in obs.jobs if (j["error"] or {}).get("type") == REFUSED]
     accepted = [j for j in obs.jobs if j not in refused]
     in_store = {j["id"] for j in obs.jobs}
-    answered = set(obs.submitted) | {c.job_id for c in obs.calls if c.job_id and c.status in (200, 202)}
+    answered = (set(obs.submitted) | {c.job_id for c in obs.calls if c.job_id and c.status in (200, 202)}
+                | {c.got.job_id for c in obs.streams if c.got.job_id and c.got.status == 200})
     missing = sorted(answered - in_store)
     open_jobs = [j["id"] for j in accepted if j["status"] not in TERMINAL_STATUSES]
     by_status = Counter(j["status"] for j in accepted)
@@ -443,3 +454,51 @@ def _kill_measures(obs: Observed, seen: KillSeen, attempts: dict[str, list[dict[
         row["dropped_callers"] = {"dropped": len(dropped), "answered": len(answered),
                                   "last_answered_after_s": _round(max(answered, default=None), 2)}
     return row
+
+
+# -- streaming callers -------------------------------------------------------------------------------
+
+def _stream_outcome(obs: Observed, call: Any) -> str:
+    if call.failure == "hang":
+        return "hang"
+    if call.failure or call.got.ended is None:
+        return "cut off"
+    if call.got.ended == "error":
+        return "error event"
+    answer = answer_text(obs.stream_answers.get(call.got.job_id or ""))
+    return "full answer" if answer is not None and answer == call.got.content else "wrong answer"
+
+
+def _error_label(call: Any) -> str:
+    """The error's code (OpenAI's body), else its type and the start of its message (Anthropic's has no code)."""
+    error = call.got.error or {}
+    if error.get("code"):
+        return str(error["code"])
+    return f"{error.get('type') or call.failure}: {str(error.get('message', ''))[:40]}".rstrip(": ")
+
+
+def streams(obs: Observed) -> dict[str, Any]:
+    """The streaming callers by how they ended, overall and those open at the worker's kill."""
+    kill = next((k for k in obs.kills if k.role == "worker"), None)
+    at = kill.killed.at if kill else float("inf")
+    attempts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for a in obs.attempts:
+        attempts[a["job_id"]].append(a)
+    in_killed = set(_kill_affected(obs, kill, attempts)) if kill else set()
+    bill = charges(obs)
+    twice = set(bill["jobs_with_two_successes"]) | set(bill["jobs_billed_not_their_attempt"])
+    rows = [(c, _stream_outcome(obs, c)) for c in obs.streams]
+    open_at = [(c, o) for c, o in rows if c.sent <= at < (c.done or float("inf"))]
+    mid = [(c, o) for c, o in open_at if c.got.first_content is not None and c.got.first_content <= at]
+    killed = [(c, o) for c, o in open_at if c.got.job_id in in_killed]
+    first = [c.got.first_content - c.sent for c, _ in rows if c.got.first_content]
+    return {
+        "opened": len(rows), "by_outcome": dict(Counter(o for _, o in rows)),
+        "errors": dict(Counter(_error_label(c) for c, o in rows if o != "full answer")),
+        "open_at_worker_kill": len(open_at), "mid_stream_at_kill": dict(Counter(o for _, o in mid)),
+        "in_killed_worker": dict(Counter(o for _, o in killed)),
+        "killed_worker_ended_after_s": _round(max((c.done - at for c, _ in killed if c.done), default=None), 2),
+        "billed_twice": sum(c.got.job_id in twice for c, _ in rows),
+        "first_content_p50_s": _round(pct(first, 0.5)), "first_content_p99_s": _round(pct(first, 0.99)),
+        "bad": sum(o in ("wrong answer", "cut off", "hang") for _, o in rows),
+    }

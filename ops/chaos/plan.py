@@ -11,6 +11,11 @@ can be measured alone:
               │ outage_s              │  a worker │  leading      │  an api   │  Redis    │
               └ outage start          └ end       │  scheduler    │           │ (empty)   │
 
+Around the worker's kill, streaming callers (``stream: true`` in both dialects, ``X-Gateway-Priority:
+standard`` so a worker sends them) open answers long enough (a few seconds each) that some are
+mid-stream in the worker killed; they ask for ``gpt-4o``, a deployment of its own
+(``STREAM_DEPLOYMENT``), so the storm's accounting is unchanged.
+
 A killed worker, scheduler or api is started again ``replace_after_s`` later (what a supervisor does).
 The gateway runs on its default configuration (timeouts, attempt leases, heartbeat, recovery,
 leader lease) except the breaker: ``open_s`` 5 instead of 15, so the 15 s outage holds half-open
@@ -29,6 +34,10 @@ from ops.storm.scenario import DEPLOYMENT, MODEL, Scenario
 
 FALLBACK = "claude-haiku@sim"
 FALLBACK_MODEL = "claude-haiku-4-5"
+STREAM_DEPLOYMENT = "gpt-4o@sim"  # the streaming callers' model: long answers, an account of its own
+STREAM_MODEL = "gpt-4o"
+STREAM_LIMITS = {"rpm": 10_000, "tpm": 2_000_000}
+STREAM_OUTPUT = {"dist": "lognormal", "median": 250, "sigma": 0.3, "max": 500}  # ~4 s at 15 ms a token
 WORKERS = 2
 SCHEDULERS = 2  # one leads, one stands by
 APIS = 2  # two api processes on two ports; the callers' round robin skips one that refuses connections
@@ -56,6 +65,10 @@ class ChaosPlan:
     recovered_share: float = 0.9  # "full traffic": the primary's rate back to this share of it
     fallback_limits: dict[str, int] = dataclasses.field(
         default_factory=lambda: {"rpm": 6_000, "itpm": 150_000, "otpm": 60_000})
+    stream_rate: float = 4.0  # streaming callers opened per second (Poisson), half of them Anthropic's dialect
+    streams_before_kill_s: float = 8.0  # they open from this long before the worker's kill ...
+    streams_after_kill_s: float = 2.0  # ... until this long after it
+    stream_wait_s: float = 90.0  # a stream not ended (last event or error event) by then is a hang
 
     @classmethod
     def full(cls) -> ChaosPlan:
@@ -76,6 +89,12 @@ class ChaosPlan:
         return self.outage_end_s + self.first_kill_after_s + KILLS.index(what) * self.between_kills_s
 
     @property
+    def streams_s(self) -> tuple[float, float]:
+        """When streaming callers open: around the worker's kill."""
+        at = self.kill_at_s("worker")
+        return at - self.streams_before_kill_s, at + self.streams_after_kill_s
+
+    @property
     def traffic_s(self) -> float:
         """When the copilot stops."""
         return self.kill_at_s(KILLS[-1]) + self.stop_after_s
@@ -88,7 +107,9 @@ class ChaosPlan:
                 f"ITPM {self.fallback_limits['itpm']:,}); {WORKERS} workers x {s.worker_concurrency // WORKERS} "
                 f"threads, {SCHEDULERS} schedulers, {APIS} api processes (the callers' round robin)\n"
                 f"traffic: copilot {s.copilot_rate:g} req/s over {s.tenants} tenants (sync) + "
-                f"{jobs} summarizer jobs dumped at the start (batch)\ntimeline: outage of the primary (503) "
+                f"{jobs} summarizer jobs dumped at the start (batch) + streaming callers {self.stream_rate:g}/s "
+                f"{self.streams_s[0]:g}-{self.streams_s[1]:g} s ({STREAM_MODEL}, standard lane: through a worker)"
+                f"\ntimeline: outage of the primary (503) "
                 f"{self.lead_s:g}-{self.outage_end_s:g} s; kill -9: {kills} (a new worker, scheduler or api "
                 f"{self.replace_after_s:g} s later; Redis restarted empty at once); copilot stops at "
                 f"{self.traffic_s:g} s; drain cap {self.drain_cap_s:g} s\n"
@@ -104,6 +125,10 @@ class ChaosPlan:
             "limits": {**self.fallback_limits, "burst_window_s": self.scenario.burst_s},
             "latency": primary["latency"], "output": primary["output"],
         }
+        config["models"][STREAM_MODEL] = {
+            "limits": {**STREAM_LIMITS, "burst_window_s": self.scenario.burst_s},
+            "latency": primary["latency"], "output": STREAM_OUTPUT,
+        }
         return yaml.safe_dump(config, sort_keys=False)
 
     def gateway_yaml(self, sim_port: int) -> str:
@@ -118,7 +143,12 @@ class ChaosPlan:
             "name": FALLBACK, "provider": "sim-anthropic", "model": FALLBACK_MODEL, "limits": self.fallback_limits,
             "burst_s": primary["burst_s"], "breaker": BREAKER,
         })
+        config["deployments"].append({
+            "name": STREAM_DEPLOYMENT, "provider": "sim-openai", "model": STREAM_MODEL, "limits": STREAM_LIMITS,
+            "burst_s": primary["burst_s"], "breaker": BREAKER,
+        })
         config["models"][MODEL] = [DEPLOYMENT, FALLBACK]
+        config["models"][STREAM_MODEL] = [STREAM_DEPLOYMENT]
         return yaml.safe_dump(config, sort_keys=False)
 
 

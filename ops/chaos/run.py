@@ -22,6 +22,7 @@ import redis
 from ops.chaos.caller import ChaosCaller
 from ops.chaos.plan import FALLBACK, KILLS, ChaosPlan, Kill
 from ops.chaos.stack import ChaosStack, Crash, Killed
+from ops.chaos.streams import StreamCall, stream_traffic
 from ops.chaos.watch import LeaseWatch, Watch, Watched, lease_ttls_ms, leases_now, wait_for_new_leader
 from ops.storm.scenario import COPILOT, DEPLOYMENT, MODEL
 from ops.storm.traffic import Call, backlog_jobs, copilot_traffic
@@ -56,6 +57,8 @@ class Observed:
     t0: float
     events: dict[str, float] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)  # the copilot's, as its callers saw them
+    streams: list[StreamCall] = field(default_factory=list)  # the streaming callers around the worker's kill
+    stream_answers: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # their jobs' stored results
     submitted: list[str] = field(default_factory=list)  # backlog job ids the api accepted
     refused_at_submit: int = 0
     drained: bool = False
@@ -92,6 +95,7 @@ async def _play(plan: ChaosPlan, stack: ChaosStack, keys: dict[str, str], progre
     watching = asyncio.create_task(watch.run(stop_watch))
     supervising = asyncio.create_task(_supervise(stack, stop_watch, progress, obs.t0))
     copilot = asyncio.create_task(copilot_traffic(plan.scenario, caller, obs.calls, stop_copilot))
+    streaming = asyncio.create_task(stream_traffic(plan, caller, obs.streams, obs.t0))
     backlog = asyncio.gather(*(caller.backlog(t, backlog_jobs(plan.scenario, t, n, obs.t0))
                                for t, n in plan.scenario.batch_plan.items()))
     following = await _faults(plan, stack, obs, progress, stop_watch)
@@ -104,6 +108,7 @@ async def _play(plan: ChaosPlan, stack: ChaosStack, keys: dict[str, str], progre
     obs.drained = await _drained(stack.database_url, obs.t0, obs.events["traffic_stopped"] + plan.drain_cap_s)
     obs.events["drain_checked"] = time.time()
     await copilot
+    await streaming
     stop_watch.set()
     obs.watched = await watching
     await supervising
@@ -112,6 +117,7 @@ async def _play(plan: ChaosPlan, stack: ChaosStack, keys: dict[str, str], progre
     obs.crashes = list(stack.crashes)
     obs.sim_final = httpx.get(f"{stack.sim_url}/sim/stats", params={"series": 0}, timeout=30).json()
     obs.jobs, obs.attempts = _store(stack.database_url, obs.t0)
+    obs.stream_answers = _results(stack.database_url, [s.got.job_id for s in obs.streams if s.got.job_id])
     await caller.close()
     return obs
 
@@ -274,3 +280,14 @@ def _store(database_url: str, t0: float) -> tuple[list[dict[str, Any]], list[dic
             if name in row:
                 row[name] = _unix(row[name])
     return jobs, attempts
+
+
+def _results(database_url: str, job_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+    """The stored answers of these jobs (what a streaming caller read is compared with)."""
+    from sqlalchemy import select
+
+    from shared.db.models import Job
+    from shared.db.session import get_engine, session_scope
+
+    with session_scope(get_engine(database_url), readonly=True) as db:
+        return {job_id: result for job_id, result in db.execute(select(Job.id, Job.result).where(Job.id.in_(job_ids)))}

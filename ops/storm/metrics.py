@@ -2,8 +2,11 @@
 
 - provider 429s: the simulator's own count (``/sim/stats`` totals, by reason);
 - copilot before / during: calls sent before the storm, and from the storm until the backlog drained;
-  success = the caller got a 200 in the end (after its retries, in the direct mode); latencies are
-  of successful calls, as the caller saw them (retries and waits included);
+  success = the caller got a 200 in the end (after its retries, in the direct mode), and for a streamed
+  call the dialect's last event (``[DONE]``) rather than an error event; latencies are of successful
+  calls, as the caller saw them (retries and waits included), a streamed call's until its last event.
+  Streamed calls are also shown apart: time to first content (request sent -> first content delta)
+  and total latency;
 - TPM utilisation: tokens the provider's meter accepted (all traffic) per minute, over the TPM limit,
   from the moment the account's burst allowance is spent (its bucket first below 20% after the storm)
   until the last backlog job was accepted; before that moment the meter lets a burst through on top of
@@ -21,7 +24,7 @@
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,7 +113,19 @@ def _copilot_window(calls: list[Call], start: float, end: float) -> dict[str, An
     window = [c for c in calls if c.feature == COPILOT and start <= c.sent < end]
     ok = [c.latency_s for c in window if c.ok and c.latency_s is not None]
     return {"calls": len(window), "success_rate": len(ok) / len(window) if window else None,
-            "p50_s": pct(ok, 0.50), "p99_s": pct(ok, 0.99), "phases": _phases(window)}
+            "p50_s": pct(ok, 0.50), "p99_s": pct(ok, 0.99), "phases": _phases(window),
+            "streamed": _streamed([c for c in window if c.streamed])}
+
+
+def _streamed(window: list[Call]) -> dict[str, Any]:
+    """The streamed calls of a window: success, time to first content and total latency."""
+    ok = [c for c in window if c.ok and c.latency_s is not None]
+    first = [c.first_content - c.sent for c in ok if c.first_content is not None]
+    total = [c.latency_s for c in ok if c.latency_s is not None]
+    return {"calls": len(window), "success_rate": len(ok) / len(window) if window else None,
+            "errors": dict(Counter(c.error or str(c.status) for c in window if not c.ok)),
+            "first_content_p50_s": pct(first, 0.5), "first_content_p99_s": pct(first, 0.99),
+            "p50_s": pct(total, 0.5), "p99_s": pct(total, 0.99)}
 
 
 def _phases(window: list[Call]) -> dict[str, dict[str, float | None]]:

@@ -39,6 +39,7 @@ class Scenario:
     copilot_rate: float = 8.0  # requests per second over all tenants (Poisson)
     copilot_words: int = 12
     copilot_max_tokens: int = 48
+    copilot_stream_share: float = 0.0  # of the copilot's calls, those that ask for ``stream: true``
     before_s: float = 20.0  # copilot alone, before the storm
     storm_jobs: int = 1000  # tenant-00's overnight backlog
     rival_tenants: int = 3  # other summarizers that start their (smaller) backlog at the same moment

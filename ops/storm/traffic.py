@@ -5,6 +5,8 @@ the retry loop most code has (tenacity, exponential backoff with jitter, 5 attem
 ignored); ``GatewayCaller`` goes through the gateway (sync chat completions for the copilot, async
 ``POST /v1/jobs/batch`` for the backlog, whose outcome is read from the result store afterwards; or,
 ``via="batches"``, the Batch API: a JSONL file uploaded, a batch created and followed to its end).
+A share of the copilot's calls (``Scenario.copilot_stream_share``) asks for ``stream: true`` and is
+read as it streams (``ops.storm.streamed``): success is the dialect's last event, not an error event.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_af
 
 from ops.storm.scenario import COPILOT, SUMMARIZER, Scenario
 from ops.storm.stack import direct_key
+from ops.storm.streamed import stream
 
 ATTEMPTS = 5
 COPILOT_TIMEOUT_S = 60.0
@@ -52,6 +55,8 @@ class Call:
     phases: dict[str, float] | None = None  # seconds in each step of the gateway path
     error: str | None = None  # why it failed: the gateway's error code, or the transport error's name
     dropped: float | None = None  # when its connection dropped mid-call (it was then asked again)
+    streamed: bool = False  # asked with ``stream: true``; ``done`` is then when its last event came
+    first_content: float | None = None  # a streamed call: when its first content delta came
 
     @property
     def latency_s(self) -> float | None:
@@ -103,17 +108,24 @@ class DirectCaller:
                 with attempt:
                     call.attempts += 1
                     started = time.time()
-                    response = await self.client.post("/chat/completions", json=body, headers=headers)
-                    call.status = response.status_code
-                    if response.status_code == 429 or response.status_code >= 500:
-                        raise Retryable(response.status_code)
+                    call.status, usage = await self._once(call, body, headers)
+                    if call.status == 429 or call.status >= 500:
+                        raise Retryable(call.status)
         except RetryError:
             call.done = time.time()
             return
         call.done, call.accepted = time.time(), started
-        call.ok = response.status_code == 200
-        usage = response.json().get("usage", {}) if call.ok else {}
+        call.ok = call.status == 200
         call.tokens_in, call.tokens_out = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+
+    async def _once(self, call: Call, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """One try: the status (a stream that broke off counts as a 502) and the usage."""
+        if call.streamed:
+            got = await stream(self.client, "/chat/completions", body, headers)
+            call.first_content = got.first_content
+            return (502 if got.status == 200 and got.ended != "done" else got.status), got.usage or {}
+        response = await self.client.post("/chat/completions", json=body, headers=headers)
+        return response.status_code, response.json().get("usage", {}) if response.status_code == 200 else {}
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -134,9 +146,12 @@ class GatewayCaller:
 
     async def copilot(self, call: Call, body: dict[str, Any]) -> None:
         call.attempts = 1
+        headers = {**self._auth(call.tenant), "x-gateway-feature": COPILOT}
+        if call.streamed:
+            await self._streamed(call, body, headers)
+            return
         try:
-            response = await self.client.post("/v1/chat/completions", json=body,
-                                              headers={**self._auth(call.tenant), "x-gateway-feature": COPILOT})
+            response = await self.client.post("/v1/chat/completions", json=body, headers=headers)
         except httpx.HTTPError:
             call.done = time.time()
             return
@@ -146,6 +161,19 @@ class GatewayCaller:
         if call.ok:
             usage = response.json().get("usage", {})
             call.tokens_in, call.tokens_out = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+
+    async def _streamed(self, call: Call, body: dict[str, Any], headers: dict[str, str]) -> None:
+        try:
+            got = await stream(self.client, "/v1/chat/completions", body, headers)
+        except httpx.HTTPError as exc:
+            call.done, call.error = time.time(), type(exc).__name__
+            return
+        call.done, call.status, call.job_id, call.first_content = time.time(), got.status, got.job_id, got.first_content
+        call.ok = got.ended == "done"
+        usage = got.usage or {}
+        call.tokens_in, call.tokens_out = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+        if not call.ok:
+            call.error = str((got.error or {}).get("code") or (got.error or {}).get("type") or got.ended or "cut off")
 
     async def backlog(self, tenant: str, jobs: list[tuple[Call, dict[str, Any]]]) -> None:
         """Dump the backlog as async jobs in bulk (POST /v1/jobs/batch, as a batch caller would), or
@@ -204,8 +232,9 @@ Caller = DirectCaller | GatewayCaller
 
 
 async def copilot_traffic(scenario: Scenario, caller: Caller, calls: list[Call], stop: asyncio.Event) -> None:
-    """Poisson arrivals over all tenants until ``stop``; each call waits for its answer."""
-    rng = random.Random(scenario.seed)
+    """Poisson arrivals over all tenants until ``stop``; each call waits for its answer. Which calls stream
+    is drawn apart, so the arrivals and requests are the same whatever the share."""
+    rng, streams = random.Random(scenario.seed), random.Random(f"{scenario.seed}:stream")
     tasks: set[asyncio.Task[None]] = set()
     i = 0
     while not stop.is_set():
@@ -215,7 +244,10 @@ async def copilot_traffic(scenario: Scenario, caller: Caller, calls: list[Call],
             break
         tenant = rng.choice(scenario.tenant_ids)
         body = scenario.copilot_request(tenant, i)
-        call = Call(COPILOT, tenant, time.time(), scenario.charged(body))
+        call = Call(COPILOT, tenant, time.time(), scenario.charged(body),
+                    streamed=streams.random() < scenario.copilot_stream_share)
+        if call.streamed:
+            body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         calls.append(call)
         task = asyncio.create_task(caller.copilot(call, body))
         tasks.add(task)

@@ -133,6 +133,7 @@ class NewJob:
     dialect: str = "openai"  # the format ``request`` is written in (``shared.dialects``)
     batch_id: str | None = None  # a line of a batch (``POST /v1/batches``) ...
     custom_id: str | None = None  # ... and that line's custom_id
+    stream: dict[str, Any] | None = None  # how it streams to its caller (``JobSpec.stream``): recovery keeps it
 
 
 def _new_job_values(tenant_id: str, job: NewJob, now: datetime, *,
@@ -150,7 +151,7 @@ def _new_job_values(tenant_id: str, job: NewJob, now: datetime, *,
         attempts=0, created_at=now, admitted_at=now if admitted else None,
         finished_at=None, updated_at=now, screening=job.screening, route=job.route, escalations=0,
         route_ceiling_usd=None, saving_usd=None, dialect=job.dialect, batch_id=job.batch_id,
-        custom_id=job.custom_id,
+        custom_id=job.custom_id, stream=job.stream,
     )
 
 
@@ -160,7 +161,7 @@ def create_job(
     estimate_tokens: int | None = None, job_id: str | None = None, admitted_deployment: str | None = None,
     key_id: int | None = None, screening: dict[str, Any] | None = None, route: dict[str, Any] | None = None,
     cache_status: str = "miss", answered: dict[str, Any] | None = None, now: datetime | None = None,
-    dialect: str = "openai",
+    dialect: str = "openai", stream: dict[str, Any] | None = None,
 ) -> tuple[Job, bool]:
     """Persist a new queued job, or return the tenant's job with the same idempotency key.
 
@@ -181,7 +182,7 @@ def create_job(
         _retire_key(session, existing.id)  # older than the window: the key is free again
     values = _new_job_values(
         tenant_id, NewJob(job_id or new_job_id(), feature, lane, task, model, request, deadline, key, estimate_tokens,
-                          key_id, screening, route, dialect=dialect),
+                          key_id, screening, route, dialect=dialect, stream=stream),
         now, admitted_deployment=admitted_deployment, cache_status=cache_status,
     )
     if answered is not None:
@@ -335,6 +336,7 @@ class _JobRow:
     dialect: str = "openai"
     batch_id: str | None = None
     custom_id: str | None = None
+    stream: dict[str, Any] | None = None
 
 
 def fail_jobs(session: Session, job_ids: Sequence[str], error: dict[str, Any]) -> int:

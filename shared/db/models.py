@@ -193,6 +193,7 @@ class Job(Base):
     dialect: Mapped[str] = mapped_column(String(20), default="openai", server_default="openai")
     batch_id: Mapped[str | None] = mapped_column(String(40))  # a line of this batch (``POST /v1/batches``)
     custom_id: Mapped[str | None] = mapped_column(String(200))  # that line's custom_id
+    stream: Mapped[dict[str, Any] | None]  # how it streams to its caller (``JobSpec.stream``); NULL: it does not
 
 
 class Attempt(Base):

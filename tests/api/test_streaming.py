@@ -12,10 +12,12 @@ from api.streaming import Translation
 from tests.providers.test_stream_translate import anthropic_events, openai_events
 
 
-def entries(events: list[Any], provider: str, attempt: int = 1, dialect: str = "openai") -> list[dict[str, Any]]:
+def entries(events: list[Any], provider: str, attempt: int = 1, dialect: str = "openai",
+            writer: str = "w1") -> list[dict[str, Any]]:
     start = {"t": "start", "provider": provider, "relay": {"dialect": dialect, "usage": False}, "prompt_tokens": 12}
     body = [{"t": "event", "n": e.name, "d": e.data} for e in events]
-    return [{**entry, "s": s, "a": attempt} for s, entry in enumerate([start, *body, {"t": "end", "status": "done"}])]
+    return [{**entry, "s": s, "a": attempt, "w": writer}
+            for s, entry in enumerate([start, *body, {"t": "end", "status": "done"}])]
 
 
 def frames_of(out: Translation, stream: list[dict[str, Any]]) -> list[bytes]:
@@ -46,3 +48,13 @@ def test_an_attempt_sent_again_ends_the_stream_with_an_error_event() -> None:
     error = orjson.loads(frames[-1][len(b"data: "):])["error"]
     assert error["code"] == "stream_interrupted" and out.ended
     assert b"uno" not in b"".join(frames)
+
+
+def test_an_attempt_recovery_sent_again_under_the_same_number_is_not_spliced_either() -> None:
+    """The killed attempt never recorded its number, so recovery sends the job again under it: the
+    writer tells the two apart."""
+    first = entries(openai_events(["one", "two"]), "openai", writer="w1")[:3]
+    again = entries(openai_events(["uno", "dos"]), "openai", writer="w2")
+    frames = frames_of(Translation("openai"), first + again)
+    assert orjson.loads(frames[-1][len(b"data: "):])["error"]["code"] == "stream_interrupted"
+    assert b"dos" not in b"".join(frames)

@@ -1,5 +1,7 @@
 """Chaos, bounded in time: kill -9 a worker mid-call, restart Redis empty mid-run. After each, every
-accepted job ends in a terminal state, with exactly one successful attempt recorded per success."""
+accepted job ends in a terminal state, with exactly one successful attempt recorded per success. A
+caller streaming from the killed worker gets a clean error event (never a spliced answer or a hang),
+and recovery sends its job again as a stream."""
 
 from __future__ import annotations
 
@@ -12,13 +14,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
+import orjson
 import pytest
+import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.db.models import Attempt
 from shared.db.session import make_engine, session_scope
-from tests.conftest import _TMP, Stack, free_port, spawn, stop, wait_for_status, wait_http
+from shared.keys import Keys
+from tests.conftest import _TMP, PREFIX, REDIS_URL, Stack, free_port, spawn, stop, wait_for_status, wait_http
 
 SLOW = {"model": "slow", "max_tokens": 8, "priority": "standard", "messages": [{"role": "user", "content": "x"}]}
 
@@ -44,14 +49,43 @@ def test_kill_9_a_worker_with_calls_in_flight(stack: Stack) -> None:
     with stack.client("globex") as c:
         ids = [c.post("/v1/jobs", json=SLOW).json()["id"] for _ in range(8)]
         _wait_in_flight(stack.sim_url)
-        worker = stack.procs["worker"]
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait()
-        stack.procs["worker"] = spawn("cli", "worker", "--concurrency", "16", log="worker-after-kill")
+        _kill_worker(stack, "worker-after-kill")
         done = [wait_for_status(c, job_id, {"succeeded", "failed", "expired"}, timeout=90) for job_id in ids]
     assert [j["status"] for j in done] == ["succeeded"] * len(ids)
     with session_scope(readonly=True) as db:
         assert _successful_attempts(db, ids) == {job_id: 1 for job_id in ids}
+
+
+def _kill_worker(stack: Stack, log: str) -> None:
+    worker = stack.procs["worker"]
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    stack.procs["worker"] = spawn("cli", "worker", "--concurrency", "16", log=log)
+
+
+def test_kill_9_a_worker_mid_stream(stack: Stack) -> None:
+    body = {"model": "drip", "max_tokens": 200, "stream": True,  # ~4 s of events
+            "messages": [{"role": "user", "content": f"A long story {uuid.uuid4().hex[:8]}"}]}
+    with stack.client() as c, c.stream("POST", "/v1/chat/completions", json=body,
+                                       headers={"x-gateway-priority": "standard"}) as r:  # a worker sends it
+        job_id, data = r.headers["x-gateway-job-id"], []
+        for line in r.iter_lines():  # read to its end: bounded (the test's timeout), no hang
+            if line.startswith("data: {"):
+                data.append(orjson.loads(line[6:]))
+                if len(data) == 3:
+                    _kill_worker(stack, "worker-after-stream-kill")
+    assert data[-1]["error"]["code"] == "stream_interrupted"  # the caller's dialect; no spliced answer
+    assert all("error" not in d for d in data[:-1])
+    with stack.client() as c:
+        job = wait_for_status(c, job_id, {"succeeded", "failed"}, timeout=90)
+    assert job["status"] == "succeeded"
+    with session_scope(readonly=True) as db:
+        assert _successful_attempts(db, [job_id]) == {job_id: 1}  # billed once
+    entries = [orjson.loads(fields["j"]) for _, fields in
+               redis.Redis.from_url(REDIS_URL, decode_responses=True).xrange(Keys(PREFIX).job_stream(job_id))]
+    starts = [e for e in entries if e["t"] == "start"]
+    assert len(starts) == 2 and starts[0]["w"] != starts[1]["w"]  # recovery sent it again as a stream
+    assert entries[-1]["t"] == "end" and entries[-1]["status"] == "done"
 
 
 @dataclass

@@ -88,13 +88,26 @@ def test_structured_output_is_asked_as_a_json_schema(stack: Stack) -> None:
     assert "answer" in json.loads(response.output_text)
 
 
-def test_the_stream_replays_the_events_of_the_finished_answer(stack: Stack) -> None:
+def test_the_stream_ends_with_the_whole_response(stack: Stack) -> None:
     with _openai(stack).responses.stream(model="capture-gpt", input=_marker(), max_output_tokens=30) as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_response()
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
     assert "response.output_text.delta" in kinds
     assert final.output_text and final.usage is not None and final.usage.output_tokens > 0
+
+
+@pytest.mark.parametrize("model", ["drip", "claude-drip"])
+def test_the_stream_is_relayed_event_by_event_from_either_provider(stack: Stack, model: str) -> None:
+    with _openai(stack).responses.stream(model=model, input=_marker(), max_output_tokens=200) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert len(deltas) > 1  # as the provider made them, not one delta replayed from the finished answer
+    assert "".join(deltas) == final.output_text
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    assert final.usage is not None and final.usage.output_tokens == 200
+    assert [e.sequence_number for e in events] == list(range(len(events)))
 
 
 @pytest.mark.parametrize(("extra", "param"), [

@@ -119,6 +119,27 @@ def test_a_caller_that_resumes_within_the_grace_gets_the_rest_from_where_it_left
     assert _text(first + rest) == job["result"]["choices"][0]["message"]["content"]
 
 
+def test_a_resumed_reader_that_leaves_again_aborts_the_call_after_the_grace(stack: Stack, faults: Any) -> None:
+    faults(kind="slowdown", factor=3, model="gpt-drip")  # ~12 s of events: both leaves well within it
+    with stack.client() as c:
+        with c.stream("POST", "/v1/chat/completions", json={**DRIP, "messages": _messages()}) as r:
+            job_id = r.headers["x-gateway-job-id"]
+            lines = []
+            for line in r.iter_lines():
+                lines.append(line)
+                if len(_frames(lines)) == 2:
+                    break  # the first caller leaves ...
+        with c.stream("GET", f"/v1/jobs/{job_id}/stream", headers={"Last-Event-ID": "1"}) as r:
+            lines = []
+            for line in r.iter_lines():
+                lines.append(line)
+                if _frames(lines):
+                    break  # ... comes back, and leaves again for good
+    job = _ended(stack, job_id)
+    assert job["status"] == "failed" and job["error"]["type"] == "caller_left"
+    assert 0 < job["usage"]["completion_tokens"] < 200
+
+
 def test_a_finished_stream_replays_in_its_dialect_and_a_job_without_one_as_its_stored_answer(stack: Stack) -> None:
     claude = httpx.Client(base_url=stack.url, headers={"x-api-key": stack.keys["acme"]}, timeout=60)
     with claude, claude.stream("POST", "/v1/messages", json={

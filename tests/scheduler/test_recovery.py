@@ -124,3 +124,15 @@ def test_a_routed_job_comes_back_with_its_route_at_the_tier_it_escalated_to(reco
     assert env.route is not None and env.route.to_dict() == route
     assert env.chain == ["route-small@sim", "route-medium@sim", "route-large@sim"]
     assert (env.tier, env.attempt) == (1, 2) and recovery.admitter.candidates(env)[0] == "route-medium@sim"
+
+
+def test_a_streamed_job_comes_back_streamed_in_its_callers_dialect(recovery: Recovery) -> None:
+    stream = {"dialect": "anthropic", "usage": True}
+    with session_scope(recovery.engine) as db:
+        job, _ = jobs.create_job(db, tenant_id="acme", feature="f", lane="standard", task=None, model="gpt-4o-mini",
+                                 request=CHAT, deadline=datetime.now(UTC) + timedelta(hours=1),
+                                 idempotency_key=None, stream=stream)
+        row = jobs.get_job_any(db, job.id)
+        assert row is not None
+        env = recovery.envelope_of(row)
+    assert env.job.stream == stream
