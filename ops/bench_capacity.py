@@ -14,7 +14,13 @@ two phases, one after the other:
 While a phase runs it samples, twice a second: the calls open at the simulator (``/sim/stats``
 ``in_flight``), the streams open at the client (headers received, ``[DONE]`` not yet), and each
 process's RSS, threads and open files from /proc. It prints per phase the peaks, CPU per call (from
-/proc, before and after) and whether every call completed correctly. One run; nothing asserts a number.
+/proc, before and after) and whether every call completed correctly.
+
+``--calls-alone N`` measures instead what the choice between a thread per call and an event loop is
+about: N calls to the same simulator made at once by a bare process, once on N threads over the
+pooled ``httpx.Client`` (``execution.providers.http.post``, as a worker sends them) and once as
+coroutines over one ``httpx.AsyncClient``, each in a fresh process: RSS and CPU per call.
+One run; nothing asserts a number.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import argparse
 import asyncio
 import os
 import resource
+import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -34,7 +42,8 @@ import httpx
 import orjson
 import yaml
 
-from ops.bench_gateway import Stack, _count_in_store, _descendants, _process_tree, cpu_ms_per_job
+from cli.health import wait_for_http
+from ops.bench_gateway import ROOT, Stack, _count_in_store, _descendants, _process_tree, cpu_ms_per_job
 
 MAX_TOKENS = 16
 
@@ -232,6 +241,63 @@ def _report(args: argparse.Namespace, phases: list[Phase], load: tuple[float, fl
                   f"{phase.cpu_ms.get(name, 0.0):>12.2f}")
 
 
+def _calls_alone(mode: str, calls: int, sim_url: str) -> dict[str, float]:
+    """In this process: ``calls`` calls at once on threads or coroutines; RSS added and CPU per call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from execution.providers import http
+    from shared.config import Timeouts
+
+    body, headers = orjson.dumps(_body(0, "alone")), {"Authorization": "Bearer sim", "Content-Type": "application/json"}
+    url, peak, ok = f"{sim_url}/v1/chat/completions", [0], [0]
+    rss_before, cpu_before = _proc_status(os.getpid())[0], time.process_time()
+
+    def watch(done: threading.Event) -> None:
+        while not done.wait(0.5):
+            peak[0] = max(peak[0], _proc_status(os.getpid())[0])
+
+    def on_thread(_: int) -> None:
+        raw = http.post(http.shared_client(), url, content=body, headers=headers, params=None, timeouts=Timeouts())
+        ok[0] += raw.status == 200
+
+    async def on_loop() -> None:
+        async with httpx.AsyncClient(limits=http.POOL_LIMITS, timeout=300) as client:
+            async def one() -> None:
+                status = (await client.post(url, content=body, headers=headers)).status_code
+                ok[0] += status == 200
+            await asyncio.gather(*(one() for _ in range(calls)))
+
+    done = threading.Event()
+    threading.Thread(target=watch, args=(done,), daemon=True).start()
+    if mode == "threads":
+        with ThreadPoolExecutor(calls) as pool:
+            list(pool.map(on_thread, range(calls)))
+    else:
+        asyncio.run(on_loop())
+    done.set()
+    return {"ok": ok[0], "kib_per_call": (peak[0] - rss_before) / calls,
+            "cpu_ms_per_call": (time.process_time() - cpu_before) * 1000 / calls, "rss_peak_mib": peak[0] / 1024}
+
+
+def compare_calls(args: argparse.Namespace) -> None:
+    """``--calls-alone``: the simulator, then each way of holding the calls in a process of its own."""
+    stack = CapacityStack(args.concurrency, args.latency_s)
+    stack._spawn("ops.sim", "--port", str(stack.sim_port), *stack.sim_args())
+    try:
+        wait_for_http(f"{stack.sim_url}/healthz", stack.procs)
+        print(f"command: {' '.join(sys.argv)}\nload average at start: {os.getloadavg()[0]:.2f}; "
+              f"{args.calls_alone} calls at once, {args.latency_s:g} s each")
+        for mode in ("threads", "asyncio"):
+            out = subprocess.run([sys.executable, "-m", "ops.bench_capacity", "--one-way", mode, "--calls-alone",
+                                  str(args.calls_alone), "--sim-url", stack.sim_url],
+                                 cwd=ROOT, check=True, capture_output=True, text=True).stdout
+            got = orjson.loads(out.strip().splitlines()[-1])
+            print(f"  {mode:<8} {got['ok']:.0f} ok | RSS peak {got['rss_peak_mib']:.0f} MB, "
+                  f"{got['kib_per_call']:.1f} KiB per call | CPU {got['cpu_ms_per_call']:.2f} ms per call")
+    finally:
+        stack.stop()
+
+
 def _raise_fd_limit() -> None:
     """Thousands of sockets per process: the soft limit up to the hard one (inherited by the stack)."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -245,8 +311,17 @@ def main() -> None:
     parser.add_argument("--latency-s", type=float, default=20.0, help="the simulator's time per call")
     parser.add_argument("--concurrency", type=int, default=2048, help="the worker's worker.concurrency")
     parser.add_argument("--bulk", type=int, default=500, help="jobs per POST /v1/jobs/batch")
+    parser.add_argument("--calls-alone", type=int, default=0, help="compare N bare calls on threads and on a loop")
+    parser.add_argument("--one-way", choices=("threads", "asyncio"), help=argparse.SUPPRESS)
+    parser.add_argument("--sim-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     _raise_fd_limit()
+    if args.one_way:
+        print(orjson.dumps(_calls_alone(args.one_way, args.calls_alone, args.sim_url)).decode())
+        return
+    if args.calls_alone:
+        compare_calls(args)
+        return
     load = os.getloadavg()
     stack, phases = CapacityStack(args.concurrency, args.latency_s), []
     try:
