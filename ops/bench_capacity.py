@@ -249,33 +249,32 @@ def _calls_alone(mode: str, calls: int, sim_url: str) -> dict[str, float]:
     from shared.config import Timeouts
 
     body, headers = orjson.dumps(_body(0, "alone")), {"Authorization": "Bearer sim", "Content-Type": "application/json"}
-    url, peak, ok = f"{sim_url}/v1/chat/completions", [0], [0]
+    url, peak = f"{sim_url}/v1/chat/completions", [0]
     rss_before, cpu_before = _proc_status(os.getpid())[0], time.process_time()
 
     def watch(done: threading.Event) -> None:
         while not done.wait(0.5):
             peak[0] = max(peak[0], _proc_status(os.getpid())[0])
 
-    def on_thread(_: int) -> None:
+    def on_thread(_: int) -> bool:
         raw = http.post(http.shared_client(), url, content=body, headers=headers, params=None, timeouts=Timeouts())
-        ok[0] += raw.status == 200
+        return raw.status == 200
 
-    async def on_loop() -> None:
+    async def on_loop() -> list[bool]:
         async with httpx.AsyncClient(limits=http.POOL_LIMITS, timeout=300) as client:
-            async def one() -> None:
-                status = (await client.post(url, content=body, headers=headers)).status_code
-                ok[0] += status == 200
-            await asyncio.gather(*(one() for _ in range(calls)))
+            async def one() -> bool:
+                return (await client.post(url, content=body, headers=headers)).status_code == 200
+            return await asyncio.gather(*(one() for _ in range(calls)))
 
     done = threading.Event()
     threading.Thread(target=watch, args=(done,), daemon=True).start()
     if mode == "threads":
         with ThreadPoolExecutor(calls) as pool:
-            list(pool.map(on_thread, range(calls)))
+            ok = sum(pool.map(on_thread, range(calls)))
     else:
-        asyncio.run(on_loop())
+        ok = sum(asyncio.run(on_loop()))
     done.set()
-    return {"ok": ok[0], "kib_per_call": (peak[0] - rss_before) / calls,
+    return {"ok": ok, "kib_per_call": (peak[0] - rss_before) / calls,
             "cpu_ms_per_call": (time.process_time() - cpu_before) * 1000 / calls, "rss_peak_mib": peak[0] / 1024}
 
 
