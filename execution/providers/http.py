@@ -21,8 +21,8 @@ import httpx
 from shared.config import Timeouts
 
 # No cap on connections: what bounds them is the calls a process holds (``worker.concurrency``,
-# ``api.fast_lane_attempts``); a cap below that would queue calls inside httpx, where they wait
-# unseen (and httpcore rescans its whole queue on every change).
+# ``api.fast_lane_attempts``). The cap of 512 it had queued the calls past it inside httpx, unseen,
+# and held a worker of 2,048 threads to 512 calls (ops/bench_capacity.py).
 POOL_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=30.0)
 
 _lock = threading.Lock()
