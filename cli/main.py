@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -96,6 +98,14 @@ def _require_provider_keys() -> None:
         raise typer.Exit(1)
 
 
+def _raise_fd_limit() -> None:
+    """Every call in flight holds a socket (and a streamed one at the api two): lift this process's soft
+    limit on open files (often 1,024) to the hard one."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _tune_gc() -> None:
     """Fewer, cheaper garbage collections in the long-running processes: the objects alive after start-up
     (modules, config, clients) are frozen out of every later collection, and the youngest generation
@@ -116,6 +126,7 @@ def api(config: ConfigOpt = None, host: str | None = None, port: int | None = No
 
     _use_config(config)
     _require_provider_keys()
+    _raise_fd_limit()  # inherited by uvicorn's --workers processes
     _tune_gc()
     s = get_settings()
     if workers > 1:
@@ -177,6 +188,7 @@ def worker(config: ConfigOpt = None,
     if concurrency:
         s = s.model_copy(update={"worker": s.worker.model_copy(update={"concurrency": concurrency})})
     celery_app = make_celery(s)
+    _raise_fd_limit()
     _tune_gc()
     _beat("worker", s)
     tracing.configure("gateway-worker")

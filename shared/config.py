@@ -384,8 +384,14 @@ class StreamingConfig(_Strict):
 
 
 class WorkerConfig(_Strict):
+    """A Celery worker process. An LLM call is seconds to minutes of waiting on a socket, so calls in flight,
+    not CPU, bound a process: each call has a thread of its own, blocked on its socket (no CPU while it
+    waits, ~100 KiB of memory; ``ops/bench_capacity.py`` measures both)."""
+
     pool: Literal["threads", "gevent", "prefork", "solo"] = "threads"
-    concurrency: int = Field(64, gt=0)
+    concurrency: int = Field(2048, gt=0, le=20_000, description="calls in flight per worker process: the threads "
+                             "of its attempt pool, and of Celery's pool, which holds as many messages at once (and "
+                             "takes no more from the broker); threads start as calls arrive, so an idle worker has few")
 
 
 class RetryConfig(_Strict):

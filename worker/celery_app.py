@@ -34,7 +34,9 @@ def make_celery(settings: Settings) -> Celery:
         # worker CPU per task); the extra "sent" event would cost the scheduler and api one more publish.
         task_send_sent_event=False,
         worker_send_task_events=True,
-        worker_prefetch_multiplier=4,
+        # A worker takes no message it has no thread for: with thousands of threads (``worker.concurrency``),
+        # taking four times as many would let one worker hoard a round that idle workers could run.
+        worker_prefetch_multiplier=1,
         worker_disable_rate_limits=True,  # no task has a rate limit: budgets live in the scheduler
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,

@@ -20,7 +20,10 @@ import httpx
 
 from shared.config import Timeouts
 
-POOL_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=256, keepalive_expiry=30.0)
+# No cap on connections: what bounds them is the calls a process holds (``worker.concurrency``,
+# ``api.fast_lane_attempts``). The cap of 512 it had queued the calls past it inside httpx, unseen,
+# and held a worker of 2,048 threads to 512 calls (ops/bench_capacity.py).
+POOL_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=30.0)
 
 _lock = threading.Lock()
 _client: httpx.Client | None = None
