@@ -1,5 +1,6 @@
 """Reading a batch's input file in the background: ``POST /v1/batches`` answers at once ("validating")
-and the lines flow into the batch lane while the rest of the file is still being read.
+and the lines flow into the batch lane while the rest of the file is still being read. A Message Batch's
+requests (``api.message_requests``) are such a file too, its lines jobs in Anthropic's dialect.
 
 - Chunks grow from ``FIRST_CHUNK`` lines to ``api.max_batch_jobs``: the first lines are queued within a
   fraction of a second, the rest in chunks large enough to be cheap. Every chunk is committed and

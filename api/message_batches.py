@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 WINDOW = timedelta(hours=24)
 PAGE = 1000  # requests whose results are read in one query
 CustomIds = list[str]
+_ID = re.compile(r"^msgbatch_[0-9a-f]{30}$")  # what ``create`` makes: another id is not looked up at all
 # A batch's status as Anthropic's processing_status; every other status is "ended".
 PROCESSING = {"validating": "in_progress", "in_progress": "in_progress", "cancelling": "canceling"}
 
@@ -68,7 +70,12 @@ class MessageBatches:
         return self.retrieve(caller, batch_id, base_url)
 
     def retrieve(self, caller: Caller, batch_id: str, base_url: str) -> dict[str, Any]:
-        return _view(*self.batches.current(caller, batch_id, messages=True), base_url)
+        return _view(*self._current(caller, batch_id), base_url)
+
+    def _current(self, caller: Caller, batch_id: str) -> tuple[Batch, dict[str, int]]:
+        if not _ID.match(batch_id):
+            raise NotFound(f"message batch {echo(batch_id)} not found", param="message_batch_id")
+        return self.batches.current(caller, batch_id, messages=True)
 
     def list(self, caller: Caller, limit: int, before_id: str | None, after_id: str | None,
              base_url: str) -> dict[str, Any]:
@@ -90,12 +97,12 @@ class MessageBatches:
                 "first_id": ids[0] if ids else None, "last_id": ids[-1] if ids else None}
 
     def cancel(self, caller: Caller, batch_id: str, base_url: str) -> dict[str, Any]:
-        self.batches.stop(self.batches.get(caller, batch_id, messages=True))
+        self.batches.stop(self._current(caller, batch_id)[0])
         return self.retrieve(caller, batch_id, base_url)
 
     def results(self, caller: Caller, batch_id: str) -> Iterator[bytes]:
         """The results' lines; a 409 before the batch has ended, a 404 once its requests' file is gone."""
-        batch, _ = self.batches.current(caller, batch_id, messages=True)
+        batch, _ = self._current(caller, batch_id)
         if batch.status in PROCESSING:
             raise Conflict(f"message batch {echo(batch_id)} is still in progress; its results are ready once its "
                            "processing_status is ended")

@@ -18,7 +18,7 @@ from api.openapi import BODY, TENANT_KEY, answer, body_of, errors
 from api.routes.common import FeatureHeader, tags_from
 
 router = APIRouter()
-BatchId = Annotated[str | None, Query(max_length=40)]
+BatchId = Annotated[str | None, Query(max_length=40, pattern=r"^[A-Za-z0-9_]+$")]
 
 
 def _batches(gw: Gateway) -> MessageBatches:
