@@ -27,7 +27,7 @@ def _batches(gw: Gateway) -> MessageBatches:
 
 @router.post("/v1/messages/batches", response_model=None, openapi_extra=body_of(MessageBatchCreate), responses={
     200: answer(MessageBatch, "The batch, in progress: its requests are jobs in the batch lane"),
-    **errors(*BODY, 404, *TENANT_KEY, anthropic=True)})
+    **errors(*BODY, *TENANT_KEY, anthropic=True)})
 async def create_message_batch(request: Request, caller: SubmitterDep, gw: GatewayDep,
                                x_gateway_feature: FeatureHeader = None) -> dict[str, Any]:
     """Every request checked (as ``POST /v1/messages`` checks one, not streamed, custom_ids unique, models

@@ -40,7 +40,7 @@ CONTRACT: dict[tuple[str, str], tuple[set[int], tuple[str | tuple[str, ...], ...
     ("get", "/v1/batches"): ({200, 400, 401, 403, 429, 500, 503}, TENANT),
     ("get", "/v1/batches/{batch_id}"): ({200, 404, 401, 403, 429, 500, 503}, TENANT),
     ("post", "/v1/batches/{batch_id}/cancel"): ({200, 404, 401, 403, 429, 500, 503}, TENANT),
-    ("post", "/v1/messages/batches"): ({200, 400, 401, 403, 404, 408, 413, 429, 500, 503}, TENANT),
+    ("post", "/v1/messages/batches"): ({200, 400, 401, 403, 408, 413, 429, 500, 503}, TENANT),
     ("get", "/v1/messages/batches"): ({200, 400, 401, 403, 429, 500, 503}, TENANT),
     ("get", "/v1/messages/batches/{message_batch_id}"): ({200, 404, 401, 403, 429, 500, 503}, TENANT),
     ("post", "/v1/messages/batches/{message_batch_id}/cancel"): ({200, 404, 401, 403, 429, 500, 503}, TENANT),
