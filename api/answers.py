@@ -220,6 +220,43 @@ class JobBatch(BaseModel):
     data: list[JobView]
 
 
+# -- Message Batches ------------------------------------------------------------------------------
+
+
+class MessageBatchCounts(BaseModel):
+    """How many of the batch's requests are in each state; they add up to its number of requests."""
+
+    processing: int
+    succeeded: int
+    errored: int
+    canceled: int
+    expired: int
+
+
+class MessageBatch(BaseModel):
+    """Anthropic's MessageBatch (``/v1/messages/batches``); times are RFC 3339."""
+
+    id: str = Field(description="msgbatch_...")
+    type: Literal["message_batch"]
+    processing_status: Literal["in_progress", "canceling", "ended"]
+    request_counts: MessageBatchCounts
+    created_at: str
+    expires_at: str = Field(description="24 hours after creation: requests not done by then end expired")
+    ended_at: str | None
+    cancel_initiated_at: str | None
+    archived_at: str | None
+    results_url: str | None = Field(description="once ended: the results, one JSON line per request")
+
+
+class MessageBatchList(BaseModel):
+    """Newest first; ``after_id`` (``last_id``) pages on, ``before_id`` (``first_id``) back."""
+
+    data: list[MessageBatch]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
 # -- models, health, operators --------------------------------------------------------------------
 
 

@@ -13,7 +13,20 @@ from api.gateway import Gateway
 from api.limits import BodyGuard
 from api.metrics import AUTH_FAILURES, HttpMetrics, install_collector
 from api.openapi import install_openapi
-from api.routes import admin, audit, chat, console, embeddings, files, health, jobs, messages, responses, usage
+from api.routes import (
+    admin,
+    audit,
+    chat,
+    console,
+    embeddings,
+    files,
+    health,
+    jobs,
+    message_batches,
+    messages,
+    responses,
+    usage,
+)
 from api.routes.common import size_submit_threads
 from api.streaming import StreamHub
 from api.tracing import TraceContext
@@ -53,7 +66,8 @@ def create_app(settings: Settings, dispatch: Dispatch) -> FastAPI:
                   generate_unique_id_function=lambda route: route.name)
     install_error_handlers(app)
     install_openapi(app)
-    for module in (chat, messages, embeddings, responses, files, jobs, usage, admin, audit, health, console):
+    for module in (chat, messages, message_batches, embeddings, responses, files, jobs, usage, admin, audit, health,
+                   console):
         app.include_router(module.router)
     app.add_middleware(BodyGuard, max_bytes=settings.api.max_body_bytes,
                        batch_max_bytes=settings.api.max_batch_body_bytes, timeout_s=settings.api.body_timeout_s,

@@ -1,5 +1,6 @@
 """Reading a batch's input file in the background: ``POST /v1/batches`` answers at once ("validating")
-and the lines flow into the batch lane while the rest of the file is still being read.
+and the lines flow into the batch lane while the rest of the file is still being read. A Message Batch's
+requests (``api.message_requests``) are such a file too, its lines jobs in Anthropic's dialect.
 
 - Chunks grow from ``FIRST_CHUNK`` lines to ``api.max_batch_jobs``: the first lines are queued within a
   fraction of a second, the rest in chunks large enough to be cheap. Every chunk is committed and
@@ -36,12 +37,13 @@ from pydantic import ValidationError
 from sqlalchemy import CursorResult, select, update
 
 from api.auth import Caller
+from api.message_requests import MESSAGES, MessagesLine
 from shared.db.models import ApiKey, Batch, Job, utcnow
 from shared.db.session import session_scope
 from shared.db.tenants import identity_of
 from shared.errors import GatewayError, InvalidRequest, Overloaded, Unavailable, echo, is_outage
 from shared.lanes import Lane
-from shared.schemas import JobRequest
+from shared.schemas import BulkItem, JobRequest
 
 if TYPE_CHECKING:
     from api.batches import Batches
@@ -129,7 +131,7 @@ class Ingestion:
         """Every line checked and queued, in growing chunks, counted in ``tally``."""
         queued = self._queued(batch.id)
         seen: set[str] = set()
-        chunk: list[tuple[int, str, JobRequest]] = []
+        chunk: list[tuple[int, str, BulkItem]] = []
         size, largest = FIRST_CHUNK, self.batches.gw.settings.api.max_batch_jobs
         for number, raw in enumerate(self.batches.files.lines(batch.tenant_id, batch.input_file_id), start=1):
             if raw.isspace() or not raw:
@@ -147,7 +149,7 @@ class Ingestion:
         if chunk:
             self._flush(caller, batch, lease, chunk, out, tally)
 
-    def _flush(self, caller: Caller, batch: Batch, lease: str, chunk: list[tuple[int, str, JobRequest]],
+    def _flush(self, caller: Caller, batch: Batch, lease: str, chunk: list[tuple[int, str, BulkItem]],
                out: IO[bytes], tally: Tally) -> None:
         """Queue ``chunk``, as much at a time as the tenant's batch queue has room for: a file larger than
         the queue's cap is read at the pace the lane drains, never refused. Lines refused on their own."""
@@ -183,7 +185,7 @@ class Ingestion:
                                code="batch_expired")
         return room
 
-    def _submit(self, caller: Caller, batch: Batch, chunk: list[tuple[int, str, JobRequest]],
+    def _submit(self, caller: Caller, batch: Batch, chunk: list[tuple[int, str, BulkItem]],
                 invalid: IO[bytes]) -> int:
         """One chunk through the bulk path, leniently: a line refused on its own is an error record."""
         submitted = self.batches.gw.bulk.submit_many(caller, [item for _, _, item in chunk],
@@ -283,7 +285,7 @@ class Ingestion:
             return Caller(api_key="", identity=identity_of(key))
 
 
-def _refuse_all(lines: list[tuple[int, str, JobRequest]], out: IO[bytes], code: str, message: str,
+def _refuse_all(lines: list[tuple[int, str, BulkItem]], out: IO[bytes], code: str, message: str,
                 status: int = 400) -> int:
     """An error record for each of ``lines``; how many."""
     for number, custom_id, _ in lines:
@@ -293,7 +295,7 @@ def _refuse_all(lines: list[tuple[int, str, JobRequest]], out: IO[bytes], code: 
 
 # -- a line ---------------------------------------------------------------------------------------
 
-def parse_line(raw: bytes, number: int, batch: Batch, seen: set[str]) -> tuple[int, str, JobRequest] | dict[str, Any]:
+def parse_line(raw: bytes, number: int, batch: Batch, seen: set[str]) -> tuple[int, str, BulkItem] | dict[str, Any]:
     """A line as (number, custom_id, the job it asks for), or the error record that refuses it. The job's
     idempotency key is the batch's and the line's: a line read twice (a resumed reader) is one job."""
     try:
@@ -315,10 +317,7 @@ def parse_line(raw: bytes, number: int, batch: Batch, seen: set[str]) -> tuple[i
     if not isinstance(body, dict):
         return _error_record(custom_id, "invalid_body", f"line {number}: body must be a JSON object", 400)
     try:
-        item = JobRequest.model_validate({**body, "priority": "batch", "deadline": batch.expires_at.isoformat(),
-                                          "idempotency_key": f"{batch.id}:{custom_id}",
-                                          "feature": (body.get("metadata") or {}).get("feature", "default")
-                                          if isinstance(body.get("metadata"), dict) else "default"})
+        item = _job_of(batch, custom_id, body)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ()))
@@ -327,6 +326,18 @@ def parse_line(raw: bytes, number: int, batch: Batch, seen: set[str]) -> tuple[i
         return _error_record(custom_id, "invalid_request", f"line {number}: body.stream: a batch line is not "
                              "streamed", 400)
     return number, custom_id, item
+
+
+def _job_of(batch: Batch, custom_id: str, body: dict[str, Any]) -> JobRequest | MessagesLine:
+    """The job a line asks for, in the batch lane until the batch expires: a chat request, or for a
+    Message Batch (``api.message_requests``) the params in Anthropic's dialect, tagged with the batch's feature."""
+    tags = {"priority": "batch", "deadline": batch.expires_at.isoformat(), "idempotency_key": f"{batch.id}:{custom_id}"}
+    if batch.endpoint == MESSAGES:
+        meta = batch.batch_metadata if isinstance(batch.batch_metadata, dict) else {}
+        return MessagesLine.of(body, {**tags, "feature": meta.get("feature", "default")})
+    metadata = body.get("metadata")
+    feature = metadata.get("feature", "default") if isinstance(metadata, dict) else "default"
+    return JobRequest.model_validate({**body, **tags, "feature": feature})
 
 
 def _error_record(custom_id: str | None, code: str, message: str, status: int) -> dict[str, Any]:

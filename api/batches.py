@@ -32,6 +32,7 @@ from sqlalchemy import CursorResult, func, select, update
 
 from api.auth import Caller
 from api.batch_ingest import Ingestion, new_lease
+from api.message_requests import MESSAGES
 from shared.db.models import Batch, Job, utcnow
 from shared.db.session import session_scope
 from shared.errors import InvalidRequest, NotFound, echo
@@ -120,17 +121,22 @@ class Batches:
     # -- read --------------------------------------------------------------------------------------
 
     def retrieve(self, caller: Caller, batch_id: str) -> dict[str, Any]:
-        batch = self._get(caller, batch_id)
-        counts = self._counts(batch.id)
+        return _view(*self.current(caller, batch_id))
+
+    def current(self, caller: Caller, batch_id: str, *, messages: bool = False) -> tuple[Batch, dict[str, int]]:
+        """The batch and its jobs' counts by status; a batch whose lines have all ended is finished first."""
+        batch = self.get(caller, batch_id, messages=messages)
+        counts = self.counts(batch.id)
         if (batch.status in ("in_progress", "cancelling") and batch.ingest_lease is None
                 and not any(counts.get(s) for s in OPEN)):
             self._finish(caller, batch, counts)
-            batch = self._get(caller, batch_id)
-        return _view(batch, counts)
+            batch = self.get(caller, batch_id, messages=messages)
+        return batch, counts
 
     def list(self, caller: Caller, limit: int, after: str | None) -> dict[str, Any]:
         with session_scope(self.gw.engine, readonly=True) as db:
-            query = select(Batch.id).where(Batch.tenant_id == caller.tenant).order_by(Batch.id.desc()).limit(limit + 1)
+            query = select(Batch.id).where(Batch.tenant_id == caller.tenant, Batch.endpoint != MESSAGES).order_by(
+                Batch.id.desc()).limit(limit + 1)
             if after:
                 query = query.where(Batch.id < after)
             ids = list(db.scalars(query))
@@ -139,23 +145,28 @@ class Batches:
                 "last_id": ids[min(limit, len(ids)) - 1] if ids else None, "has_more": len(ids) > limit}
 
     def cancel(self, caller: Caller, batch_id: str) -> dict[str, Any]:
-        batch = self._get(caller, batch_id)
-        if batch.status in ("validating", "in_progress"):  # a reader still at work stops at its next chunk
+        self.stop(self.get(caller, batch_id))
+        return self.retrieve(caller, batch_id)
+
+    def stop(self, batch: Batch) -> None:
+        """Cancel: a reader still at work stops at its next chunk, the lines not yet sent are cancelled."""
+        if batch.status in ("validating", "in_progress"):
             with session_scope(self.gw.engine) as db:
                 db.execute(update(Batch).where(Batch.id == batch.id, Batch.status.in_(("validating", "in_progress")))
                            .values(status="cancelling", cancelled_at=utcnow()))
             self.cancel_queued(batch.id, "batch_cancelled", "the batch was cancelled before this line was sent")
-        return self.retrieve(caller, batch_id)
 
-    def _get(self, caller: Caller, batch_id: str) -> Batch:
+    def get(self, caller: Caller, batch_id: str, *, messages: bool = False) -> Batch:
+        """The caller's batch: an OpenAI one, or with ``messages`` a Message Batch (``api.message_batches``)."""
         with session_scope(self.gw.engine, readonly=True) as db:
             batch = db.get(Batch, batch_id)
-            if batch is None or batch.tenant_id != caller.tenant:
-                raise NotFound(f"batch {echo(batch_id)} not found", param="batch_id")
+            if batch is None or batch.tenant_id != caller.tenant or (batch.endpoint == MESSAGES) != messages:
+                kind = "message batch" if messages else "batch"
+                raise NotFound(f"{kind} {echo(batch_id)} not found", param="batch_id")
             db.expunge(batch)
             return batch
 
-    def _counts(self, batch_id: str) -> dict[str, int]:
+    def counts(self, batch_id: str) -> dict[str, int]:
         with session_scope(self.gw.engine, readonly=True) as db:
             rows = db.execute(select(Job.status, func.count()).where(Job.batch_id == batch_id).group_by(Job.status))
             return {status: int(n) for status, n in rows}
@@ -164,7 +175,22 @@ class Batches:
 
     def _finish(self, caller: Caller, batch: Batch, counts: dict[str, int]) -> None:
         """Every line has ended: write the output and error files, then close the batch (once)."""
-        tenant = caller.tenant
+        output_id, error_id = (None, None) if batch.endpoint == MESSAGES else self._write_outputs(batch, counts)
+        status = "cancelled" if batch.status == "cancelling" else (
+            "expired" if counts.get("expired") or batch.expired else "completed")
+        with session_scope(self.gw.engine) as db:
+            done = cast(CursorResult[Any], db.execute(
+                update(Batch).where(Batch.id == batch.id, Batch.status == batch.status).values(
+                    status=status, finished_at=utcnow(), output_file_id=output_id, error_file_id=error_id))).rowcount
+        if not done:  # another reader closed it first: its files stand
+            for file_id in (output_id, error_id):
+                if file_id:
+                    self.files.delete(caller.tenant, file_id)
+
+    def _write_outputs(self, batch: Batch, counts: dict[str, int]) -> tuple[str | None, str | None]:
+        """The output and error files, in OpenAI's line format (a Message Batch's results are read from its
+        jobs when asked for, ``api.message_batches``)."""
+        tenant = batch.tenant_id
         output_id = error_id = None
         if counts.get("succeeded"):
             with self.files.writing(tenant, purpose="batch_output", filename=f"{batch.id}_output.jsonl",
@@ -178,16 +204,7 @@ class Batches:
                     out.write(chunk)
                 for job in self._jobs(batch.id, ("failed", "cancelled", "expired")):
                     out.write(orjson.dumps(_failed_record(job)) + b"\n")
-        status = "cancelled" if batch.status == "cancelling" else (
-            "expired" if counts.get("expired") or batch.expired else "completed")
-        with session_scope(self.gw.engine) as db:
-            done = cast(CursorResult[Any], db.execute(
-                update(Batch).where(Batch.id == batch.id, Batch.status == batch.status).values(
-                    status=status, finished_at=utcnow(), output_file_id=output_id, error_file_id=error_id))).rowcount
-        if not done:  # another reader closed it first: its files stand
-            for file_id in (output_id, error_id):
-                if file_id:
-                    self.files.delete(tenant, file_id)
+        return output_id, error_id
 
     def _jobs(self, batch_id: str, statuses: tuple[str, ...]) -> Iterator[Job]:
         """The batch's jobs in these statuses, a page at a time."""

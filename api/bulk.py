@@ -31,11 +31,12 @@ from shared.budget import prompt_tokens
 from shared.cache.plan import plan_for
 from shared.db import jobs
 from shared.db.session import session_scope
+from shared.dialects import chat_view
 from shared.envelope import Envelope
 from shared.errors import GatewayError, InvalidRequest, Overloaded, PermissionDenied, Unavailable, echo
 from shared.lanes import Lane
 from shared.privacy.vault import save_in
-from shared.schemas import JobRequest
+from shared.schemas import BulkItem
 
 if TYPE_CHECKING:
     from api.gateway import Gateway
@@ -54,7 +55,7 @@ class BulkAcceptor:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
 
-    def submit_many(self, caller: Caller, items: Sequence[JobRequest],
+    def submit_many(self, caller: Caller, items: Sequence[BulkItem],
                     lines: tuple[str, Sequence[str]] | None = None, *, lenient: bool = False) -> BatchSubmitted:
         """Accept a batch all or nothing (see the module docstring). Every new job is queued for the
         scheduler, even an interactive one. ``lines``: the batch (``POST /v1/batches``) these items are
@@ -85,7 +86,7 @@ class BulkAcceptor:
             created += chunk_created
         return BatchSubmitted(views, created, refused)
 
-    def _check_all(self, caller: Caller, items: Sequence[JobRequest],
+    def _check_all(self, caller: Caller, items: Sequence[BulkItem],
                    lenient: bool) -> tuple[list[Envelope], dict[int, GatewayError]]:
         envs: list[Envelope] = []
         refused: dict[int, GatewayError] = {}
@@ -98,23 +99,24 @@ class BulkAcceptor:
                 refused[index] = exc.cause
         return envs, refused
 
-    def _checked(self, caller: Caller, index: int, item: JobRequest) -> Envelope:
+    def _checked(self, caller: Caller, index: int, item: BulkItem) -> Envelope:
         """The item's envelope, checked without the tokenizer where a bound will do (module docstring);
         its estimate until its chunk is written is by characters. Errors name the item."""
         try:
             tags = item.tags()
             lane = self.gw.lane_for(caller, tags, Lane.STANDARD, item.model)
             env = self.gw.envelope(caller.tenant, tags.feature, lane, item.model, item.payload(), tags.deadline_at,
-                                   identity=caller.identity, task=tags.task, count=False)  # bounded by characters
+                                   identity=caller.identity, task=tags.task, count=False,  # bounded by characters
+                                   dialect=item.dialect)
             # A batch does not read the cache (it stays one transaction and one pipeline, every job queued),
             # but its answers are stored for the calls after it.
-            plan = plan_for(self.gw.settings, caller.tenant, tags.feature, item.model, env.chain, env.request,
+            plan = plan_for(self.gw.settings, caller.tenant, tags.feature, item.model, env.chain, _view(env),
                             tags.cache)
             env.job = replace(env.job, cache=plan.fill())
             try:
                 self.gw.admitter.prepare(env)
             except InvalidRequest:  # the bound does not fit: count exactly, which may fit
-                env.job = replace(env.job, prompt_tokens=prompt_tokens(env.request))
+                env.job = replace(env.job, prompt_tokens=prompt_tokens(_view(env)))
                 self.gw.admitter.prepare(env)
             env.job = replace(env.job, prompt_tokens=env.job.prompt_chars)
             self.gw.admitter.prepare(env)
@@ -122,7 +124,7 @@ class BulkAcceptor:
             raise _ItemRefused(exc, _for_item(index, exc)) from exc
         return env
 
-    def _refuse_reused_keys(self, tenant: str, envs: list[Envelope], items: Sequence[JobRequest]) -> None:
+    def _refuse_reused_keys(self, tenant: str, envs: list[Envelope], items: Sequence[BulkItem]) -> None:
         """A key the tenant used in the last 24 h for another request refuses the batch before anything
         is written (the chunks would find it only after writing the ones before)."""
         keyed = {item.idempotency_key: index for index, item in enumerate(items) if item.idempotency_key}
@@ -132,17 +134,17 @@ class BulkAcceptor:
             for key, job in jobs.keys_in_use(db, tenant, list(keyed)).items():
                 jobs.repeat_at(keyed[key], job, envs[keyed[key]].request)
 
-    def _write(self, caller: Caller, envs: list[Envelope], items: Sequence[JobRequest],
+    def _write(self, caller: Caller, envs: list[Envelope], items: Sequence[BulkItem],
                lines: tuple[str, Sequence[str]] | None = None) -> tuple[list[Any], int]:
         """One chunk: its prompts counted, its jobs inserted in one transaction and pushed in one pipeline."""
         batch_id, custom_ids = lines if lines is not None else (None, [None] * len(envs))
         for env in envs:
-            env.job = replace(env.job, prompt_tokens=prompt_tokens(env.request))
+            env.job = replace(env.job, prompt_tokens=prompt_tokens(_view(env)))
             self.gw.admitter.prepare(env)  # the exact estimate: what the queues count
         rows = [jobs.NewJob(env.id, env.feature, env.lane, item.task, env.model, env.request,
                             datetime.fromtimestamp(env.deadline, UTC), item.idempotency_key, env.tokens,
                             caller.key_id, env.job.screening, env.route.to_dict() if env.route is not None else None,
-                            cache_status="bypass", batch_id=batch_id, custom_id=custom_id)
+                            cache_status="bypass", dialect=env.job.dialect, batch_id=batch_id, custom_id=custom_id)
                 for env, item, custom_id in zip(envs, items, custom_ids, strict=True)]
         with session_scope(self.gw.engine) as db:
             results = jobs.create_jobs(db, caller.tenant, rows)
@@ -239,6 +241,11 @@ class BulkAcceptor:
             pipe.execute()
 
 
+def _view(env: Envelope) -> dict[str, Any]:
+    """The job's request as the estimator and the cache read it, whatever its dialect (``shared.dialects``)."""
+    return chat_view(env.request, env.job.dialect)
+
+
 FIRST_CHUNK, LAST_CHUNK = 16, 256  # jobs per transaction: small first (the first jobs flow at once), then growing
 
 
@@ -249,7 +256,7 @@ def _chunks(total: int) -> Iterator[tuple[int, int]]:
         start, size = start + size, min(LAST_CHUNK, size * 4)
 
 
-def _refuse_repeated_keys(items: Sequence[JobRequest]) -> None:
+def _refuse_repeated_keys(items: Sequence[BulkItem]) -> None:
     first: dict[str, int] = {}
     for index, item in enumerate(items):
         key = item.idempotency_key

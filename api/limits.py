@@ -31,6 +31,7 @@ class BodyGuard:
 
     BATCH_PATH = "/v1/jobs/batch"
     FILES_PATH = "/v1/files"  # uploads of batch input files: their own limit (``files.max_bytes``)
+    MESSAGE_BATCHES_PATH = "/v1/messages/batches"  # a Message Batch's requests: the bulk limit, as a batch of jobs
 
     def __init__(self, app: Any, max_bytes: int, batch_max_bytes: int | None = None,
                  timeout_s: float | None = None, files_max_bytes: int | None = None) -> None:
@@ -41,7 +42,7 @@ class BodyGuard:
         self.timeout_s = timeout_s
 
     def limit_for(self, path: str) -> int:
-        if path.startswith(self.BATCH_PATH):
+        if path.startswith(self.BATCH_PATH) or path == self.MESSAGE_BATCHES_PATH:
             return self.batch_max_bytes
         return self.files_max_bytes if path == self.FILES_PATH else self.max_bytes
 

@@ -294,6 +294,26 @@ class JobRequest(ChatRequest, _Tags):
         return self.model_dump(exclude_none=True, exclude=_NOT_IN_PAYLOAD)
 
 
+class BulkItem(Protocol):
+    """One job of a bulk submit (``api.bulk``): a ``JobRequest``, or a request of a Message Batch
+    (``api.message_requests``); ``payload`` is the request in its ``dialect``, as the job keeps it."""
+
+    dialect: ClassVar[str]
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def task(self) -> str | None: ...
+
+    @property
+    def idempotency_key(self) -> str | None: ...
+
+    def tags(self) -> JobTags: ...
+
+    def payload(self) -> dict[str, Any]: ...
+
+
 # The job's tags, and what ``provider_payload`` leaves out.
 _NOT_IN_PAYLOAD = {"feature", "priority", "task", "deadline", "idempotency_key", "cache", "stream",
                    "stream_options"}

@@ -313,7 +313,8 @@ BATCH_STATUSES = ("validating", "in_progress", "completed", "cancelling", "cance
 
 
 class Batch(Base):
-    """An OpenAI-format batch (``POST /v1/batches``): its lines are jobs (``Job.batch_id``) in the batch lane."""
+    """A batch: OpenAI's (``POST /v1/batches``) or, with ``endpoint`` /v1/messages, Anthropic's Message Batch
+    (``api.message_batches``); its lines are jobs (``Job.batch_id``) in the batch lane."""
 
     __tablename__ = "batches"
     __table_args__ = (Index(None, "tenant_id", "id"), Index(None, "status", "ingested_at"),

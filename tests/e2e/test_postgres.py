@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -88,3 +90,21 @@ def test_values_jsonb_cannot_hold_are_a_400_on_postgres_too(pg_gateway: tuple[st
         again = c.post("/v1/chat/completions", content=body.encode(), headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and again.status_code == 400, (r.text, again.text)
     assert r.json()["error"]["code"] == "unsupported_value"
+
+
+def test_a_message_batch_on_postgres(pg_gateway: tuple[str, str]) -> None:
+    url, key = pg_gateway
+    client = anthropic.Anthropic(base_url=url, api_key=key, max_retries=0)
+    params = {"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "on pg"}]}
+    batch = client.messages.batches.create(requests=[{"custom_id": "pg-1", "params": params}])  # type: ignore[list-item]
+    deadline = time.monotonic() + 60
+    while client.messages.batches.retrieve(batch.id).processing_status != "ended":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert [(r.custom_id, r.result.type) for r in client.messages.batches.results(batch.id)] == [("pg-1", "succeeded")]
+    assert batch.id in {b.id for b in client.messages.batches.list()}
+    with httpx.Client(base_url=url, headers={"x-api-key": key}, timeout=30) as c:
+        nul = c.post("/v1/messages/batches", json={"requests": [{"custom_id": "n", "params": {**params, "x": "a\0b"}}]})
+        cursor = c.get("/v1/messages/batches", params={"after_id": "a\0b"})
+        unknown = c.get("/v1/messages/batches/a%00b")
+    assert (nul.status_code, cursor.status_code, unknown.status_code) == (400, 400, 404)
