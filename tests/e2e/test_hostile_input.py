@@ -111,3 +111,34 @@ def test_the_other_routes_refuse_what_cannot_be_stored_before_writing(stack: Sta
     assert status == 400, (path, extra, answer)
     assert answer["error"]["message"]
     assert _count_jobs(stack) == before
+
+
+def _batches(stack: Stack) -> int:
+    with stack.client() as c:
+        return len(c.get("/v1/messages/batches", params={"limit": 100}).json()["data"])
+
+
+@pytest.mark.parametrize("extra", [b[0] for b in BAD])
+def test_a_message_batch_with_such_a_value_in_one_request_is_refused_whole(stack: Stack, extra: str) -> None:
+    """Every request of a message batch is checked before the batch is written: one bad value is a 400
+    (Anthropic's error body), and neither a batch nor a job exists after it."""
+    jobs, batches = _count_jobs(stack), _batches(stack)
+    params = '{"model": "gpt-4o-mini", "max_tokens": 16, "messages": ' + MESSAGES + ", " + extra + "}"
+    ok = '{"custom_id": "fine", "params": {"model": "gpt-4o-mini", "max_tokens": 16, "messages": ' + MESSAGES + "}}"
+    body = ('{"requests": [' + ok + ', {"custom_id": "bad", "params": ' + params + "}]}").encode()
+    status, answer = _post(stack, "/v1/messages/batches", body)
+    assert status == 400, answer
+    assert answer["type"] == "error" and answer["error"]["message"]
+    assert _count_jobs(stack) == jobs and _batches(stack) == batches
+
+
+def test_a_message_batch_with_a_bad_key_or_a_wrong_type_is_refused(stack: Stack) -> None:
+    with stack.client() as c:
+        unknown = c.post("/v1/messages/batches", json={"requests": []}, headers={"x-api-key": "sk-nope",
+                                                                                   "Authorization": ""})
+        wrong = c.post("/v1/messages/batches", json={"requests": {"custom_id": "a"}})
+        huge = c.post("/v1/messages/batches", content=b" " * (64 * 1024 * 1024 + 1),  # api.max_batch_body_bytes + 1
+                      headers={"Content-Type": "application/json"})
+    assert unknown.status_code == 401
+    assert wrong.status_code == 400
+    assert huge.status_code == 413
