@@ -26,13 +26,23 @@ fast-lane attempt hands entries to its relay in memory at once, and writes them 
 every ``WRITE_EVERY_S`` (its caller has them already). Both XADD (capped, with a TTL) in the round
 trip that also reads whether the caller left (``Keys.stream_left``): a caller gone past its grace
 aborts the call.
+
+The writes of every stream a process runs go through one thread (``Flusher``): an attempt hands its
+entries over and reads on, and whatever the streams produced while a round trip was out goes in the
+next one. One pipeline per chunk per stream was the largest share of a streaming worker's CPU; idle,
+the hand-over adds a thread wake-up. A stream's end waits until everything before it is written.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import orjson
@@ -42,6 +52,7 @@ from shared.config import StreamingConfig
 from shared.keys import Keys
 from shared.stream_translate import Event
 
+log = logging.getLogger("gateway.stream")
 Entry = dict[str, Any]
 # An attempt whose caller is in its own process (the fast lane) writes its stream to Redis at most this
 # often, several entries a round trip: the caller has them already, the stream is for a resume.
@@ -78,7 +89,8 @@ class StreamWriter:
         self.start: Entry | None = None
         self.unwritten: list[Entry] = []
         self.written_at = 0.0
-        self.gone = False  # the caller left and its grace is over
+        self.gone = False  # the caller left and its grace is over (set by the flusher)
+        self.failed: BaseException | None = None  # a write the flusher could not make (set by it)
 
     @property
     def began(self) -> bool:
@@ -102,10 +114,12 @@ class StreamWriter:
         return not self.gone
 
     def end(self, status: str, error: dict[str, Any] | None = None) -> None:
-        """The stream's last entry (only once it began: an attempt that streamed nothing says nothing)."""
+        """The stream's last entry (only once it began: an attempt that streamed nothing says nothing),
+        returning once it and everything before it are written."""
         if self.began:
             self._add([{"t": "end", "status": status, **({"error": error} if error else {})}])
-            self._write(self.config.keep_s)
+            self._write(self.config.keep_s).result()
+            self._raise_failed()
 
     def _add(self, entries: list[Entry]) -> None:
         for entry in entries:
@@ -115,19 +129,89 @@ class StreamWriter:
                 self.local(entry)
         self.unwritten += entries
 
-    def _write(self, ttl_s: float) -> None:
+    def _write(self, ttl_s: float) -> Future[None]:
+        """Hand what is unwritten to the process's flusher; a redis error it met is raised here, later."""
+        self._raise_failed()
+        done = flusher_for(self.client).put(self, self.unwritten, ttl_s)
+        self.unwritten, self.written_at = [], time.monotonic()
+        return done
+
+    def _raise_failed(self) -> None:
+        if self.failed is not None:
+            raise self.failed
+
+    def add_writes(self, pipe: Any, entries: list[Entry], ttl_s: float) -> None:
+        """Add the commands that write ``entries`` to ``pipe``; ``wrote`` reads their last reply."""
         key = self.keys.job_stream(self.job_id)
-        pipe = self.client.pipeline(transaction=False)
-        for entry in self.unwritten:
+        for entry in entries:
             raw = orjson.dumps(entry)
             pipe.xadd(key, {"j": raw}, maxlen=self.config.max_frames, approximate=True)
             if self.channel:
                 pipe.publish(self.channel, b'{"stream":"' + self.job_id.encode() + b'","j":' + raw + b"}")
         pipe.expire(key, max(1, int(ttl_s)))
         pipe.get(self.keys.stream_left(self.job_id))
-        left = pipe.execute()[-1]
-        self.unwritten, self.written_at = [], time.monotonic()
+
+    def wrote(self, left: Any) -> None:
         self.gone = left is not None and float(left) <= time.time()
+
+
+class Flusher:
+    """The one thread of a process that writes its streams' entries (see the module docstring)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._queue: queue.SimpleQueue[tuple[StreamWriter, list[Entry], float, Future[None]]] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="stream-flusher", daemon=True).start()
+
+    def put(self, writer: StreamWriter, entries: list[Entry], ttl_s: float) -> Future[None]:
+        done: Future[None] = Future()
+        self._queue.put((writer, entries, ttl_s, done))
+        return done
+
+    def _run(self) -> None:
+        while True:
+            group = [self._queue.get()]
+            while len(group) < MAX_GROUP:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._write(group)
+
+    def _write(self, group: list[tuple[StreamWriter, list[Entry], float, Future[None]]]) -> None:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for writer, entries, ttl_s, _ in group:
+                writer.add_writes(pipe, entries, ttl_s)
+            replies = pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - each writer raises it in its own attempt's thread
+            log.warning("could not write %d stream updates: %r", len(group), exc)
+            for writer, _, _, done in group:
+                writer.failed = exc
+                done.set_result(None)
+            return
+        at = 0
+        for writer, entries, _, done in group:
+            at += len(entries) * (2 if writer.channel else 1) + 2
+            writer.wrote(replies[at - 1])
+            done.set_result(None)
+
+
+MAX_GROUP = 256  # stream updates in one round trip at most
+_flushers: dict[tuple[int, int], Flusher] = {}
+_flushers_lock = threading.Lock()
+
+
+def flusher_for(client: redis.Redis) -> Flusher:
+    """The flusher of ``client`` in this process (one thread per client, started on first use)."""
+    at = (os.getpid(), id(client))  # a forked child starts its own thread
+    flusher = _flushers.get(at)
+    if flusher is None or flusher.client is not client:
+        with _flushers_lock:
+            flusher = _flushers.get(at)
+            if flusher is None or flusher.client is not client:
+                flusher = _flushers[at] = Flusher(client)
+    return flusher
 
 
 def caller_left(pipe: Any, keys: Keys, job_id: str, grace_s: float) -> None:

@@ -16,9 +16,10 @@
   scheduler could do while the copilot runs: the provider's full bucket (TPM x burst window / 60) at
   once, the rest at its refill less the copilot's use, (backlog - TPM x burst / 60) / ((TPM - copilot
   TPM) / 60) (``Scenario.physical_min_s``);
-- fairness: Jain's index of the tokens each summarizer got accepted while they competed for a spent
-  meter: from the end of the burst until the first of them had its last job accepted. A backlog
-  accepted whole from the idle burst (it arrived first) never competed and is left out.
+- fairness: Jain's index of the tokens each summarizer got accepted while they competed: from the
+  storm (they all dump at that moment) until the first of them had its last job accepted. A backlog
+  accepted whole from the idle burst never competed for a spent meter and is left out. (Counting
+  from the end of the burst instead left a window of a fraction of a second, a handful of jobs.)
 """
 
 from __future__ import annotations
@@ -176,16 +177,16 @@ def _utilisation(obs: Observed, scenario: Scenario, end: float | None) -> dict[s
 
 
 def _fairness(calls: list[Call], obs: Observed, scenario: Scenario) -> dict[str, Any]:
-    """Among the summarizers still waiting when the burst was spent: a backlog that arrived first and
-    was accepted whole from the idle burst never competed, and is listed apart (``done_in_burst``)."""
+    """Among the summarizers still waiting when the burst was spent: a backlog accepted whole from the
+    idle burst never competed, and is listed apart (``done_in_burst``)."""
     by_tenant: dict[str, list[Call]] = defaultdict(list)
     for c in calls:
         if c.feature == SUMMARIZER:
             by_tenant[c.tenant].append(c)
-    start = burst_spent_at(obs)
+    spent, start = burst_spent_at(obs), obs.storm_at
     last = {t: max((c.accepted or c.done or obs.ended_at) for c in by_tenant[t])
             for t in scenario.batch_plan if by_tenant[t]}
-    competing = [t for t, end in last.items() if end > start]
+    competing = [t for t, end in last.items() if end > spent]
     done_in_burst = sorted(set(last) - set(competing))
     if len(competing) < 2:
         return {"window_s": None, "jain": None, "tokens": {}, "done_in_burst": done_in_burst}
