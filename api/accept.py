@@ -270,7 +270,7 @@ class Acceptor:
         """Insert the job (admitted already, its lease held, when reserved inline); a repeated
         idempotency key returns the original job instead (``created`` False)."""
         with session_scope(self.gw.engine) as db:
-            job, created = jobs.create_job(
+            return jobs.create_job_view(
                 db, tenant_id=env.tenant, feature=env.feature, lane=env.lane, task=tags.task, model=env.model,
                 request=env.request, deadline=datetime.fromtimestamp(env.deadline, UTC),
                 idempotency_key=tags.idempotency_key, estimate_tokens=estimate, job_id=env.id,
@@ -278,7 +278,6 @@ class Acceptor:
                 screening=env.job.screening, route=env.route.to_dict() if env.route is not None else None,
                 cache_status=cache_status, dialect=env.job.dialect, stream=env.job.stream,
             )
-            return jobs.job_view(job), created
 
     def _hand_off(self, env: Envelope, fast: bool, *, short_lease: bool = False) -> None:
         try:

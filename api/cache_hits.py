@@ -75,14 +75,14 @@ class CacheHits:
     def _persist(self, caller: Caller, env: Envelope, row: jobs.NewJob, answered: dict[str, Any], hit: Hit,
                  now: datetime) -> tuple[dict[str, Any], bool]:
         with session_scope(self.gw.engine) as db:
-            job, created = jobs.create_job(
+            view, created = jobs.create_job_view(
                 db, tenant_id=caller.tenant, feature=row.feature, lane=row.lane, task=row.task, model=row.model,
                 request=row.request, deadline=row.deadline, idempotency_key=row.idempotency_key,
                 estimate_tokens=0, job_id=row.job_id, key_id=row.key_id, screening=row.screening,
                 cache_status=answered["cache_status"], answered=answered, now=now, dialect=row.dialect)
             if created:
                 self._audit(db, caller, env, answered, hit)
-            return jobs.job_view(job), created
+            return view, created
 
     def _audit(self, db: Session, caller: Caller, env: Envelope, answered: dict[str, Any], hit: Hit) -> None:
         """A hit is a call like any other in the audit log: its decision says whose answer it was."""

@@ -36,6 +36,7 @@ from shared.db.session import session_scope
 log = logging.getLogger("gateway.audit")
 
 _AUDIT = cast(Table, AuditEvent.__table__)
+_INSERT = insert(_AUDIT)  # the columns come from each record's keys (None is left out, see ``append``)
 GENESIS = "0" * 64  # the prev_hash of a tenant's first record
 BATCH_ROWS = 1000
 # What the chain covers: everything but the id (a store detail), the content (its hashes stand for it)
@@ -57,7 +58,7 @@ def append(session: Session, **fields: Any) -> None:
     """Append one record in ``session``'s transaction (``AuditEvent``'s columns; ``at`` defaults to now).
     For anyone who records an action: the caller's transaction commits it with what it records."""
     # None is left out rather than bound: a JSON column would store JSON null, not SQL NULL.
-    session.execute(insert(_AUDIT), [{"at": utcnow(), **{k: v for k, v in fields.items() if v is not None}}])
+    session.connection().execute(_INSERT, {"at": utcnow(), **{k: v for k, v in fields.items() if v is not None}})
 
 
 def contents(policy: AuditPolicy, *, sent: Any, received: Any, caller_sent: Any = None,

@@ -155,20 +155,38 @@ def _new_job_values(tenant_id: str, job: NewJob, now: datetime, *,
     )
 
 
-def create_job(
+def create_job(session: Session, **fields: Any) -> tuple[Job, bool]:
+    """Persist a new queued job, or return the tenant's job with the same idempotency key (``insert_job``).
+    The returned Job is attached to the session as if loaded, so a caller may still change it and flush."""
+    inserted, created = insert_job(session, **fields)
+    if not created:
+        return cast(Job, inserted), False
+    job = Job(**{name: getattr(inserted, name) for name in _JobRow.__dataclass_fields__})
+    make_transient_to_detached(job)  # persistent as if just loaded: no SELECT, later changes flush
+    session.add(job)
+    return job, True
+
+
+def create_job_view(session: Session, **fields: Any) -> tuple[dict[str, Any], bool]:
+    """``create_job``, as the job's view (what the api answers with), without building an ORM Job."""
+    inserted, created = insert_job(session, **fields)
+    return job_view(inserted), created
+
+
+def insert_job(
     session: Session, *, tenant_id: str, feature: str, lane: str, task: str | None, model: str,
     request: dict[str, Any], deadline: datetime, idempotency_key: str | None,
     estimate_tokens: int | None = None, job_id: str | None = None, admitted_deployment: str | None = None,
     key_id: int | None = None, screening: dict[str, Any] | None = None, route: dict[str, Any] | None = None,
     cache_status: str = "miss", answered: dict[str, Any] | None = None, now: datetime | None = None,
     dialect: str = "openai", stream: dict[str, Any] | None = None,
-) -> tuple[Job, bool]:
-    """Persist a new queued job, or return the tenant's job with the same idempotency key.
+) -> tuple[Job | _JobRow, bool]:
+    """Insert a new queued job (its row's values, ``created`` True), or return the tenant's job with the
+    same idempotency key (``created`` False).
 
     One INSERT ... SELECT FROM tenants ... ON CONFLICT DO NOTHING: it writes no row, and raises
     nothing, when the tenant is gone or a concurrent request took the key first; then the winner's
-    row comes back (``created`` False). The returned Job is attached to the session as if loaded,
-    so a caller may still change it and flush. ``admitted_deployment`` (fast lane, admitted before
+    row comes back. ``admitted_deployment`` (fast lane, admitted before
     the insert under a ``job_id`` chosen up front) writes the job as admitted there at once.
     ``answered`` (a cache hit) writes it finished at once: its status, result and cache fields
     (``answered_view`` shows the same row before it is written).
@@ -188,15 +206,12 @@ def create_job(
     if answered is not None:
         values.update(answered, finished_at=now, queued_ms=0)
     statement = _create_statement(_dialect(session), with_result=answered is not None)
-    inserted = session.execute(statement, {f"n_{k}": v for k, v in values.items()})
+    inserted = session.connection().execute(statement, {f"n_{k}": v for k, v in values.items()})
     if inserted.first() is None:
         if key is not None and (winner := _by_idempotency_key(session, tenant_id, key)):
             return _repeat_of(winner, request)
         raise NotFound(f"tenant {tenant_id!r} does not exist")
-    job = Job(**{"result": None, **values}, error=None)
-    make_transient_to_detached(job)  # persistent as if just loaded: no SELECT, later changes flush
-    session.add(job)
-    return job, True
+    return _JobRow(**{"result": None, **values}, error=None), True
 
 
 def answered_view(tenant_id: str, job: NewJob, answered: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -583,14 +598,15 @@ def record_attempt(
         "a_started_at": now - timedelta(milliseconds=latency_ms), "a_ended_job": outcome is not None,
         **{f"a_{name}": getattr(usage, name) for name in _USAGE_COLUMNS},
     }
-    if session.execute(add_attempt, attempt).first() is None:
+    db = session.connection()  # Core statements: the ORM's execute path costs as much again per statement
+    if db.execute(add_attempt, attempt).first() is None:
         return None
     if outcome is None:
-        row = session.execute(goes_on, attempt).first()
+        row = db.execute(goes_on, attempt).first()
     else:
-        row = session.execute(ends, {"jid": job_id, "j_finished_at": now, **outcome}).first()
+        row = db.execute(ends, {"jid": job_id, "j_finished_at": now, **outcome}).first()
     if row is None:  # PostgreSQL only: another transaction finished the job in between
-        session.execute(forget, attempt)
+        db.execute(forget, attempt)
         return None
     rollups.add(session, rollups.RecordedAttempt(
         row.tenant_id, row.feature, row.key_id, deployment, now, status, outcome is not None, tokens_in,

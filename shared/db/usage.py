@@ -131,7 +131,7 @@ def _write_pending(session: Session) -> None:
     if not pending:
         return
     rows = [{**dict(zip(KEY, key, strict=True)), **figures} for key, figures in sorted(pending.items())]
-    session.execute(_upsert(session.get_bind().dialect.name), rows)
+    session.connection().execute(_upsert(session.get_bind().dialect.name), rows)
 
 
 @event.listens_for(Session, "after_soft_rollback")
