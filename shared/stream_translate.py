@@ -67,6 +67,11 @@ class Relay:
     def close(self) -> list[bytes]:
         return []
 
+    def fail(self, code: str, message: str) -> list[bytes] | None:
+        """The frames that end a stream broken off after it began (``code``, ``message``: why); None when
+        the caller's dialect says it with the gateway's error event (``api.delivery.error_event``)."""
+        return None
+
 
 class ChatRelay(Relay):
     """OpenAI to an OpenAI caller: the usage the gateway asked for goes out only if the caller asked too."""
