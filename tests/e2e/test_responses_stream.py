@@ -1,6 +1,7 @@
 """The Responses API streamed as OpenAI streams it, through the official SDK's helpers (sync and async):
-function calls item by item with their argument deltas as the provider sends them, on the fast lane
-and through a worker, and a provider that breaks off mid-stream ending in ``response.failed``."""
+function calls item by item with their argument deltas as the provider sends them (OpenAI or
+Anthropic), on the fast lane and through a worker, and a provider that breaks off mid-stream ending
+in ``response.failed``."""
 
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ def _input() -> str:
     return f"Weather in Paris? {uuid.uuid4().hex}"
 
 
-@pytest.mark.parametrize("headers", [{}, STANDARD], ids=["fast-lane", "worker"])
-def test_a_function_call_streams_as_its_own_item_with_its_argument_deltas(stack: Stack,
+@pytest.mark.parametrize(("model", "headers"), [("capture-gpt", {}), ("capture-gpt", STANDARD), ("capture-claude", {})],
+                         ids=["fast-lane", "worker", "anthropic"])
+def test_a_function_call_streams_as_its_own_item_with_its_argument_deltas(stack: Stack, model: str,
                                                                           headers: dict[str, str]) -> None:
-    with _openai(stack).responses.stream(model="capture-gpt", input=_input(), tools=[WEATHER],
+    with _openai(stack).responses.stream(model=model, input=_input(), tools=[WEATHER],
                                          tool_choice="required", extra_headers=headers) as stream:
         events: list[Any] = list(stream)
         final: Any = stream.get_final_response()
