@@ -1,7 +1,8 @@
 """Legacy ``POST /v1/completions`` streamed as OpenAI streams it, through the official SDK: the provider's
 ``text_completion`` chunks as it makes them (every choice, by index), ``[DONE]`` last, the usage only
 when asked for, on the fast lane and through a worker; the answer stored is the one streamed, and a
-cache hit streams the stored answer in the same form. Hostile ``stream`` values are a 400."""
+cache hit streams the stored answer in the same form. A provider breaking off mid-stream is the error
+the SDK raises; hostile ``stream`` values are a 400."""
 
 from __future__ import annotations
 
@@ -69,6 +70,18 @@ def test_the_usage_comes_last_when_asked_for_and_a_cache_hit_streams_the_stored_
     again = list(raw.parse())
     assert raw.headers["x-gateway-cache"] == "hit"
     assert _texts(again) == _texts(first) and again[-1].usage == first[-1].usage
+
+
+def test_a_provider_breaking_off_mid_stream_is_an_error_the_sdk_raises(stack: Stack, faults: Any) -> None:
+    faults(kind="cut", model=MODEL, after_events=3)
+    raw = _openai(stack).completions.with_raw_response.create(model=MODEL, prompt=f"cut {uuid.uuid4().hex}",
+                                                              max_tokens=1000, stream=True)
+    got: list[Any] = []
+    with pytest.raises(openai.APIError, match="broke off"):
+        got.extend(raw.parse())
+    assert got and all(c.object == "text_completion" for c in got)
+    job = _stored(stack, raw.headers["x-gateway-job-id"])
+    assert job["status"] == "failed" and job["attempts"] == 1 and job["usage"]["completion_tokens"] > 0
 
 
 @pytest.mark.parametrize(("extra", "param"), [
