@@ -113,6 +113,20 @@ def openai_sse(result: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
+def completion_sse(result: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
+    """A finished legacy ``text_completion`` replayed as its stream: each choice's text as one chunk, then
+    its finish reason, as OpenAI's legacy stream shapes them."""
+    base = {"id": result.get("id"), "object": "text_completion", "created": result.get("created", int(time.time())),
+            "model": result.get("model")}
+    for position, choice in enumerate(result.get("choices") or []):
+        where = {"index": choice.get("index", position), "logprobs": None}
+        yield _event({**base, "choices": [{"text": choice.get("text") or "", **where, "finish_reason": None}]})
+        yield _event({**base, "choices": [{"text": "", **where, "finish_reason": choice.get("finish_reason", "stop")}]})
+    if include_usage:
+        yield _event({**base, "choices": [], "usage": result.get("usage")})
+    yield b"data: [DONE]\n\n"
+
+
 STREAM_EVENTS = ("message_start", "content_block_start", "content_block_delta", "content_block_stop",
                  "message_delta", "message_stop")  # what ``anthropic_sse`` sends, in this order
 

@@ -215,7 +215,11 @@ class Translation:
         return int(entry.get("s", -1)) > self.next_seq
 
     def error(self, exc: GatewayError) -> bytes:
-        """An error event in the caller's dialect."""
+        """An error event in the caller's dialect: the translator's own end when it has one (the Responses
+        API's ``response.failed``), else the gateway's error event."""
+        failed = self.translator.fail(exc.code or exc.type, exc.message) if self.translator is not None else None
+        if failed is not None:
+            return b"".join(failed)
         return error_event("/v1/messages" if self.dialect == "anthropic" else "/v1/chat/completions", exc)
 
     def _numbered(self, frames: list[bytes]) -> list[bytes]:

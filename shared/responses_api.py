@@ -281,8 +281,11 @@ def relay_request(request: JSON) -> JSON:
 
 class ChatToResponses(Relay):
     """A provider's stream, as chat chunks (``chat``), relayed as the Responses stream as it comes: created
-    at the first chunk, the message's text deltas as they arrive, then the tool calls and the completed
-    ``response`` (``from_chat`` of what was streamed, the message keeping the id it streamed under)."""
+    at the first chunk, each output item added when it begins (the message at its first text, a
+    function call at its first chunk) with its text or argument deltas as they arrive, then each item
+    done and the completed ``response`` (``from_chat`` of what was streamed, every item keeping the id
+    and place it streamed under: the SDK checks both). A stream that breaks off ends with
+    ``response.failed``, as OpenAI ends one (``fail``)."""
 
     def __init__(self, chat: Relay, request: JSON) -> None:
         super().__init__()
@@ -292,7 +295,9 @@ class ChatToResponses(Relay):
         self.head: JSON | None = None  # the chat stream's id, created and model
         self.text: list[str] = []
         self.item_id = ""  # the message item, once its text began
-        self.calls: dict[int, JSON] = {}
+        self.message_index = -1
+        self.calls: dict[int, JSON] = {}  # by chat tool call index: the function_call item, and its output_index
+        self.placed = 0  # output items added so far
         self.finish: str | None = None
         self.usage: JSON | None = None
 
@@ -302,14 +307,47 @@ class ChatToResponses(Relay):
     def close(self) -> list[bytes]:
         out = [f for frame in self.chat.close() for f in self._chunk(frame)]
         response = from_chat(self._result(), self.request)
-        items = response["output"]
-        if self.item_id:
-            items[0]["id"] = self.item_id
-            out += self._text_done(items[0])
-        for index, item in enumerate(items[1:] if self.item_id else items, start=1 if self.item_id else 0):
-            out += list(_item_events(item, index, self.seq))
+        response["output"], live = self._placed(response["output"])
+        for index, item in enumerate(response["output"]):
+            if index not in live:
+                out += list(_item_events(item, index, self.seq))
+            elif item["type"] == "message":
+                out += self._text_done(item, index)
+            else:
+                where = {"output_index": index, "item_id": item["id"]}
+                out += [_sse("response.function_call_arguments.done", {**where, "arguments": item["arguments"]},
+                             self.seq),
+                        _sse("response.output_item.done", {"output_index": index, "item": item}, self.seq)]
         final = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
         return [*out, _sse(final, {"response": response}, self.seq)]
+
+    def fail(self, code: str, message: str) -> list[bytes]:
+        """``response.failed``: the response so far (its items ``incomplete``), failed with ``error``.
+        OpenAI's error codes are a closed list: a rate limit is ``rate_limit_exceeded``, the rest
+        ``server_error``; the gateway's own code leads the message."""
+        out = [] if self.head is not None else self._created({})
+        response = from_chat(self._result(), self.request)
+        items, live = self._placed(response["output"])
+        error = {"code": "rate_limit_exceeded" if "rate_limit" in code else "server_error",
+                 "message": f"{code}: {message}"}
+        failed = dict(response, status="failed", error=error, usage=None,
+                      output=[dict(item, status="incomplete") for index, item in enumerate(items) if index in live])
+        return [*out, _sse("response.failed", {"response": failed}, self.seq)]
+
+    def _placed(self, items: list[JSON]) -> tuple[list[JSON], set[int]]:
+        """``from_chat``'s items with the ids and places they streamed under (those that did not stream
+        after them), and the places of those that streamed."""
+        placed: dict[int, JSON] = {}
+        calls = iter(sorted(self.calls.items()))
+        rest = []
+        for item in items:
+            if item["type"] == "message" and self.item_id:
+                placed[self.message_index] = dict(item, id=self.item_id)
+            elif item["type"] == "function_call" and (streamed := next(calls, None)) is not None:
+                placed[streamed[1]["output_index"]] = dict(item, id=streamed[1]["id"])
+            else:
+                rest.append(item)
+        return [placed[i] for i in sorted(placed)] + rest, set(range(len(placed)))
 
     def _chunk(self, frame: bytes) -> list[bytes]:
         if not frame.startswith(b"data: {"):
@@ -323,45 +361,67 @@ class ChatToResponses(Relay):
         return out
 
     def _created(self, chunk: JSON) -> list[bytes]:
+        """The first events; the response's id is fixed here (the SDK refuses a stream whose id changes)."""
         self.head = {k: chunk.get(k) for k in ("id", "created", "model")}
+        self.head["id"] = self.head["id"] or f"chatcmpl-{uuid.uuid4().hex}"
         pending = dict(from_chat(self.head, self.request), status="in_progress", output=[], usage=None,
                        incomplete_details=None)
         return [_sse("response.created", {"response": pending}, self.seq),
                 _sse("response.in_progress", {"response": pending}, self.seq)]
 
     def _delta(self, delta: JSON) -> list[bytes]:
-        for call in delta.get("tool_calls") or []:
-            into = self.calls.setdefault(int(call.get("index") or 0), {"id": None, "name": None, "arguments": ""})
-            function = call.get("function") or {}
-            into["id"] = call.get("id") or into["id"]
-            into["name"] = function.get("name") or into["name"]
-            into["arguments"] += function.get("arguments") or ""
+        out = []
         text = delta.get("content")
-        if not text:
-            return []
-        out = [] if self.item_id else self._message_added()
-        self.text.append(text)
-        where = {"output_index": 0, "item_id": self.item_id, "content_index": 0}
-        return [*out, _sse("response.output_text.delta", {**where, "delta": text, "logprobs": []}, self.seq)]
+        if text:
+            out += [] if self.item_id else self._message_added()
+            self.text.append(text)
+            where = {"output_index": self.message_index, "item_id": self.item_id, "content_index": 0}
+            out.append(_sse("response.output_text.delta", {**where, "delta": text, "logprobs": []}, self.seq))
+        for call in delta.get("tool_calls") or []:
+            out += self._call_delta(call)
+        return out
+
+    def _call_delta(self, call: JSON) -> list[bytes]:
+        """A function call's item when its first chunk comes, then each piece of its arguments."""
+        function = call.get("function") or {}
+        into = self.calls.get(int(call.get("index") or 0))
+        out = []
+        if into is None:
+            into = self.calls[int(call.get("index") or 0)] = {
+                "type": "function_call", "id": f"fc_{uuid.uuid4().hex}", "call_id": call.get("id"),
+                "name": function.get("name"), "arguments": "", "status": "in_progress", "output_index": self.placed}
+            self.placed += 1
+            item = {k: v for k, v in into.items() if k != "output_index"}
+            out.append(_sse("response.output_item.added", {"output_index": into["output_index"], "item": item},
+                            self.seq))
+        into["call_id"] = into["call_id"] or call.get("id")
+        into["name"] = into["name"] or function.get("name")
+        if function.get("arguments"):
+            into["arguments"] += function["arguments"]
+            out.append(_sse("response.function_call_arguments.delta", {
+                "output_index": into["output_index"], "item_id": into["id"], "delta": function["arguments"]},
+                self.seq))
+        return out
 
     def _message_added(self) -> list[bytes]:
-        self.item_id = f"msg_{uuid.uuid4().hex}"
+        self.item_id, self.message_index = f"msg_{uuid.uuid4().hex}", self.placed
+        self.placed += 1
         item = {"type": "message", "id": self.item_id, "status": "in_progress", "role": "assistant", "content": []}
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        return [_sse("response.output_item.added", {"output_index": 0, "item": item}, self.seq),
-                _sse("response.content_part.added", {"output_index": 0, "item_id": self.item_id, "content_index": 0,
-                                                     "part": part}, self.seq)]
+        where = {"output_index": self.message_index, "item_id": self.item_id, "content_index": 0}
+        return [_sse("response.output_item.added", {"output_index": self.message_index, "item": item}, self.seq),
+                _sse("response.content_part.added", {**where, "part": part}, self.seq)]
 
-    def _text_done(self, item: JSON) -> list[bytes]:
-        where = {"output_index": 0, "item_id": item["id"], "content_index": 0}
+    def _text_done(self, item: JSON, index: int) -> list[bytes]:
+        where = {"output_index": index, "item_id": item["id"], "content_index": 0}
         part = item["content"][0]
         return [_sse("response.output_text.done", {**where, "text": part.get("text", ""), "logprobs": []}, self.seq),
                 _sse("response.content_part.done", {**where, "part": part}, self.seq),
-                _sse("response.output_item.done", {"output_index": 0, "item": item}, self.seq)]
+                _sse("response.output_item.done", {"output_index": index, "item": item}, self.seq)]
 
     def _result(self) -> JSON:
         """The chat.completion of what was streamed, for ``from_chat``."""
-        calls = [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+        calls = [{"id": c["call_id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
                  for _, c in sorted(self.calls.items())]
         message = {"role": "assistant", "content": "".join(self.text) or None, "tool_calls": calls or None}
         return {**(self.head or {}), "choices": [{"index": 0, "message": message, "finish_reason": self.finish}],

@@ -153,7 +153,7 @@ def relay_of(request: Submittable) -> dict[str, Any] | None:
     the caller's dialect, with the usage when the caller asked for it (OpenAI's
     ``stream_options.include_usage``; Anthropic's events always carry it; the Responses API's final
     event does, with what of the request its ``response`` repeats). None when it does not stream."""
-    if not request.stream or request.dialect not in ("openai", "anthropic", "responses"):
+    if not request.stream or request.dialect not in ("openai", "anthropic", "responses", "completions"):
         return None
     if request.dialect == "responses":
         return {"dialect": "responses", "usage": True,
@@ -163,6 +163,16 @@ def relay_of(request: Submittable) -> dict[str, Any] | None:
 
 
 MAX_CHOICES = 128  # OpenAI's own limit on ``n``
+
+
+def check_stream_options(stream: bool, options: dict[str, Any] | None) -> None:
+    """As OpenAI checks it: ``stream_options`` only on a streamed call, ``include_usage`` a boolean."""
+    if options is None:
+        return
+    if not stream:
+        raise ValueError("stream_options is only allowed with stream: true")
+    if not isinstance(options.get("include_usage", False), bool):
+        raise ValueError("stream_options.include_usage must be true or false")
 
 
 class ChatRequest(Storable):
@@ -189,13 +199,7 @@ class ChatRequest(Storable):
 
     @model_validator(mode="after")
     def _stream_options_with_stream(self) -> ChatRequest:
-        """As OpenAI checks it: ``stream_options`` only on a streamed call, ``include_usage`` a boolean."""
-        if self.stream_options is None:
-            return self
-        if not self.stream:
-            raise ValueError("stream_options is only allowed with stream: true")
-        if not isinstance(self.stream_options.get("include_usage", False), bool):
-            raise ValueError("stream_options.include_usage must be true or false")
+        check_stream_options(self.stream, self.stream_options)
         return self
 
     def provider_payload(self) -> dict[str, Any]:
@@ -247,8 +251,15 @@ class CompletionRequest(Storable):
     top_p: float | None = Field(None, ge=0, le=1)
     n: int | None = Field(None, ge=1, le=MAX_CHOICES)
     stop: str | list[str] | None = None
-    stream: bool = Field(False, description="not supported on this route: a 400 says so")
+    stream: bool = Field(False, strict=True, description="true: the provider's text_completion chunks as it "
+                         "makes them, `[DONE]` last")
+    stream_options: dict[str, Any] | None = Field(None, description="`include_usage`: a last chunk with the usage")
     user: str | None = None
+
+    @model_validator(mode="after")
+    def _stream_options_with_stream(self) -> CompletionRequest:
+        check_stream_options(self.stream, self.stream_options)
+        return self
 
     def provider_payload(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True, exclude={"stream", "stream_options"})

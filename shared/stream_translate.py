@@ -67,6 +67,11 @@ class Relay:
     def close(self) -> list[bytes]:
         return []
 
+    def fail(self, code: str, message: str) -> list[bytes] | None:
+        """The frames that end a stream broken off after it began (``code``, ``message``: why); None when
+        the caller's dialect says it with the gateway's error event (``api.delivery.error_event``)."""
+        return None
+
 
 class ChatRelay(Relay):
     """OpenAI to an OpenAI caller: the usage the gateway asked for goes out only if the caller asked too."""
@@ -334,6 +339,35 @@ class ChatAssembler:
                 "choices": choices, "usage": self.usage or {"prompt_tokens": 0, "completion_tokens": 0,
                                                             "total_tokens": 0},
                 **{k: self.head[k] for k in ("system_fingerprint", "service_tier") if k in self.head}}
+
+
+class CompletionAssembler:
+    """Legacy ``text_completion`` chunks to the ``text_completion`` the same call would have answered whole."""
+
+    def __init__(self) -> None:
+        self.head: JSON = {}
+        self.texts: dict[int, list[str]] = {}
+        self.finish: dict[int, str] = {}
+        self.usage: JSON | None = None
+
+    def feed(self, event: Event) -> None:
+        chunk = event.data
+        if chunk is None:
+            return
+        self.head.update({k: chunk[k] for k in ("id", "created", "model", "system_fingerprint") if chunk.get(k)})
+        self.usage = chunk.get("usage") or self.usage
+        for choice in chunk.get("choices") or []:
+            at = int(choice.get("index", 0))
+            self.texts.setdefault(at, []).append(choice.get("text") or "")
+            if choice.get("finish_reason"):
+                self.finish[at] = choice["finish_reason"]
+
+    def body(self) -> JSON:
+        choices = [{"text": "".join(parts), "index": at, "logprobs": None, "finish_reason": self.finish.get(at, "stop")}
+                   for at, parts in sorted(self.texts.items())]
+        return {"object": "text_completion", "id": "cmpl-gw", "created": int(time.time()), "model": "", **self.head,
+                "choices": choices, "usage": self.usage or {"prompt_tokens": 0, "completion_tokens": 0,
+                                                            "total_tokens": 0}}
 
 
 class MessagesAssembler:

@@ -1,18 +1,20 @@
 """OpenAI-compatible ``POST /v1/embeddings`` and legacy ``POST /v1/completions``: jobs like chat calls
 (the same tags, budgets, cost and exact cache), forwarded as written to OpenAI-format deployments
-(``shared.dialects``); the answer is the provider's own."""
+(``shared.dialects``); the answer is the provider's own. A completion with ``stream: true`` is the
+provider's ``text_completion`` chunks as it makes them, relayed like chat's (``api.streaming``)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
 
 from api.answers import EmbeddingList, TextCompletion
-from api.delivery import gateway_headers, raise_unless_succeeded, screen_headers
+from api.delivery import completion_sse, gateway_headers, raise_unless_succeeded, screen_headers
 from api.deps import read_body
-from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, errors, submit_doc
+from api.openapi import BODY, JOB_HEADERS, TENANT_KEY, answer, errors, sse, submit_doc
 from api.responses import OrjsonResponse
 from api.routes.common import Submit, submit_of
-from shared.errors import InvalidRequest
+from api.streaming import relay
 from shared.schemas import CompletionRequest, EmbeddingsRequest, Submittable
 
 router = APIRouter()
@@ -28,14 +30,18 @@ async def embeddings(request: Request) -> object:
 
 
 @router.post("/v1/completions", response_model=None, openapi_extra=submit_doc(CompletionRequest), responses={
-    200: answer(TextCompletion, "The provider's text completion", headers=JOB_HEADERS),
+    200: answer(TextCompletion, "The provider's text completion; with `stream: true`, its text_completion chunks",
+                headers=JOB_HEADERS, content=sse("a text_completion chunk as JSON; `[DONE]` last")),
     **errors(*BODY, *TENANT_KEY, 404, 409, 502, 504)})
 async def completions(request: Request) -> object:
     submit = await submit_of(request)
     body = await read_body(request, CompletionRequest)
-    if body.stream:
-        raise InvalidRequest("stream: the legacy completions route answers whole; send stream false, or use "
-                             "/v1/chat/completions to stream", param="stream")
+    if body.stream:  # the headers, naming the job, go out at once; the chunks as the provider makes them
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        stored, finish = await submit.early(body, submit.tags())
+        events = relay(submit.streams, stored["id"], request.url.path, finish,
+                       lambda r: completion_sse(r, include_usage))
+        return StreamingResponse(events, media_type="text/event-stream", headers=gateway_headers(stored))
     return await _answer(submit, body)
 
 

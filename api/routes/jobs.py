@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from api.answers import JobBatch, JobPage, JobView
 from api.auth import Caller
 from api.bulk import BatchSubmitted
-from api.delivery import anthropic_sse, gateway_headers, openai_sse, screen_headers, view_when_done
+from api.delivery import anthropic_sse, completion_sse, gateway_headers, openai_sse, screen_headers, view_when_done
 from api.deps import CallerDep, GatewayDep, StreamsDep, SubmitterDep, WaiterDep, parse_body, read_body
 from api.gateway import Gateway
 from api.metrics import SHED, SUBMITTED
@@ -170,6 +170,8 @@ def _stored_events(dialect: str, result: dict[str, Any]) -> Iterator[bytes]:
     """A stored answer as the events of ``dialect`` (the job's stream is gone, or it never streamed)."""
     if dialect == "anthropic":
         return anthropic_sse(openai_to_anthropic_response(result, str(result.get("model") or "")))
+    if result.get("object") == "text_completion":  # a legacy completion is replayed in its own form
+        return completion_sse(result, include_usage=True)
     return openai_sse(result, include_usage=True)
 
 

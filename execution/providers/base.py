@@ -40,7 +40,7 @@ def _completions_problem(payload: dict[str, Any]) -> str | None:
 
 
 # Endpoints whose answers the caller gets in the provider's own form, and how to tell one is usable.
-_AS_RECEIVED = {EMBEDDINGS: _embeddings_problem, COMPLETIONS: _completions_problem}
+AS_RECEIVED = {EMBEDDINGS: _embeddings_problem, COMPLETIONS: _completions_problem}
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +166,11 @@ class ProviderAdapter:
             payload = orjson.loads(raw.content)
         except orjson.JSONDecodeError as exc:
             raise self._malformed(raw, f"body is not JSON ({exc})") from exc
-        chat = where not in _AS_RECEIVED
+        chat = where not in AS_RECEIVED
         if not isinstance(payload, dict):
             problem: str | None = "body is not a JSON object"
         else:
-            problem = self.problem_with(payload) if chat else _AS_RECEIVED[where](payload)
+            problem = self.problem_with(payload) if chat else AS_RECEIVED[where](payload)
         if problem:
             raise self._malformed(raw, problem)
         try:

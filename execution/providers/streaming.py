@@ -6,8 +6,10 @@
         result = call.result()                             # a ``ProviderResult``, as ``call`` returns it
 
 The gateway always asks for the usage (OpenAI's ``stream_options.include_usage``; Anthropic sends it
-anyway): the reservation settles on it. The events are assembled as they pass (``ChatAssembler`` or
-``MessagesAssembler``), so the answer stored, cached and billed is the one the caller was streamed.
+anyway): the reservation settles on it. The events are assembled as they pass (``ChatAssembler``,
+``MessagesAssembler``, or ``CompletionAssembler`` for a legacy completion, streamed from the
+deployment's completions endpoint and kept as it came), so the answer stored, cached and billed is
+the one the caller was streamed.
 
 What can fail, and where it surfaces (always a ``ProviderCallError``):
 
@@ -30,9 +32,10 @@ import orjson
 from httpx_sse import EventSource, ServerSentEvent
 
 from execution.providers import errors, http
-from execution.providers.base import ProviderResult, Usage
+from execution.providers.base import AS_RECEIVED, ProviderResult, Usage
+from shared.dialects import COMPLETIONS, endpoint
 from shared.errors import Kind, ProviderCallError
-from shared.stream_translate import ChatAssembler, Event, MessagesAssembler
+from shared.stream_translate import ChatAssembler, CompletionAssembler, Event, MessagesAssembler
 from shared.tokens import count_tokens
 
 if TYPE_CHECKING:
@@ -42,13 +45,16 @@ if TYPE_CHECKING:
 class ProviderStream:
     """An open streamed call (see the module docstring)."""
 
-    def __init__(self, adapter: ProviderAdapter, response: httpx.Response, started: float, deadline: float) -> None:
+    def __init__(self, adapter: ProviderAdapter, response: httpx.Response, started: float, deadline: float,
+                 where: str = "chat") -> None:
         self.adapter = adapter
         self.response = response
         self.started = started
         self.deadline = deadline
-        self.assembler: ChatAssembler | MessagesAssembler = (
-            MessagesAssembler() if adapter.kind == "anthropic" else ChatAssembler())
+        self.where = where  # the endpoint called (``shared.dialects.endpoint``)
+        self.assembler: ChatAssembler | MessagesAssembler | CompletionAssembler = (
+            CompletionAssembler() if where == COMPLETIONS
+            else MessagesAssembler() if adapter.kind == "anthropic" else ChatAssembler())
         self.events_seen = 0
         self.complete = False  # the provider's last event came (OpenAI's [DONE], Anthropic's message_stop)
         self.headers = _lower(response.headers)
@@ -73,11 +79,12 @@ class ProviderStream:
         """The whole answer, as ``ProviderAdapter.call`` would have returned it."""
         adapter = self.adapter
         payload = self.assembler.body()
-        problem = adapter.problem_with(payload)
+        as_received = AS_RECEIVED.get(self.where)
+        problem = as_received(payload) if as_received is not None else adapter.problem_with(payload)
         if problem or not self.complete:
             raise self._broken(problem or "the stream ended before the provider's last event")
         try:
-            body = adapter.to_openai(payload)
+            body = payload if as_received is not None else adapter.to_openai(payload)
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             raise self._broken(f"cannot translate the streamed answer ({exc})") from exc
         return ProviderResult(body=body, status=self.response.status_code, headers=self.headers,
@@ -133,9 +140,10 @@ def open_stream(adapter: ProviderAdapter, request: dict[str, Any], headers: dict
     block ends."""
     name, timeouts = adapter.deployment.name, adapter.deployment.timeouts
     content = orjson.dumps(adapter.stream_body(request, dialect))
+    where = endpoint(dialect, adapter.dialect)
     started = time.perf_counter()
     try:
-        with http.open_stream(adapter.client, adapter.url, content=content,
+        with http.open_stream(adapter.client, adapter.endpoints.get(where, adapter.url), content=content,
                               headers={**adapter.headers, **headers} if headers else adapter.headers,
                               params=adapter.params, timeouts=timeouts) as response:
             if response.status_code >= 300:
@@ -143,7 +151,7 @@ def open_stream(adapter: ProviderAdapter, request: dict[str, Any], headers: dict
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 raise errors.malformed(name, "the answer to a streamed call is not an event stream",
                                        response.status_code, _lower(response.headers), response.read())
-            yield ProviderStream(adapter, response, started, time.monotonic() + timeouts.total)
+            yield ProviderStream(adapter, response, started, time.monotonic() + timeouts.total, where)
     except httpx.HTTPError as exc:
         raise errors.from_transport(exc, name) from exc
 
@@ -153,7 +161,7 @@ def _streamed_text(payload: dict[str, Any]) -> str:
     parts: list[str] = []
     for choice in payload.get("choices") or []:
         message = choice.get("message") or {}
-        parts.append(message.get("content") or "")
+        parts.append(message.get("content") or choice.get("text") or "")
         parts += [(call.get("function") or {}).get("arguments") or "" for call in message.get("tool_calls") or []]
     for block in payload.get("content") or []:
         parts.append(block.get("text") or orjson.dumps(block.get("input") or "").decode())

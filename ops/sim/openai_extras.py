@@ -4,7 +4,8 @@ Both run through the same engine as chat (auth, faults, meters, stats): only par
 differ. Embeddings are charged their input tokens on TPM and produce no output; their vectors are
 deterministic (seeded by the input), unit length, ``dimensions`` long (1536 by default), as floats or,
 with ``encoding_format: base64`` (the OpenAI SDK's default), as base64 of little-endian float32s. A
-legacy completion is a chat reply to the prompt, counted without the chat framing.
+legacy completion is a chat reply to the prompt, counted without the chat framing; streamed, it is
+``text_completion`` chunks of its text, as OpenAI's (the usage in a last chunk when asked for).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from ops.sim.completions import Completion
 from ops.sim.http import Headers, Response, json_response
 from ops.sim.openai_api import FINISH, OpenAIApi
-from ops.sim.wire import ChatRequest, new_id, positive_int, require
+from ops.sim.wire import ChatRequest, new_id, positive_int, require, split_for_stream, spread, sse_data
 from shared.tokens import count_tokens
 
 DIMENSIONS = 1536
@@ -90,9 +91,10 @@ class CompletionsApi(OpenAIApi):
         items = _inputs(body.get("prompt"), "prompt")
         n = positive_int(body, "n") or 1
         require(n <= 128, "Invalid 'n': at most 128.", "n")
-        require(not body.get("stream"), "The simulator's legacy completions do not stream.", "stream")
+        options = body.get("stream_options") or {}
         return ChatRequest(model=model, messages=[{"role": "user", "content": _text(items)}], n=n,
-                           max_tokens=positive_int(body, "max_tokens") or 16, extra={"inputs": items})
+                           max_tokens=positive_int(body, "max_tokens") or 16, stream=bool(body.get("stream")),
+                           include_usage=bool(options.get("include_usage")), extra={"inputs": items})
 
     def prompt_tokens(self, req: ChatRequest, estimate_only: bool = False) -> int:
         return _tokens(req.extra["inputs"], req.model, estimate_only)
@@ -105,3 +107,23 @@ class CompletionsApi(OpenAIApi):
             "id": new_id("cmpl-"), "object": "text_completion", "created": int(time.time()), "model": req.model,
             "choices": choices, "usage": {"prompt_tokens": prompt, "completion_tokens": output,
                                           "total_tokens": prompt + output}}, headers)
+
+    def stream_frames(self, req: ChatRequest, completions: list[Completion], prompt: int,
+                      per_event: int) -> list[tuple[int, bytes]]:
+        base = {"id": new_id("cmpl-"), "object": "text_completion", "created": int(time.time()), "model": req.model}
+
+        def chunk(index: int, text: str, finish: str | None = None) -> bytes:
+            return sse_data({**base, "choices": [{"text": text, "index": index, "logprobs": None,
+                                                  "finish_reason": finish}]})
+
+        frames: list[tuple[int, bytes]] = []
+        for i, c in enumerate(completions):
+            pieces = split_for_stream(c.text, per_event)
+            frames += [(n, chunk(i, piece)) for n, piece in zip(spread(c.output_tokens, len(pieces)), pieces,
+                                                                strict=True)]
+            frames.append((0, chunk(i, "", FINISH[c.finish])))
+        if req.include_usage:
+            output = sum(c.output_tokens for c in completions)
+            frames.append((0, sse_data({**base, "choices": [], "usage": {
+                "prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}})))
+        return [*frames, (0, b"data: [DONE]\n\n")]
