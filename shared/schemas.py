@@ -163,6 +163,9 @@ def relay_of(request: Submittable) -> dict[str, Any] | None:
 
 
 MAX_CHOICES = 128  # OpenAI's own limit on ``n``
+# ``stream`` as the providers take it: true, or false or null (the default); "yes" or 1 is a 400, never
+# a stream the caller cannot parse or a whole answer it did not ask for.
+StreamFlag = Annotated[bool, Field(strict=True), BeforeValidator(lambda value: False if value is None else value)]
 
 
 def check_stream_options(stream: bool, options: dict[str, Any] | None) -> None:
@@ -189,7 +192,7 @@ class ChatRequest(Storable):
     top_p: float | None = Field(None, ge=0, le=1)
     n: int | None = Field(None, ge=1, le=MAX_CHOICES, description="choices to generate; more than 1 only on "
                           "deployments that speak OpenAI's API (budgeted as n outputs)")
-    stream: bool = False
+    stream: StreamFlag = False
     stream_options: dict[str, Any] | None = None
     stop: str | list[str] | None = None
     tools: list[dict[str, Any]] | None = None
@@ -251,7 +254,7 @@ class CompletionRequest(Storable):
     top_p: float | None = Field(None, ge=0, le=1)
     n: int | None = Field(None, ge=1, le=MAX_CHOICES)
     stop: str | list[str] | None = None
-    stream: bool = Field(False, strict=True, description="true: the provider's text_completion chunks as it "
+    stream: StreamFlag = Field(False, description="true: the provider's text_completion chunks as it "
                          "makes them, `[DONE]` last")
     stream_options: dict[str, Any] | None = Field(None, description="`include_usage`: a last chunk with the usage")
     user: str | None = None

@@ -26,7 +26,7 @@ from shared.budget import prompt_tokens
 from shared.dialects import chat_view
 from shared.errors import PermissionDenied, echo
 from shared.routing import chain_for
-from shared.schemas import Storable
+from shared.schemas import Storable, StreamFlag
 from shared.translate import openai_to_anthropic_response
 
 router = APIRouter()
@@ -110,7 +110,7 @@ class MessagesRequest(Storable):
     top_p: float | None = Field(None, ge=0, le=1)
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
-    stream: bool = False
+    stream: StreamFlag = False
     metadata: RequestMetadata | None = None
 
     def provider_payload(self) -> dict[str, Any]:

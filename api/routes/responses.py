@@ -18,7 +18,7 @@ from api.responses import OrjsonResponse
 from api.routes.common import submit_of
 from api.streaming import relay
 from shared import responses_api
-from shared.schemas import Storable
+from shared.schemas import Storable, StreamFlag
 
 router = APIRouter()
 
@@ -38,7 +38,7 @@ class ResponsesRequest(Storable):
     top_p: float | None = Field(None, ge=0, le=1)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    stream: bool = False
+    stream: StreamFlag = False
     metadata: dict[str, str] | None = None
     previous_response_id: str | None = Field(None, description="not supported: the gateway keeps no state")
 

@@ -142,3 +142,25 @@ def test_a_message_batch_with_a_bad_key_or_a_wrong_type_is_refused(stack: Stack)
     assert unknown.status_code == 401
     assert wrong.status_code == 400
     assert huge.status_code == 413
+
+
+@pytest.mark.parametrize("stream", ['"yes"', "1", "1e309", "[true]"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/jobs", "/v1/messages", "/v1/responses"])
+def test_stream_that_is_not_a_boolean_is_a_400(stack: Stack, path: str, stream: str) -> None:
+    """A caller that sends ``stream: "yes"`` must not be answered a stream it cannot parse (or a whole
+    answer it did not ask for): as the providers do, anything but true or false is refused."""
+    before = _count_jobs(stack)
+    if path == "/v1/responses":
+        body = f'{{"model": "gpt-4o-mini", "input": "hi", "stream": {stream}}}'.encode()
+    else:
+        body = _body(f'"stream": {stream}', **({"max_tokens": "16"} if path == "/v1/messages" else {}))
+    status, answer = _post(stack, path, body)
+    assert status == 400, answer
+    assert "stream" in str(answer["error"]).lower()
+    assert _count_jobs(stack) == before
+
+
+def test_stream_null_is_the_default_as_the_providers_take_it(stack: Stack) -> None:
+    status, answer = _post(stack, "/v1/chat/completions", _body('"stream": null, "max_tokens": 4'))
+    assert status == 200, answer
+    assert answer["object"] == "chat.completion"
