@@ -261,7 +261,7 @@ def _drop_vault(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
 
 def _wake_scheduler(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
     """For the refund the settlement made."""
-    batch.command(lambda pipe: wake_scheduler(pipe, ctx.keys))
+    batch.script(wake_scheduler(ctx.redis, ctx.keys))
 
 
 END_STEPS: tuple[Callable[[AttemptContext, RedisBatch, Ended], None], ...] = (

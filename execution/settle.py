@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from functools import lru_cache
+
+import redis
+from redis.commands.core import Script
 
 from execution.providers import ProviderCallError, ProviderResult, rate_limit_state
 from shared.admission import Admitter
 from shared.budget import Estimate
 from shared.envelope import Envelope
 from shared.keys import Keys
+from shared.lanes import LANE_NAMES
+from shared.lua import script
 from shared.redis_batch import ScriptCall
 
 log = logging.getLogger("gateway.attempt")
@@ -97,8 +102,15 @@ def _calibration_due(deployment: str) -> bool:
     return True
 
 
-def wake_scheduler(pipe: Any, keys: Keys) -> None:
-    """Add to ``pipe`` the scheduler's wake-up for a refund, after the settlement. One token at
-    most stays in the list: a burst of refunds is one wake-up, not one scheduling round each."""
-    pipe.lpush(keys.wake, "1")
-    pipe.ltrim(keys.wake, 0, 0)
+def wake_scheduler(client: redis.Redis, keys: Keys) -> ScriptCall:
+    """The scheduler's wake-up for a refund, after the settlement, when something waits that the refund
+    could admit (``queue_wake.lua``): a fast-lane call, which waits in no queue, cost the scheduler a
+    whole round per call (1.1 ms of its CPU) for nothing. One token at most stays in the list: a burst
+    of refunds is one wake-up, not one scheduling round each."""
+    waiting = [keys.waiting_count(lane) for lane in LANE_NAMES]
+    return ScriptCall(_wake_script(client), [keys.wake, keys.delayed, *waiting], [])
+
+
+@lru_cache(maxsize=8)
+def _wake_script(client: redis.Redis) -> Script:
+    return client.register_script(script("queue_wake"))
