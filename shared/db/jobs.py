@@ -448,16 +448,25 @@ def mark_admitted_many(session: Session, admissions: list[tuple[str, str, int]])
     """
     if not admissions:
         return set()
-    ids = [job_id for job_id, _, _ in admissions]
-    still_queued = set(session.scalars(select(Job.id).where(Job.id.in_(ids), Job.status == "queued")))
-    rows = [{"jid": j, "dep": d, "qms": q} for j, d, q in admissions if j in still_queued]
+    still_queued, admit = _admit_statements()
+    db = session.connection()  # Core statements, built once: a round of one job is the common case
+    queued = set(db.execute(still_queued, {"ids": [job_id for job_id, _, _ in admissions]}).scalars())
+    now = utcnow()
+    rows = [{"jid": j, "a_deployment": d, "a_queued_ms": q, "a_now": now} for j, d, q in admissions if j in queued]
     if rows:
-        now = utcnow()
-        stmt = (update(_JOBS).where(_JOBS.c.id == bindparam("jid"))
-                .values(status="admitted", deployment=bindparam("dep"), queued_ms=bindparam("qms"),
-                        admitted_at=now, updated_at=now))
-        session.execute(stmt, rows)
-    return still_queued
+        db.execute(admit, rows)
+    return queued
+
+
+@lru_cache(maxsize=1)
+def _admit_statements() -> tuple[Any, Any]:
+    still_queued = select(_JOBS.c.id).where(_JOBS.c.id.in_(bindparam("ids", expanding=True)),
+                                             _JOBS.c.status == "queued")
+    now = _param("a_now", _JOBS.c.admitted_at)
+    admit = update(_JOBS).where(_JOBS.c.id == bindparam("jid")).values(
+        status="admitted", deployment=_param("a_deployment", _JOBS.c.deployment),
+        queued_ms=_param("a_queued_ms", _JOBS.c.queued_ms), admitted_at=now, updated_at=now)
+    return still_queued, admit
 
 
 def return_to_queue(session: Session, job_id: str) -> bool:
