@@ -17,9 +17,10 @@
   once, the rest at its refill less the copilot's use, (backlog - TPM x burst / 60) / ((TPM - copilot
   TPM) / 60) (``Scenario.physical_min_s``);
 - fairness: Jain's index of the tokens each summarizer got accepted while they competed: from the
-  storm (they all dump at that moment) until the first of them had its last job accepted. A backlog
-  accepted whole from the idle burst never competed for a spent meter and is left out. (Counting
-  from the end of the burst instead left a window of a fraction of a second, a handful of jobs.)
+  moment every one of them had a job accepted (its backlog was in the queues: their uploads end at
+  different moments) until the first of them had its last job accepted. A backlog accepted whole
+  from the idle burst never competed for a spent meter and is left out. (Counting from the end of
+  the burst instead left a window of a fraction of a second, a handful of jobs.)
 """
 
 from __future__ import annotations
@@ -183,14 +184,17 @@ def _fairness(calls: list[Call], obs: Observed, scenario: Scenario) -> dict[str,
     for c in calls:
         if c.feature == SUMMARIZER:
             by_tenant[c.tenant].append(c)
-    spent, start = burst_spent_at(obs), obs.storm_at
+    spent = burst_spent_at(obs)
     last = {t: max((c.accepted or c.done or obs.ended_at) for c in by_tenant[t])
             for t in scenario.batch_plan if by_tenant[t]}
     competing = [t for t, end in last.items() if end > spent]
     done_in_burst = sorted(set(last) - set(competing))
     if len(competing) < 2:
         return {"window_s": None, "jain": None, "tokens": {}, "done_in_burst": done_in_burst}
+    start = max(min((c.accepted for c in by_tenant[t] if c.accepted), default=obs.storm_at) for t in competing)
     end = min(last[t] for t in competing)
+    if end <= start:  # one of them was done before the last one's first job was accepted: no overlap
+        return {"window_s": None, "jain": None, "tokens": {}, "done_in_burst": done_in_burst}
     got = {t: float(sum(c.charged for c in by_tenant[t] if c.ok and c.accepted and start <= c.accepted <= end))
            for t in competing}
     return {"window_s": end - start, "jain": jain(list(got.values())), "tokens": got, "done_in_burst": done_in_burst}
