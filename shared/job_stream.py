@@ -56,7 +56,7 @@ log = logging.getLogger("gateway.stream")
 Entry = dict[str, Any]
 # An attempt whose caller is in its own process (the fast lane) writes its stream to Redis at most this
 # often, several entries a round trip: the caller has them already, the stream is for a resume.
-WRITE_EVERY_S = 0.1
+WRITE_EVERY_S = 0.25
 
 
 def entry_of(fields: Any) -> Entry:
