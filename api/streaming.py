@@ -168,9 +168,10 @@ class Translation:
     dialect is the job's, ``JobSpec.stream``), the frames numbered (the SSE ``id``), those the caller
     already has (up to ``after``) left out."""
 
-    def __init__(self, dialect: str, after: int = -1) -> None:
+    def __init__(self, dialect: str, after: int = -1, request: View | None = None) -> None:
         self.dialect = dialect
         self.after = after
+        self.request = request  # a Responses call's request: its error before any event is ``response.failed``
         self.translator: Relay | None = None
         self.sent = -1  # the id of the last frame made
         self.next_seq = 0
@@ -217,6 +218,8 @@ class Translation:
     def error(self, exc: GatewayError) -> bytes:
         """An error event in the caller's dialect: the translator's own end when it has one (the Responses
         API's ``response.failed``), else the gateway's error event."""
+        if self.translator is None and self.request is not None:
+            self.translator = ChatToResponses(ChatRelay(False), self.request)
         failed = self.translator.fail(exc.code or exc.type, exc.message) if self.translator is not None else None
         if failed is not None:
             return b"".join(failed)
@@ -250,17 +253,20 @@ def translator_for(start: Entry, dialect: str) -> Relay:
 
 
 def dialect_of(path: str) -> str:
+    if path.startswith("/v1/responses"):
+        return "responses"
     return "anthropic" if path.startswith("/v1/messages") else "openai"
 
 
 async def relay(hub: StreamHub, job_id: str, path: str, finish: asyncio.Task[tuple[Any, View | None]],
-                replay: Replay) -> AsyncIterator[bytes]:
+                replay: Replay, request: View | None = None) -> AsyncIterator[bytes]:
     """The caller's frames while its job runs (see the module docstring). A caller that goes away
-    before the end is reported (``StreamHub.left``)."""
+    before the end is reported (``StreamHub.left``). ``request``: a Responses call's, so that one
+    failing before its first event still ends as the Responses stream ends (``response.failed``)."""
     feed = hub.feed(job_id)
     feed.claimed = True
     finish.add_done_callback(lambda _: feed.poke())
-    out = Translation(dialect_of(path))
+    out = Translation(dialect_of(path), request=request)
     try:
         while not out.ended:
             if feed.entries or feed.overflowed:

@@ -59,7 +59,8 @@ async def responses(request: Request) -> object:
     if body.stream:  # the headers, naming the job, go out at once; the events as the provider makes them
         stored, finish = await submit.early(body, tags)
         events = relay(submit.streams, stored["id"], request.url.path, finish,
-                       lambda r: responses_api.stream_events(responses_api.from_chat(r, payload)))
+                       lambda r: responses_api.stream_events(responses_api.from_chat(r, payload)),
+                       request=responses_api.relay_request(payload))
         return StreamingResponse(events, media_type="text/event-stream", headers=gateway_headers(stored))
     submitted, view = await submit.and_wait(body, tags)
     result = raise_unless_succeeded(view, submitted.view["id"])

@@ -97,3 +97,18 @@ async def test_the_async_stream_helper_sees_response_failed_and_has_no_final_res
             await stream.get_final_response()
     await client.close()
     assert kinds[0] == "response.created" and kinds[-1] == "response.failed"
+
+
+@pytest.mark.parametrize("headers", [{}, STANDARD], ids=["fast-lane", "worker"])
+def test_a_call_failing_before_its_first_event_ends_in_response_failed(stack: Stack, faults: Any,
+                                                                       headers: dict[str, str]) -> None:
+    faults(kind="error", status=400, model="gpt-drip")  # the provider refuses it: nothing streamed, no retry
+    raw = _openai(stack).responses.with_raw_response.create(model="drip", input=_input(), max_output_tokens=50,
+                                                            stream=True, extra_headers=headers)
+    with raw.parse() as stream:
+        events: list[Any] = list(stream)
+    assert [e.type for e in events] == ["response.created", "response.in_progress", "response.failed"]
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.id == events[0].response.id and failed.output == []
+    assert failed.error is not None and failed.error.message
+    assert [e.sequence_number for e in events] == [0, 1, 2]
