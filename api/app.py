@@ -47,7 +47,9 @@ def create_app(settings: Settings, dispatch: Dispatch) -> FastAPI:
         gateway.auth.on_failure = lambda reason: AUTH_FAILURES.labels(reason=reason).inc()
         size_submit_threads(gateway)
         waiter = CompletionWaiter(settings.redis_url, gateway.keys.reply_channel, gateway.keys.tenant_done)
-        streams = StreamHub(settings.redis_url, gateway.keys, settings.streaming)
+        admission = settings.admission  # a lease renewed on time has more left than its life less two beats
+        streams = StreamHub(settings.redis_url, gateway.keys, settings.streaming,
+                            lease_late_s=admission.attempt_lease_s - 2 * admission.heartbeat_s)
         streams.bind(asyncio.get_running_loop())
         waiter.on_stream = streams.deliver_message
         gateway.streams = streams

@@ -7,6 +7,12 @@ the completion signals (``api.waiter``). A feed is bounded: a caller reading slo
 and then catches up from the job's stream in Redis (XRANGE), so no reader holds up another, and a
 gap (a message lost with a reconnect) is filled the same way.
 
+A worker killed mid-stream sends nothing more, and the job is only sent again once its attempt's
+lease has expired. So a begun stream that goes quiet looks at that lease (``StreamHub.producer_gone``):
+an attempt whose process renews it is alive however slowly the provider answers; one whose lease
+missed two heartbeats in a row is gone, and its caller gets an error event within seconds instead
+of waiting for the recovery (the job still runs again, is stored and billed once: ``GET /v1/jobs/{id}``).
+
 ``relay`` turns a job's entries into the caller's frames (``shared.stream_translate``): the provider's
 own frames in the same dialect, translated across, each with an SSE ``id`` (its position in what
 the caller was sent) so that ``GET /v1/jobs/{id}/stream`` with ``Last-Event-ID`` resumes where the
@@ -39,6 +45,8 @@ log = logging.getLogger("gateway.api.streaming")
 KEEPALIVE_S = 10.0
 FOLLOW_EVERY_S = 0.05  # how often a resumed stream of a job still running looks for new entries
 UNCLAIMED_S = 120.0  # a feed nobody opened (its caller went before its headers) is dropped after this
+QUIET_S = 1.0  # a begun stream with no entry for this long has its producer looked at ...
+PRODUCER_CHECK_S = 0.5  # ... this often, and is ended when two looks in a row find it gone
 TERMINAL = ("succeeded", "failed", "cancelled", "expired")
 View = dict[str, Any]
 Replay = Callable[[View], Iterator[bytes]]
@@ -85,9 +93,10 @@ class Feed:
 
 
 class StreamHub:
-    def __init__(self, redis_url: str, keys: Keys, config: StreamingConfig) -> None:
+    def __init__(self, redis_url: str, keys: Keys, config: StreamingConfig, lease_late_s: float) -> None:
         self.keys = keys
         self.config = config
+        self.lease_late_ms = int(lease_late_s * 1000)
         self.redis: aioredis.Redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
         self.feeds: dict[str, Feed] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -131,6 +140,13 @@ class StreamHub:
         start = "-" if after == "-" else "(" + after
         records: Any = await self.redis.xrange(self.keys.job_stream(job_id), min=start)
         return [(record_id, entry_of(fields)) for record_id, fields in records]
+
+    async def producer_gone(self, job_id: str) -> bool:
+        """Whether the attempt streaming this job stopped renewing its lease (``execution.lease_keeper``):
+        the lease is gone, or has less left than a renewed one ever has (``lease_late_s``: the lease's
+        life less two heartbeats)."""
+        left_ms = await self.redis.pttl(self.keys.lease(job_id))
+        return left_ms == -2 or 0 <= left_ms < self.lease_late_ms
 
     def left(self, job_id: str) -> None:
         """The caller of a stream still running went away: its call ends after the grace unless it resumes."""
@@ -267,18 +283,32 @@ async def relay(hub: StreamHub, job_id: str, path: str, finish: asyncio.Task[tup
     feed.claimed = True
     finish.add_done_callback(lambda _: feed.poke())
     out = Translation(dialect_of(path), request=request)
+    heard = spoke = time.monotonic()  # the last entry; the last thing sent to the caller
+    gone = 0  # looks in a row that found the producer gone
     try:
         while not out.ended:
             if feed.entries or feed.overflowed:
                 for frame in await _take(hub, job_id, feed, out):
                     yield frame
+                heard = spoke = time.monotonic()
+                gone = 0
                 continue
             if finish.done():
                 async for frame in _finished(hub, job_id, out, finish, replay):
                     yield frame
                 return
-            await feed.wait(KEEPALIVE_S)
-            if not feed.entries and not feed.overflowed and not finish.done():
+            await feed.wait(PRODUCER_CHECK_S if out.began else KEEPALIVE_S)
+            if feed.entries or feed.overflowed or finish.done():
+                continue
+            now = time.monotonic()
+            if out.began and now - heard >= QUIET_S:
+                gone = gone + 1 if await hub.producer_gone(job_id) else 0
+                if gone >= 2:
+                    for frame in await _interrupted(hub, job_id, out):
+                        yield frame
+                    return
+            if now - spoke >= KEEPALIVE_S or not out.began:
+                spoke = now
                 yield b": waiting for the answer\n\n"
     finally:
         hub.release(job_id)
@@ -292,6 +322,18 @@ async def _take(hub: StreamHub, job_id: str, feed: Feed, out: Translation) -> li
         feed.overflowed = False
         entries = [entry for _, entry in await hub.stored(job_id)]
     return [frame for entry in entries for frame in out.frames(entry)]
+
+
+async def _interrupted(hub: StreamHub, job_id: str, out: Translation) -> list[bytes]:
+    """The producer of a begun stream is gone: what it stored that the caller has not had, then (unless
+    that was the end) an error event. The job is left to the recovery, which sends it again."""
+    frames = [frame for _, entry in await hub.stored(job_id) for frame in out.frames(entry)]
+    if not out.ended:
+        out.ended = True  # the caller was told: not a caller that left (the job goes on without one)
+        frames.append(out.error(ProviderError(
+            f"The call streaming this answer stopped (its worker is gone); the answer is incomplete. The job is "
+            f"sent again and its answer will be at GET /v1/jobs/{job_id}.", code="stream_interrupted")))
+    return frames
 
 
 async def _finished(hub: StreamHub, job_id: str, out: Translation, finish: asyncio.Task[tuple[Any, View | None]],

@@ -1,14 +1,22 @@
 """The api's side of a job's stream (``api.streaming.Translation``): entries become the caller's frames,
 numbered, each once, in the job's dialect; a resume leaves out what the caller has; an attempt sent
-again after its process died ends the stream with an error event instead of splicing two answers."""
+again after its process died ends the stream with an error event instead of splicing two answers; a
+begun stream whose producer stopped renewing its lease ends with one too, one renewing it is waited for."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
 import orjson
+import pytest
+import redis
 
-from api.streaming import Translation
+from api.streaming import StreamHub, Translation, relay
+from shared.config import StreamingConfig
+from shared.keys import Keys
+from tests.conftest import PREFIX, REDIS_URL
 from tests.providers.test_stream_translate import anthropic_events, openai_events
 
 
@@ -58,3 +66,48 @@ def test_an_attempt_recovery_sent_again_under_the_same_number_is_not_spliced_eit
     frames = frames_of(Translation("openai"), first + again)
     assert orjson.loads(frames[-1][len(b"data: "):])["error"]["code"] == "stream_interrupted"
     assert b"dos" not in b"".join(frames)
+
+
+async def _relayed(lease_ms: int | None, quiet_s: float) -> list[bytes]:
+    """A streamed job whose first entries come, then nothing for ``quiet_s``, then the rest, its attempt's
+    lease left with ``lease_ms`` (None: no lease), relayed to a caller that reads to the end (and so is
+    never reported as one that left)."""
+    keys, job_id = Keys(PREFIX), f"job_{uuid.uuid4().hex}"
+    if lease_ms is not None:
+        redis.Redis.from_url(REDIS_URL).set(keys.lease(job_id), "token", px=lease_ms)
+    hub = StreamHub(REDIS_URL, keys, StreamingConfig(), lease_late_s=3.0)
+    hub.bind(asyncio.get_running_loop())
+    stream = entries(openai_events(["one", "two", "three"]), "openai")
+    for entry in stream[:3]:
+        hub.deliver(job_id, entry)
+    never: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    finish = asyncio.ensure_future(never)
+
+    async def rest() -> None:
+        await asyncio.sleep(quiet_s)
+        for entry in stream[3:]:
+            hub.deliver(job_id, entry)
+    later = asyncio.ensure_future(rest())
+    frames = [frame async for frame in relay(hub, job_id, "/v1/chat/completions", finish, lambda _: iter([]))]
+    later.cancel()
+    finish.cancel()
+    await asyncio.sleep(0.05)
+    assert not await hub.redis.exists(keys.stream_left(job_id))
+    await hub.close()
+    return frames
+
+
+@pytest.mark.anyio
+async def test_a_begun_stream_whose_producer_stopped_renewing_its_lease_ends_with_an_error_event() -> None:
+    for lease_ms in (None, 1_000):  # gone, or not renewed for two heartbeats
+        frames = await _relayed(lease_ms, quiet_s=30)
+        error = orjson.loads(frames[-1].split(b"data: ", 1)[1])["error"]
+        assert error["code"] == "stream_interrupted" and "GET /v1/jobs/" in error["message"]
+        assert b"one" in b"".join(frames) and b"three" not in b"".join(frames)  # the job goes on, stored
+
+
+@pytest.mark.anyio
+async def test_a_quiet_stream_whose_producer_renews_its_lease_is_waited_for() -> None:
+    frames = await _relayed(60_000, quiet_s=2.5)  # quiet past the first looks at the lease: still held
+    assert frames[-1].endswith(b"data: [DONE]\n\n") and b"error" not in b"".join(frames)
+    assert b"three" in b"".join(frames)
