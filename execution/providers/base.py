@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 
-from execution.providers import errors, http
+from execution.providers import errors, http, lean_http
 from shared.config import DeploymentConfig, ProviderConfig
 from shared.dialects import COMPLETIONS, EMBEDDINGS, endpoint, provider_body
 
@@ -148,9 +148,14 @@ class ProviderAdapter:
         )
 
     def _send(self, content: bytes, headers: dict[str, str], url: str | None = None) -> http.RawResponse:
+        url = url or self.url
         try:
+            target = lean_http.target_of(url) if self._client is None and lean_http.usable() else None
+            if target is not None:  # the process's own pool: the lean client (``lean_http``)
+                return lean_http.post(target, content=content, headers=headers, params=self.params,
+                                      timeouts=self.deployment.timeouts)
             return http.post(
-                self.client, url or self.url, content=content, headers=headers, params=self.params,
+                self.client, url, content=content, headers=headers, params=self.params,
                 timeouts=self.deployment.timeouts,
             )
         except httpx.HTTPError as exc:

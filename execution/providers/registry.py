@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from execution.providers import http
+from execution.providers import http, lean_http
 from execution.providers.anthropic_adapter import AnthropicAdapter
 from execution.providers.base import ProviderAdapter
 from execution.providers.openai_adapter import OpenAIAdapter
@@ -28,7 +28,8 @@ def adapter_for(deployment: DeploymentConfig, provider: ProviderConfig) -> Provi
 
 
 def close_clients() -> None:
-    """Drop cached adapters and close the pooled HTTP client (worker shutdown, tests)."""
+    """Drop cached adapters and close the pooled HTTP clients (worker shutdown, tests)."""
     with _lock:
         _adapters.clear()
     http.close_clients()
+    lean_http.close_pool()

@@ -1,0 +1,162 @@
+"""The lean client for whole answers (``execution.providers.lean_http``) against a real socket server whose
+every reply the test writes: connections reused, a connection the server closed while idle replaced,
+chunked and compressed bodies read whole, the total timeout kept against a trickle, and each failure
+mapped as the httpx path maps it (``errors.from_transport``)."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from execution.providers import OpenAIAdapter, ProviderCallError, lean_http
+from shared.config import Timeouts
+from tests.providers.conftest import CHAT, make_deployment, make_provider
+
+ANSWER = (b'{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":'
+          b'{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,'
+          b'"completion_tokens":1,"total_tokens":4}}')
+Reply = Callable[[socket.socket, int], bool]  # writes the reply to the n-th request; False: close after it
+
+
+def plain(sock: socket.socket, _: int, extra: bytes = b"", body: bytes = ANSWER) -> bool:
+    sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s"
+                 % (len(body), extra, body))
+    return True
+
+
+class Server:
+    """Answers each request on a connection with ``reply``; counts connections and requests."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.connections = 0
+        self.requests = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        with sock:
+            buffered = b""
+            while True:
+                while b"\r\n\r\n" not in buffered:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    buffered += data
+                head, buffered = buffered.split(b"\r\n\r\n", 1)
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                while len(buffered) < length:
+                    buffered += sock.recv(65536)
+                buffered = buffered[length:]
+                self.requests += 1
+                if not self.reply(sock, self.requests):
+                    return
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Reply], tuple[Server, OpenAIAdapter]]]:
+    servers: list[Server] = []
+
+    def start(reply: Reply, timeouts: Timeouts | None = None) -> tuple[Server, OpenAIAdapter]:
+        server = Server(reply)
+        servers.append(server)
+        deployment = make_deployment("gpt-4o-mini", timeouts=timeouts or Timeouts(connect=2, read=5, total=10))
+        return server, OpenAIAdapter(deployment, make_provider("openai", server.url))
+    yield start
+    for server in servers:
+        server.listener.close()
+
+
+def test_calls_reuse_one_connection(serve: Any) -> None:
+    server, adapter = serve(plain)
+    answers = [adapter.call(CHAT) for _ in range(5)]
+    assert [a.body["choices"][0]["message"]["content"] for a in answers] == ["hi"] * 5
+    assert (server.requests, server.connections) == (5, 1)
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced(serve: Any) -> None:
+    server, adapter = serve(lambda sock, n: plain(sock, n) and False)  # answers, then closes the connection
+    for _ in range(3):
+        time.sleep(0.05)  # the close reaches the client's idle socket
+        assert adapter.call(CHAT).status == 200
+    assert (server.requests, server.connections) == (3, 3)
+
+
+def test_connection_close_is_honoured(serve: Any) -> None:
+    server, adapter = serve(lambda sock, n: plain(sock, n, b"connection: close\r\n") and False)
+    assert [adapter.call(CHAT).status for _ in range(2)] == [200, 200]
+    assert server.connections == 2
+
+
+def test_chunked_and_gzipped_bodies_are_read_whole(serve: Any) -> None:
+    def chunked_gzip(sock: socket.socket, _: int) -> bool:
+        body = gzip.compress(ANSWER)
+        pieces = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7]) for i in range(0, len(body), 7))
+        sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n"
+                     b"content-encoding: gzip\r\nx-ratelimit-remaining-requests: 9\r\nVia: a\r\nvia: b\r\n\r\n"
+                     + pieces + b"0\r\n\r\n")
+        return True
+    server, adapter = serve(chunked_gzip)
+    first, second = adapter.call(CHAT), adapter.call(CHAT)
+    assert first.body["choices"][0]["message"]["content"] == "hi" and second.status == 200
+    assert first.headers["via"] == "a, b" and first.headers["x-ratelimit-remaining-requests"] == "9"
+    assert server.connections == 1
+
+
+def test_a_trickling_answer_ends_at_the_total_timeout(serve: Any) -> None:
+    def trickle(sock: socket.socket, _: int) -> bool:
+        try:
+            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
+            for _ in range(100):
+                time.sleep(0.02)
+                sock.sendall(b" ")
+        except OSError:  # the client gave up, as it should
+            pass
+        return False
+    _, adapter = serve(trickle, Timeouts(connect=1, read=5, total=0.3))
+    with pytest.raises(ProviderCallError) as caught:
+        adapter.call(CHAT)
+    assert caught.value.kind == "timeout" and caught.value.retryable
+
+
+def test_a_silent_server_is_a_read_timeout_and_a_dropped_one_a_connection_error(serve: Any) -> None:
+    _, silent = serve(lambda sock, n: time.sleep(3) or False, Timeouts(connect=1, read=0.2, total=5))
+    with pytest.raises(ProviderCallError) as caught:
+        silent.call(CHAT)
+    assert caught.value.kind == "timeout"
+    _, dropped = serve(lambda sock, n: False)  # reads the request, closes without a word
+    with pytest.raises(ProviderCallError) as caught:
+        dropped.call(CHAT)
+    assert caught.value.kind == "connection" and caught.value.retryable
+
+
+def test_a_proxied_environment_leaves_every_call_to_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    lean_http._proxied.cache_clear()
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    try:
+        assert not lean_http.usable()
+    finally:
+        monkeypatch.delenv("HTTPS_PROXY")
+        lean_http._proxied.cache_clear()
+    assert lean_http.usable()
+    assert lean_http.target_of("ftp://example.test/x") is None
+    assert lean_http.target_of("https://user:pw@example.test/v1") is None
+    target = lean_http.target_of("https://api.example.test/v1/chat?x=1")
+    assert target == lean_http.Target(lean_http.Origin("https", "api.example.test", 443), "/v1/chat?x=1")
