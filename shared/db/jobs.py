@@ -5,7 +5,8 @@ so a cancel cannot race an admission, a redelivered task cannot start or finish 
 the first terminal outcome wins. Functions take the caller's Session and never commit: the
 caller's ``session_scope()`` does, so one request's writes land together or not at all.
 The two hot paths, a new job (api) and a finished attempt (worker), run prebuilt Core statements
-with RETURNING: one round trip each, no ORM unit of work, no SAVEPOINT, no read-back.
+with RETURNING, compiled once and run on the DBAPI cursor (``shared.db.prepared``): one round trip
+each, no ORM unit of work, no SAVEPOINT, no read-back.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import binascii
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Row, Table, and_, bindparam, case, delete, func, select, update
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from shared.db import usage as rollups
 from shared.db.ids import is_job_id, new_job_id
 from shared.db.models import STATUSES, TERMINAL_STATUSES, Attempt, Job, Tenant, utcnow
+from shared.db.prepared import Prepared
 from shared.db.usage import AttemptUsage
 from shared.errors import Conflict, InvalidRequest, NotFound, echo
 from shared.lanes import LANE_NAMES
@@ -71,6 +73,11 @@ def _create_statement(dialect: str, with_result: bool = False) -> Any:
         _TENANTS.c.id == bindparam("n_tenant_id"))
     return (_INSERTS[dialect](_JOBS).from_select(("tenant_id", *names), source)
             .on_conflict_do_nothing().returning(_JOBS.c.id))
+
+
+# The hot statements, compiled once per dialect and run on the session's cursor (``shared.db.prepared``).
+_CREATE = {(name, answered): Prepared(partial(_create_statement, name, answered))
+           for name in _INSERTS for answered in (False, True)}
 
 
 def _transition(
@@ -205,9 +212,8 @@ def insert_job(
     )
     if answered is not None:
         values.update(answered, finished_at=now, queued_ms=0)
-    statement = _create_statement(_dialect(session), with_result=answered is not None)
-    inserted = session.connection().execute(statement, {f"n_{k}": v for k, v in values.items()})
-    if inserted.first() is None:
+    statement = _CREATE[_dialect(session), answered is not None]
+    if statement.run(session, **{f"n_{k}": v for k, v in values.items()}).first() is None:
         if key is not None and (winner := _by_idempotency_key(session, tenant_id, key)):
             return _repeat_of(winner, request)
         raise NotFound(f"tenant {tenant_id!r} does not exist")
@@ -582,6 +588,10 @@ def _record_statements(dialect: str) -> tuple[Any, Any, Any, Any]:
     return add_attempt, goes_on, ends, forget
 
 
+_RECORD = {name: tuple(Prepared(partial(lambda d, i: _record_statements(d)[i], name, i)) for i in range(4))
+           for name in _INSERTS}
+
+
 def record_attempt(
     session: Session, job_id: str, number: int, *, deployment: str, status: str, latency_ms: int,
     http_status: int | None = None, error: str | None = None, tokens_in: int = 0, tokens_out: int = 0,
@@ -597,7 +607,7 @@ def record_attempt(
     transaction commits, in it.
     """
     outcome = None if job_outcome is None else _terminal_values(job_outcome)
-    add_attempt, goes_on, ends, forget = _record_statements(_dialect(session))
+    add_attempt, goes_on, ends, forget = _RECORD[_dialect(session)]
     now = utcnow()
     usage = usage or AttemptUsage()
     attempt = {
@@ -607,15 +617,14 @@ def record_attempt(
         "a_started_at": now - timedelta(milliseconds=latency_ms), "a_ended_job": outcome is not None,
         **{f"a_{name}": getattr(usage, name) for name in _USAGE_COLUMNS},
     }
-    db = session.connection()  # Core statements: the ORM's execute path costs as much again per statement
-    if db.execute(add_attempt, attempt).first() is None:
+    if add_attempt.run(session, **attempt).first() is None:
         return None
     if outcome is None:
-        row = db.execute(goes_on, attempt).first()
+        row = goes_on.run(session, **attempt).first()
     else:
-        row = db.execute(ends, {"jid": job_id, "j_finished_at": now, **outcome}).first()
+        row = ends.run(session, jid=job_id, j_finished_at=now, **outcome).first()
     if row is None:  # PostgreSQL only: another transaction finished the job in between
-        db.execute(forget, attempt)
+        forget.run(session, **attempt)
         return None
     rollups.add(session, rollups.RecordedAttempt(
         row.tenant_id, row.feature, row.key_id, deployment, now, status, outcome is not None, tokens_in,

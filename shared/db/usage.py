@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Literal, cast
 
 from sqlalchemy import BigInteger, Float, Table, delete, event, func, select, text
@@ -29,6 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from shared.db.models import ApiKey, Attempt, Job, UsageRollup
+from shared.db.prepared import Prepared
 
 _ROLLUPS = cast(Table, UsageRollup.__table__)
 KEY = ("granularity", "bucket_start", "tenant_id", "feature", "model", "deployment", "key_id")
@@ -124,6 +125,9 @@ def _upsert(dialect: str) -> Any:
         index_elements=list(KEY), set_={name: _ROLLUPS.c[name] + insert.excluded[name] for name in MEASURES})
 
 
+_UPSERTS = {name: Prepared(partial(_upsert, name)) for name in ("sqlite", "postgresql")}  # run on the cursor
+
+
 @event.listens_for(Session, "before_commit")
 def _write_pending(session: Session) -> None:
     """Write what ``add`` collected, in the transaction that recorded the attempts (see the module docstring)."""
@@ -131,7 +135,7 @@ def _write_pending(session: Session) -> None:
     if not pending:
         return
     rows = [{**dict(zip(KEY, key, strict=True)), **figures} for key, figures in sorted(pending.items())]
-    session.connection().execute(_upsert(session.get_bind().dialect.name), rows)
+    _UPSERTS[session.get_bind().dialect.name].many(session, rows)
 
 
 @event.listens_for(Session, "after_soft_rollback")
