@@ -129,6 +129,11 @@ class ProviderAdapter:
     def client(self) -> httpx.Client:
         return self._client or http.shared_client()
 
+    @property
+    def own_client(self) -> httpx.Client | None:
+        """The client this adapter was given (tests), if any: its calls then all go through it."""
+        return self._client
+
     def call(self, request: dict[str, Any], headers: dict[str, str] | None = None, *,
              dialect: str = "openai") -> ProviderResult:
         """Send ``request`` (written in ``dialect``) as ``deployment.model``; one attempt, no retries.
@@ -150,7 +155,7 @@ class ProviderAdapter:
     def _send(self, content: bytes, headers: dict[str, str], url: str | None = None) -> http.RawResponse:
         url = url or self.url
         try:
-            target = lean_http.target_of(url) if self._client is None and lean_http.usable() else None
+            target = lean_http.target_of(url) if self.own_client is None and lean_http.usable() else None
             if target is not None:  # the process's own pool: the lean client (``lean_http``)
                 return lean_http.post(target, content=content, headers=headers, params=self.params,
                                       timeouts=self.deployment.timeouts)

@@ -31,7 +31,7 @@ import httpx
 import orjson
 from httpx_sse import EventSource, ServerSentEvent
 
-from execution.providers import errors, http
+from execution.providers import errors, http, lean_http
 from execution.providers.base import AS_RECEIVED, ProviderResult, Usage
 from shared.dialects import COMPLETIONS, endpoint
 from shared.errors import Kind, ProviderCallError
@@ -45,8 +45,8 @@ if TYPE_CHECKING:
 class ProviderStream:
     """An open streamed call (see the module docstring)."""
 
-    def __init__(self, adapter: ProviderAdapter, response: httpx.Response, started: float, deadline: float,
-                 where: str = "chat") -> None:
+    def __init__(self, adapter: ProviderAdapter, response: httpx.Response | lean_http.Stream, started: float,
+                 deadline: float, where: str = "chat") -> None:
         self.adapter = adapter
         self.response = response
         self.started = started
@@ -62,7 +62,9 @@ class ProviderStream:
     def events(self) -> Iterator[Event]:
         name = self.adapter.deployment.name
         try:
-            for sse in EventSource(self.response).iter_sse():
+            response = self.response
+            for sse in response.events() if isinstance(response, lean_http.Stream) else \
+                    EventSource(response).iter_sse():
                 event = self._read(sse)
                 if event is None:
                     continue
@@ -71,7 +73,7 @@ class ProviderStream:
                 self.complete = event.data is None or event.name == "message_stop"
                 yield event
                 if time.monotonic() > self.deadline:
-                    raise http.TotalTimeout("total timeout exceeded while streaming", request=self.response.request)
+                    raise http.TotalTimeout("total timeout exceeded while streaming")
         except httpx.HTTPError as exc:
             raise errors.from_transport(exc, name) from exc
 
@@ -142,10 +144,14 @@ def open_stream(adapter: ProviderAdapter, request: dict[str, Any], headers: dict
     content = orjson.dumps(adapter.stream_body(request, dialect))
     where = endpoint(dialect, adapter.dialect)
     started = time.perf_counter()
+    url = adapter.endpoints.get(where, adapter.url)
+    sent = {**adapter.headers, **headers} if headers else adapter.headers
+    target = lean_http.target_of(url) if adapter.own_client is None and lean_http.usable() else None
     try:
-        with http.open_stream(adapter.client, adapter.endpoints.get(where, adapter.url), content=content,
-                              headers={**adapter.headers, **headers} if headers else adapter.headers,
-                              params=adapter.params, timeouts=timeouts) as response:
+        with lean_http.open_stream(target, content=content, headers=sent, params=adapter.params,
+                                   timeouts=timeouts) if target is not None else \
+                http.open_stream(adapter.client, url, content=content, headers=sent, params=adapter.params,
+                                 timeouts=timeouts) as response:
             if response.status_code >= 300:
                 raise errors.from_response(response.status_code, _lower(response.headers), response.read(), name)
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
@@ -168,5 +174,5 @@ def _streamed_text(payload: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _lower(headers: httpx.Headers) -> dict[str, str]:
+def _lower(headers: httpx.Headers | dict[str, str]) -> dict[str, str]:
     return {key.lower(): value for key, value in headers.items()}

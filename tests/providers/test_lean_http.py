@@ -1,7 +1,8 @@
-"""The lean client for whole answers (``execution.providers.lean_http``) against a real socket server whose
+"""The lean client (``execution.providers.lean_http``) against a real socket server whose
 every reply the test writes: connections reused, a connection the server closed while idle replaced,
-chunked and compressed bodies read whole, the total timeout kept against a trickle, and each failure
-mapped as the httpx path maps it (``errors.from_transport``)."""
+chunked and compressed bodies read whole, the total timeout kept against a trickle, each failure
+mapped as the httpx path maps it (``errors.from_transport``); event streams parsed across any split of
+their reads, a stream left early aborted, one cut mid-way a connection error."""
 
 from __future__ import annotations
 
@@ -160,3 +161,62 @@ def test_a_proxied_environment_leaves_every_call_to_httpx(monkeypatch: pytest.Mo
     assert lean_http.target_of("https://user:pw@example.test/v1") is None
     target = lean_http.target_of("https://api.example.test/v1/chat?x=1")
     assert target == lean_http.Target(lean_http.Origin("https", "api.example.test", 443), "/v1/chat?x=1")
+
+
+# --------------------------------------------------------------------------- streamed answers
+
+
+def _chunked(sock: socket.socket, pieces: list[bytes], end: bool = True) -> None:
+    sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+    for piece in pieces:
+        sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        time.sleep(0.002)  # each piece its own read
+    if end:
+        sock.sendall(b"0\r\n\r\n")
+
+
+SSE_BODY = (b": a comment\r\n\r\nevent: message_start\r\ndata: {\"type\":\"message_start\"}\r\n\r\n"
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"li\"}}]}\n\ndata: [DONE]\n\n")
+
+
+def _open(adapter: OpenAIAdapter) -> Any:
+    from execution.providers.streaming import open_stream
+    return open_stream(adapter, CHAT)
+
+
+def test_a_stream_is_parsed_across_awkward_reads_and_its_connection_reused(serve: Any) -> None:
+    cut = [SSE_BODY[i:i + 5] for i in range(0, len(SSE_BODY), 5)]  # CRLFs and lines split between reads
+    server, adapter = serve(lambda sock, n: _chunked(sock, cut) or True)
+    for _ in range(2):
+        with _open(adapter) as call:
+            events = list(call.events())
+        assert [e.name for e in events] == ["message_start", None, None]
+        assert events[0].data == {"type": "message_start"} and events[-1].data is None  # [DONE]
+    assert (server.requests, server.connections) == (2, 1)
+
+
+def test_leaving_a_stream_early_aborts_the_call(serve: Any) -> None:
+    aborted = threading.Event()
+
+    def endless(sock: socket.socket, _: int) -> bool:
+        try:
+            _chunked(sock, [b"data: {\"choices\":[]}\n\n"] * 500, end=False)
+        except OSError:
+            aborted.set()  # the client closed the connection: the provider stops generating
+        return False
+    server, adapter = serve(endless)
+    with _open(adapter) as call:
+        next(iter(call.events()))
+    assert aborted.wait(5)
+    assert server.connections == 1
+
+
+def test_a_stream_cut_mid_way_is_a_connection_error(serve: Any) -> None:
+    def cut(sock: socket.socket, _: int) -> bool:
+        _chunked(sock, [b"data: {\"choices\":[]}\n\n"] * 3, end=False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+        return False
+    _, adapter = serve(cut)
+    with pytest.raises(ProviderCallError) as caught, _open(adapter) as call:
+        list(call.events())
+    assert caught.value.kind == "connection" and caught.value.retryable
