@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -38,6 +39,7 @@ class Server:
         self.reply = reply
         self.connections = 0
         self.requests = 0
+        self.heads: list[bytes] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -61,6 +63,7 @@ class Server:
                         return
                     buffered += data
                 head, buffered = buffered.split(b"\r\n\r\n", 1)
+                self.heads.append(head)
                 length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
                                   if line.lower().startswith(b"content-length")))
                 while len(buffered) < length:
@@ -90,6 +93,21 @@ def test_calls_reuse_one_connection(serve: Any) -> None:
     answers = [adapter.call(CHAT) for _ in range(5)]
     assert [a.body["choices"][0]["message"]["content"] for a in answers] == ["hi"] * 5
     assert (server.requests, server.connections) == (5, 1)
+
+
+def test_the_request_carries_the_deployment_s_query_and_headers(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZ_KEY", "az-secret")
+    server, _ = serve(plain)
+    adapter = OpenAIAdapter(make_deployment("gpt-4o-mini"), make_provider(
+        "openai", f"{server.url}/openai/deployments/d", api_key_env="AZ_KEY", api_version="2025-01-01-preview",
+        headers={"OpenAI-Organization": "org-1"}))
+    assert adapter.params  # the api-version goes in the query
+    assert adapter.call(CHAT).status == 200
+    request_line, *lines = server.heads[0].decode().split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    assert request_line == f"POST /v1/openai/deployments/d/chat/completions?{urlencode(adapter.params)} HTTP/1.1"
+    assert "az-secret" in (headers.get("api-key") or headers.get("authorization", ""))
+    assert headers["openai-organization"] == "org-1" and headers["content-type"] == "application/json"
 
 
 def test_a_connection_the_server_closed_while_idle_is_replaced(serve: Any) -> None:
