@@ -8,10 +8,11 @@ and then catches up from the job's stream in Redis (XRANGE), so no reader holds 
 gap (a message lost with a reconnect) is filled the same way.
 
 A worker killed mid-stream sends nothing more, and the job is only sent again once its attempt's
-lease has expired. So a begun stream that goes quiet looks at that lease (``StreamHub.producer_gone``):
-an attempt whose process renews it is alive however slowly the provider answers; one whose lease
-missed two heartbeats in a row is gone, and its caller gets an error event within seconds instead
-of waiting for the recovery (the job still runs again, is stored and billed once: ``GET /v1/jobs/{id}``).
+lease has expired. So the leases of begun streams that went quiet are looked at, all of them in one
+round trip every 0.5 s (``StreamHub.watch``): an attempt whose process renews its lease is alive
+however slowly the provider answers; one whose lease missed two heartbeats on two looks in a row is
+gone, and its caller gets an error event within seconds instead of waiting for the recovery (the
+job still runs again, is stored and billed once: ``GET /v1/jobs/{id}``).
 
 ``relay`` turns a job's entries into the caller's frames (``shared.stream_translate``): the provider's
 own frames in the same dialect, translated across, each with an SSE ``id`` (its position in what
@@ -47,6 +48,7 @@ FOLLOW_EVERY_S = 0.05  # how often a resumed stream of a job still running looks
 UNCLAIMED_S = 120.0  # a feed nobody opened (its caller went before its headers) is dropped after this
 QUIET_S = 1.0  # a begun stream with no entry for this long has its producer looked at ...
 PRODUCER_CHECK_S = 0.5  # ... this often, and is ended when two looks in a row find it gone
+GONE_AFTER = 2
 TERMINAL = ("succeeded", "failed", "cancelled", "expired")
 View = dict[str, Any]
 Replay = Callable[[View], Iterator[bytes]]
@@ -97,6 +99,8 @@ class StreamHub:
         self.keys = keys
         self.config = config
         self.lease_late_ms = int(lease_late_s * 1000)
+        self.watched: dict[str, int] = {}  # quiet begun streams: job id -> looks in a row that found it gone
+        self._watcher: asyncio.Task[None] | None = None
         self.redis: aioredis.Redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
         self.feeds: dict[str, Feed] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -106,6 +110,8 @@ class StreamHub:
         self.loop = loop
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         await self.redis.aclose()
 
     def feed(self, job_id: str) -> Feed:
@@ -141,12 +147,38 @@ class StreamHub:
         records: Any = await self.redis.xrange(self.keys.job_stream(job_id), min=start)
         return [(record_id, entry_of(fields)) for record_id, fields in records]
 
-    async def producer_gone(self, job_id: str) -> bool:
-        """Whether the attempt streaming this job stopped renewing its lease (``execution.lease_keeper``):
-        the lease is gone, or has less left than a renewed one ever has (``lease_late_s``: the lease's
-        life less two heartbeats)."""
-        left_ms = await self.redis.pttl(self.keys.lease(job_id))
-        return left_ms == -2 or 0 <= left_ms < self.lease_late_ms
+    def watch(self, job_id: str) -> bool:
+        """Have this quiet begun stream's producer looked at (see the module docstring); True once it
+        was found gone on ``GONE_AFTER`` looks in a row. The looks stop when the stream is ``heard``."""
+        if job_id not in self.watched:
+            self.watched[job_id] = 0
+            if self._watcher is None or self._watcher.done():
+                self._watcher = asyncio.ensure_future(self._look_while_watched())
+        return self.watched[job_id] >= GONE_AFTER
+
+    def heard(self, job_id: str) -> None:
+        self.watched.pop(job_id, None)
+
+    async def _look_while_watched(self) -> None:
+        """Every ``PRODUCER_CHECK_S``, the leases of every watched stream in one round trip: gone, or with
+        less left than a renewed one ever has (``lease_late_s``: its life less two heartbeats), counts."""
+        while self.watched:
+            await asyncio.sleep(PRODUCER_CHECK_S)
+            job_ids = list(self.watched)
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for job_id in job_ids:
+                    pipe.pttl(self.keys.lease(job_id))
+                left = await pipe.execute()
+            except Exception as exc:  # noqa: BLE001 - Redis away: nothing is concluded, the looks go on
+                log.warning("could not look at %d streams' leases: %r", len(job_ids), exc)
+                continue
+            for job_id, left_ms in zip(job_ids, left, strict=True):
+                if job_id in self.watched:
+                    gone = left_ms == -2 or 0 <= left_ms < self.lease_late_ms
+                    self.watched[job_id] = self.watched[job_id] + 1 if gone else 0
+                    if self.watched[job_id] >= GONE_AFTER and job_id in self.feeds:
+                        self.feeds[job_id].poke()
 
     def left(self, job_id: str) -> None:
         """The caller of a stream still running went away: its call ends after the grace unless it resumes."""
@@ -157,6 +189,7 @@ class StreamHub:
 
     def release(self, job_id: str) -> None:
         self.feeds.pop(job_id, None)
+        self.watched.pop(job_id, None)
 
     async def _pipe(self, add: Callable[[Any], None]) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -284,14 +317,13 @@ async def relay(hub: StreamHub, job_id: str, path: str, finish: asyncio.Task[tup
     finish.add_done_callback(lambda _: feed.poke())
     out = Translation(dialect_of(path), request=request)
     heard = spoke = time.monotonic()  # the last entry; the last thing sent to the caller
-    gone = 0  # looks in a row that found the producer gone
     try:
         while not out.ended:
             if feed.entries or feed.overflowed:
                 for frame in await _take(hub, job_id, feed, out):
                     yield frame
                 heard = spoke = time.monotonic()
-                gone = 0
+                hub.heard(job_id)
                 continue
             if finish.done():
                 async for frame in _finished(hub, job_id, out, finish, replay):
@@ -301,12 +333,10 @@ async def relay(hub: StreamHub, job_id: str, path: str, finish: asyncio.Task[tup
             if feed.entries or feed.overflowed or finish.done():
                 continue
             now = time.monotonic()
-            if out.began and now - heard >= QUIET_S:
-                gone = gone + 1 if await hub.producer_gone(job_id) else 0
-                if gone >= 2:
-                    for frame in await _interrupted(hub, job_id, out):
-                        yield frame
-                    return
+            if out.began and now - heard >= QUIET_S and hub.watch(job_id):
+                for frame in await _interrupted(hub, job_id, out):
+                    yield frame
+                return
             if now - spoke >= KEEPALIVE_S or not out.began:
                 spoke = now
                 yield b": waiting for the answer\n\n"

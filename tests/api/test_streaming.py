@@ -68,15 +68,19 @@ def test_an_attempt_recovery_sent_again_under_the_same_number_is_not_spliced_eit
     assert b"dos" not in b"".join(frames)
 
 
-async def _relayed(lease_ms: int | None, quiet_s: float) -> list[bytes]:
+def _hub() -> StreamHub:
+    hub = StreamHub(REDIS_URL, Keys(PREFIX), StreamingConfig(), lease_late_s=3.0)
+    hub.bind(asyncio.get_running_loop())
+    return hub
+
+
+async def _relay_one(hub: StreamHub, lease_ms: int | None, quiet_s: float) -> list[bytes]:
     """A streamed job whose first entries come, then nothing for ``quiet_s``, then the rest, its attempt's
     lease left with ``lease_ms`` (None: no lease), relayed to a caller that reads to the end (and so is
     never reported as one that left)."""
-    keys, job_id = Keys(PREFIX), f"job_{uuid.uuid4().hex}"
+    job_id = f"job_{uuid.uuid4().hex}"
     if lease_ms is not None:
-        redis.Redis.from_url(REDIS_URL).set(keys.lease(job_id), "token", px=lease_ms)
-    hub = StreamHub(REDIS_URL, keys, StreamingConfig(), lease_late_s=3.0)
-    hub.bind(asyncio.get_running_loop())
+        redis.Redis.from_url(REDIS_URL).set(hub.keys.lease(job_id), "token", px=lease_ms)
     stream = entries(openai_events(["one", "two", "three"]), "openai")
     for entry in stream[:3]:
         hub.deliver(job_id, entry)
@@ -92,9 +96,20 @@ async def _relayed(lease_ms: int | None, quiet_s: float) -> list[bytes]:
     later.cancel()
     finish.cancel()
     await asyncio.sleep(0.05)
-    assert not await hub.redis.exists(keys.stream_left(job_id))
-    await hub.close()
+    assert not await hub.redis.exists(hub.keys.stream_left(job_id))
     return frames
+
+
+async def _relayed(lease_ms: int | None, quiet_s: float) -> list[bytes]:
+    hub = _hub()
+    try:
+        return await _relay_one(hub, lease_ms, quiet_s)
+    finally:
+        await hub.close()
+
+
+def _ended_in_error(frames: list[bytes]) -> bool:
+    return b"stream_interrupted" in frames[-1] and b"three" not in b"".join(frames)
 
 
 @pytest.mark.anyio
@@ -111,3 +126,17 @@ async def test_a_quiet_stream_whose_producer_renews_its_lease_is_waited_for() ->
     frames = await _relayed(60_000, quiet_s=2.5)  # quiet past the first looks at the lease: still held
     assert frames[-1].endswith(b"data: [DONE]\n\n") and b"error" not in b"".join(frames)
     assert b"three" in b"".join(frames)
+
+
+@pytest.mark.anyio
+async def test_one_process_looks_at_all_its_quiet_streams_together_and_tells_them_apart() -> None:
+    hub = _hub()
+    try:
+        leases = [None, 1_000, 60_000, 60_000, None, 60_000]
+        streams = await asyncio.gather(*(_relay_one(hub, lease_ms, quiet_s=2.5) for lease_ms in leases))
+    finally:
+        await hub.close()
+    assert [_ended_in_error(frames) for frames in streams] == [lease != 60_000 for lease in leases]
+    assert all(frames[-1].endswith(b"data: [DONE]\n\n") for frames, lease in zip(streams, leases, strict=True)
+               if lease == 60_000)
+    assert not hub.watched  # every stream ended: nothing left to look at
