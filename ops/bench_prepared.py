@@ -1,6 +1,7 @@
 """A/B the store's hot writes between two checkouts: median ms per ``insert_job`` and ``record_attempt``.
 
-    .venv/bin/python ops/bench_prepared.py /work/main /work/wt-prepared [--iterations 2000] [--rounds 10]
+    git worktree add /tmp/before <commit>      # the checkout to compare with
+    .venv/bin/python ops/bench_prepared.py /tmp/before . [--iterations 2000] [--rounds 10]
 
 Each round runs both checkouts in turn (order alternating) in fresh processes against the same SQLite file
 and the same PostgreSQL database, so the machine's drift lands on both. Per call it times the function
