@@ -17,9 +17,10 @@ process's RSS, threads and open files from /proc. It prints per phase the peaks,
 /proc, before and after) and whether every call completed correctly.
 
 ``--calls-alone N`` measures instead what the choice between a thread per call and an event loop is
-about: N calls to the same simulator made at once by a bare process, once on N threads over the
-pooled ``httpx.Client`` (``execution.providers.http.post``, as a worker sends them) and once as
-coroutines over one ``httpx.AsyncClient``, each in a fresh process: RSS and CPU per call.
+about: N calls to the same simulator made at once by a bare process, on N threads over the lean pool
+(``execution.providers.lean_http.post``, as a worker sends them), on N threads over the pooled
+``httpx.Client`` (as it sent them before), and as coroutines over one ``httpx.AsyncClient``, each in a
+fresh process: RSS and CPU per call.
 One run; nothing asserts a number.
 """
 
@@ -245,7 +246,7 @@ def _calls_alone(mode: str, calls: int, sim_url: str) -> dict[str, float]:
     """In this process: ``calls`` calls at once on threads or coroutines; RSS added and CPU per call."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from execution.providers import http
+    from execution.providers import http, lean_http
     from shared.config import Timeouts
 
     body, headers = orjson.dumps(_body(0, "alone")), {"Authorization": "Bearer sim", "Content-Type": "application/json"}
@@ -256,8 +257,14 @@ def _calls_alone(mode: str, calls: int, sim_url: str) -> dict[str, float]:
         while not done.wait(0.5):
             peak[0] = max(peak[0], _proc_status(os.getpid())[0])
 
+    target = lean_http.target_of(url)
+    assert target is not None
+
     def on_thread(_: int) -> bool:
-        raw = http.post(http.shared_client(), url, content=body, headers=headers, params=None, timeouts=Timeouts())
+        if mode == "threads":
+            raw = lean_http.post(target, content=body, headers=headers, params=None, timeouts=Timeouts())
+        else:
+            raw = http.post(http.shared_client(), url, content=body, headers=headers, params=None, timeouts=Timeouts())
         return raw.status == 200
 
     async def on_loop() -> list[bool]:
@@ -268,7 +275,7 @@ def _calls_alone(mode: str, calls: int, sim_url: str) -> dict[str, float]:
 
     done = threading.Event()
     threading.Thread(target=watch, args=(done,), daemon=True).start()
-    if mode == "threads":
+    if mode != "asyncio":
         with ThreadPoolExecutor(calls) as pool:
             ok = sum(pool.map(on_thread, range(calls)))
     else:
@@ -286,12 +293,12 @@ def compare_calls(args: argparse.Namespace) -> None:
         wait_for_http(f"{stack.sim_url}/healthz", stack.procs)
         print(f"command: {' '.join(sys.argv)}\nload average at start: {os.getloadavg()[0]:.2f}; "
               f"{args.calls_alone} calls at once, {args.latency_s:g} s each")
-        for mode in ("threads", "asyncio"):
+        for mode in ("threads", "httpx-threads", "asyncio"):
             out = subprocess.run([sys.executable, "-m", "ops.bench_capacity", "--one-way", mode, "--calls-alone",
                                   str(args.calls_alone), "--sim-url", stack.sim_url],
                                  cwd=ROOT, check=True, capture_output=True, text=True).stdout
             got = orjson.loads(out.strip().splitlines()[-1])
-            print(f"  {mode:<8} {got['ok']:.0f} ok | RSS peak {got['rss_peak_mib']:.0f} MB, "
+            print(f"  {mode:<13} {got['ok']:.0f} ok | RSS peak {got['rss_peak_mib']:.0f} MB, "
                   f"{got['kib_per_call']:.1f} KiB per call | CPU {got['cpu_ms_per_call']:.2f} ms per call")
     finally:
         stack.stop()
@@ -311,7 +318,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2048, help="the worker's worker.concurrency")
     parser.add_argument("--bulk", type=int, default=500, help="jobs per POST /v1/jobs/batch")
     parser.add_argument("--calls-alone", type=int, default=0, help="compare N bare calls on threads and on a loop")
-    parser.add_argument("--one-way", choices=("threads", "asyncio"), help=argparse.SUPPRESS)
+    parser.add_argument("--one-way", choices=("threads", "httpx-threads", "asyncio"), help=argparse.SUPPRESS)
     parser.add_argument("--sim-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     _raise_fd_limit()
