@@ -32,6 +32,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from api.delivery import error_event, raise_unless_succeeded
 from shared.config import StreamingConfig
@@ -356,8 +357,13 @@ async def _take(hub: StreamHub, job_id: str, feed: Feed, out: Translation) -> li
 
 async def _interrupted(hub: StreamHub, job_id: str, out: Translation) -> list[bytes]:
     """The producer of a begun stream is gone: what it stored that the caller has not had, then (unless
-    that was the end) an error event. The job is left to the recovery, which sends it again."""
-    frames = [frame for _, entry in await hub.stored(job_id) for frame in out.frames(entry)]
+    that was the end) an error event. The job is left to the recovery, which sends it again. Redis
+    failing here (many streams ended at once) costs the stored tail, never the error event."""
+    try:
+        frames = [frame for _, entry in await hub.stored(job_id) for frame in out.frames(entry)]
+    except (RedisError, OSError) as exc:
+        log.warning("could not read the stream of job %s before ending it: %r", job_id, exc)
+        frames = []
     if not out.ended:
         out.ended = True  # the caller was told: not a caller that left (the job goes on without one)
         frames.append(out.error(ProviderError(

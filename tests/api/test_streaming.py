@@ -140,3 +140,17 @@ async def test_one_process_looks_at_all_its_quiet_streams_together_and_tells_the
     assert all(frames[-1].endswith(b"data: [DONE]\n\n") for frames, lease in zip(streams, leases, strict=True)
                if lease == 60_000)
     assert not hub.watched  # every stream ended: nothing left to look at
+
+
+@pytest.mark.anyio
+async def test_a_stream_ended_while_redis_refuses_its_tail_still_gets_its_error_event() -> None:
+    hub = _hub()
+
+    async def refused(*_: Any, **__: Any) -> Any:
+        raise redis.exceptions.MaxConnectionsError("Too many connections")
+    hub.stored = refused  # type: ignore[method-assign]  # many streams ended at once: the pool is used up
+    try:
+        frames = await _relay_one(hub, None, quiet_s=30)
+    finally:
+        await hub.close()
+    assert _ended_in_error(frames)
