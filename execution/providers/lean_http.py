@@ -133,11 +133,12 @@ def _still_open(conn: http.client.HTTPConnection) -> bool:
     sock = conn.sock
     if sock is None:
         return False
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
+    try:  # poll, not select: a process holding thousands of calls has descriptors past select's 1,024
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return not poller.poll(0)
     except (OSError, ValueError):
         return False
-    return not readable
 
 
 _pools: dict[int, Pool] = {}

@@ -238,3 +238,22 @@ def test_a_stream_cut_mid_way_is_a_connection_error(serve: Any) -> None:
     with pytest.raises(ProviderCallError) as caught, _open(adapter) as call:
         list(call.events())
     assert caught.value.kind == "connection" and caught.value.retryable
+
+
+def test_a_connection_past_descriptor_1024_is_reused_too(serve: Any) -> None:
+    """A worker holding thousands of calls has descriptors past select()'s limit: reuse must not depend on it."""
+    import os
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the open-file limit ({hard}) is below 1,200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # the next socket's descriptor is past 1,024
+    try:
+        server, adapter = serve(plain)
+        assert [adapter.call(CHAT).status for _ in range(3)] == [200, 200, 200]
+        assert server.connections == 1
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
