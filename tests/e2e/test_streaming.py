@@ -125,9 +125,9 @@ async def test_the_async_openai_sdk_streams_many_at_once(stack: Stack) -> None:
 
 @pytest.mark.parametrize("headers", [{}, STANDARD], ids=["fast-lane", "worker"])
 def test_the_anthropic_sdk_gets_the_providers_events(stack: Stack, headers: dict[str, str]) -> None:
-    messages = _prompt()
-    direct = _sim_anthropic(stack, "claude-haiku-4-5", messages)
-    with _claude(stack).messages.stream(model="claude-haiku-4-5", max_tokens=60, messages=messages,
+    messages = _prompt()  # a fixed-length answer in small events: always several pieces
+    direct = _sim_anthropic(stack, "claude-drip", messages)
+    with _claude(stack).messages.stream(model="claude-drip", max_tokens=60, messages=messages,
                                         extra_headers=headers) as stream:
         pieces = list(stream.text_stream)
         final = stream.get_final_message()
