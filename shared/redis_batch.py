@@ -6,6 +6,12 @@ each on the client side. Sent as one pipeline they cost one. Scripts go as EVALS
 redis-py's ``Script`` on a pipeline, which would add a SCRIPT EXISTS round trip to every batch; a
 script Redis forgot (it restarted) is loaded and run on its own after the batch, so steps put in one
 batch must not rely on running in order (the worker's do not: each is atomic and independent).
+
+The batch is sent by ``_send`` rather than ``Pipeline.execute``: redis-py's pipeline packs each
+argument in Python (and looks for HIMPORT field sets on every command) where hiredis packs a whole
+command in C. Measured on the attempt's last round trip (17 commands): 350-400 -> 185-190 us of CPU.
+Replies are still read and parsed by the pipeline's own ``parse_response`` (its callbacks, its error
+classes), on a connection of the client's pool, with the connection's retry policy.
 """
 
 from __future__ import annotations
@@ -15,8 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
+
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # redis-py without hiredis: its own packer
+    _hiredis_pack = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -62,7 +74,7 @@ class RedisBatch:
                 before = len(pipe.command_stack)
                 add(pipe)
                 counts.append(len(pipe.command_stack) - before)
-            replies = pipe.execute(raise_on_error=False)
+            replies = _send(pipe) if pipe.command_stack else []
         first_error: Exception | None = None
         at = 0
         for (call, _, on_reply), n in zip(self._steps, counts, strict=True):
@@ -92,3 +104,41 @@ def _deliver(call: ScriptCall | None, replies: list[Any], on_reply: Callable[[An
             raise reply
     if on_reply is not None:
         on_reply(replies)
+
+
+def _send(pipe: Pipeline) -> list[Any]:
+    """The pipeline's commands in one write, their replies (an error reply as its exception) in order."""
+    stack = pipe.command_stack
+    pool = pipe.connection_pool
+    conn = pool.get_connection()
+    try:
+        return conn.retry.call_with_retry(lambda: _exchange(pipe, conn, stack), lambda _error: conn.disconnect())
+    finally:
+        pool.release(conn)
+
+
+def _exchange(pipe: Pipeline, conn: Any, stack: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+    conn.send_packed_command(_packed(conn, [args for args, _ in stack]))
+    replies: list[Any] = []
+    for args, options in stack:
+        try:
+            replies.append(pipe.parse_response(conn, args[0], **options))
+        except ResponseError as exc:
+            replies.append(exc)
+    return replies
+
+
+def _packed(conn: Any, commands: list[tuple[Any, ...]]) -> list[bytes]:
+    """hiredis packs a command whose name is one word and whose arguments are str, bytes or numbers;
+    anything else (``SCRIPT LOAD``, a memoryview) goes through the connection's packer."""
+    if _hiredis_pack is None:
+        return list(conn.pack_commands(commands))
+    out: list[bytes] = []
+    for args in commands:
+        try:
+            if " " in args[0]:
+                raise TypeError("a command of two words")
+            out.append(_hiredis_pack(args))
+        except TypeError:
+            out.extend(conn.pack_commands([args]))
+    return [b"".join(out)]

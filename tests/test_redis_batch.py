@@ -49,3 +49,28 @@ def test_a_failing_step_is_raised_after_the_others_ran(client: redis.Redis) -> N
         batch.execute()
     assert client.get(other) == "ran"
     client.delete(key, other)
+
+
+def test_commands_hiredis_cannot_pack_go_through_the_connection_s_packer(client: redis.Redis) -> None:
+    """A memoryview argument and a two-word command (``CLIENT SETNAME``) reach Redis as redis-py sends them."""
+    key = f"gwt-batch:{uuid.uuid4().hex}"
+    got: list[Any] = []
+    (RedisBatch(client)
+     .command(lambda pipe: pipe.set(key, memoryview(b"bytes")), got.append)
+     .command(lambda pipe: pipe.execute_command("CLIENT SETNAME", "gwt-batch"), got.append)
+     .command(lambda pipe: pipe.hincrbyfloat(key + ":h", "sum", 0.25).get(key), got.append)
+     .execute())
+    assert got == [[True], [True], [0.25, "bytes"]]
+    client.delete(key, key + ":h")
+
+
+def test_a_batch_survives_a_connection_redis_closed(client: redis.Redis) -> None:
+    """A pooled connection Redis dropped (a restart, an idle timeout) is reconnected and the batch sent."""
+    key = f"gwt-batch:{uuid.uuid4().hex}"
+    RedisBatch(client).command(lambda pipe: pipe.set(key, "1")).execute()
+    pooled = client.client_id()  # the pool's one idle connection, which the batch will borrow
+    assert redis.Redis.from_url(REDIS_URL).client_kill_filter(_id=pooled) == 1
+    got: list[Any] = []
+    RedisBatch(client).command(lambda pipe: pipe.get(key), got.append).execute()
+    assert got == [["1"]]
+    client.delete(key)
