@@ -75,6 +75,10 @@ def _tune_sqlite(engine: Engine) -> None:
         begin = conn.get_execution_options().get(_SQLITE_BEGIN, "BEGIN IMMEDIATE")
         if begin == "BEGIN":
             conn.exec_driver_sql(begin)
+        elif getattr(_turn_taken, "held", False):
+            # No other writer of ours can hold the lock (they take the same turn first); one from outside
+            # (a migration) is waited for by SQLite's busy handler. Saves two PRAGMAs per transaction.
+            conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
         else:
             _begin_immediate(conn.connection.dbapi_connection)
 
@@ -82,8 +86,8 @@ def _tune_sqlite(engine: Engine) -> None:
 def _begin_immediate(dbapi_connection: Any, wait_s: float = 10.0) -> None:
     """Take SQLite's write lock, polling every 0.2 ms while another process holds it.
 
-    Writers in ``session_scope`` already took their turn (below), so this succeeds at once; the
-    polling serves writers outside it (migrations, scripts). SQLite's own busy handler sleeps
+    For writers outside ``session_scope`` (migrations, scripts): those inside took their turn (below),
+    so their BEGIN IMMEDIATE succeeds at once and is sent plainly. SQLite's own busy handler sleeps
     1, 2, 5 ... up to 100 ms between tries and would make them wait tens of ms for a short lock.
     """
     cursor = dbapi_connection.cursor()
@@ -187,6 +191,9 @@ def session_scope(engine: Engine | None = None, *, readonly: bool = False) -> It
             session.close()
 
 
+_turn_taken = threading.local()  # .held: this thread holds its store's writer turn (``_WriterTurn``)
+
+
 class _WriterTurn:
     """SQLite has one writer at a time: its writers take turns here instead of in its busy handler.
 
@@ -214,8 +221,10 @@ class _WriterTurn:
         except BaseException:
             self.threads.release()
             raise
+        _turn_taken.held = True
 
     def __exit__(self, *exc: object) -> None:
+        _turn_taken.held = False
         try:
             if self.fd is not None:
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
