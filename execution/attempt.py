@@ -28,7 +28,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from execution.context import AttemptContext
@@ -67,10 +67,26 @@ class Outcome:
     cost_usd: float = 0.0
     answer: dict[str, Any] | None = None  # the result's body as the caller gets it: tokenized values put back
     produced: Usage | None = None  # a stream that broke off after it began: what it had cost (``execution.streaming``)
+    _stored_body: Any = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
         return self.result is not None
+
+    def stored_body(self) -> Any:
+        """The provider's answer as it can be stored (``storable_copy``), made once: the job's result and
+        the audit record both keep it when no tokenized value was put back."""
+        if self.result is None:
+            return None
+        if self._stored_body is None:
+            self._stored_body = storable_copy(self.result.body)
+        return self._stored_body
+
+    def stored_answer(self) -> Any:
+        """The caller's answer as it can be stored: the same copy as ``stored_body`` when it is the same object."""
+        if self.answer is not None and self.result is not None and self.answer is self.result.body:
+            return self.stored_body()
+        return storable_copy(self.answer)
 
     def billed(self) -> ProviderResult | None:
         """What the settlement counts: the result, or what a stream that broke off had produced."""
@@ -192,7 +208,7 @@ def _fill_cache(ctx: AttemptContext, batch: RedisBatch, ended: Ended) -> None:
     if view is None or not ended.ends_job or env.job.cache is None or view.get("status") != "succeeded":
         return
     if env.vault and ended.outcome.result is not None:
-        view = dict(view, result=storable_copy(ended.outcome.result.body))
+        view = dict(view, result=ended.outcome.stored_body())
     if isinstance(view.get("result"), dict):  # one form in the cache, whichever dialect asks next
         view = dict(view, result=as_openai(view["result"]))
     try:
@@ -456,7 +472,7 @@ def _record_success(db: Any, ctx: AttemptContext, env: Envelope, outcome: Outcom
     return jobs.record_attempt(
         db, env.id, env.attempt, deployment=outcome.deployment.name, status="succeeded",
         http_status=result.status, latency_ms=outcome.latency_ms, **tokens,
-        job_outcome={"status": "succeeded", "result": storable_copy(outcome.answer),
+        job_outcome={"status": "succeeded", "result": outcome.stored_answer(),
                      "model_used": outcome.deployment.model,
                      "deployment": outcome.deployment.name, **tokens, **ceiling},
         usage=_attempt_usage(ctx, env, outcome), zone=ctx.settings.billing.zone,
@@ -532,7 +548,7 @@ def _audited(db: Any, env: Envelope, outcome: Outcome, policy: AuditPolicy, inli
     the job goes on to a retry, or when nothing was recorded (a redelivery)."""
     if view is None or view["status"] not in ("succeeded", "failed"):
         return view
-    received = storable_copy(outcome.result.body) if outcome.result is not None else None
+    received = outcome.stored_body()
     vault = env.vault or Vault()
     screening = env.job.screening if isinstance(env.job.screening, dict) else {}
     audit.append(
