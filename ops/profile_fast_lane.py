@@ -58,7 +58,7 @@ class Timers:
     """Thread CPU per step, counted only for a step's outermost call on its thread."""
 
     def __init__(self) -> None:
-        self.cpu: collections.Counter[str] = collections.Counter()
+        self.cpu: dict[str, float] = collections.defaultdict(float)
         self.calls: collections.Counter[str] = collections.Counter()
         self.on = False
         self._inside = threading.local()
