@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.client import Pipeline
@@ -41,7 +41,10 @@ class ScriptCall:
     parse: Callable[[Any], Any] = lambda reply: reply
 
     def run(self) -> Any:
-        return self.parse(self.script(keys=list(self.keys), args=list(self.args)))
+        """Alone, as a batch of one: sent as a batch is (hiredis packs it), its reply parsed."""
+        got: list[Any] = []
+        RedisBatch(cast(redis.Redis, self.script.registered_client)).script(self, got.append).execute()
+        return got[0]
 
 
 class RedisBatch:

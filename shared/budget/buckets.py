@@ -305,7 +305,7 @@ class BudgetStore:
                     allow_borrow: bool = False, now: float | None = None) -> Admission:
         """Debit every bucket or none. Reserving an id that is already held is a no-op that says ok."""
         keys, args = self._reserve_call(reservation_id, buckets, ttl_s, allow_borrow, now)
-        return _admission(self._reserve(keys=keys, args=args))
+        return ScriptCall(self._reserve, keys, args, _admission).run()
 
     def try_reserve_many(self, requests: Iterable[tuple[str, Sequence[Bucket]]], *, ttl_s: float,
                          allow_borrow: bool = False, now: float | None = None) -> list[Admission]:
