@@ -9,7 +9,7 @@ batch must not rely on running in order (the worker's do not: each is atomic and
 
 The batch is sent by ``_send`` rather than ``Pipeline.execute``: redis-py's pipeline packs each
 argument in Python (and looks for HIMPORT field sets on every command) where hiredis packs a whole
-command in C. Measured on the attempt's last round trip (17 commands): 350-400 -> 185-190 us of CPU.
+command in C. Measured on the attempt's last round trip (17 commands): ~350-450 -> ~190-320 us of CPU.
 Replies are still read and parsed by the pipeline's own ``parse_response`` (its callbacks, its error
 classes), on a connection of the client's pool, with the connection's retry policy.
 """
