@@ -23,6 +23,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
 import orjson
@@ -31,12 +32,12 @@ from sqlalchemy.orm import Session
 
 from shared.config import AuditPolicy
 from shared.db.models import AuditEvent, utcnow
+from shared.db.prepared import Prepared
 from shared.db.session import session_scope
 
 log = logging.getLogger("gateway.audit")
 
 _AUDIT = cast(Table, AuditEvent.__table__)
-_INSERT = insert(_AUDIT)  # the columns come from each record's keys (None is left out, see ``append``)
 GENESIS = "0" * 64  # the prev_hash of a tenant's first record
 BATCH_ROWS = 1000
 # What the chain covers: everything but the id (a store detail), the content (its hashes stand for it)
@@ -58,7 +59,15 @@ def append(session: Session, **fields: Any) -> None:
     """Append one record in ``session``'s transaction (``AuditEvent``'s columns; ``at`` defaults to now).
     For anyone who records an action: the caller's transaction commits it with what it records."""
     # None is left out rather than bound: a JSON column would store JSON null, not SQL NULL.
-    session.connection().execute(_INSERT, {"at": utcnow(), **{k: v for k, v in fields.items() if v is not None}})
+    record = {"at": utcnow(), **{k: v for k, v in fields.items() if v is not None}}
+    _insert_of(tuple(sorted(record))).run(session, **{f"v_{k}": v for k, v in record.items()})
+
+
+@lru_cache(maxsize=64)
+def _insert_of(columns: tuple[str, ...]) -> Prepared:
+    """The INSERT of a record with these columns, compiled once (``shared.db.prepared``): a kind of
+    record (a finished call, a refusal, an admin action) always fills the same ones."""
+    return Prepared(lambda: insert(_AUDIT).values({name: bindparam(f"v_{name}") for name in columns}))
 
 
 def contents(policy: AuditPolicy, *, sent: Any, received: Any, caller_sent: Any = None,
