@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.bench_ab import CLIENT
-from ops.bench_gateway import Stack, free_port
+from ops.bench_gateway import Stack, create_pg_database, free_port
 
 # (module, attribute path, depth in the printout): the steps of a fast-lane submit, in the order they run.
 STEPS = [
@@ -57,7 +57,8 @@ STEPS = [
 class Timers:
     """Thread CPU per step, counted only for a step's outermost call on its thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.thread_time) -> None:
+        self.clock = clock
         self.cpu: dict[str, float] = collections.defaultdict(float)
         self.calls: collections.Counter[str] = collections.Counter()
         self.on = False
@@ -75,11 +76,11 @@ class Timers:
             if not self.on or inside:
                 return original(*args, **kwargs)
             setattr(self._inside, path, True)
-            started = time.thread_time()
+            started = self.clock()
             try:
                 return original(*args, **kwargs)
             finally:
-                self.cpu[path] += time.thread_time() - started
+                self.cpu[path] += self.clock() - started
                 self.calls[path] += 1
                 setattr(self._inside, path, False)
 
@@ -100,16 +101,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=30.0, help="calls per second, open loop")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="time the steps by the thread's CPU (default) or by the wall clock (waits included)")
+    parser.add_argument("--database-url", help="result store (default: a temp SQLite file); e.g. "
+                        "postgresql://postgres@127.0.0.1:5432/gw_bench (dropped and created)")
     args = parser.parse_args()
 
-    stack = Stack(workers=1, concurrency=8, with_api=False)
+    if args.database_url:
+        create_pg_database(args.database_url)
+    stack = Stack(workers=1, concurrency=8, database_url=args.database_url, with_api=False)
     key = stack.start()
     os.environ.update(stack.env)  # the in-process api reads the same settings as the stack
     import uvicorn
 
     from cli.main import _tune_gc, api_app
 
-    timers = Timers()
+    timers = Timers(time.thread_time if args.clock == "cpu" else time.perf_counter)
     for module, path, _ in STEPS:
         timers.wrap(module, path)
     _tune_gc()
@@ -144,7 +151,9 @@ def main() -> None:
     print(run.stdout.rstrip())
     print(f"api CPU per call: {total_s / calls * 1000:.2f} ms = event-loop thread {loop_s / calls * 1000:.2f}"
           f" + other threads {(total_s - loop_s) / calls * 1000:.2f} (submits, group commit, the stream hub)")
-    print("inside a submit, thread CPU per call (indented: part of the line above):")
+    print(f"result store: {'PostgreSQL' if args.database_url else 'SQLite (temp file)'}")
+    what = "thread CPU" if args.clock == "cpu" else "wall-clock time (waits included)"
+    print(f"inside a submit, {what} per call (indented: part of the line above):")
     for _, path, depth in STEPS:
         if timers.calls[path]:
             per_call, times = timers.cpu[path] / calls * 1000, timers.calls[path] / calls

@@ -6,6 +6,7 @@ SQLAlchemy (not the sqlite3 module) emitting BEGIN so SAVEPOINTs work. A writing
 starts with BEGIN IMMEDIATE: a deferred one that reads before it writes fails at once with
 "database is locked" when another writer committed in between, which no busy timeout can fix.
 Before that, ``session_scope`` writers take turns on a lock file, so BEGIN IMMEDIATE never waits.
+The WAL is checkpointed by a thread, not by the commit that fills it (``shared.db.checkpoints``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import get_settings
+from shared.db import checkpoints
 from shared.private_files import create_private_file, make_private_dirs, restrict_file
 
 _SQLITE_BEGIN = "gateway_sqlite_begin"
@@ -61,14 +63,26 @@ def _prepare_sqlite_file(url: str) -> None:
             restrict_file(Path(f"{real}{suffix}"))
 
 
+def _on_disk(database: str | None) -> Path | None:
+    """The database file of an SQLite URL's database part; None for memory and ``file:`` URIs."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser().resolve()
+
+
 def _tune_sqlite(engine: Engine) -> None:
+    database = _on_disk(engine.url.database)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000", "foreign_keys=ON"):
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000", "foreign_keys=ON",
+                       f"wal_autocheckpoint={checkpoints.BACKSTOP_PAGES}"):  # a thread checkpoints (see there)
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
+        if database is not None:
+            checkpoints.ensure_checkpointer(database)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -202,8 +216,9 @@ class _WriterTurn:
     is done; SQLite's busy handler sleeps 1, 2, 5 ... 100 ms and turns contention into convoys.
     """
 
-    def __init__(self, lock_path: str | None) -> None:
-        self.lock_path = lock_path
+    def __init__(self, database: Path | None) -> None:
+        self.database = database
+        self.lock_path = None if database is None else f"{database}-writer.lock"
         self._reset()
 
     def _reset(self) -> None:
@@ -222,6 +237,8 @@ class _WriterTurn:
             self.threads.release()
             raise
         _turn_taken.held = True
+        if self.database is not None:  # a checkpointer that ended idle starts again with the writes
+            checkpoints.ensure_checkpointer(self.database)
 
     def __exit__(self, *exc: object) -> None:
         _turn_taken.held = False
@@ -242,10 +259,8 @@ def _writer_turn(bind: Any) -> AbstractContextManager[Any]:
     database = bind.url.database or ""
     turn = _writer_turns.get(database)
     if turn is None:
-        on_disk = database not in ("", ":memory:") and not database.startswith("file:")
-        lock_path = f"{Path(database).expanduser().resolve()}-writer.lock" if on_disk else None
         with _engines_lock:
-            turn = _writer_turns.setdefault(database, _WriterTurn(lock_path))
+            turn = _writer_turns.setdefault(database, _WriterTurn(_on_disk(database)))
     return turn
 
 
