@@ -7,7 +7,7 @@ redis-py's ``Script`` on a pipeline, which would add a SCRIPT EXISTS round trip 
 script Redis forgot (it restarted) is loaded and run on its own after the batch, so steps put in one
 batch must not rely on running in order (the worker's do not: each is atomic and independent).
 
-The batch is sent by ``_send`` rather than ``Pipeline.execute``: redis-py's pipeline packs each
+The batch is sent by ``send_pipeline`` rather than ``Pipeline.execute``: redis-py's pipeline packs each
 argument in Python (and looks for HIMPORT field sets on every command) where hiredis packs a whole
 command in C. Measured on the attempt's last round trip (17 commands): ~350-450 -> ~190-320 us of CPU.
 Replies are still read and parsed by the pipeline's own ``parse_response`` (its callbacks, its error
@@ -77,7 +77,7 @@ class RedisBatch:
                 before = len(pipe.command_stack)
                 add(pipe)
                 counts.append(len(pipe.command_stack) - before)
-            replies = _send(pipe) if pipe.command_stack else []
+            replies = send_pipeline(pipe) if pipe.command_stack else []
         first_error: Exception | None = None
         at = 0
         for (call, _, on_reply), n in zip(self._steps, counts, strict=True):
@@ -109,8 +109,9 @@ def _deliver(call: ScriptCall | None, replies: list[Any], on_reply: Callable[[An
         on_reply(replies)
 
 
-def _send(pipe: Pipeline) -> list[Any]:
-    """The pipeline's commands in one write, their replies (an error reply as its exception) in order."""
+def send_pipeline(pipe: Pipeline) -> list[Any]:
+    """The pipeline's commands in one write, their replies (an error reply as its exception) in order:
+    ``pipe.execute()`` without redis-py's per-argument packing (see the module docstring)."""
     stack = pipe.command_stack
     pool = pipe.connection_pool
     conn = pool.get_connection()

@@ -6,13 +6,14 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 
 import orjson
 import pytest
 import redis
 
 from shared.config import StreamingConfig
-from shared.job_stream import StreamWriter, caller_left, entry_of
+from shared.job_stream import Flusher, StreamWriter, caller_left, entry_of
 from shared.keys import Keys
 from shared.stream_translate import Event
 from tests.conftest import REDIS_URL
@@ -95,3 +96,16 @@ def test_a_redis_failure_reaches_the_attempt_that_wrote() -> None:
     writer.event(Event(None, {"n": 0}))
     with pytest.raises(redis.RedisError):
         writer.end("done")
+
+
+def test_an_error_reply_fails_only_the_stream_it_belongs_to(keys: Keys) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.set(keys.job_stream("job-clobbered"), "not a stream")  # its XADD is answered WRONGTYPE
+    broken, fine = _writer(client, keys, "job-clobbered", "ch"), _writer(client, keys, "job-fine", "ch")
+    entries = [{"t": "event", "n": None, "d": {"n": 0}, "s": 0, "a": 1, "w": "x"}]
+    done = [Future[None](), Future[None]()]
+    flusher = Flusher(client)
+    flusher._write([(broken, entries, 60, done[0]), (fine, entries, 60, done[1])])
+    assert all(d.done() for d in done)
+    assert isinstance(broken.failed, redis.ResponseError) and "WRONGTYPE" in str(broken.failed)
+    assert fine.failed is None and [e["t"] for e in _stored(client, keys, "job-fine")] == ["event"]
