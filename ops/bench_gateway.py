@@ -311,6 +311,12 @@ async def _count(client: httpx.AsyncClient, feature: str) -> int:
         cursor = page["next_cursor"]
 
 
+def add_database_url(parser: argparse.ArgumentParser) -> None:
+    """The ``--database-url`` option the benchmarks share (``create_pg_database`` makes it fresh)."""
+    parser.add_argument("--database-url", help="result store (default: a temp SQLite file); e.g. "
+                        "postgresql://postgres@127.0.0.1:5432/gw_bench (dropped and created)")
+
+
 def create_pg_database(url: str) -> None:
     """A fresh PostgreSQL database for the run (dropped first if it exists)."""
     import psycopg
@@ -354,8 +360,7 @@ def main() -> None:
     parser.add_argument("--bulk-size", type=int, default=500, help="jobs per POST /v1/jobs/batch")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (one per core)")
     parser.add_argument("--concurrency", type=int, default=32, help="threads per worker")
-    parser.add_argument("--database-url", help="result store (default: a temp SQLite file); "
-                        "e.g. postgresql://postgres@127.0.0.1:5432/gw_bench (created if missing)")
+    add_database_url(parser)
     args = parser.parse_args()
     if args.database_url:
         create_pg_database(args.database_url)

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ops.bench_gateway import PAYLOAD, Stack, create_pg_database
+from ops.bench_gateway import PAYLOAD, Stack, add_database_url, create_pg_database
 
 GENERATOR = Path(__file__).with_name("openloop.js")
 PERCENTILES = ("p50", "p90", "p99")
@@ -49,8 +49,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100, help="requests per second, fixed rate")
     parser.add_argument("--seconds", type=float, default=20, help="length of each run")
     parser.add_argument("--rounds", type=int, default=2, help="simulator/gateway pairs of runs, alternating")
-    parser.add_argument("--database-url", help="result store (default: a temp SQLite file); e.g. "
-                        "postgresql://postgres@127.0.0.1:5432/gw_bench (dropped and created)")
+    add_database_url(parser)
     args = parser.parse_args()
     if shutil.which("node") is None:
         raise SystemExit("ops/openloop.js needs Node.js (apt-get install nodejs)")

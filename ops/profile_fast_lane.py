@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.bench_ab import CLIENT
-from ops.bench_gateway import Stack, create_pg_database, free_port
+from ops.bench_gateway import Stack, add_database_url, create_pg_database, free_port
 
 # (module, attribute path, depth in the printout): the steps of a fast-lane submit, in the order they run.
 STEPS = [
@@ -103,8 +103,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=30.0, help="calls per second, open loop")
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                         help="time the steps by the thread's CPU (default) or by the wall clock (waits included)")
-    parser.add_argument("--database-url", help="result store (default: a temp SQLite file); e.g. "
-                        "postgresql://postgres@127.0.0.1:5432/gw_bench (dropped and created)")
+    add_database_url(parser)
     args = parser.parse_args()
 
     if args.database_url:
