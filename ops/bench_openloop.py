@@ -35,6 +35,8 @@ def fire(url: str, key: str, rate: float, seconds: float) -> dict[str, Any]:
     run = subprocess.run(["node", str(GENERATOR), url, key, str(rate), str(seconds), json.dumps(body)],
                          check=True, capture_output=True, text=True)
     report: dict[str, Any] = json.loads(run.stdout)
+    if not report["ok"]:  # no percentiles to print: say what came back instead
+        raise SystemExit(f"no request to {url} succeeded: {report['errors']} errors, statuses {report['statuses']}")
     return report
 
 

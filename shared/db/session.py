@@ -46,6 +46,13 @@ def normalize_url(url: str) -> str:
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal", "-writer.lock")
 
 
+def _on_disk(database: str | None) -> Path | None:
+    """The database file of an SQLite URL's database part; None for memory and ``file:`` URIs."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser().resolve()
+
+
 def _prepare_sqlite_file(url: str) -> None:
     """Create the store's directory (700) and database file (600) before SQLite would.
 
@@ -54,20 +61,13 @@ def _prepare_sqlite_file(url: str) -> None:
     ``gateway migrate``) makes it private, and files an older version left readable are tightened.
     """
     database = make_url(url).database
-    if database and database != ":memory:" and not database.startswith("file:"):
+    real = _on_disk(database)  # where SQLite and the writer lock put their side files
+    if database and real is not None:
         path = Path(database).expanduser()
         make_private_dirs(path.parent)
         create_private_file(path)
-        real = path.resolve()  # where SQLite and the writer lock put their side files
         for suffix in SQLITE_SIDE_FILES:
             restrict_file(Path(f"{real}{suffix}"))
-
-
-def _on_disk(database: str | None) -> Path | None:
-    """The database file of an SQLite URL's database part; None for memory and ``file:`` URIs."""
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return Path(database).expanduser().resolve()
 
 
 def _tune_sqlite(engine: Engine) -> None:

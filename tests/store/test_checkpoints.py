@@ -25,6 +25,11 @@ def _in_database_file(path: Path, marker: str) -> bool:
         conn.close()
 
 
+def _checkpointed_here(path: Path) -> bool:
+    """Whether this process runs a checkpointer for ``path``."""
+    return any(p == path.resolve() for _, p in checkpoints._running)
+
+
 def _until(condition, timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -39,7 +44,6 @@ def test_writes_are_checkpointed_by_a_thread_that_ends_idle_and_restarts(tmp_pat
     monkeypatch.setattr(checkpoints, "IDLE_ROUNDS", 3)
     path = tmp_path / "g.db"
     engine = db_session.make_engine(f"sqlite:///{path}")
-    running = lambda: any(p == path.resolve() for _, p in checkpoints._running)  # noqa: E731
     try:
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == checkpoints.BACKSTOP_PAGES
@@ -47,10 +51,10 @@ def test_writes_are_checkpointed_by_a_thread_that_ends_idle_and_restarts(tmp_pat
             s.execute(text("CREATE TABLE notes (body TEXT)"))
             s.execute(text("INSERT INTO notes VALUES ('first')"))
         assert _until(lambda: _in_database_file(path, "first"))
-        assert _until(lambda: not running())  # nothing more written: the thread ended
+        assert _until(lambda: not _checkpointed_here(path))  # nothing more written: the thread ended
         with db_session.session_scope(engine) as s:
             s.execute(text("INSERT INTO notes VALUES ('second')"))
-        assert running()  # the write started it again
+        assert _checkpointed_here(path)  # the write started it again
         assert _until(lambda: _in_database_file(path, "second"))
     finally:
         engine.dispose()
@@ -65,4 +69,4 @@ def test_a_checkpointer_ends_when_its_database_is_removed(tmp_path, monkeypatch:
     engine.dispose()
     for leftover in tmp_path.iterdir():
         leftover.unlink()
-    assert _until(lambda: not any(p == path.resolve() for _, p in checkpoints._running))
+    assert _until(lambda: not _checkpointed_here(path))
