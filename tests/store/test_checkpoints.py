@@ -3,6 +3,7 @@ and that thread ends when nothing is written and starts again with the next writ
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ def _in_database_file(path: Path, marker: str) -> bool:
 
 def _checkpointed_here(path: Path) -> bool:
     """Whether this process runs a checkpointer for ``path``."""
-    return any(p == path.resolve() for _, p in checkpoints._running)
+    return (os.getpid(), path.resolve()) in checkpoints._running  # a lookup: other tests' threads change the dict
 
 
 def _until(condition, timeout: float = 15.0) -> bool:
