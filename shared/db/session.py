@@ -18,12 +18,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -83,6 +83,12 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.close()
         if database is not None:
             checkpoints.ensure_checkpointer(database)
+
+    @event.listens_for(engine, "engine_disposed")
+    def _on_dispose(disposed: Engine) -> None:  # its writers' kept connection goes with its pool
+        turn = _writer_turns.get(disposed.url.database or "")
+        if turn is not None:
+            turn.forget(close=True, engine=disposed)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -194,7 +200,10 @@ def session_scope(engine: Engine | None = None, *, readonly: bool = False) -> It
     maker = get_sessionmaker(engine, readonly=readonly)
     turn = nullcontext() if readonly else _writer_turn(maker.kw["bind"])
     with turn:
-        session = maker()
+        # On an SQLite file, the writer whose turn it is writes on the turn's kept connection: a
+        # connection from the pool cost a third of a short transaction's CPU (see ``_WriterTurn``).
+        kept = turn.connection(maker.kw["bind"]) if isinstance(turn, _WriterTurn) else None
+        session = maker() if kept is None else maker(bind=kept)
         try:
             yield session
             session.commit()
@@ -214,6 +223,11 @@ class _WriterTurn:
     Threads of one process queue on a lock, processes on flock(2) of a file next to the database.
     Both wait in the kernel, so a waiting writer burns no CPU and starts as soon as the previous one
     is done; SQLite's busy handler sleeps 1, 2, 5 ... 100 ms and turns contention into convoys.
+
+    Since one thread of a process writes at a time, the turn also keeps the connection it writes on
+    (``connection``; database files only: each connection to ``:memory:`` is a database of its own).
+    Checking a connection out of the pool and back in took ~70 us of CPU, a third of a one-row
+    transaction (``ops/bench_prepared.py``, insert_tx and record_tx).
     """
 
     def __init__(self, database: Path | None) -> None:
@@ -222,9 +236,38 @@ class _WriterTurn:
         self._reset()
 
     def _reset(self) -> None:
-        """Also after fork: a flock belongs to the open file, which parent and child would share."""
+        """Also after fork: a flock belongs to the open file, which parent and child would share; so
+        does the kept connection, which the child forgets without closing (SQLite must not carry a
+        connection across a fork)."""
         self.threads = threading.Lock()
         self.fd: int | None = None
+        self.kept: Connection | None = None
+        self.pid = os.getpid()  # whose ``kept`` it is: a forked child's dispose must not close it
+
+    def connection(self, engine: Engine) -> Connection | None:
+        """The connection the writer holding this turn writes on, for ``engine``: kept between turns,
+        opened again after an engine's dispose, an invalidation, or a transaction left open."""
+        if self.database is None:
+            return None
+        kept = self.kept
+        if kept is not None and (kept.engine is not engine or kept.closed or kept.invalidated
+                                 or kept.in_transaction()):
+            self.forget(close=True)
+            kept = None
+        if kept is None:
+            kept = self.kept = engine.connect()
+        return kept
+
+    def forget(self, *, close: bool, engine: Engine | None = None) -> None:
+        """Drop the kept connection (only ``engine``'s, when given); closed when ``close``."""
+        kept = self.kept
+        if kept is None or (engine is not None and kept.engine is not engine):
+            return
+        self.kept = None
+        if close and self.pid == os.getpid():
+            with suppress(Exception):  # a broken connection goes anyway
+                kept.detach()  # closed, not given back to a pool (a disposed one would keep it open)
+                kept.close()
 
     def __enter__(self) -> None:
         self.threads.acquire()
