@@ -88,7 +88,7 @@ def _tune_sqlite(engine: Engine) -> None:
     def _on_dispose(disposed: Engine) -> None:  # its writers' kept connection goes with its pool
         turn = _writer_turns.get(disposed.url.database or "")
         if turn is not None:
-            turn.forget(close=True, engine=disposed)
+            turn.forget(disposed)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -252,19 +252,19 @@ class _WriterTurn:
         kept = self.kept
         if kept is not None and (kept.engine is not engine or kept.closed or kept.invalidated
                                  or kept.in_transaction()):
-            self.forget(close=True)
+            self.forget()
             kept = None
         if kept is None:
             kept = self.kept = engine.connect()
         return kept
 
-    def forget(self, *, close: bool, engine: Engine | None = None) -> None:
-        """Drop the kept connection (only ``engine``'s, when given); closed when ``close``."""
+    def forget(self, engine: Engine | None = None) -> None:
+        """Close and drop the kept connection (only ``engine``'s, when given); a forked child only drops it."""
         kept = self.kept
         if kept is None or (engine is not None and kept.engine is not engine):
             return
         self.kept = None
-        if close and self.pid == os.getpid():
+        if self.pid == os.getpid():
             with suppress(Exception):  # a broken connection goes anyway
                 kept.detach()  # closed, not given back to a pool (a disposed one would keep it open)
                 kept.close()
