@@ -23,6 +23,10 @@ Message = dict[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 Receive = Callable[[], Awaitable[Message]]
 _DISCONNECT: Message = {"type": "http.disconnect"}
+# uvloop runs due timers before it reads sockets: after the api's own event loop stalled (a busy
+# machine), a deadline fires before the bytes the client sent in time are read. So a deadline that
+# fires looks once more, this long, before it refuses (api/server.py's head deadline too).
+STALL_GRACE_S = 0.05
 
 
 class BodyGuard:
@@ -85,6 +89,12 @@ class _GuardedBody:
             async with asyncio.timeout(self.timeout_s):
                 message = await self._receive()
         except TimeoutError:
+            try:  # what came in time but was not read yet (see ``STALL_GRACE_S``)
+                async with asyncio.timeout(STALL_GRACE_S):
+                    message = await self._receive()
+            except TimeoutError:
+                message = None
+        if message is None:
             return await self._refuse(408, f"The request body stopped arriving: nothing came for {self.timeout_s:g} s. "
                                            "Send the whole body without pausing.", "request_timeout", close=True)
         if message["type"] == "http.request":

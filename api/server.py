@@ -4,7 +4,8 @@
 
 - a head deadline: the request line and headers must be in within ``api.header_timeout_s`` of the
   connection opening, or of a request's first byte on a keep-alive connection (an idle keep-alive
-  connection stays uvicorn's ``timeout_keep_alive``). Past it: 408 and close.
+  connection stays uvicorn's ``timeout_keep_alive``). Past it, and past a last look at what the
+  socket holds (the api's own loop may have stalled): 408 and close.
 - a head size cap: httptools has none (it buffers one header of any size), so more than
   ``api.max_header_bytes`` before the head is complete is a 431 and a close.
 - a bound on lingering: when the app answers before the body is in (a 413 on Content-Length, a 401),
@@ -23,6 +24,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.errors import error_body
+from api.limits import STALL_GRACE_S
 from shared.config import Settings, get_settings
 
 
@@ -90,9 +92,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._body_pending and not self.transport.is_closing():
             self._linger_timer = self.loop.call_later(self.linger_s, self.transport.close)
 
-    def _head_timed_out(self) -> None:
+    def _head_timed_out(self, looked_again: bool = False) -> None:
         self._head_timer = None
         if self.transport.is_closing():
+            return
+        if not looked_again:  # read what came in time first (``api.limits.STALL_GRACE_S``)
+            self._head_timer = self.loop.call_later(STALL_GRACE_S, self._head_timed_out, True)
             return
         busy = self.cycle is not None and not self.cycle.response_complete  # a pipelined head: no room to answer
         if self._head_bytes and not busy:
