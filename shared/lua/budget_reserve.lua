@@ -33,8 +33,10 @@ local tau, window_s, least = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV
 local STRIDE = 7
 -- A provider's full bucket gains nothing until a request reaches it, while the mirror debited at
 -- admission and refills from then on. The first debit from a full deployment bucket (a dump after a
--- quiet spell) starts its refill this much later: about the time from admission to the provider.
-local FULL_LAG_S = 0.5
+-- quiet spell) starts its refill this much later: the time from admission to the provider, with room.
+-- 0.5 s was not enough on a slow, loaded machine: a dump's first requests reached the provider up to
+-- ~70 ms later than that, the mirror counted refill the provider never had, and the storm saw 1-3 429s.
+local FULL_LAG_S = 1.0
 
 local held = redis.call('HGET', KEYS[1], id)
 if held then

@@ -111,12 +111,12 @@ def test_a_job_bigger_than_a_backed_off_bucket_goes_when_it_is_full(client: redi
 def test_the_first_debit_from_a_full_bucket_refills_only_once_it_can_have_reached_the_provider(
         client: redis.Redis, keys: Keys) -> None:
     """The provider's full bucket gains nothing until the request arrives; the mirror, which debited at
-    admission, starts refilling half a second later (900 tokens/s here) so a dump's first burst is not
+    admission, starts refilling a second later (900 tokens/s here) so a dump's first burst is not
     credited with refill the provider never had."""
     tree, store = setup(client, keys)
     job = tree.buckets_for(deployment="gpt@oa", lane="batch", tenant="globex", feature=None,
                            estimate=Estimate(5_000, 5_000))
     assert store.try_reserve("dump", job, ttl_s=600, now=T0).ok
     key = keys.budget_bucket("dep", "gpt@oa", "tpm")
-    assert store.levels([key], now=T0 + 0.5)[key] == pytest.approx(44_000)
-    assert store.levels([key], now=T0 + 1.5)[key] == pytest.approx(44_900)
+    assert store.levels([key], now=T0 + 1.0)[key] == pytest.approx(44_000)
+    assert store.levels([key], now=T0 + 2.0)[key] == pytest.approx(44_900)
