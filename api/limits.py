@@ -23,9 +23,9 @@ Message = dict[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 Receive = Callable[[], Awaitable[Message]]
 _DISCONNECT: Message = {"type": "http.disconnect"}
-# uvloop runs due timers before it reads sockets: after the api's own event loop stalled (a busy
-# machine), a deadline fires before the bytes the client sent in time are read. So a deadline that
-# fires looks once more, this long, before it refuses (api/server.py's head deadline too).
+# After the api's own event loop stalled (a busy machine), a deadline's timer and the bytes the client
+# sent in time are handled in the same loop iteration, and the timer's cancellation wins. So a
+# deadline that fires looks once more, this long, before it refuses (api/server.py's head deadline too).
 STALL_GRACE_S = 0.05
 
 
