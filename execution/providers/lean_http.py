@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn
 from urllib.parse import urlencode, urlsplit
 
 import certifi
@@ -43,6 +43,7 @@ from shared.config import Timeouts
 IDLE_S = 30.0  # an idle connection older than this is closed rather than reused (httpx's keepalive_expiry)
 MAX_IDLE = 256  # idle connections kept per host at most
 READ_PIECE = 65536
+ONE_WRITE_MAX = 1 << 20  # a request body up to this is sent in the same write as its head
 USER_AGENT = "ai-gateway"
 
 
@@ -83,6 +84,26 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
 
 
+class _OneWrite(http.client.HTTPConnection):
+    """http.client sends a request's head and its body in two writes: with TCP_NODELAY two packets, and
+    two wake-ups of the server before it can answer. A body up to ``ONE_WRITE_MAX`` goes out with its
+    head here, in one write (a larger one is not copied for it)."""
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if not isinstance(message_body, bytes) or encode_chunked or len(message_body) > ONE_WRITE_MAX:
+            super()._send_output(message_body, encode_chunked)  # type: ignore[misc]  # private in typeshed
+            return
+        buffer: list[bytes] = self._buffer  # type: ignore[attr-defined]  # the head, as putheader left it
+        buffer.extend((b"", b""))
+        head = b"\r\n".join(buffer)
+        del buffer[:]
+        self.send(head + message_body)
+
+
+class _OneWriteTLS(_OneWrite, http.client.HTTPSConnection):
+    pass
+
+
 class _Idle(NamedTuple):
     conn: http.client.HTTPConnection
     since: float
@@ -108,8 +129,8 @@ class Pool:
                 return found.conn, True
             found.conn.close()
         if origin.scheme == "https":
-            return http.client.HTTPSConnection(origin.host, origin.port, timeout=connect_s, context=_tls()), False
-        return http.client.HTTPConnection(origin.host, origin.port, timeout=connect_s), False
+            return _OneWriteTLS(origin.host, origin.port, timeout=connect_s, context=_tls()), False
+        return _OneWrite(origin.host, origin.port, timeout=connect_s), False
 
     def give_back(self, origin: Origin, conn: http.client.HTTPConnection) -> None:
         with self._lock:

@@ -257,3 +257,26 @@ def test_a_connection_past_descriptor_1024_is_reused_too(serve: Any) -> None:
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+class _Writes:
+    """A socket stand-in that keeps what each ``sendall`` wrote."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+
+@pytest.mark.parametrize("size, writes", [(200, 1), (lean_http.ONE_WRITE_MAX + 1, 2)])
+def test_a_request_s_head_and_body_go_out_in_one_write_unless_the_body_is_large(size: int, writes: int) -> None:
+    conn = lean_http._OneWrite("127.0.0.1", 9)
+    conn.sock = sock = _Writes()  # type: ignore[assignment]
+    body = b"x" * size
+    conn.request("POST", "/v1/chat/completions", body=body, headers={"content-type": "application/json"})
+    assert len(sock.writes) == writes  # one packet, one wake-up of the provider; a large body is not copied
+    sent = b"".join(sock.writes)
+    head, _, rest = sent.partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") and b"Content-Length: %d" % size in head
+    assert rest == body
