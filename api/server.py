@@ -34,6 +34,34 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
             "limit_concurrency": settings.api.max_connections, "timeout_keep_alive": settings.api.keep_alive_s}
 
 
+class _OneWrite:
+    """The connection's transport, but writes made in one turn of the event loop go out in one write:
+    uvicorn writes a response's head and then its body, two packets and two wake-ups of the client
+    where one does. Held bytes go at the end of the turn (``call_soon``), so nothing waits."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._held:
+            self._loop.call_soon(self._flush)
+        self._held.append(data)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, []
+        if held and not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -47,7 +75,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._body_pending = False  # the current request's body is not all in
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_OneWrite(transport, self.loop))  # type: ignore[arg-type]
         self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
