@@ -12,9 +12,13 @@ half-queued.
 Per submit: one Redis round trip reads the auth epoch, the queues and the chain's breakers, and
 takes an interactive job's attempt lease up front, for a whole attempt (given back if it is queued
 after all); a key seen lately (``api.auth``) is confirmed there against the epoch (no SQL read). A
-fast-lane job is then reserved (one round trip), under an id chosen up front, and inserted already
-admitted (one statement). What a submit that stops half-way took (the lease, the reservation) is
-given back by one ``ExitStack``.
+fast-lane job's reservation goes in the same round trip, under an id chosen up front, on the
+deployment admission would pick were the interactive queue empty and its breaker closed, as the
+previous submit found them (``_Guess``); when what comes back says otherwise (a queue, a breaker no
+longer closed, a key revoked), it is refunded before admission decides afresh, so a guess never
+changes the outcome, only saves a round trip. The job is then inserted already admitted (one
+statement). What a submit that stops half-way took (the lease, the reservation) is given back by one
+``ExitStack``.
 
 A fast-lane job whose caller waits is then sent by the api itself, on the request's thread, while
 it has a free slot (``api.fast_lane_attempts`` per process): the same attempt a worker would run
@@ -43,7 +47,8 @@ from api.cache_hits import CacheHits
 from api.metrics import CACHE_BYPASSED
 from execution.attempt import run_inline
 from shared import tracing
-from shared.admission import QueueState
+from shared.admission import Decision, QueueState
+from shared.budget import Admission, Bucket, Estimate
 from shared.cache.plan import plan_for
 from shared.db import jobs
 from shared.db.session import session_scope
@@ -52,7 +57,7 @@ from shared.envelope import Envelope
 from shared.errors import GatewayError, InvalidRequest, Overloaded, PermissionDenied, Unavailable
 from shared.lanes import Lane
 from shared.privacy.vault import save_in
-from shared.redis_batch import RedisBatch
+from shared.redis_batch import RedisBatch, ScriptCall
 from shared.schemas import JobTags, Submittable, relay_of
 
 if TYPE_CHECKING:
@@ -75,18 +80,33 @@ class Submitted:
 
 
 @dataclass
+class _Guess:
+    """A fast-lane job's reservation sent with the read-ahead (see the module docstring)."""
+
+    deployment: str
+    call: ScriptCall
+    estimate: Estimate
+    buckets: list[Bucket]
+    admission: Admission | None = None  # its reply, once the read-ahead is back
+
+
+@dataclass
 class _Ahead:
     """What one round trip before admission tells the api about a job (see ``Acceptor._read_ahead``)."""
 
     epoch: str
     queues: QueueState
     breakers: dict[str, Any]
+    guess: _Guess | None = None
 
 
 class Acceptor:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self.hits = CacheHits(gw)
+        # What the last read-ahead found (a hint for the next one's guess; threads share it, staleness is safe):
+        self._interactive_idle = False  # nothing waiting in the interactive lane
+        self._closed: dict[str, bool] = {}  # deployment -> its breaker was closed
 
     def submit(self, caller: Caller, chat: Submittable, tags: JobTags, lane: Lane, reply_to: str | None,
                answer: Callable[[Submitted], None] | None = None,
@@ -157,9 +177,10 @@ class Acceptor:
         admitter = self.gw.admitter
         if env.route is not None:
             self._refuse_closed_route(env, ahead)
+        guessed = self._take_guess(env, ahead)
         if env.lane == Lane.INTERACTIVE and ahead.queues.interactive_waiting == 0:
-            with tracing.span("admission", lane=str(env.lane), inline=True):
-                decision = admitter.try_admit(env, breakers=ahead.breakers)
+            with tracing.span("admission", lane=str(env.lane), inline=True, ahead=guessed is not None):
+                decision = guessed or admitter.try_admit(env, breakers=ahead.breakers)
             budget = decision.blocked_on_budget
             if budget is not None and (refusal := admitter.over_budget(env, budget, decision.admission.spent)):
                 raise refusal
@@ -169,6 +190,39 @@ class Acceptor:
         admitter.check_queue(env, ahead.queues)
         admitter.check_budgets(env)
         return False
+
+    def _guess(self, env: Envelope, may_send_here: bool) -> _Guess | None:
+        """The reservation to send with the read-ahead, when the last read-ahead makes admission on the
+        chain's first deployment likely: an interactive job the api may send itself, no route (its tiers
+        decide), budgets on, nothing waiting, the breaker closed."""
+        if not (may_send_here and env.lane == Lane.INTERACTIVE and env.route is None and self._interactive_idle
+                and self.gw.settings.admission.enabled):
+            return None
+        deployment = self.gw.admitter.within_reach(env)[0]
+        if not self._closed.get(deployment):
+            return None
+        return _Guess(deployment, *self.gw.admitter.reservation(env, deployment))
+
+    def _take_guess(self, env: Envelope, ahead: _Ahead) -> Decision | None:
+        """The guessed reservation's decision when it stands: admitted, with nothing waiting and the
+        breaker closed in this read-ahead. One that does not stand is refunded (admission decides afresh
+        under the same reservation id) and None returned."""
+        guess = ahead.guess
+        if guess is None or guess.admission is None:
+            return None
+        state = ahead.breakers.get(guess.deployment) or {}
+        if (guess.admission.ok and env.lane == Lane.INTERACTIVE and ahead.queues.interactive_waiting == 0
+                and state.get("state") == "closed"):
+            env.admitted(guess.deployment, guess.estimate)
+            return Decision(True, guess.deployment, guess.estimate, guess.admission, guess.buckets)
+        self._refund_guess(env, ahead)
+        return None
+
+    def _refund_guess(self, env: Envelope, ahead: _Ahead) -> None:
+        guess, ahead.guess = ahead.guess, None
+        if guess is not None and guess.admission is not None and guess.admission.ok:
+            with contextlib.suppress(redis.RedisError, OSError):  # else it is held until its reservation expires
+                self.gw.admitter.store.release(self.gw.admitter.reservation_id(env))
 
     def _refuse_closed_route(self, env: Envelope, ahead: _Ahead) -> None:
         """A route whose every deployment in reach has its breaker open is a 503 with Retry-After, before
@@ -209,11 +263,17 @@ class Acceptor:
         if env.vault:  # before the job exists anywhere a worker could pick it up
             vault, ttl_s = env.vault, self.gw.vault_ttl_s(env)
             batch.command(lambda pipe: save_in(pipe, self.gw.keys.vault(env.id), vault, ttl_s))
+        guess = self._guess(env, may_send_here)
+        if guess is not None:
+            batch.script(guess.call, lambda admission: setattr(guess, "admission", admission))
         try:
             batch.execute()
         except (redis.RedisError, OSError) as exc:
             raise Unavailable("The gateway's queue (Redis) is unavailable; the job was not accepted. "
                               "Retry shortly.") from exc
+        ahead = _Ahead(got["epoch"], got["queues"], got["breakers"], guess)
+        self._interactive_idle = ahead.queues.interactive_waiting == 0
+        self._closed.update((name, state.get("state") == "closed") for name, state in ahead.breakers.items())
         self.gw.directory.observe(got["epoch"])
         if caller.epoch != got["epoch"]:  # from the cache, or a key was revoked since: confirm it
             self.gw.auth.saw_epoch(got["epoch"])
@@ -221,8 +281,9 @@ class Acceptor:
                 self.gw.auth.confirm(caller.api_key, got["epoch"])
             except GatewayError:
                 self._drop_lease(env)
+                self._refund_guess(env, ahead)
                 raise
-        return _Ahead(got["epoch"], got["queues"], got["breakers"])
+        return ahead
 
     def _drop_lease(self, env: Envelope) -> None:
         """Give up a lease taken up front for a job that was not admitted inline after all."""

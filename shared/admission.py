@@ -32,6 +32,7 @@ from shared.envelope import Envelope
 from shared.errors import InvalidRequest, Overloaded, QuotaExceeded
 from shared.keys import Keys
 from shared.lanes import Lane
+from shared.redis_batch import ScriptCall
 
 
 @dataclass
@@ -221,14 +222,22 @@ class Admitter:
                                                          ticket=env.ticket))
 
     def _reserve(self, env: Envelope, deployment: str, allow_borrow: bool) -> Decision:
-        est = self.estimate(env, deployment)
-        buckets = self.buckets(env, deployment, est)
-        rid, ttl_s = self.reservation_id(env), self.tree.reservation_ttl(deployment)
-        admission = self.store.try_reserve(rid, buckets, ttl_s=ttl_s, allow_borrow=allow_borrow)
+        call, est, buckets = self.reservation(env, deployment, allow_borrow)
+        admission: Admission = call.run()
         if admission.unseeded:  # a new window, or Redis forgot: rebuild from the store, then ask again
             self.seed(buckets, admission.unseeded)
-            admission = self.store.try_reserve(rid, buckets, ttl_s=ttl_s, allow_borrow=allow_borrow)
+            admission = call.run()
         return Decision(admission.ok, deployment, est, admission, buckets)
+
+    def reservation(self, env: Envelope, deployment: str,
+                    allow_borrow: bool = False) -> tuple[ScriptCall, Estimate, list[Bucket]]:
+        """The reservation of ``env`` on ``deployment`` as a script call (its reply an ``Admission``), with the
+        estimate and the buckets it debits: ``_reserve`` runs it; the api sends it ahead (``api.accept``)."""
+        est = self.estimate(env, deployment)
+        buckets = self.buckets(env, deployment, est)
+        call = self.store.reserve_call(self.reservation_id(env), buckets, ttl_s=self.tree.reservation_ttl(deployment),
+                                       allow_borrow=allow_borrow)
+        return call, est, buckets
 
     def seed(self, buckets: Sequence[Bucket], keys: Sequence[str]) -> None:
         """Create the dollar budgets ``keys`` (of ``buckets``) in Redis from what the store says they spent."""

@@ -304,8 +304,15 @@ class BudgetStore:
     def try_reserve(self, reservation_id: str, buckets: Sequence[Bucket], *, ttl_s: float,
                     allow_borrow: bool = False, now: float | None = None) -> Admission:
         """Debit every bucket or none. Reserving an id that is already held is a no-op that says ok."""
+        admission: Admission = self.reserve_call(reservation_id, buckets, ttl_s=ttl_s, allow_borrow=allow_borrow,
+                                                 now=now).run()
+        return admission
+
+    def reserve_call(self, reservation_id: str, buckets: Sequence[Bucket], *, ttl_s: float,
+                     allow_borrow: bool = False, now: float | None = None) -> ScriptCall:
+        """``try_reserve`` as a script call to send in a batch with others; its reply is an ``Admission``."""
         keys, args = self._reserve_call(reservation_id, buckets, ttl_s, allow_borrow, now)
-        return ScriptCall(self._reserve, keys, args, _admission).run()
+        return ScriptCall(self._reserve, keys, args, _admission)
 
     def try_reserve_many(self, requests: Iterable[tuple[str, Sequence[Bucket]]], *, ttl_s: float,
                          allow_borrow: bool = False, now: float | None = None) -> list[Admission]:

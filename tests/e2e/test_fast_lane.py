@@ -20,6 +20,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from shared.breaker import Breakers
 from shared.config import get_settings
 from shared.db.models import Attempt
 from shared.db.session import session_scope
@@ -42,8 +43,9 @@ def _attempts(job_id: str) -> list[Attempt]:
         return list(db.scalars(select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.number)))
 
 
-def _chat(url: str, key: str, model: str, feature: str = "fast-lane-tests", **kw: Any) -> httpx.Response:
-    return httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "model": model},
+def _chat(url: str, key: str, model: str, feature: str = "fast-lane-tests", max_tokens: int = 16,
+          **kw: Any) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "model": model, "max_tokens": max_tokens},
                       headers={"Authorization": f"Bearer {key}", "X-Gateway-Feature": feature}, timeout=60, **kw)
 
 
@@ -157,3 +159,48 @@ def _wait_in_flight(sim_url: str, timeout: float = 20) -> None:
 def _swallow(call: Callable[[], object]) -> None:
     with contextlib.suppress(httpx.HTTPError):  # the api it talks to is killed mid-call
         call()
+
+
+def test_a_reservation_sent_ahead_to_a_breaker_found_open_is_refunded_and_the_fallback_answers(
+        stack: Stack, other_api: Any) -> None:
+    """The api sends a fast-lane job's reservation with its read-ahead, on the deployment the last
+    read-ahead found closed; this one finds its breaker open: the guess is refunded in full and the
+    call is reserved on, and sent to, the chain's fallback (600 TPM each: a refill too slow to hide a
+    reservation kept or missing; the fallback answers in 1.5 s, so the budgets are read mid-call)."""
+    url, _ = other_api()
+    r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    guessed, fallback = (Keys(PREFIX).budget_bucket("deployment", name, "tpm")
+                         for name in ("guess@sim", "guess-slow@sim"))
+    first = _chat(url, stack.keys["globex"], "guess-fallback", max_tokens=5)  # the api sees guess@sim closed
+    assert first.status_code == 200 and first.headers["x-gateway-deployment"] == "guess@sim"
+    breakers = Breakers.from_settings(r, Keys(PREFIX), get_settings())
+    for _ in range(3):
+        breakers.record("guess@sim", ok=False, kind="server_error")
+    assert breakers.state("guess@sim")["state"] == "open"
+    before = float(r.hget(guessed, "level") or 0)
+
+    with ThreadPoolExecutor(1) as pool:
+        sent = time.monotonic()
+        call = pool.submit(_chat, url, stack.keys["globex"], "guess-fallback", max_tokens=5)
+        # The fallback's reservation is made after the guess was looked at, well before the answer (1.5 s):
+        # a reservation of the fallback first seen later is the attempt's settlement, not its admission.
+        while (fallback_level := r.hget(fallback, "level")) is None and time.monotonic() - sent < 1.0:
+            time.sleep(0.01)
+        guessed_level = float(r.hget(guessed, "level") or 0)
+        second = call.result()
+
+    assert second.status_code == 200 and second.headers["x-gateway-deployment"] == "guess-slow@sim"
+    assert fallback_level is not None and float(fallback_level) < 600  # the call is reserved on the fallback
+    assert guessed_level >= before  # and the guess refunded: only its refill since, nothing held
+    assert _settled_soon(r, second.headers["x-gateway-job-id"])
+    breakers.reset("guess@sim")
+
+
+def _settled_soon(r: redis.Redis, job_id: str, timeout: float = 5) -> bool:
+    """The fallback's own reservation is settled by the attempt's last round trip, moments after the answer."""
+    deadline = time.monotonic() + timeout
+    while r.hexists(Keys(PREFIX).budget_reservations, f"{job_id}:1"):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
