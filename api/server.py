@@ -34,25 +34,34 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
             "limit_concurrency": settings.api.max_connections, "timeout_keep_alive": settings.api.keep_alive_s}
 
 
+ONE_WRITE = True  # off: each write goes out as uvicorn made it (``ops/bench_ab.py --toggle api.server:ONE_WRITE:...``)
+
+
 class _OneWrite:
-    """The connection's transport, but writes made in one turn of the event loop go out in one write:
-    uvicorn writes a response's head and then its body, two packets and two wake-ups of the client
-    where one does. Held bytes go at the end of the turn (``call_soon``), so nothing waits."""
+    """The connection's transport, but a write is held until the next one, which takes it along, or until
+    the end of the loop's turn (``call_soon``): uvicorn writes a response's head and then its body, two
+    packets and two wake-ups of the client where one does. The body's write sends both at once, before
+    any other callback of the turn runs (one waking the attempt's thread would delay it)."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._held: list[bytes] = []
+        self._held: bytes | None = None
 
     def write(self, data: bytes) -> None:
-        if not self._held:
+        if not ONE_WRITE:
+            self._transport.write(data)
+        elif self._held is None:
+            self._held = data
             self._loop.call_soon(self._flush)
-        self._held.append(data)
+        else:
+            held, self._held = self._held, None
+            self._transport.write(held + data)
 
     def _flush(self) -> None:
-        held, self._held = self._held, []
-        if held and not self._transport.is_closing():
-            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
 
     def close(self) -> None:
         self._flush()

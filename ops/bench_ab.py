@@ -74,7 +74,9 @@ def main() -> None:
     module, attr, arms = parse_toggle(args.toggle)
     import uvicorn
 
+    from api.server import uvicorn_options
     from cli.main import api_app
+    from shared.config import get_settings
 
     _tune_gc()  # as `gateway api` does
     app = api_app()
@@ -87,7 +89,8 @@ def main() -> None:
         await app(scope, receive, send)
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(toggled, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(toggled, host="127.0.0.1", port=port, log_level="warning", loop="uvloop",
+                                           **uvicorn_options(get_settings())))  # as `gateway api` runs it
     threading.Thread(target=server.run, daemon=True).start()
     try:
         while not server.started:

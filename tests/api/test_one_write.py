@@ -1,6 +1,5 @@
-"""The api writes what one turn of its event loop produced in one write (``api.server._OneWrite``): a
-response's head and body leave as one packet, and a streamed response still leaves frame by frame,
-each as soon as the turn that made it ends."""
+"""The api sends a response's head with its body, in one write (``api.server._OneWrite``), and a
+streamed response still leaves frame by frame, each by the end of the loop turn that made it."""
 
 from __future__ import annotations
 
@@ -42,17 +41,19 @@ def test_writes_of_one_turn_leave_together_and_a_close_sends_what_is_held() -> N
         transport = _Transport()
         corked = _OneWrite(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
         corked.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        assert transport.writes == []  # held for the next write
         corked.write(b"body")
-        assert transport.writes == []  # held until the turn ends
-        await asyncio.sleep(0)
-        assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+        assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]  # which takes it along at once
+        corked.write(b"frame")
+        await asyncio.sleep(0)  # a write with none after it in its turn goes at the turn's end
+        assert transport.writes[-1] == b"frame"
         corked.write(b"last")
         corked.close()  # nothing held is lost to a close
         assert transport.writes[-1] == b"last" and transport.closed
         assert corked.get_extra_info("peername") == "info:peername"  # the rest is the transport's
         return transport
 
-    assert len(asyncio.run(scenario()).writes) == 2
+    assert len(asyncio.run(scenario()).writes) == 3
 
 
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
