@@ -68,6 +68,9 @@ log = logging.getLogger("gateway.api")
 # a bad request (blocked content and injections included), a model the key may not use, shedding, and a
 # route or queue that cannot take it.
 REFUSALS = (InvalidRequest, Overloaded, PermissionDenied, Unavailable)
+# A fast-lane job's reservation rides in the read-ahead's round trip (``_Guess``); off, it takes one of its
+# own after it (``ops/bench_ab.py --toggle api.accept:RESERVE_AHEAD:True:False`` compares the two).
+RESERVE_AHEAD = True
 
 
 @dataclass
@@ -195,8 +198,8 @@ class Acceptor:
         """The reservation to send with the read-ahead, when the last read-ahead makes admission on the
         chain's first deployment likely: an interactive job the api may send itself, no route (its tiers
         decide), budgets on, nothing waiting, the breaker closed."""
-        if not (may_send_here and env.lane == Lane.INTERACTIVE and env.route is None and self._interactive_idle
-                and self.gw.settings.admission.enabled):
+        if not (RESERVE_AHEAD and may_send_here and env.lane == Lane.INTERACTIVE and env.route is None
+                and self._interactive_idle and self.gw.settings.admission.enabled):
             return None
         deployment = self.gw.admitter.within_reach(env)[0]
         if not self._closed.get(deployment):
