@@ -10,19 +10,15 @@ blocks its loop on ``/stall``.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 
 from api.limits import BodyGuard
-from api.server import GatewayHttpProtocol
 from shared.config import get_settings
-
-PATIENCE_S = 15
+from tests.api.servers import PATIENCE_S, serving
 
 
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -44,19 +40,8 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 @pytest.fixture
 def server() -> Iterator[int]:
     api = get_settings().api
-    app = BodyGuard(_app, max_bytes=1024 * 1024, timeout_s=api.body_timeout_s)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, loop="uvloop", http=GatewayHttpProtocol,
-                            log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + PATIENCE_S
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    thread.join(PATIENCE_S)
+    with serving(BodyGuard(_app, max_bytes=1024 * 1024, timeout_s=api.body_timeout_s)) as port:
+        yield port
 
 
 def _connect(port: int) -> socket.socket:

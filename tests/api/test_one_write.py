@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 
-from api.server import GatewayHttpProtocol, _OneWrite
-
-PATIENCE_S = 15
+from api.server import _OneWrite
+from tests.api.servers import PATIENCE_S, serving
 
 
 class _Transport:
@@ -69,18 +65,8 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 @pytest.fixture
 def port() -> Iterator[int]:
-    config = uvicorn.Config(_app, host="127.0.0.1", port=0, loop="uvloop", http=GatewayHttpProtocol,
-                            log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + PATIENCE_S
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    thread.join(PATIENCE_S)
+    with serving(_app) as port:
+        yield port
 
 
 def test_a_streamed_answer_leaves_frame_by_frame(port: int) -> None:
